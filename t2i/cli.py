@@ -1,0 +1,173 @@
+"""`python -m t2i ...`: generate, presets, download, bench.
+
+Every user-facing failure is one line on stderr and a non-zero exit; a run that fails writes no
+files (outputs are written only after the run succeeded, each through a temporary name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+from .errors import T2IError
+from .spec import SpecError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name:
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise T2IError(f"--device {name}: no CUDA device is available here; use --device cpu")
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _read(path: str | None, field: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise SpecError(field, f"cannot read {path}: {e.strerror}") from None
+
+
+def slug(text: str, limit: int = 48) -> str:
+    """A prompt made safe as a file name: lowercase ASCII words joined by '-'."""
+    words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return words[:limit].rstrip("-") or "image"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def cmd_generate(args) -> int:
+    from tqdm import tqdm
+
+    from . import render
+    from .engine import build_models, run
+    from .presets import get_preset
+    from .spec import make_spec
+
+    preset = get_preset(args.preset)
+    size = args.size or (None, None)
+    spec = make_spec(args.prompt, preset.name, width=size[0], height=size[1], iterations=args.iterations,
+                     cutn=args.cutn, lr=args.lr, save_every=args.save_every, seed=args.seed,
+                     init_image=_read(args.init_image, "init_image"),
+                     image_prompts=[_read(p, "image_prompt") for p in args.image_prompt or []],
+                     defaults=preset.defaults)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SpecError("out", f"{out} exists and is not a directory")
+    models = build_models(preset, device=_device(args.device))
+    if preset.untrained:
+        print(f"note: {preset.name} has random weights; its images mean nothing", file=sys.stderr)
+
+    with tqdm(total=spec.iterations, desc="generating", unit="step", disable=args.quiet) as bar:
+        def on_step(step):
+            bar.set_postfix(loss=f"{step.loss:.4f}")
+            bar.update(1)
+        result = run(spec, models, on_step)
+
+    params = render.parameters(spec, result, preset)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{slug(spec.prompt)}-{result.seed}"
+    png, gif = out / f"{stem}.png", out / f"{stem}.gif"
+    _write_atomic(gif, render.gif_bytes(result.frames))
+    _write_atomic(png, render.png_bytes(result.image, params))
+    resized = "" if (result.width, result.height) == (spec.width, spec.height) else \
+        f" (asked for {spec.width}x{spec.height}; the generator works in multiples of {models.generator.factor})"
+    print(f"size {result.width}x{result.height}{resized}, seed {result.seed}, final loss {result.losses[-1]:.4f}")
+    print(f"wrote {png}")
+    print(f"wrote {gif} ({len(result.frames)} frames)")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .presets import all_presets
+    from .weights import missing_files
+
+    for name, p in all_presets().items():
+        missing = missing_files(p)
+        state = "random weights (untrained)" if p.untrained else \
+            ("weights present" if not missing else f"weights missing ({len(missing)} files): python -m t2i download {name}")
+        print(f"{name}\n    {p.description}\n    models: {p.models_label}\n    {state}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .weights import download
+
+    for name in args.names:
+        for line in download(name, progress=not args.quiet):
+            print(line)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench
+
+    for line in bench(args.preset, device=_device(args.device), steps=args.steps, size=args.size, cutn=args.cutn):
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .presets import DEFAULT_PRESET
+
+    parser = argparse.ArgumentParser(prog="python -m t2i", description="CLIP-guided text-to-image")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="make one image from a prompt")
+    g.add_argument("prompt", help="text[:weight[:stop]] parts separated by '|', e.g. 'a red fox|blurry:-0.5'")
+    g.add_argument("--preset", default=DEFAULT_PRESET)
+    g.add_argument("--size", nargs=2, metavar=("W", "H"), help="default from the preset (300 300)")
+    g.add_argument("--iterations", help="optimisation steps")
+    g.add_argument("--cutn", help="cutouts per step")
+    g.add_argument("--lr", help="Adam learning rate")
+    g.add_argument("--seed", help="0..2**63-1; random when omitted (the used seed is printed)")
+    g.add_argument("--init-image", help="PNG/JPEG/WebP to start from")
+    g.add_argument("--image-prompt", action="append", help="image to steer towards (repeatable)")
+    g.add_argument("--save-every", help="a GIF frame every K steps")
+    g.add_argument("--out", default="outputs", help="directory for the PNG and GIF")
+    g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("presets", help="list presets and whether their weights are present")
+    p.set_defaults(func=cmd_presets)
+
+    d = sub.add_parser("download", help="fetch weights into checkpoints/ and prove they load")
+    d.add_argument("names", nargs="+", metavar="NAME", help="a preset or a weights entry (configs/weights.yaml)")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_download)
+
+    b = sub.add_parser("bench", help="steps/s and peak memory with random weights of a preset's architecture")
+    b.add_argument("--preset", default=DEFAULT_PRESET)
+    b.add_argument("--device")
+    b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--size", type=int, nargs=2, metavar=("W", "H"))
+    b.add_argument("--cutn", type=int)
+    b.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SpecError, T2IError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT if isinstance(e, SpecError) else EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

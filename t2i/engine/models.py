@@ -1,0 +1,64 @@
+"""Model building: a preset in, a generator and its perceptors out, on one device.
+
+The one place that decides where weights come from: the downloaded files for trained presets (a
+missing file is WeightsMissing), random weights for untrained presets (seeded, so every process
+builds the same model), or random weights of the real architecture for benchmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import weights as W
+from ..paths import MODEL_CONFIG_DIR, clip_cache_dir
+from ..presets import Preset
+from .biggan import BigGANGenerator, build_biggan, load_biggan
+from .perceptor import Perceptor, load_perceptor, register_model_configs
+from .vqgan import VQGANGenerator, build_taming, load_taming
+
+UNTRAINED_SEED = 0  # untrained presets are the same model in every process
+
+
+@dataclass
+class Models:
+    preset: Preset
+    generator: torch.nn.Module
+    perceptors: list[Perceptor]
+    device: torch.device
+
+
+def load_generator_weights(entry: W.WeightsEntry, hint: str = ""):
+    hint = hint or f"python -m t2i download {entry.name}"
+    if entry.kind == "taming":
+        return load_taming(entry.path(".yaml"), entry.path(".ckpt"), download_hint=hint)
+    if entry.kind == "biggan":
+        return load_biggan(entry.directory, download_hint=hint)
+    raise ValueError(f"weights {entry.name}: unknown kind {entry.kind!r}")
+
+
+def _generator(preset: Preset, random_weights: bool):
+    if random_weights:
+        net = build_taming(preset.arch) if preset.generator_kind == "vqgan" else build_biggan(preset.arch)
+    else:
+        net = load_generator_weights(W.entry(preset.weights), hint=W.download_command(preset.name))
+    if preset.generator_kind == "vqgan":
+        return VQGANGenerator(net)
+    return BigGANGenerator(net, **preset.generator_options)
+
+
+def build_models(preset: Preset, device="cpu", random_weights: bool = False) -> Models:
+    """random_weights=True builds the real architecture untrained (benchmarks need no download)."""
+    register_model_configs(MODEL_CONFIG_DIR)
+    random_weights = random_weights or preset.untrained
+    if not random_weights:
+        W.require(preset)  # one clear message before any loading starts
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_SEED)
+        generator = _generator(preset, random_weights)
+        perceptors = [load_perceptor(ref.model, None if random_weights else ref.pretrained, clip_cache_dir(),
+                                     device=device, download_hint=W.download_command(preset.name))
+                      for ref in preset.perceptors]
+    device = torch.device(device)
+    return Models(preset, generator.to(device), perceptors, device)

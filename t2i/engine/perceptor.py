@@ -1,0 +1,108 @@
+"""Perceptor: an open_clip model that embeds text and cutouts into one unit-norm space.
+
+Weights come from open_clip's own cache, kept under checkpoints/clip, and are resolved to a local
+file before the model is built, so loading never reaches for the network: an absent file is a
+WeightsMissing error naming the download command.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+
+from ..errors import WeightsMissing
+
+_registered_dirs: set[str] = set()
+
+
+def register_model_configs(path: Path) -> None:
+    """Make open_clip aware of our own architecture files (tiny test models)."""
+    key = str(Path(path).resolve())
+    if key not in _registered_dirs:
+        open_clip.add_model_config(Path(path))
+        _registered_dirs.add(key)
+
+
+def cached_weights(model_name: str, pretrained: str, cache_dir: Path) -> Path | None:
+    """The local file open_clip would load for (model, tag), or None when it is not downloaded."""
+    if os.path.isfile(pretrained):
+        return Path(pretrained)
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not cfg:
+        raise ValueError(f"open_clip has no pretrained tag {pretrained!r} for {model_name}; "
+                         f"known: {', '.join(open_clip.list_pretrained_tags_by_model(model_name)) or 'none'}")
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(cfg["hf_hub"])  # "org/model/" means open_clip's default name
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        for name in names:
+            hit = try_to_load_from_cache(repo, name, cache_dir=str(cache_dir))
+            if isinstance(hit, str):
+                return Path(hit)
+    if cfg.get("url"):
+        path = Path(cache_dir) / os.path.basename(cfg["url"])
+        if path.is_file():
+            return path
+    return None
+
+
+def download_weights(model_name: str, pretrained: str, cache_dir: Path) -> Path:
+    """Fetch through open_clip's own downloader into cache_dir."""
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    return Path(open_clip.pretrained.download_pretrained(cfg, cache_dir=str(cache_dir)))
+
+
+class Perceptor(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, tokenizer, mean, std, name: str):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name
+        size = model.visual.image_size
+        self.input_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts).to(self.device)
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, S, S) in [0, 1] at input_size -> (B, D) unit vectors."""
+        return F.normalize(self.model.encode_image((images - self.mean) / self.std).float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_pil(self, image) -> torch.Tensor:
+        from torchvision.transforms import functional as TF
+
+        x = TF.to_tensor(TF.center_crop(TF.resize(image, self.input_size), self.input_size))
+        return self.encode_image(x[None].to(self.device))
+
+
+def load_perceptor(model_name: str, pretrained: str | None, cache_dir: Path, device="cpu",
+                   download_hint: str = "") -> Perceptor:
+    """Build an open_clip model. pretrained=None means random weights (untrained presets only)."""
+    kwargs = {}
+    mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+    if pretrained is not None:
+        path = cached_weights(model_name, pretrained, cache_dir)
+        if path is None:
+            raise WeightsMissing(f"CLIP weights {model_name}/{pretrained} are not in {cache_dir}"
+                                 + (f": run `{download_hint}`" if download_hint else ""))
+        cfg = open_clip.get_pretrained_cfg(model_name, pretrained) if not os.path.isfile(pretrained) else {}
+        kwargs["force_quick_gelu"] = bool(cfg.get("quick_gelu", False))
+        mean, std = cfg.get("mean", mean), cfg.get("std", std)
+        pretrained = str(path)
+    model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device, **kwargs)
+    tokenizer = open_clip.get_tokenizer(model_name)
+    return Perceptor(model, tokenizer, mean, std, name=model_name).to(device)

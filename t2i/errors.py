@@ -1,0 +1,17 @@
+"""Errors whose message is shown to a user as one line (CLI, queue, pages)."""
+
+
+class T2IError(Exception):
+    """Base: str(e) is a one-line message a user can act on."""
+
+
+class WeightsMissing(T2IError):
+    """A weights file is absent; the message names the file and the download command."""
+
+
+class PresetError(T2IError):
+    """Unknown or malformed preset."""
+
+
+class Cancelled(T2IError):
+    """The run was stopped between steps at the caller's request."""

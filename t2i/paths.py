@@ -1,0 +1,16 @@
+"""Where things live on disk: the repository's configs/, and checkpoints/ (or $T2I_CHECKPOINTS)."""
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "configs"
+MODEL_CONFIG_DIR = CONFIG_DIR / "models"
+
+
+def checkpoints_dir() -> Path:
+    return Path(os.environ.get("T2I_CHECKPOINTS") or ROOT / "checkpoints")
+
+
+def clip_cache_dir() -> Path:
+    return checkpoints_dir() / "clip"

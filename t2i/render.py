@@ -1,0 +1,63 @@
+"""Turning a run into files: the animated GIF of the frames and the PNG that carries its parameters.
+
+The PNG's `parameters` text chunk holds a JSON object (prompt, seed, preset, size, iterations,
+cutouts, lr, versions), so an image found on disk says how to make it again.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from importlib import metadata
+
+import imageio.v3 as iio
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from . import __version__
+
+PARAMETERS_KEY = "parameters"
+_VERSIONED = ("torch", "open_clip_torch", "taming-transformers-rom1504", "pytorch-pretrained-biggan")
+
+
+def versions() -> dict[str, str]:
+    found = {"t2i": __version__}
+    for dist in _VERSIONED:
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def parameters(spec, result, preset) -> dict:
+    """What the PNG records: enough to repeat the run (images are noted, not embedded)."""
+    return {
+        "prompt": spec.prompt, "preset": spec.preset, "models": preset.models_label,
+        "untrained": preset.untrained, "seed": result.seed,
+        "size": [result.width, result.height], "requested_size": [spec.width, spec.height],
+        "iterations": spec.iterations, "cutn": spec.cutn, "lr": spec.lr, "save_every": spec.save_every,
+        "init_image": spec.init_image is not None, "image_prompts": len(spec.image_prompts),
+        "versions": versions(),
+    }
+
+
+def png_bytes(image: Image.Image, params: dict) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt(PARAMETERS_KEY, json.dumps(params, ensure_ascii=False, sort_keys=True))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def read_parameters(png: bytes) -> dict:
+    with Image.open(io.BytesIO(png)) as im:
+        return json.loads(im.text[PARAMETERS_KEY])
+
+
+def gif_bytes(frames: list[Image.Image], fps: float = 10.0, hold_last: float = 1.0) -> bytes:
+    """Animated GIF; the last frame is held a little longer so the result is visible."""
+    size = frames[-1].size
+    arrays = [np.asarray(f.convert("RGB").resize(size)) for f in frames]
+    durations = [1000 / fps] * (len(arrays) - 1) + [1000 * hold_last]
+    return iio.imwrite("<bytes>", np.stack(arrays), extension=".gif", duration=durations, loop=0)

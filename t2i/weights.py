@@ -1,0 +1,99 @@
+"""Weights on disk: which files a preset needs, whether they are present, and fetching them.
+
+Files live under checkpoints/ (or $T2I_CHECKPOINTS) at the paths configs/weights.yaml gives; CLIP
+weights live in open_clip's own cache under checkpoints/clip. Nothing here builds models: after a
+download, `download` hands the preset to the engine to prove the files load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from . import download as dl
+from .errors import PresetError, WeightsMissing
+from .paths import CONFIG_DIR, checkpoints_dir, clip_cache_dir
+from .presets import Preset, all_presets
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    name: str
+    kind: str                      # taming | biggan
+    files: dict[str, list[str]]    # path under checkpoints/ -> mirror URLs
+
+    def path(self, suffix: str) -> Path:
+        """The file with this suffix (".yaml", ".ckpt", "config.json", ...)."""
+        return checkpoints_dir() / next(f for f in self.files if f.endswith(suffix))
+
+    @property
+    def directory(self) -> Path:
+        return (checkpoints_dir() / next(iter(self.files))).parent
+
+
+def registry(path: Path = CONFIG_DIR / "weights.yaml") -> dict[str, WeightsEntry]:
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    return {name: WeightsEntry(name, e["kind"], {f: list(u) for f, u in e["files"].items()}) for name, e in raw.items()}
+
+
+def entry(name: str) -> WeightsEntry:
+    reg = registry()
+    if name not in reg:
+        raise PresetError(f"no weights named {name!r} in configs/weights.yaml")
+    return reg[name]
+
+
+def download_command(preset_name: str) -> str:
+    return f"python -m t2i download {preset_name}"
+
+
+def missing_files(preset: Preset) -> list[str]:
+    """Human-readable names of the files this preset still needs (empty: ready to run)."""
+    from .engine.perceptor import cached_weights
+
+    if preset.untrained:
+        return []
+    missing = [str(checkpoints_dir() / f) for f in entry(preset.weights).files
+               if not (checkpoints_dir() / f).is_file()]
+    for ref in preset.perceptors:
+        if cached_weights(ref.model, ref.pretrained, clip_cache_dir()) is None:
+            missing.append(f"CLIP {ref.label} (in {clip_cache_dir()})")
+    return missing
+
+
+def require(preset: Preset) -> None:
+    missing = missing_files(preset)
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise WeightsMissing(f"preset {preset.name} needs {missing[0]}{more}: run `{download_command(preset.name)}`")
+
+
+def fetch_entry(e: WeightsEntry, progress: bool = True) -> list[Path]:
+    return [dl.fetch(urls, checkpoints_dir() / rel, progress=progress) for rel, urls in e.files.items()]
+
+
+def download(name: str, progress: bool = True, verify: bool = True) -> list[str]:
+    """Fetch a preset's weights (or one weights entry's) and prove them by loading. Returns lines to print."""
+    from .engine.models import build_models
+    from .engine.perceptor import download_weights
+
+    presets = all_presets()
+    if name in presets:
+        preset = presets[name]
+        if preset.untrained:
+            return [f"{name}: untrained preset, nothing to download"]
+        fetched = fetch_entry(entry(preset.weights), progress)
+        for ref in preset.perceptors:
+            fetched.append(download_weights(ref.model, ref.pretrained, clip_cache_dir()))
+        if verify:
+            build_models(preset, device="cpu")
+        return [f"{name}: {len(fetched)} files present and loaded"]
+    e = entry(name)
+    fetched = fetch_entry(e, progress)
+    if verify:
+        from .engine.models import load_generator_weights
+
+        load_generator_weights(e)
+    return [f"{name}: {len(fetched)} files present and loaded"]
