@@ -56,8 +56,14 @@ def read_parameters(png: bytes) -> dict:
 
 
 def gif_bytes(frames: list[Image.Image], fps: float = 10.0, hold_last: float = 1.0) -> bytes:
-    """Animated GIF; the last frame is held a little longer so the result is visible."""
+    """Animated GIF; the last frame is held a little longer so the result is visible.
+
+    Pillow merges identical consecutive frames into one (adding their durations), so a run whose
+    image stood still for a while has fewer GIF frames than `frames`, but the same running time.
+    """
     size = frames[-1].size
     arrays = [np.asarray(f.convert("RGB").resize(size)) for f in frames]
     durations = [1000 / fps] * (len(arrays) - 1) + [1000 * hold_last]
-    return iio.imwrite("<bytes>", np.stack(arrays), extension=".gif", duration=durations, loop=0)
+    # Pillow writes a lone frame through a path that takes one number, not a list.
+    duration = durations if len(durations) > 1 else durations[0]
+    return iio.imwrite("<bytes>", np.stack(arrays), extension=".gif", duration=duration, loop=0)

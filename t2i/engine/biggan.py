@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from pytorch_pretrained_biggan import BigGAN, BigGANConfig
-from pytorch_pretrained_biggan.model import CONFIG_NAME, WEIGHTS_NAME
+from pytorch_pretrained_biggan.model import CONFIG_NAME, WEIGHTS_NAME, BigGANBatchNorm
 
 from ..errors import WeightsMissing
 
@@ -35,8 +35,42 @@ def load_biggan(directory: Path, download_hint: str = "") -> BigGAN:
 
 
 def build_biggan(config_path: Path) -> BigGAN:
-    """Random weights of the config's architecture (untrained presets, benchmarks)."""
-    return BigGAN(BigGANConfig.from_json_file(config_path)).eval().requires_grad_(False)
+    """Random weights of the config's architecture (untrained presets, benchmarks).
+
+    A freshly built BigGAN is not runnable as is: its spectral-norm vectors were never
+    power-iterated, the unconditional batch-norm affine is uninitialised memory and the batch-norm
+    statistics are placeholders, so activations overflow. Settle them the way training would have.
+    """
+    model = BigGAN(BigGANConfig.from_json_file(config_path)).eval().requires_grad_(False)
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "weight_orig"):  # spectral norm: u, v = top singular vectors
+                w = module.weight_orig.reshape(module.weight_orig.shape[0], -1)
+                u, _, vh = torch.linalg.svd(w, full_matrices=False)
+                module.weight_u.copy_(u[:, 0])
+                module.weight_v.copy_(vh[0])
+            if isinstance(module, BigGANBatchNorm) and not module.conditional:
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+        _calibrate_batch_norm(model)
+    return model
+
+
+def _calibrate_batch_norm(model: BigGAN, batch: int = 8) -> None:
+    """Set every batch norm's statistics (all truncation rows) to those of its input on random latents."""
+    def set_stats(module, args):
+        x = args[0]
+        module.running_means.copy_(x.mean(dim=(0, 2, 3)).expand_as(module.running_means))
+        module.running_vars.copy_(x.var(dim=(0, 2, 3)).expand_as(module.running_vars))
+
+    hooks = [m.register_forward_pre_hook(set_stats) for m in model.modules() if isinstance(m, BigGANBatchNorm)]
+    try:
+        cfg = model.config
+        model(torch.randn(batch, cfg.z_dim).clamp(-NOISE_BOUND, NOISE_BOUND),
+              torch.softmax(torch.randn(batch, cfg.num_classes), -1), 1.0)
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 class BigGANGenerator(torch.nn.Module):

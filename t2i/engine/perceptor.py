@@ -7,6 +7,8 @@ WeightsMissing error naming the download command.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -89,6 +91,20 @@ class Perceptor(torch.nn.Module):
         return self.encode_image(x[None].to(self.device))
 
 
+@contextlib.contextmanager
+def _quiet_random_init(active: bool):
+    # open_clip warns on the root logger when it builds random weights; for untrained presets that
+    # is the intent, and their names already say so.
+    root = logging.getLogger()
+    level = root.level
+    if active:
+        root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def load_perceptor(model_name: str, pretrained: str | None, cache_dir: Path, device="cpu",
                    download_hint: str = "") -> Perceptor:
     """Build an open_clip model. pretrained=None means random weights (untrained presets only)."""
@@ -103,6 +119,7 @@ def load_perceptor(model_name: str, pretrained: str | None, cache_dir: Path, dev
         kwargs["force_quick_gelu"] = bool(cfg.get("quick_gelu", False))
         mean, std = cfg.get("mean", mean), cfg.get("std", std)
         pretrained = str(path)
-    model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device, **kwargs)
+    with _quiet_random_init(pretrained is None):
+        model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device, **kwargs)
     tokenizer = open_clip.get_tokenizer(model_name)
     return Perceptor(model, tokenizer, mean, std, name=model_name).to(device)

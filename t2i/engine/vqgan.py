@@ -8,6 +8,8 @@ strict key matching.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import pickle
 from pathlib import Path
@@ -35,7 +37,8 @@ class TamingVQ(torch.nn.Module):
         super().__init__()
         ddconfig = dict(ddconfig)
         self.encoder = Encoder(**ddconfig)
-        self.decoder = Decoder(**ddconfig)
+        with contextlib.redirect_stdout(io.StringIO()):  # taming's Decoder prints its latent shape
+            self.decoder = Decoder(**ddconfig)
         z = ddconfig["z_channels"]
         if gumbel:
             self.quantize = GumbelQuantize(z, embed_dim, n_embed=n_embed, remap=remap)

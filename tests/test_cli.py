@@ -1,0 +1,256 @@
+"""`python -m t2i ...` end to end, as real subprocesses, with the untrained tiny preset.
+
+Every process pays ~5-10 s of imports (torch, open_clip, taming), so all invocations are started
+together by one module-scoped fixture and run concurrently; the tests then check their results.
+"""
+
+import math
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import t2i
+from t2i.render import read_parameters
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = "tiny-vqgan-untrained"
+TRAINED = "vqgan_imagenet_f16_16384"
+GENERATE = ["generate", "a red circle", "--preset", TINY, "--iterations", "6", "--save-every", "2",
+            "--seed", "5", "--device", "cpu", "--quiet"]
+
+
+@dataclass
+class Run:
+    args: list
+    out: Path          # the --out directory (may not exist)
+    checkpoints: Path  # this run's own, initially empty, T2I_CHECKPOINTS
+    returncode: int = None
+    stdout: str = ""
+    stderr: str = ""
+
+
+def _bad(*args, prompt="a red circle", preset=TINY):
+    return ["generate", prompt, "--preset", preset, *args, "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("inputs") / "notes.png"  # an image name, text inside
+    path.write_text("this is not an image\n")
+    return path
+
+
+BAD_INPUTS = {
+    "iterations-0": lambda tf: _bad("--iterations", "0"),
+    "iterations-abc": lambda tf: _bad("--iterations", "abc"),
+    "size-10": lambda tf: _bad("--size", "10", "10"),
+    "cutn-999": lambda tf: _bad("--cutn", "999"),
+    "seed-negative": lambda tf: _bad("--seed", "-1"),
+    "empty-prompt": lambda tf: _bad(prompt=""),
+    "nine-parts": lambda tf: _bad(prompt="|".join(f"p{i}" for i in range(9))),
+    "unknown-preset": lambda tf: _bad(preset="nope"),
+    "init-text-file": lambda tf: _bad("--init-image", str(tf)),
+    "init-missing": lambda tf: _bad("--init-image", str(tf.parent / "missing.png")),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, text_file):
+    base = tmp_path_factory.mktemp("cli")
+    jobs = {
+        "generate": GENERATE,
+        "generate-again": GENERATE,
+        "size-70": [*GENERATE, "--size", "70", "70"],
+        "trained-missing": ["generate", "a red circle", "--preset", TRAINED, "--device", "cpu", "--quiet"],
+        "presets": ["presets"],
+        **{name: make(text_file) for name, make in BAD_INPUTS.items()},
+    }
+    runs = {}
+    for name, args in jobs.items():
+        out, ckpt = base / name / "out", base / name / "checkpoints"
+        ckpt.mkdir(parents=True)
+        if args[0] == "generate":
+            args = [*args, "--out", str(out)]
+        runs[name] = Run(args, out, ckpt)
+
+    def execute(run):
+        env = dict(os.environ, T2I_CHECKPOINTS=str(run.checkpoints))
+        # One intra-op thread per process: many run at once (and the result must not depend on it).
+        env.setdefault("OMP_NUM_THREADS", "1")
+        # Belt and braces: nothing here may reach the network.
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HTTP_PROXY="http://127.0.0.1:9",
+                   HTTPS_PROXY="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9",
+                   https_proxy="http://127.0.0.1:9", NO_PROXY="", no_proxy="")
+        proc = subprocess.run([sys.executable, "-m", "t2i", *run.args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=600)
+        run.returncode, run.stdout, run.stderr = proc.returncode, proc.stdout, proc.stderr
+
+    # The long runs first, so the short ones fill in around them.
+    order = sorted(runs.values(), key=lambda r: "--save-every" not in r.args)
+    workers = max(2, min(4, os.cpu_count() or 2))
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(execute, order))
+    return runs
+
+
+def _files(directory: Path):
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+# --- a successful run -------------------------------------------------------------------------------
+
+def test_generate_succeeds(runs):
+    r = runs["generate"]
+    assert r.returncode == 0, r.stderr
+    files = _files(r.out)
+    assert len(files) == 2, files
+    assert [f for f in files if f.endswith(".png")] and [f for f in files if f.endswith(".gif")], files
+    assert not [f for f in files if f.startswith(".")], "temporary files left behind"
+
+
+def test_generate_stdout_names_seed_and_paths(runs):
+    r = runs["generate"]
+    assert r.returncode == 0, r.stderr
+    (png,) = r.out.glob("*.png")
+    (gif,) = r.out.glob("*.gif")
+    assert re.search(r"\bseed 5\b", r.stdout), r.stdout
+    assert str(png) in r.stdout and str(gif) in r.stdout, r.stdout
+    assert "size 64x64" in r.stdout
+
+
+def test_png_parameters(runs):
+    r = runs["generate"]
+    (png,) = r.out.glob("*.png")
+    params = read_parameters(png.read_bytes())
+    assert params["prompt"] == "a red circle"
+    assert params["seed"] == 5
+    assert params["preset"] == TINY
+    assert params["size"] == [64, 64]
+    assert params["iterations"] == 6
+    assert params["cutn"] == 8  # the preset's default
+    assert params["lr"] == 0.1
+    assert params["save_every"] == 2
+    assert params["untrained"] is True
+    assert "torch" in params["versions"]
+    assert params["versions"]["t2i"] == t2i.__version__
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size == (64, 64)
+
+
+def test_gif_frames(runs):
+    r = runs["generate"]
+    (gif,) = r.out.glob("*.gif")
+    with Image.open(gif) as im:
+        assert im.format == "GIF"
+        assert im.n_frames == math.ceil(6 / 2) + 1 == 4
+    assert "(4 frames)" in r.stdout
+
+
+def test_same_seed_gives_identical_png(runs):
+    a, b = runs["generate"], runs["generate-again"]
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
+    (png_a,) = a.out.glob("*.png")
+    (png_b,) = b.out.glob("*.png")
+    assert png_a.name == png_b.name
+    assert png_a.read_bytes() == png_b.read_bytes()
+
+
+def test_size_rounded_and_reported(runs):
+    # 70 is not a multiple of the tiny VQGAN's factor (4: two downsamplings), so the size is rounded
+    # down and the used size is reported next to the requested one.
+    r = runs["size-70"]
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"size (\d+)x(\d+) \(asked for 70x70; the generator works in multiples of (\d+)\)", r.stdout)
+    assert m, r.stdout
+    w, h, factor = map(int, m.groups())
+    assert factor > 1 and (w, h) == (70 // factor * factor,) * 2 and w < 70
+    (png,) = r.out.glob("*.png")
+    params = read_parameters(png.read_bytes())
+    assert params["size"] == [w, h] and params["requested_size"] == [70, 70]
+    with Image.open(png) as im:
+        assert im.size == (w, h)
+
+
+# --- failures: one line, non-zero exit, nothing written ----------------------------------------------
+
+def _assert_one_error_line(r):
+    assert r.returncode != 0, (r.args, r.stdout)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error:") and lines[0][len("error:"):].strip(), lines[0]
+    assert _files(r.out) == [], _files(r.out)
+    return lines[0]
+
+
+@pytest.mark.parametrize("name, expect", [
+    ("iterations-0", "iterations"),
+    ("iterations-abc", "iterations"),
+    ("size-10", "width"),
+    ("cutn-999", "cutn"),
+    ("seed-negative", "seed"),
+    ("empty-prompt", "prompt"),
+    ("nine-parts", "prompt"),
+    ("unknown-preset", "nope"),
+    ("init-text-file", "init_image"),
+    ("init-missing", "init_image"),
+])
+def test_bad_input(runs, name, expect):
+    line = _assert_one_error_line(runs[name])
+    assert expect in line, line
+
+
+def test_bad_input_exit_code_is_not_a_crash(runs):
+    # A traceback exits 1 too, but would print more than one line; user errors here use exit code 2
+    # (bad input) or 1 (unknown preset).
+    assert {runs[n].returncode for n in BAD_INPUTS if n != "unknown-preset"} == {2}
+    assert runs["unknown-preset"].returncode == 1
+
+
+def test_trained_preset_without_weights(runs):
+    r = runs["trained-missing"]
+    line = _assert_one_error_line(r)
+    assert f"python -m t2i download {TRAINED}" in line, line
+    ckpt = str(r.checkpoints)
+    named = re.search(re.escape(ckpt) + r"[^\s:`]*", line)
+    assert named, f"no file under {ckpt} named in: {line}"
+    path = Path(named.group(0))
+    assert path != r.checkpoints and r.checkpoints in path.parents and not path.exists()
+    assert _files(r.checkpoints) == [], "the failed run wrote into the checkpoints directory"
+
+
+# --- presets ----------------------------------------------------------------------------------------
+
+def _preset_blocks(stdout):
+    blocks, current = {}, None
+    for line in stdout.splitlines():
+        if line and not line[0].isspace():
+            current = line.strip()
+            blocks[current] = []
+        elif current is not None:
+            blocks[current].append(line.strip())
+    return {k: "\n".join(v) for k, v in blocks.items()}
+
+
+def test_presets_lists_every_config(runs):
+    r = runs["presets"]
+    assert r.returncode == 0, r.stderr
+    expected = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml") if p.name != "weights.yaml")
+    assert TINY in expected and TRAINED in expected
+    blocks = _preset_blocks(r.stdout)
+    assert sorted(blocks) == expected
+    assert "weights" not in blocks
+
+
+def test_presets_states(runs):
+    blocks = _preset_blocks(runs["presets"].stdout)
+    assert "random weights" in blocks[TINY]
+    assert "missing" in blocks[TRAINED]
+    assert f"python -m t2i download {TRAINED}" in blocks[TRAINED]
+    assert "download" not in blocks[TINY]
