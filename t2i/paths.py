@@ -14,3 +14,8 @@ def checkpoints_dir() -> Path:
 
 def clip_cache_dir() -> Path:
     return checkpoints_dir() / "clip"
+
+
+def weights_registry() -> Path:
+    """configs/weights.yaml, or $T2I_WEIGHTS_REGISTRY (e.g. an operator's own mirrors)."""
+    return Path(os.environ.get("T2I_WEIGHTS_REGISTRY") or CONFIG_DIR / "weights.yaml")

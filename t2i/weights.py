@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from . import download as dl
 from .errors import PresetError, WeightsMissing
-from .paths import CONFIG_DIR, checkpoints_dir, clip_cache_dir
+from .paths import checkpoints_dir, clip_cache_dir, weights_registry
 from .presets import Preset, all_presets
 
 
@@ -33,15 +33,15 @@ class WeightsEntry:
         return (checkpoints_dir() / next(iter(self.files))).parent
 
 
-def registry(path: Path = CONFIG_DIR / "weights.yaml") -> dict[str, WeightsEntry]:
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+def registry(path: Path | None = None) -> dict[str, WeightsEntry]:
+    raw = OmegaConf.to_container(OmegaConf.load(path or weights_registry()), resolve=True)
     return {name: WeightsEntry(name, e["kind"], {f: list(u) for f, u in e["files"].items()}) for name, e in raw.items()}
 
 
 def entry(name: str) -> WeightsEntry:
     reg = registry()
     if name not in reg:
-        raise PresetError(f"no weights named {name!r} in configs/weights.yaml")
+        raise PresetError(f"no preset or weights named {name!r} (see `python -m t2i presets` and {weights_registry()})")
     return reg[name]
 
 

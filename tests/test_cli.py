@@ -186,6 +186,7 @@ def _assert_one_error_line(r):
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("error:") and lines[0][len("error:"):].strip(), lines[0]
     assert _files(r.out) == [], _files(r.out)
+    assert r.stdout == "", r.stdout
     return lines[0]
 
 

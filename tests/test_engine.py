@@ -1,0 +1,160 @@
+"""The optimisation loop on tiny real models (open_clip, taming, BigGAN classes with random weights)."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import functional as TF
+
+from t2i.engine import build_models, run
+from t2i.errors import Cancelled, WeightsMissing
+from t2i.presets import get_preset
+from t2i.spec import make_spec
+
+
+def spec_for(preset, prompt, **kw):
+    return make_spec(prompt, preset, defaults=get_preset(preset).defaults, **kw)
+
+
+def clean_similarity(models, image, text):
+    """Similarity of the whole image (no augmentation) to a text, by the first perceptor."""
+    p = models.perceptors[0]
+    x = TF.to_tensor(image.resize((p.input_size, p.input_size), Image.BICUBIC))[None]
+    with torch.no_grad():
+        return float(p.encode_image(x) @ p.encode_text([text]).T)
+
+
+def png(image):
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_loss_falls_and_prompt_similarity_rises(tiny_models, seed):
+    spec = spec_for("tiny-vqgan-untrained", "a red circle", iterations=30, cutn=16, lr=0.1, seed=seed, save_every=30)
+    result = run(spec, tiny_models)
+    assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
+    before = clean_similarity(tiny_models, result.frames[0], "a red circle")
+    after = clean_similarity(tiny_models, result.image, "a red circle")
+    assert after > before + 0.01
+
+
+def test_negative_prompt_pushes_away(tiny_models):
+    spec = spec_for("tiny-vqgan-untrained", "a blue square:-1", iterations=30, cutn=16, lr=0.3, seed=0, save_every=30)
+    result = run(spec, tiny_models)
+    before = clean_similarity(tiny_models, result.frames[0], "a blue square")
+    after = clean_similarity(tiny_models, result.image, "a blue square")
+    assert after < before - 0.01
+    assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])  # loss is negated distance
+
+
+def test_stop_cuts_the_pull_once_reached(tiny_models):
+    # A stop above every reachable distance means the target never pulls: the latent stays put.
+    spec = spec_for("tiny-vqgan-untrained", "a red circle:1:5", iterations=3, seed=0, save_every=1)
+    result = run(spec, tiny_models)
+    frames = [np.asarray(f) for f in result.frames]
+    assert all(np.array_equal(frames[0], f) for f in frames)
+
+
+@pytest.mark.parametrize("iterations,save_every", [(12, 4), (10, 4), (5, 10)])
+def test_frames_every_k_steps_plus_final(tiny_models, iterations, save_every):
+    steps = []
+    spec = spec_for("tiny-vqgan-untrained", "a cat", iterations=iterations, save_every=save_every, seed=0)
+    result = run(spec, tiny_models, on_step=lambda s: steps.append(s))
+    assert len(result.frames) == math.ceil(iterations / save_every) + 1
+    assert result.frame_steps == [*range(0, iterations, save_every), iterations]
+    assert [s.step for s in steps] == list(range(1, iterations + 1))
+    assert [s.frame_step for s in steps if s.frame is not None] == result.frame_steps[:-1]
+    assert len(result.losses) == iterations and all(math.isfinite(x) for x in result.losses)
+
+
+def test_same_seed_same_image_and_different_seed_differs(tiny_models):
+    a = run(spec_for("tiny-vqgan-untrained", "a red circle", iterations=5, seed=42), tiny_models)
+    b = run(spec_for("tiny-vqgan-untrained", "a red circle", iterations=5, seed=42), tiny_models)
+    c = run(spec_for("tiny-vqgan-untrained", "a red circle", iterations=5, seed=43), tiny_models)
+    assert png(a.image) == png(b.image) and a.losses == b.losses
+    assert png(a.image) != png(c.image)
+
+
+def test_random_seed_is_chosen_and_reported(tiny_models):
+    result = run(spec_for("tiny-vqgan-untrained", "a cat", iterations=1), tiny_models)
+    assert 0 <= result.seed < 2**63
+
+
+def test_size_is_rounded_to_the_generator_factor(tiny_models):
+    result = run(spec_for("tiny-vqgan-untrained", "a cat", iterations=1, width=70, height=66, seed=0), tiny_models)
+    assert (result.width, result.height) == (68, 64) and result.image.size == (68, 64)
+
+
+def test_init_image_is_encoded_to_the_latent(tiny_models):
+    left = Image.new("RGB", (64, 64), (255, 0, 0))
+    right = Image.new("RGB", (64, 64), (0, 0, 255))
+    first = [run(spec_for("tiny-vqgan-untrained", "a cat", iterations=1, seed=0, init_image=png(im)),
+                 tiny_models).frames[0] for im in (left, right)]
+    generator = tiny_models.generator
+    with torch.no_grad():
+        x = TF.to_tensor(left)[None] * 2 - 1
+        expected = generator.decode([generator.model.encode_latent(x)])
+    assert np.array_equal(np.asarray(first[0]), np.asarray(TF.to_pil_image(expected[0])))
+    assert not np.array_equal(np.asarray(first[0]), np.asarray(first[1]))
+
+
+def test_image_prompt_adds_a_target(tiny_models):
+    target = Image.new("RGB", (40, 40), (0, 200, 0))
+    spec = spec_for("tiny-vqgan-untrained", "a cat:0.1", iterations=25, lr=0.3, cutn=16, seed=0,
+                    image_prompts=[png(target)])
+    result = run(spec, tiny_models)
+    p = tiny_models.perceptors[0]
+    with torch.no_grad():
+        goal = p.encode_pil(target)
+        sims = [float(p.encode_pil(im) @ goal.T) for im in (result.frames[0], result.image)]
+    assert sims[1] > sims[0]
+
+
+def test_cancel_between_steps(tiny_models):
+    seen = []
+
+    def on_step(step):
+        seen.append(step.step)
+        return step.step == 3
+
+    with pytest.raises(Cancelled, match="after 3 of 10 steps"):
+        run(spec_for("tiny-vqgan-untrained", "a cat", iterations=10, seed=0), tiny_models, on_step)
+    assert seen == [1, 2, 3]
+
+
+@pytest.mark.parametrize("preset", ["tiny-gumbel-untrained", "tiny-biggan-untrained", "tiny-ensemble-untrained"])
+def test_other_generators_and_perceptor_ensembles_optimise(preset):
+    models = build_models(get_preset(preset))
+    weights_before = [t.clone() for t in models.generator.state_dict().values()]
+    result = run(spec_for(preset, "a red circle", iterations=20, cutn=16, lr=0.2, seed=0), models)
+    assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
+    # The generator is frozen: only its inputs move.
+    assert all(torch.equal(a, b) for a, b in zip(weights_before, models.generator.state_dict().values()))
+    if preset == "tiny-biggan-untrained":
+        assert (result.width, result.height) == (32, 32)
+    if preset == "tiny-ensemble-untrained":
+        assert len(models.perceptors) == 2 and models.perceptors[0].input_size != models.perceptors[1].input_size
+
+
+def test_untrained_presets_build_the_same_weights_every_time():
+    a = build_models(get_preset("tiny-vqgan-untrained"))
+    b = build_models(get_preset("tiny-vqgan-untrained"))
+    for x, y in zip(a.generator.state_dict().values(), b.generator.state_dict().values()):
+        assert torch.equal(x, y)
+    for x, y in zip(a.perceptors[0].state_dict().values(), b.perceptors[0].state_dict().values()):
+        assert torch.equal(x, y)
+
+
+def test_trained_preset_without_weights_names_file_and_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path))
+    with pytest.raises(WeightsMissing) as e:
+        build_models(get_preset("vqgan_imagenet_f16_16384"))
+    message = str(e.value)
+    assert "\n" not in message
+    assert str(tmp_path / "vqgan_imagenet_f16_16384.yaml") in message
+    assert "python -m t2i download vqgan_imagenet_f16_16384" in message
