@@ -100,13 +100,16 @@ def _b64(data: bytes) -> str:
 
 # --- prompt -------------------------------------------------------------------------------------
 
-_NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$|^\s*-?inf\s*$")
+# "inf" and "nan" count as numbers here so that they reach the range checks and are rejected there.
+_NUMBER = re.compile(r"^\s*[-+]?((\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|inf|nan)\s*$", re.IGNORECASE)
+_KEPT_FORMAT_CHARS = {"\u200c", "\u200d"}  # zero-width (non-)joiners build emoji and Indic words
 
 
 def clean_text(text: str) -> str:
     """Whitespace collapsed, control characters dropped (they never reach a model or a page)."""
     text = "".join(" " if ch in "\t\n\r" else ch for ch in text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
+    text = "".join(ch for ch in text if ch in _KEPT_FORMAT_CHARS
+                   or unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
     return " ".join(text.split())
 
 

@@ -135,8 +135,6 @@ def test_weight_out_of_range_rejected(prompt):
     assert "weight" in assert_spec_error(ei, "prompt")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _NUMBER in t2i/spec.py does not match 'nan', so 'a cat:nan' is "
-                                       "accepted as text 'a cat:nan' with weight 1.0; the isnan check is dead code")
 @pytest.mark.parametrize("prompt", ["a cat:nan", "a cat:NaN", "a cat:nan:0.3"])
 def test_nan_weight_rejected(prompt):
     with pytest.raises(SpecError) as ei:
@@ -478,3 +476,9 @@ def test_to_dict_from_dict_round_trip_without_images():
 ])
 def test_round_size(w, h, factor, expected):
     assert round_size(w, h, factor) == expected
+
+
+def test_zero_width_joiner_kept_so_emoji_sequences_survive():
+    family = "\U0001F468\u200d\U0001F469\u200d\U0001F467"
+    (part,) = parse_prompt(f"a {family} at the beach")
+    assert part.text == f"a {family} at the beach"
