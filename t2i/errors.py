@@ -15,3 +15,7 @@ class PresetError(T2IError):
 
 class Cancelled(T2IError):
     """The run was stopped between steps at the caller's request."""
+
+
+class OutOfMemory(T2IError):
+    """The device ran out of memory; the message says which settings to lower."""

@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from t2i.engine import build_models, run
-from t2i.errors import Cancelled, WeightsMissing
+from t2i.errors import Cancelled, OutOfMemory, WeightsMissing
 from t2i.presets import get_preset
 from t2i.spec import make_spec
 
@@ -158,3 +158,13 @@ def test_trained_preset_without_weights_names_file_and_command(tmp_path, monkeyp
     assert "\n" not in message
     assert str(tmp_path / "vqgan_imagenet_f16_16384.yaml") in message
     assert "python -m t2i download vqgan_imagenet_f16_16384" in message
+
+
+def test_out_of_memory_becomes_one_actionable_line(tiny_models, monkeypatch):
+    def exhausted(latent):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(tiny_models.generator, "decode", exhausted)
+    with pytest.raises(OutOfMemory) as e:
+        run(spec_for("tiny-vqgan-untrained", "a cat", iterations=2, width=128, height=96, cutn=64), tiny_models)
+    assert str(e.value) == "out of CPU memory at 128x96 with 64 cutouts: lower the size or the cutouts"

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from ..errors import Cancelled
+from ..errors import Cancelled, OutOfMemory
 from ..spec import MAX_SEED, JobSpec, decode_image
 from .cutouts import CutoutConfig, make_cutouts
 from .models import Models
@@ -62,6 +62,15 @@ def make_targets(models: Models, spec: JobSpec) -> list[list[Target]]:
 
 
 def run(spec: JobSpec, models: Models, on_step: Callable[[Step], bool | None] | None = None) -> Result:
+    try:
+        return _optimise(spec, models, on_step)
+    except torch.OutOfMemoryError:
+        w, h = models.generator.fit_size(spec.width, spec.height)
+        raise OutOfMemory(f"out of {models.device.type.upper()} memory at {w}x{h} with {spec.cutn} cutouts: "
+                          "lower the size or the cutouts") from None
+
+
+def _optimise(spec: JobSpec, models: Models, on_step) -> Result:
     seed = spec.seed if spec.seed is not None else secrets.randbelow(MAX_SEED + 1)
     gen = torch.Generator(device=models.device).manual_seed(seed)
     generator = models.generator
