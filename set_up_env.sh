@@ -15,15 +15,16 @@ if [[ "${1:-}" == "--install-only" ]]; then INSTALL_ONLY=1; shift; fi
 
 PY=${PYTHON:-python3}
 VENV=.venv
-stamp="$VENV/.installed-$(cat requirements*.txt constraints.txt | sha256sum | cut -c1-16)-$(basename $REQS .txt)"
-if [[ ! -f "$stamp" ]]; then
+# The stamp names the requirements' hash and holds which set is installed (the dev set includes the base).
+stamp="$VENV/.installed-$(cat requirements*.txt constraints.txt | sha256sum | cut -c1-16)"
+if [[ ! -f "$stamp" || ( $REQS == requirements-dev.txt && "$(cat "$stamp")" != dev ) ]]; then
   echo "==> installing the Python environment in $VENV (first run: a few minutes, about 5 GB)"
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
   # --isolated: ignore machine-wide pip settings; some machines point pip at a local CPU-only torch
   # wheel, with which the index's torchvision does not import.
   "$VENV/bin/python" -m pip install --isolated --disable-pip-version-check -q -r "$REQS" -c constraints.txt
   rm -f "$VENV"/.installed-*
-  touch "$stamp"
+  [[ $REQS == requirements-dev.txt ]] && echo dev > "$stamp" || echo base > "$stamp"
 fi
 [[ $INSTALL_ONLY == 1 ]] && exit 0
 
