@@ -1,4 +1,4 @@
-"""`python -m t2i ...`: generate, presets, download, bench.
+"""`python -m t2i ...`: generate, submit, jobs, cancel, retry, export, presets, download, bench.
 
 Every user-facing failure is one line on stderr and a non-zero exit; a run that fails writes no
 files (outputs are written only after the run succeeded, each through a temporary name).
@@ -19,7 +19,7 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
 
-def _device(name: str | None) -> str:
+def resolve_device(name: str | None) -> str:
     import torch
 
     if name:
@@ -36,6 +36,14 @@ def _read(path: str | None, field: str) -> bytes | None:
         return Path(path).read_bytes()
     except OSError as e:
         raise SpecError(field, f"cannot read {path}: {e.strerror}") from None
+
+
+def _spec_fields(args) -> dict:
+    """The raw job fields shared by `generate` and `submit` (validated by make_spec)."""
+    size = args.size or (None, None)
+    return dict(width=size[0], height=size[1], iterations=args.iterations, cutn=args.cutn, lr=args.lr,
+                save_every=args.save_every, seed=args.seed, init_image=_read(args.init_image, "init_image"),
+                image_prompts=[_read(p, "image_prompt") for p in args.image_prompt or []])
 
 
 def slug(text: str, limit: int = 48) -> str:
@@ -59,16 +67,11 @@ def cmd_generate(args) -> int:
     from .spec import make_spec
 
     preset = get_preset(args.preset)
-    size = args.size or (None, None)
-    spec = make_spec(args.prompt, preset.name, width=size[0], height=size[1], iterations=args.iterations,
-                     cutn=args.cutn, lr=args.lr, save_every=args.save_every, seed=args.seed,
-                     init_image=_read(args.init_image, "init_image"),
-                     image_prompts=[_read(p, "image_prompt") for p in args.image_prompt or []],
-                     defaults=preset.defaults)
+    spec = make_spec(args.prompt, preset.name, defaults=preset.defaults, **_spec_fields(args))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SpecError("out", f"{out} exists and is not a directory")
-    models = build_models(preset, device=_device(args.device))
+    models = build_models(preset, device=resolve_device(args.device))
     if preset.untrained:
         print(f"note: {preset.name} has random weights; its images mean nothing", file=sys.stderr)
 
@@ -89,6 +92,69 @@ def cmd_generate(args) -> int:
     print(f"size {result.width}x{result.height}{resized}, seed {result.seed}, final loss {result.losses[-1]:.4f}")
     print(f"wrote {png}")
     print(f"wrote {gif} ({len(result.frames)} frames)")
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from .queue import submit_job
+    from .store import open_store
+
+    store = open_store(args.db)
+    job_id = submit_job(store, args.prompt, args.preset, priority=args.priority, submitter=args.submitter,
+                        **_spec_fields(args))
+    print(f"job {job_id} queued at position {store.queue_position(job_id)}")
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    from .store import open_store
+
+    store = open_store(args.db)
+    counts = store.counts()
+    print("  ".join(f"{k} {v}" for k, v in counts.items()))
+    for j in store.jobs(status=args.status, limit=args.limit):
+        detail = {"running": f"step {j.step}/{j.total} on {j.worker_id}",
+                  "queued": f"position {store.queue_position(j.id)}",
+                  "failed": j.error or ""}.get(j.status, "")
+        print(f"{j.id:>6}  {j.status:<9}  {j.preset:<24}  {j.prompt[:50]!r}  {detail}")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from .store import open_store
+
+    outcome = open_store(args.db).cancel(args.job)
+    if outcome is None:
+        raise T2IError(f"no job {args.job}")
+    print(f"job {args.job}: {outcome}")
+    return 0
+
+
+def cmd_retry(args) -> int:
+    from .store import open_store
+
+    try:
+        new = open_store(args.db).retry(args.job)
+    except ValueError as e:
+        raise T2IError(str(e)) from None
+    print(f"job {args.job} retried as job {new}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .store import open_store
+
+    store = open_store(args.db)
+    result = store.result(args.job)
+    if result is None:
+        job = store.get(args.job)
+        raise T2IError(f"job {args.job} has no result ({job.status if job else 'no such job'})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{slug(result.parameters['prompt'])}-{result.seed}"
+    _write_atomic(out / f"{stem}.png", result.png)
+    _write_atomic(out / f"{stem}.gif", result.gif)
+    print(f"wrote {out / stem}.png and .gif")
     return 0
 
 
@@ -116,32 +182,62 @@ def cmd_download(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import bench
 
-    for line in bench(args.preset, device=_device(args.device), steps=args.steps, size=args.size, cutn=args.cutn):
+    for line in bench(args.preset, device=resolve_device(args.device), steps=args.steps, size=args.size, cutn=args.cutn):
         print(line)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .presets import DEFAULT_PRESET
+    from .store import default_url
 
     parser = argparse.ArgumentParser(prog="python -m t2i", description="CLIP-guided text-to-image")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("generate", help="make one image from a prompt")
-    g.add_argument("prompt", help="text[:weight[:stop]] parts separated by '|', e.g. 'a red fox|blurry:-0.5'")
-    g.add_argument("--preset", default=DEFAULT_PRESET)
-    g.add_argument("--size", nargs=2, metavar=("W", "H"), help="default from the preset (300 300)")
-    g.add_argument("--iterations", help="optimisation steps")
-    g.add_argument("--cutn", help="cutouts per step")
-    g.add_argument("--lr", help="Adam learning rate")
-    g.add_argument("--seed", help="0..2**63-1; random when omitted (the used seed is printed)")
-    g.add_argument("--init-image", help="PNG/JPEG/WebP to start from")
-    g.add_argument("--image-prompt", action="append", help="image to steer towards (repeatable)")
-    g.add_argument("--save-every", help="a GIF frame every K steps")
+    def spec_options(sp):
+        sp.add_argument("prompt", help="text[:weight[:stop]] parts separated by '|', e.g. 'a red fox|blurry:-0.5'")
+        sp.add_argument("--preset", default=DEFAULT_PRESET)
+        sp.add_argument("--size", nargs=2, metavar=("W", "H"), help="default from the preset (300 300)")
+        sp.add_argument("--iterations", help="optimisation steps")
+        sp.add_argument("--cutn", help="cutouts per step")
+        sp.add_argument("--lr", help="Adam learning rate")
+        sp.add_argument("--seed", help="0..2**63-1; random when omitted (the used seed is reported)")
+        sp.add_argument("--init-image", help="PNG/JPEG/WebP to start from")
+        sp.add_argument("--image-prompt", action="append", help="image to steer towards (repeatable)")
+        sp.add_argument("--save-every", help="a GIF frame every K steps")
+
+    def db_option(sp):
+        sp.add_argument("--db", default=default_url(), help="store URL (default: $T2I_DB, else sqlite:///t2i.db)")
+
+    g = sub.add_parser("generate", help="make one image from a prompt, here and now")
+    spec_options(g)
     g.add_argument("--out", default="outputs", help="directory for the PNG and GIF")
     g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
+
+    q = sub.add_parser("submit", help="queue a job for the executors")
+    spec_options(q)
+    db_option(q)
+    q.add_argument("--priority", type=int, default=0, help="higher runs first")
+    q.add_argument("--submitter", default=None, help="who submitted it (for per-user views)")
+    q.set_defaults(func=cmd_submit)
+
+    j = sub.add_parser("jobs", help="queue counts and recent jobs")
+    db_option(j)
+    j.add_argument("--status", choices=["queued", "running", "done", "failed", "cancelled"])
+    j.add_argument("--limit", type=int, default=20)
+    j.set_defaults(func=cmd_jobs)
+
+    for name, func, text in (("cancel", cmd_cancel, "cancel a queued or running job"),
+                             ("retry", cmd_retry, "queue a failed or cancelled job again"),
+                             ("export", cmd_export, "write a finished job's PNG and GIF to a directory")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("job", type=int)
+        db_option(c)
+        if name == "export":
+            c.add_argument("--out", default="outputs")
+        c.set_defaults(func=func)
 
     p = sub.add_parser("presets", help="list presets and whether their weights are present")
     p.set_defaults(func=cmd_presets)

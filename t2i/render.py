@@ -67,3 +67,19 @@ def gif_bytes(frames: list[Image.Image], fps: float = 10.0, hold_last: float = 1
     # Pillow writes a lone frame through a path that takes one number, not a list.
     duration = durations if len(durations) > 1 else durations[0]
     return iio.imwrite("<bytes>", np.stack(arrays), extension=".gif", duration=duration, loop=0)
+
+
+def thumbnail_bytes(image: Image.Image, side: int = 160) -> bytes:
+    """A small JPEG for gallery grids, so pages never load full images to list them."""
+    thumb = image.convert("RGB")
+    thumb.thumbnail((side, side), Image.LANCZOS)
+    buf = io.BytesIO()
+    thumb.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def image_png(image: Image.Image) -> bytes:
+    """A progress frame as PNG (no metadata)."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()

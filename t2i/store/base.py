@@ -1,0 +1,158 @@
+"""The JobStore contract: the job lifecycle, in one small protocol that SQLite and PostgreSQL implement.
+
+    queued -> running -> done | failed | cancelled        (every transition is one transaction)
+
+A claim is a lease held by (worker_id, attempt). Progress, frames and results are accepted only from
+the current lease holder ("fencing"): a worker presumed dead cannot overwrite a newer attempt. An
+expired lease is requeued, or failed after max_attempts, by whoever sweeps next.
+
+Times are seconds since the epoch on the database's clock, so hosts with skewed clocks still agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+FINISHED = ("done", "failed", "cancelled")
+VOTE_CHOICES = ("left", "right", "tie", "both_bad")
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof of a claim. Writes carry it; the store rejects any that is not the current one."""
+
+    job_id: int
+    worker_id: str
+    attempt: int
+
+
+@dataclass
+class Job:
+    id: int
+    spec: dict                 # JobSpec.to_dict()
+    prompt: str
+    preset: str
+    status: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    worker_id: str | None
+    lease_expires_at: float | None
+    heartbeat_at: float | None
+    step: int
+    total: int
+    loss: float | None
+    error: str | None
+    cancel_requested: bool
+    submitter: str | None
+    retry_of: int | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.id, self.worker_id, self.attempts)
+
+
+@dataclass
+class Result:
+    job_id: int
+    gif: bytes | None          # None when loaded without the heavy columns
+    png: bytes | None
+    thumbnail: bytes
+    parameters: dict
+    width: int
+    height: int
+    seed: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What a heartbeat learns: whether the lease still holds, and whether a cancel was asked."""
+
+    alive: bool
+    cancel_requested: bool
+
+
+class JobStore(Protocol):
+    # --- submitting and reading -------------------------------------------------------------
+    def submit(self, spec: dict, *, priority: int = 0, max_attempts: int = 3, submitter: str | None = None,
+               retry_of: int | None = None) -> int:
+        """Insert a queued job from a validated JobSpec dict; returns its id."""
+
+    def get(self, job_id: int) -> Job | None:
+        """The job, or None."""
+
+    def jobs(self, *, status: str | None = None, submitter: str | None = None, limit: int = 50) -> list[Job]:
+        """Newest first, optionally filtered."""
+
+    def queue_position(self, job_id: int) -> int | None:
+        """1 for the next job to be claimed; None when the job is not queued."""
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs per status (every status present, zeros included)."""
+
+    # --- the lifecycle ----------------------------------------------------------------------
+    def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
+        """Atomically take the highest-priority, oldest queued job: status running, attempts + 1,
+        lease until now + lease_seconds. None when nothing is queued. Never gives one job to two
+        workers."""
+
+    def heartbeat(self, lease: Lease, lease_seconds: float) -> Beat:
+        """Extend the lease to now + lease_seconds. alive=False when the lease was lost (swept,
+        cancelled or finished): the worker must stop and write nothing more."""
+
+    def progress(self, lease: Lease, step: int, loss: float | None) -> Beat:
+        """Record progress (fenced); like heartbeat, says whether the lease holds and a cancel was asked."""
+
+    def add_frame(self, lease: Lease, step: int, png: bytes) -> bool:
+        """Store a progress frame (fenced; a repeated step replaces the frame). False when rejected."""
+
+    def complete(self, lease: Lease, result: Result, *, keep_frames: bool = False) -> bool:
+        """Write the result and mark the job done, in one transaction (fenced; results are written
+        once). Frames are dropped unless keep_frames. False when the lease is not current."""
+
+    def fail(self, lease: Lease, error: str) -> bool:
+        """Mark the job failed with a one-line reason (fenced)."""
+
+    def release(self, lease: Lease) -> bool:
+        """Give a running job back to the queue after a graceful stop: its partial frames are
+        deleted and the attempt is not counted (fenced)."""
+
+    def finish_cancelled(self, lease: Lease) -> bool:
+        """The worker saw cancel_requested and stopped: mark the job cancelled (fenced)."""
+
+    def cancel(self, job_id: int) -> str | None:
+        """A queued job is cancelled at once ('cancelled'); a running one gets cancel_requested
+        ('cancel_requested'); a finished one is left alone (its status is returned). None: no job."""
+
+    def retry(self, job_id: int) -> int:
+        """Queue a new job with the same spec, linked by retry_of; only for failed or cancelled jobs."""
+
+    def sweep(self) -> tuple[int, int]:
+        """Requeue running jobs whose lease expired, or fail them after max_attempts; a job whose
+        cancel was requested becomes cancelled. Returns (requeued, failed_or_cancelled)."""
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Block until a job may be available (PostgreSQL: a NOTIFY) or timeout seconds pass."""
+
+    # --- results ----------------------------------------------------------------------------
+    def result(self, job_id: int, *, heavy: bool = True) -> Result | None:
+        """The job's result; heavy=False leaves out the GIF and full PNG (gallery views)."""
+
+    def frames(self, job_id: int) -> list[tuple[int, bytes]]:
+        """(step, png) in step order."""
+
+    # --- executors --------------------------------------------------------------------------
+    def worker_seen(self, worker_id: str, *, host: str, device: str, job_id: int | None) -> None:
+        """Record that an executor is alive (and what it is doing)."""
+
+    def workers(self, seen_within: float = 60.0) -> list[dict]:
+        """Executors seen within the last seen_within seconds."""
+
+    def close(self) -> None:
+        """Release the connection."""

@@ -1,0 +1,71 @@
+"""PostgreSQL backend (psycopg 3): several hosts share one queue.
+
+Claims lock the chosen row with FOR UPDATE SKIP LOCKED, so concurrent executors never wait on each
+other nor take the same job. Submits and requeues NOTIFY, so idle executors wake at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import psycopg
+
+from .schema import POSTGRES
+from .sql import SQLStore
+
+CHANNEL = "t2i_jobs"
+
+
+class PostgresStore(SQLStore):
+    NOW = "extract(epoch from clock_timestamp())::double precision"
+    CLAIM_LOCK = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, url: str):
+        self.url = url
+        self.conn = psycopg.connect(url, autocommit=True)
+        self._lock = threading.RLock()
+        self._listener = None
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            # One migrator at a time when several hosts start together.
+            self.conn.execute("SELECT pg_advisory_xact_lock(7423001)")
+            self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = self.conn.execute("SELECT version FROM schema_version").fetchone()
+            version = row[0] if row else 0
+            for script in POSTGRES[version:]:
+                self.conn.execute(script)
+            if row is None:
+                self.conn.execute("INSERT INTO schema_version VALUES (%s)", (len(POSTGRES),))
+            else:
+                self.conn.execute("UPDATE schema_version SET version = %s", (len(POSTGRES),))
+
+    def _sql(self, sql: str) -> str:
+        return super()._sql(sql).replace("?", "%s")
+
+    def _execute(self, sql: str, params: tuple = ()):
+        with self._lock:
+            return self.conn.execute(self._sql(sql), params)
+
+    @contextmanager
+    def transaction(self):
+        with self._lock, self.conn.transaction():
+            yield
+
+    def _notify(self) -> None:
+        self.conn.execute(f"NOTIFY {CHANNEL}")
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Block until a job may be available (a NOTIFY) or timeout seconds pass."""
+        if self._listener is None:
+            self._listener = psycopg.connect(self.url, autocommit=True)
+            self._listener.execute(f"LISTEN {CHANNEL}")
+        for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+            break
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        self.conn.close()

@@ -1,0 +1,234 @@
+"""The JobStore in SQL, shared by both backends; they differ only in connection, clock and claim lock.
+
+Statements are written with `?` placeholders and `{now}` for the database clock; a backend rewrites
+them for its driver. All SQL of the project lives in t2i/store/.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+
+from .base import FINISHED, STATUSES, Beat, Job, Lease, Result
+
+JOB_COLUMNS = ("id, spec, prompt, preset, status, priority, attempts, max_attempts, worker_id, lease_expires_at, "
+               "heartbeat_at, step, total, loss, error, cancel_requested, submitter, retry_of, created_at, "
+               "started_at, finished_at")
+# Fencing: a write is accepted only from the current holder of a running job's lease.
+FENCE = "id = ? AND status = 'running' AND worker_id = ? AND attempts = ?"
+
+
+def _job(row) -> Job:
+    j = Job(*row)
+    j.spec = json.loads(j.spec)
+    j.cancel_requested = bool(j.cancel_requested)
+    return j
+
+
+def _fence(lease: Lease) -> tuple:
+    return (lease.job_id, lease.worker_id, lease.attempt)
+
+
+class SQLStore:
+    NOW = "0"            # SQL expression for seconds since the epoch on the database's clock
+    CLAIM_LOCK = ""      # appended to the claim's inner SELECT
+
+    # --- backend hooks ----------------------------------------------------------------------
+    def _execute(self, sql: str, params: tuple = ()):
+        raise NotImplementedError
+
+    @contextmanager
+    def transaction(self):
+        raise NotImplementedError
+        yield
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("{now}", self.NOW)
+
+    def _one(self, sql, params=()):
+        return self._execute(sql, params).fetchone()
+
+    def _all(self, sql, params=()):
+        return self._execute(sql, params).fetchall()
+
+    def _rowcount(self, sql, params=()) -> int:
+        return self._execute(sql, params).rowcount
+
+    # --- submitting and reading -------------------------------------------------------------
+    def submit(self, spec: dict, *, priority: int = 0, max_attempts: int = 3, submitter: str | None = None,
+               retry_of: int | None = None) -> int:
+        row = self._one(
+            "INSERT INTO jobs (spec, prompt, preset, status, priority, max_attempts, total, submitter, retry_of, "
+            "created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, {now}) RETURNING id",
+            (json.dumps(spec), spec["prompt"], spec["preset"], priority, max_attempts, spec["iterations"],
+             submitter, retry_of))
+        self._notify()
+        return int(row[0])
+
+    def _notify(self) -> None:
+        """Wake idle executors (PostgreSQL LISTEN/NOTIFY); nothing to do for SQLite."""
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Block until a job may be available or timeout seconds pass (SQLite: the timeout)."""
+        time.sleep(timeout)
+
+    def get(self, job_id: int) -> Job | None:
+        row = self._one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _job(row) if row else None
+
+    def jobs(self, *, status: str | None = None, submitter: str | None = None, limit: int = 50) -> list[Job]:
+        where, params = [], []
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if submitter:
+            where.append("submitter = ?")
+            params.append(submitter)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._all(f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [_job(r) for r in rows]
+
+    def queue_position(self, job_id: int) -> int | None:
+        row = self._one(
+            "SELECT (SELECT COUNT(*) FROM jobs q WHERE q.status = 'queued' AND "
+            "(q.priority > j.priority OR (q.priority = j.priority AND q.id < j.id))) + 1 "
+            "FROM jobs j WHERE j.id = ? AND j.status = 'queued'", (job_id,))
+        return int(row[0]) if row else None
+
+    def counts(self) -> dict[str, int]:
+        found = dict(self._all("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
+        return {s: int(found.get(s, 0)) for s in STATUSES}
+
+    # --- the lifecycle ----------------------------------------------------------------------
+    def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
+        row = self._one(
+            "UPDATE jobs SET status = 'running', worker_id = ?, attempts = attempts + 1, step = 0, loss = NULL, "
+            "lease_expires_at = {now} + ?, heartbeat_at = {now}, started_at = {now} "
+            "WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority DESC, id LIMIT 1"
+            f"{self.CLAIM_LOCK}) AND status = 'queued' RETURNING {JOB_COLUMNS}",
+            (worker_id, lease_seconds))
+        return _job(row) if row else None
+
+    def heartbeat(self, lease: Lease, lease_seconds: float) -> Beat:
+        row = self._one(
+            f"UPDATE jobs SET lease_expires_at = {{now}} + ?, heartbeat_at = {{now}} WHERE {FENCE} "
+            "RETURNING cancel_requested", (lease_seconds, *_fence(lease)))
+        return Beat(alive=row is not None, cancel_requested=bool(row and row[0]))
+
+    def progress(self, lease: Lease, step: int, loss: float | None) -> Beat:
+        row = self._one(f"UPDATE jobs SET step = ?, loss = ? WHERE {FENCE} RETURNING cancel_requested",
+                        (step, loss, *_fence(lease)))
+        return Beat(alive=row is not None, cancel_requested=bool(row and row[0]))
+
+    def add_frame(self, lease: Lease, step: int, png: bytes) -> bool:
+        return self._rowcount(
+            f"INSERT INTO frames (job_id, step, png) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE {FENCE}) "
+            "ON CONFLICT (job_id, step) DO UPDATE SET png = excluded.png",
+            (lease.job_id, step, png, *_fence(lease))) == 1
+
+    def complete(self, lease: Lease, result: Result, *, keep_frames: bool = False) -> bool:
+        with self.transaction():
+            done = self._rowcount(
+                f"UPDATE jobs SET status = 'done', step = total, finished_at = {{now}}, lease_expires_at = NULL "
+                f"WHERE {FENCE}", _fence(lease))
+            if done != 1:
+                return False
+            self._execute(
+                "INSERT INTO results (job_id, gif, png, thumbnail, parameters, width, height, seed, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, {now})",
+                (lease.job_id, result.gif, result.png, result.thumbnail, json.dumps(result.parameters),
+                 result.width, result.height, str(result.seed)))
+            if not keep_frames:
+                self._execute("DELETE FROM frames WHERE job_id = ?", (lease.job_id,))
+        return True
+
+    def _finish(self, lease: Lease, status: str, error: str | None) -> bool:
+        return self._rowcount(
+            f"UPDATE jobs SET status = ?, error = ?, finished_at = {{now}}, lease_expires_at = NULL WHERE {FENCE}",
+            (status, error, *_fence(lease))) == 1
+
+    def fail(self, lease: Lease, error: str) -> bool:
+        return self._finish(lease, "failed", " ".join(str(error).split())[:500])
+
+    def finish_cancelled(self, lease: Lease) -> bool:
+        return self._finish(lease, "cancelled", None)
+
+    def release(self, lease: Lease) -> bool:
+        with self.transaction():
+            back = self._rowcount(
+                "UPDATE jobs SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, step = 0, loss = NULL, "
+                f"attempts = attempts - 1, started_at = NULL WHERE {FENCE}", _fence(lease))
+            if back == 1:
+                self._execute("DELETE FROM frames WHERE job_id = ?", (lease.job_id,))
+        if back == 1:
+            self._notify()
+        return back == 1
+
+    def cancel(self, job_id: int) -> str | None:
+        with self.transaction():
+            if self._rowcount("UPDATE jobs SET status = 'cancelled', finished_at = {now} "
+                              "WHERE id = ? AND status = 'queued'", (job_id,)):
+                return "cancelled"
+            if self._rowcount("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (job_id,)):
+                return "cancel_requested"
+            row = self._one("SELECT status FROM jobs WHERE id = ?", (job_id,))
+        return row[0] if row else None
+
+    def retry(self, job_id: int) -> int:
+        job = self.get(job_id)
+        if job is None or job.status not in ("failed", "cancelled"):
+            raise ValueError(f"job {job_id} is {job.status if job else 'unknown'}; only failed or cancelled jobs "
+                             "can be retried")
+        return self.submit(job.spec, priority=job.priority, max_attempts=job.max_attempts, submitter=job.submitter,
+                           retry_of=job.id)
+
+    def sweep(self) -> tuple[int, int]:
+        expired = "status = 'running' AND lease_expires_at < {now}"
+        with self.transaction():
+            ended = self._rowcount(
+                "UPDATE jobs SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'failed' END, "
+                "error = CASE WHEN cancel_requested = 1 THEN NULL ELSE "
+                "'its executor stopped responding ' || attempts || ' times; giving up' END, "
+                f"finished_at = {{now}}, lease_expires_at = NULL WHERE {expired} "
+                "AND (cancel_requested = 1 OR attempts >= max_attempts)")
+            requeued = self._rowcount(
+                "UPDATE jobs SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, step = 0, loss = NULL "
+                f"WHERE {expired}")
+            if requeued:
+                # Frames of the lost attempt would mix with the next attempt's.
+                self._execute("DELETE FROM frames WHERE job_id IN (SELECT id FROM jobs WHERE status = 'queued')")
+        if requeued:
+            self._notify()
+        return requeued, ended
+
+    # --- results ----------------------------------------------------------------------------
+    def result(self, job_id: int, *, heavy: bool = True) -> Result | None:
+        heavy_cols = "gif, png" if heavy else "NULL, NULL"
+        row = self._one(f"SELECT job_id, {heavy_cols}, thumbnail, parameters, width, height, seed, created_at "
+                        "FROM results WHERE job_id = ?", (job_id,))
+        if not row:
+            return None
+        r = Result(*row)
+        r.gif, r.png, r.thumbnail = (bytes(x) if x is not None else None for x in (r.gif, r.png, r.thumbnail))
+        r.parameters, r.seed = json.loads(r.parameters), int(r.seed)
+        return r
+
+    def frames(self, job_id: int) -> list[tuple[int, bytes]]:
+        return [(int(s), bytes(p)) for s, p in self._all("SELECT step, png FROM frames WHERE job_id = ? ORDER BY step",
+                                                         (job_id,))]
+
+    # --- executors --------------------------------------------------------------------------
+    def worker_seen(self, worker_id: str, *, host: str, device: str, job_id: int | None) -> None:
+        self._execute(
+            "INSERT INTO workers (id, host, device, job_id, started_at, seen_at) VALUES (?, ?, ?, ?, {now}, {now}) "
+            "ON CONFLICT (id) DO UPDATE SET job_id = excluded.job_id, seen_at = excluded.seen_at",
+            (worker_id, host, device, job_id))
+
+    def workers(self, seen_within: float = 60.0) -> list[dict]:
+        rows = self._all("SELECT id, host, device, job_id, started_at, seen_at FROM workers "
+                         "WHERE seen_at > {now} - ? ORDER BY id", (seen_within,))
+        return [dict(zip(("id", "host", "device", "job_id", "started_at", "seen_at"), r)) for r in rows]
+
+
+__all__ = ["SQLStore", "FINISHED"]
