@@ -111,6 +111,8 @@ def failure_message(error: BaseException) -> str:
     """One line a user can act on; internals get their type and first line, never a traceback."""
     if isinstance(error, (T2IError, SpecError)):
         return str(error)
+    if isinstance(error, torch.OutOfMemoryError):  # outside the loop, e.g. while loading models
+        return "out of device memory while preparing the job: try again later or use a smaller preset"
     first = (str(error).strip().splitlines() or [""])[0][:200]
     return f"internal error ({type(error).__name__}{': ' + first if first else ''}); the operator's log has details"
 
@@ -174,7 +176,7 @@ class Executor:
         except Cancelled:
             outcome = self._stopped(lease, heart, state)
         except Exception as error:  # noqa: BLE001 - every failure becomes the job's reason
-            if isinstance(error, OutOfMemory):
+            if isinstance(error, (OutOfMemory, torch.OutOfMemoryError)):
                 self.cache.clear()
             elif not isinstance(error, (T2IError, SpecError)):
                 log.exception("job %s raised", job.id)

@@ -17,3 +17,37 @@ def tiny_models():
     from t2i.presets import get_preset
 
     return build_models(get_preset("tiny-vqgan-untrained"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url():
+    """The local PostgreSQL server tests/run.sh started. CI must have it; elsewhere its tests skip."""
+    url = os.environ.get("T2I_TEST_PG_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("T2I_TEST_PG_URL is not set: run the suite through tests/run.sh")
+        pytest.skip("no PostgreSQL server: run through tests/run.sh (or set T2I_TEST_PG_URL)")
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_admin_url):
+    """A throwaway database, dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    name = f"t2i_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield pg_admin_url.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path):
+    """Every store test runs against both backends."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 't2i.db'}"
+    return request.getfixturevalue("pg_url")

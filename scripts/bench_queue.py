@@ -1,0 +1,218 @@
+"""Load benchmark of the job queue itself (no models): claims/s and idle pickup latency.
+
+For each backend (SQLite: a fresh temp file; PostgreSQL: a fresh throwaway database created and
+dropped from --pg-admin-url) and each N in --executors, N executor *processes* (multiprocessing,
+"spawn"; each opens its own store) run no-op jobs:
+
+1. throughput: J jobs (--jobs) are submitted first; on a start signal the N workers loop
+   claim(worker, 30) -> complete(lease, tiny Result) until claim returns None.
+   claims/s = J / (last completion - start signal). Every job must be done exactly once
+   (counts()['done'] == J and no job id claimed twice), else the script fails.
+2. pickup latency: the N workers idle-poll like t2i/executor.py (sweep, claim; when nothing is
+   queued, worker_seen and wait_for_work(poll), poll doubling from 0.05 s up to 0.5 s, reset after
+   a claim). The main process submits K jobs (--pickups) one at a time, each after the previous one
+   left 'queued' (polled every 1 ms); latency = started_at - created_at, both on the database clock
+   (SQLite's clock has 1 ms resolution). PostgreSQL wakes idle workers with NOTIFY; SQLite polls.
+
+Run:  PYTHONPATH=. .venv/bin/python scripts/bench_queue.py [--jobs 2000] [--pickups 50] [--no-pg] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing as mp
+import os
+import platform
+import queue
+import re
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for `t2i`
+
+from t2i.spec import make_spec  # noqa: E402
+from t2i.store import Result, open_store  # noqa: E402
+
+SPEC = make_spec("a queue benchmark", "bench-noop", width=64, height=64, iterations=1).to_dict()
+PG_ADMIN = "postgresql://t2i_test:t2i_test@127.0.0.1:5432/postgres"
+LEASE = 30.0
+
+
+def tiny_result(job_id: int) -> Result:
+    return Result(job_id=job_id, gif=b"GIF", png=b"PNG", thumbnail=b"T", parameters={}, width=1, height=1,
+                  seed=0, created_at=0.0)
+
+
+def worker(body, url, name, ready, event, out):
+    """A process: open a store, say ready, run body(store, name, event); report (payload, error)."""
+    payload, error, store = None, None, None
+    try:
+        store = open_store(url)
+        ready.put(name)
+        payload = body(store, name, event)
+    except BaseException as e:  # reported to the main process, which fails the run
+        error = f"{name}: {type(e).__name__}: {e}"
+    finally:
+        ready.put(name) if store is None else store.close()  # never leave the main process waiting
+    out.put((payload, error))
+
+
+def drain(store, name, start):
+    """Throughput: claim -> complete until the queue is empty; returns (job ids, last completion)."""
+    ids, last = [], None
+    if not start.wait(timeout=300):
+        raise RuntimeError("no start signal")
+    while (job := store.claim(name, LEASE)) is not None:
+        if not store.complete(job.lease, tiny_result(job.id)):
+            raise RuntimeError(f"complete({job.id}) rejected")
+        ids.append(job.id)
+        last = time.monotonic()
+    return ids, last
+
+
+def idle_poll(store, name, stop):
+    """Pickup: the loop of Executor.run (sweep, claim, else worker_seen + wait) with a no-op job."""
+    delay = 0.05
+    while not stop.is_set() and mp.parent_process().is_alive():
+        store.sweep()
+        job = store.claim(name, LEASE)
+        if job is None:
+            store.worker_seen(name, host="bench", device="none", job_id=None)
+            store.wait_for_work(delay)
+            delay = min(delay * 2, 0.5)
+            continue
+        delay = 0.05
+        if not store.complete(job.lease, tiny_result(job.id)):
+            raise RuntimeError(f"complete({job.id}) rejected")
+
+
+@contextmanager
+def workers(ctx, body, url, n, event):
+    """Start n worker processes; wait until each has opened its store; always reap them."""
+    ready, out = ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=worker, args=(body, url, f"w{i}", ready, event, out), daemon=True)
+             for i in range(n)]
+    clean = False
+    try:
+        for p in procs:
+            p.start()
+        for _ in procs:
+            ready.get(timeout=120)
+        yield procs, out
+        clean = True
+    finally:
+        event.set()
+        for p in (p for p in procs if p.pid is not None):  # the started ones
+            p.join(timeout=10 if clean else 0)
+            if p.is_alive():
+                p.terminate()
+                p.join()
+
+
+def results(out, procs, n, timeout=600.0):
+    """The n workers' (payload, error) reports; raises on the first error or a silent exit."""
+    got, deadline = [], time.monotonic() + timeout
+    while len(got) < n:
+        try:
+            got.append(out.get(timeout=1.0))
+        except queue.Empty:
+            if time.monotonic() > deadline or (not any(p.is_alive() for p in procs) and out.empty()):
+                raise RuntimeError(f"only {len(got)} of {n} workers reported") from None
+        if got[-1:] and got[-1][1]:
+            raise RuntimeError(f"worker failed: {got[-1][1]}")
+    return got
+
+
+def measure(ctx, url, n, jobs, pickups):
+    store = open_store(url)
+    try:
+        with store.transaction():
+            for _ in range(jobs):
+                store.submit(SPEC)
+        start = ctx.Event()
+        with workers(ctx, drain, url, n, start) as (procs, out):
+            t0 = time.monotonic()
+            start.set()
+            reports = [payload for payload, _ in results(out, procs, n)]
+        claimed = [i for ids, _ in reports for i in ids]
+        done = store.counts()["done"]
+        if done != jobs or len(claimed) != jobs or len(set(claimed)) != jobs:
+            raise RuntimeError(f"{done} done, {len(claimed)} claims, {len(set(claimed))} distinct; want {jobs}")
+        rate = jobs / (max(last for _, last in reports if last) - t0)
+
+        latencies = []
+        stop = ctx.Event()
+        with workers(ctx, idle_poll, url, n, stop) as (procs, out):
+            time.sleep(1.0)  # let every worker reach its longest idle wait
+            for _ in range(pickups):
+                job_id, deadline = store.submit(SPEC), time.monotonic() + 30
+                while (job := store.get(job_id)).status == "queued":
+                    if time.monotonic() > deadline or not all(p.is_alive() for p in procs):
+                        raise RuntimeError(f"job {job_id} not claimed within 30 s, or a worker exited")
+                    time.sleep(0.001)
+                latencies.append((job.started_at - job.created_at) * 1000)
+            stop.set()
+            results(out, procs, n, timeout=30)
+        latencies.sort()
+        pct = lambda q: latencies[max(0, math.ceil(q * len(latencies)) - 1)]  # noqa: E731 (nearest rank)
+        return rate, pct(0.5), pct(0.95)
+    finally:
+        store.close()
+
+
+@contextmanager
+def sqlite_db():
+    folder = tempfile.mkdtemp(prefix="t2i-bench-")
+    try:
+        yield f"sqlite:///{folder}/queue.db"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def pg_db(admin_url):
+    import psycopg
+
+    name = f"t2i_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            yield urlsplit(admin_url)._replace(path=f"/{name}").geturl()
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=2000, help="jobs in the throughput run (default 2000)")
+    ap.add_argument("--pickups", type=int, default=50, help="jobs in the pickup-latency run (default 50)")
+    ap.add_argument("--executors", type=int, nargs="+", default=[1, 4, 16], help="executor process counts")
+    ap.add_argument("--no-pg", action="store_true", help="SQLite only")
+    ap.add_argument("--pg-admin-url", default=PG_ADMIN, help="may CREATE/DROP DATABASE (default: %(default)s)")
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (workers, databases) on kill too
+    ctx = mp.get_context("spawn")
+    command = re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", shlex.join(["python", *sys.argv]))
+    print(f"Machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs, Python "
+          f"{platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M')}\nCommand: `{command}`\n")
+    print("| backend | executors | claims/s | pickup p50 ms | pickup p95 ms |\n| --- | --- | --- | --- | --- |")
+    backends = [("sqlite", sqlite_db)] + ([] if args.no_pg else [("postgresql", lambda: pg_db(args.pg_admin_url))])
+    for backend, database in backends:
+        for n in args.executors:
+            with database() as url:
+                rate, p50, p95 = measure(ctx, url, n, args.jobs, args.pickups)
+            print(f"| {backend} | {n} | {rate:.0f} | {p50:.1f} | {p95:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

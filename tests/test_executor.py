@@ -1,0 +1,201 @@
+"""Executors against a real store (SQLite file and PostgreSQL server): real processes, real signals.
+
+Waiting is done by polling the store for a state with a deadline, never by sleeping a fixed time.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from t2i import executor as executor_module
+from t2i.executor import Executor, ExecutorConfig
+from t2i.paths import ROOT
+from t2i.queue import submit_job
+from t2i.store import Lease, Result, open_store
+
+TINY = dict(iterations=2, cutn=2, save_every=1)
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {**os.environ, "OMP_NUM_THREADS": "1", "T2I_CHECKPOINTS": str(tmp_path / "no-checkpoints")}
+
+
+@pytest.fixture
+def store(store_url):
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+def start_executor(url, env, *args):
+    return subprocess.Popen([sys.executable, "job_executor.py", "--db", url, "--device", "cpu", "--poll", "0.1", *args],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(predicate, timeout=120.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)  # polling interval, not synchronisation: the loop waits for a state
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_with_progress(store, job_id, min_step=2):
+    job = store.get(job_id)
+    return job if job.status == "running" and job.step >= min_step else None
+
+
+def finish(proc, timeout=180):
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def test_four_executors_drain_forty_jobs_exactly_once(store, store_url, env):
+    ids = [submit_job(store, f"job {i}", "tiny-vqgan-untrained", seed=i, **TINY) for i in range(40)]
+    procs = [start_executor(store_url, env, "--once") for _ in range(4)]
+    outcomes = [finish(p) for p in procs]
+    assert all(code == 0 for code, _ in outcomes), [out[-2000:] for _, out in outcomes]
+    assert store.counts() == {"queued": 0, "running": 0, "done": 40, "failed": 0, "cancelled": 0}
+    for job_id in ids:
+        job = store.get(job_id)
+        assert job.attempts == 1, f"job {job_id} was claimed {job.attempts} times"
+        result = store.result(job_id)
+        assert result.parameters["prompt"] == job.prompt and result.seed == job.spec["seed"]
+        assert result.gif[:6] == b"GIF89a" and result.png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert store.frames(job_id) == []  # dropped once the GIF is written
+    workers = {store.get(i).worker_id for i in ids}
+    assert len(workers) >= 2  # the work was shared
+
+
+def test_killed_executor_job_finished_by_another_and_late_writes_fenced(store, store_url, env):
+    job_id = submit_job(store, "a long job", "tiny-vqgan-untrained", iterations=300, cutn=2, save_every=1, seed=1)
+    a = start_executor(store_url, env, "--lease", "2")
+    job = wait_for(lambda: running_with_progress(store, job_id), what="executor A to make progress")
+    a.kill()  # SIGKILL: no cleanup, the lease is left to expire
+    a.communicate(timeout=30)
+    dead = store.get(job_id)
+    assert dead.status == "running" and dead.step < dead.total
+    old_lease = Lease(job_id, job.worker_id, job.attempts)
+
+    b = start_executor(store_url, env, "--lease", "2", "--max-jobs", "1")
+    code, out = finish(b)
+    assert code == 0, out[-2000:]
+    done = store.get(job_id)
+    assert done.status == "done" and done.attempts == 2 and done.worker_id != job.worker_id
+    result = store.result(job_id)
+
+    # The dead worker's late writes are rejected and change nothing.
+    assert not store.progress(old_lease, 5, 0.5).alive
+    assert not store.add_frame(old_lease, 5, b"late frame")
+    late = Result(job_id, b"late gif", b"late png", b"late thumb", {"late": True}, 1, 1, 1, 0.0)
+    assert not store.complete(old_lease, late)
+    assert not store.fail(old_lease, "late failure")
+    assert store.get(job_id).status == "done" and store.result(job_id).gif == result.gif
+    assert store.frames(job_id) == []
+
+
+def test_cancel_before_claim_during_run_and_after_completion(store, store_url, env):
+    early = submit_job(store, "cancel me early", "tiny-vqgan-untrained", **TINY)
+    assert store.cancel(early) == "cancelled"
+    code, out = finish(start_executor(store_url, env, "--once"))
+    assert code == 0, out[-2000:]
+    assert store.get(early).status == "cancelled" and store.result(early) is None
+
+    during = submit_job(store, "cancel me while running", "tiny-vqgan-untrained", iterations=3000, cutn=2,
+                        save_every=1)
+    proc = start_executor(store_url, env, "--max-jobs", "1")
+    wait_for(lambda: running_with_progress(store, during), what="the job to run")
+    assert store.cancel(during) == "cancel_requested"
+    code, out = finish(proc)
+    assert code == 0, out[-2000:]
+    job = store.get(during)
+    assert job.status == "cancelled" and job.step < job.total and store.result(during) is None
+
+    late = submit_job(store, "cancel me too late", "tiny-vqgan-untrained", **TINY)
+    code, out = finish(start_executor(store_url, env, "--once"))
+    assert code == 0, out[-2000:]
+    assert store.cancel(late) == "done"
+    assert store.get(late).status == "done" and store.result(late) is not None
+
+
+def test_sigterm_mid_job_requeues_it_and_exits_zero(store, store_url, env):
+    job_id = submit_job(store, "interrupted", "tiny-vqgan-untrained", iterations=3000, cutn=2, save_every=1)
+    proc = start_executor(store_url, env)
+    wait_for(lambda: running_with_progress(store, job_id), what="the job to run")
+    proc.send_signal(signal.SIGTERM)
+    code, out = finish(proc, timeout=60)
+    assert code == 0, out[-2000:]
+    job = store.get(job_id)
+    assert job.status == "queued" and job.attempts == 0 and job.worker_id is None and job.step == 0
+    assert store.frames(job_id) == [] and store.result(job_id) is None
+    assert store.queue_position(job_id) == 1
+
+
+def test_stop_request_near_the_end_finishes_the_job(store, store_url):
+    job_id = submit_job(store, "almost there", "tiny-vqgan-untrained", **TINY)
+    ex = Executor(ExecutorConfig(db=store_url, finish_fraction=0.0, once=True))
+    try:
+        ex.stopping.set()  # as SIGTERM would: every step is past the finish fraction
+        assert ex.process(store.claim(ex.cfg.worker_id, 30)) == "done"
+    finally:
+        ex.close()
+    assert store.get(job_id).status == "done"
+
+
+def test_failing_jobs_get_their_reason_and_the_executor_goes_on(store, store_url, monkeypatch, tmp_path):
+    monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path / "empty"))
+    real_run = executor_module.run
+
+    def flaky_run(spec, models, on_step=None):
+        if spec.prompt == "explode":
+            raise RuntimeError("boom\nwith a second line")
+        if spec.prompt == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_run(spec, models, on_step)
+
+    monkeypatch.setattr(executor_module, "run", flaky_run)
+    builds = []
+    real_build = executor_module.build_models
+    monkeypatch.setattr(executor_module, "build_models", lambda *a, **k: builds.append(a) or real_build(*a, **k))
+
+    explode = submit_job(store, "explode", "tiny-vqgan-untrained", **TINY)
+    oom = submit_job(store, "oom", "tiny-vqgan-untrained", **TINY)
+    missing = submit_job(store, "needs weights", "vqgan_imagenet_f16_16384", iterations=2)
+    ok = [submit_job(store, f"fine {i}", "tiny-vqgan-untrained", **TINY) for i in range(2)]
+    ex = Executor(ExecutorConfig(db=store_url, once=True))
+    try:
+        assert ex.run() == 0
+    finally:
+        ex.close()
+
+    assert store.get(explode).status == "failed"
+    assert store.get(explode).error == ("internal error (RuntimeError: boom); the operator's log has details")
+    assert store.get(oom).status == "failed" and store.get(oom).error.startswith("out of device memory")
+    error = store.get(missing).error
+    assert store.get(missing).status == "failed" and "\n" not in error
+    assert "python -m t2i download vqgan_imagenet_f16_16384" in error
+    assert all(store.get(j).status == "done" for j in ok)
+    # The tiny preset was built once and reused (the OOM cleared the cache once).
+    assert len([b for b in builds if b[0].name == "tiny-vqgan-untrained"]) == 2
+
+
+def test_submit_from_the_shell_rejects_bad_input_and_inserts_nothing(store, store_url, env):
+    bad = subprocess.run([sys.executable, "-m", "t2i", "submit", "a cat", "--preset", "tiny-vqgan-untrained",
+                          "--iterations", "0", "--db", store_url], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: iterations: must be between 1 and 5000, got 0"
+    assert sum(store.counts().values()) == 0
+    good = subprocess.run([sys.executable, "-m", "t2i", "submit", "a cat", "--preset", "tiny-vqgan-untrained",
+                           "--db", store_url], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0 and good.stdout.strip().endswith("queued at position 1")
+    listing = subprocess.run([sys.executable, "-m", "t2i", "jobs", "--db", store_url], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert "queued 1" in listing.stdout and "'a cat'" in listing.stdout

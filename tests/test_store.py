@@ -1,0 +1,699 @@
+"""JobStore contract tests (t2i/store/base.py), run against both SQLite and PostgreSQL.
+
+Every test takes `store_url` (conftest.py), so each runs once per backend on a fresh, empty database.
+Expired leases are made with a negative lease_seconds, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from t2i.errors import PresetError
+from t2i.presets import get_preset
+from t2i.queue import submit_job
+from t2i.spec import SpecError, make_spec
+from t2i.store import STATUSES, Beat, Lease, Result, open_store
+
+PRESET = "tiny-vqgan-untrained"
+EXPIRED = -5.0      # lease_seconds that leave a lease already expired
+LONG = 300.0        # a lease that cannot expire during a test
+
+
+def spec(prompt: str = "a red circle", iterations: int = 5) -> dict:
+    return make_spec(prompt, PRESET, iterations=iterations).to_dict()
+
+
+def make_result(job_id: int, *, tag: bytes = b"", seed: int = 2**63 - 1) -> Result:
+    return Result(job_id=job_id, gif=b"GIF89a" + bytes(range(256)) + tag, png=b"\x89PNG\r\n\x1a\n\x00" + tag,
+                  thumbnail=b"thumb\x00\xff" + tag, parameters={"lr": 0.1, "cutn": 32, "nested": {"a": [1, 2]}},
+                  width=320, height=192, seed=seed, created_at=0.0)
+
+
+@pytest.fixture
+def store(store_url):
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def other(store_url, store):
+    """A second, independent connection to the same database (another host or process)."""
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+def claim_new(store, worker="w-a", lease=LONG, **submit_kw):
+    """Submit one job and claim it (the queue must otherwise be empty of queued jobs)."""
+    job_id = store.submit(spec(), **submit_kw)
+    job = store.claim(worker, lease)
+    assert job is not None and job.id == job_id
+    return job
+
+
+def tables(store) -> set[str]:
+    if hasattr(store, "path"):   # SQLite
+        rows = store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    else:
+        rows = store.conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    return {r[0] for r in rows}
+
+
+def schema_version(store) -> list:
+    if hasattr(store, "path"):
+        return [store.conn.execute("PRAGMA user_version").fetchone()[0]]
+    return [r[0] for r in store.conn.execute("SELECT version FROM schema_version").fetchall()]
+
+
+# --- submitting and reading -----------------------------------------------------------------
+
+def test_schema_created_on_first_open(store_url):
+    s = open_store(store_url)
+    try:
+        assert {"jobs", "frames", "results", "workers"} <= tables(s)
+        assert s.counts() == {status: 0 for status in STATUSES}
+        assert s.jobs() == []
+        assert s.workers() == []
+        assert s.get(1) is None
+    finally:
+        s.close()
+
+
+def test_submit_get_round_trip(store):
+    sp = spec("a red circle", iterations=7)
+    job_id = store.submit(sp, priority=2, max_attempts=4, submitter="alice")
+    job = store.get(job_id)
+    assert job.id == job_id
+    assert job.spec == sp
+    assert job.prompt == "a red circle"
+    assert job.preset == PRESET
+    assert job.total == 7 == sp["iterations"]
+    assert job.status == "queued"
+    assert job.attempts == 0
+    assert job.priority == 2 and job.max_attempts == 4 and job.submitter == "alice"
+    assert job.worker_id is None and job.lease_expires_at is None and job.started_at is None
+    assert job.finished_at is None and job.error is None and job.retry_of is None
+    assert job.cancel_requested is False
+    assert job.step == 0
+    assert abs(job.created_at - time.time()) < 60
+
+
+def test_submit_job_goes_through_validation(store):
+    job_id = submit_job(store, "  a blue   square ", PRESET, iterations=3, submitter="bob")
+    job = store.get(job_id)
+    assert job.prompt == "a blue square"
+    assert job.total == 3
+    assert job.submitter == "bob"
+    assert job.spec == make_spec("a blue square", PRESET, iterations=3,
+                                 defaults=get_preset(PRESET).defaults).to_dict()
+
+
+def test_open_same_url_twice(store_url):
+    first = open_store(store_url)
+    try:
+        job_id = first.submit(spec())
+        version = schema_version(first)
+        second = open_store(store_url)
+        try:
+            assert schema_version(second) == version == schema_version(first)
+            assert len(version) == 1 and version[0] >= 1
+            assert second.get(job_id).spec == spec()
+            assert second.counts()["queued"] == 1
+            # Writes through one connection are seen by the other.
+            other_id = second.submit(spec("a green cone"))
+            assert first.get(other_id).prompt == "a green cone"
+            assert [j.id for j in first.jobs()] == [other_id, job_id]
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
+def test_concurrent_first_opens_migrate_once(store_url):
+    """Several executors starting together on a fresh database: one migrates, none fails."""
+    n = 6
+    stores, errors = [None] * n, []
+    barrier = threading.Barrier(n, timeout=60)
+
+    def opener(k: int) -> None:
+        try:
+            barrier.wait()
+            stores[k] = open_store(store_url)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=opener, args=(k,), daemon=True) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    try:
+        assert not any(t.is_alive() for t in threads)
+        assert errors == []
+        versions = {tuple(schema_version(s)) for s in stores}
+        assert len(versions) == 1 and len(next(iter(versions))) == 1
+        job_id = stores[0].submit(spec())
+        assert all(s.get(job_id) is not None for s in stores)
+    finally:
+        for s in stores:
+            if s is not None:
+                s.close()
+
+
+def test_sqlite_file_created_in_missing_directory(store_url, tmp_path):
+    if not store_url.startswith("sqlite"):
+        # PostgreSQL has no file; the equivalent is that a fresh database gets its schema.
+        s = open_store(store_url)
+        try:
+            assert "jobs" in tables(s)
+        finally:
+            s.close()
+        return
+    path = tmp_path / "not" / "yet" / "there" / "t2i.db"
+    assert not path.parent.exists()
+    s = open_store(f"sqlite:///{path}")
+    try:
+        job_id = s.submit(spec())
+        assert s.get(job_id).status == "queued"
+    finally:
+        s.close()
+    assert path.is_file()
+
+
+# --- claim order, positions, counts ---------------------------------------------------------
+
+def test_claim_empty_queue_returns_none(store):
+    assert store.claim("w", LONG) is None
+    assert store.counts() == {status: 0 for status in STATUSES}
+
+
+def test_claim_order_priority_then_id(store):
+    low1 = store.submit(spec("low one"))
+    high1 = store.submit(spec("high one"), priority=5)
+    low2 = store.submit(spec("low two"))
+    high2 = store.submit(spec("high two"), priority=5)
+    mid = store.submit(spec("mid"), priority=1)
+    neg = store.submit(spec("negative"), priority=-1)
+    order = [high1, high2, mid, low1, low2, neg]
+    assert [store.queue_position(j) for j in order] == [1, 2, 3, 4, 5, 6]
+    claimed = []
+    while (job := store.claim("w", LONG)) is not None:
+        claimed.append(job.id)
+    assert claimed == order
+    assert all(store.queue_position(j) is None for j in order)
+
+
+def test_claim_sets_lease(store):
+    job_id = store.submit(spec())
+    before = time.time()
+    job = store.claim("worker-1", LONG)
+    assert job.id == job_id
+    assert job.status == "running"
+    assert job.worker_id == "worker-1"
+    assert job.attempts == 1
+    assert job.lease == Lease(job_id, "worker-1", 1)
+    assert job.lease_expires_at > before + LONG - 60
+    assert job.started_at is not None and job.heartbeat_at is not None
+    stored = store.get(job_id)
+    assert stored.status == "running" and stored.worker_id == "worker-1" and stored.attempts == 1
+    assert stored.lease_expires_at == pytest.approx(job.lease_expires_at)
+    assert store.claim("worker-2", LONG) is None
+
+
+def test_queue_position_and_counts(store):
+    a = store.submit(spec("a"))
+    b = store.submit(spec("b"))
+    c = store.submit(spec("c"))
+    assert (store.queue_position(a), store.queue_position(b), store.queue_position(c)) == (1, 2, 3)
+    assert store.queue_position(999_999) is None
+    running = store.claim("w", LONG)
+    assert running.id == a
+    assert store.queue_position(a) is None
+    assert (store.queue_position(b), store.queue_position(c)) == (1, 2)
+    assert store.cancel(c) == "cancelled"
+    assert store.queue_position(c) is None
+    counts = store.counts()
+    assert set(counts) == set(STATUSES)
+    assert counts == {"queued": 1, "running": 1, "done": 0, "failed": 0, "cancelled": 1}
+    assert store.fail(running.lease, "boom")
+    assert store.counts() == {"queued": 1, "running": 0, "done": 0, "failed": 1, "cancelled": 1}
+
+
+# --- exactly once under concurrency ---------------------------------------------------------
+
+def test_concurrent_claims_exactly_once(store_url, store):
+    n_jobs, n_threads = 60, 8
+    submitted = {store.submit(spec(f"job {i}")) for i in range(n_jobs)}
+    assert len(submitted) == n_jobs
+    claimed: list[list[int]] = [[] for _ in range(n_threads)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n_threads, timeout=60)
+
+    def worker(k: int) -> None:
+        try:
+            s = open_store(store_url)
+            try:
+                barrier.wait()
+                while (job := s.claim(f"worker-{k}", LONG)) is not None:
+                    assert job.worker_id == f"worker-{k}" and job.attempts == 1
+                    claimed[k].append(job.id)
+            finally:
+                s.close()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a claimer hung"
+    assert errors == []
+    ids = [i for part in claimed for i in part]
+    assert len(ids) == n_jobs
+    assert len(set(ids)) == n_jobs, "a job was claimed twice"
+    assert set(ids) == submitted
+    assert store.counts()["running"] == n_jobs and store.counts()["queued"] == 0
+    for k, part in enumerate(claimed):
+        for job_id in part:
+            job = store.get(job_id)
+            assert job.worker_id == f"worker-{k}" and job.attempts == 1
+
+
+# --- heartbeat ------------------------------------------------------------------------------
+
+def test_heartbeat_extends_lease(store):
+    job = claim_new(store, lease=10)
+    old = store.get(job.id).lease_expires_at
+    beat = store.heartbeat(job.lease, 1000)
+    assert beat == Beat(alive=True, cancel_requested=False)
+    new = store.get(job.id).lease_expires_at
+    assert new > old + 900
+    assert new > time.time() + 900
+
+
+def test_heartbeat_reports_cancel(store):
+    job = claim_new(store)
+    assert store.cancel(job.id) == "cancel_requested"
+    assert store.get(job.id).status == "running"
+    assert store.get(job.id).cancel_requested is True
+    assert store.heartbeat(job.lease, LONG) == Beat(alive=True, cancel_requested=True)
+    assert store.progress(job.lease, 2, 0.5) == Beat(alive=True, cancel_requested=True)
+
+
+def test_heartbeat_stale_lease(store):
+    job = claim_new(store, worker="w-a")
+    old_expiry = store.get(job.id).lease_expires_at
+    assert store.heartbeat(Lease(job.id, "w-a", 2), 1000).alive is False
+    assert store.heartbeat(Lease(job.id, "w-b", 1), 1000).alive is False
+    assert store.heartbeat(Lease(999_999, "w-a", 1), 1000).alive is False
+    assert store.get(job.id).lease_expires_at == pytest.approx(old_expiry)
+    # A finished job's lease is dead too.
+    assert store.complete(job.lease, make_result(job.id))
+    assert store.heartbeat(job.lease, LONG) == Beat(alive=False, cancel_requested=False)
+
+
+# --- fencing --------------------------------------------------------------------------------
+
+def test_fencing_after_expiry_and_reclaim(store):
+    job_id = store.submit(spec())
+    a = store.claim("w-a", EXPIRED)
+    assert a.id == job_id
+    assert store.add_frame(a.lease, 1, b"frame-a-1")
+    assert store.sweep() == (1, 0)
+    swept = store.get(job_id)
+    assert swept.status == "queued" and swept.worker_id is None
+    assert store.frames(job_id) == []
+
+    b = store.claim("w-b", LONG)
+    assert b.id == job_id and b.attempts == 2 and b.worker_id == "w-b"
+    assert store.progress(b.lease, 3, 1.5) == Beat(alive=True, cancel_requested=False)
+    assert store.add_frame(b.lease, 3, b"frame-b-3")
+    before = store.get(job_id)
+    frames_before = store.frames(job_id)
+
+    old = a.lease
+    assert store.heartbeat(old, LONG).alive is False
+    assert store.progress(old, 4, 0.1).alive is False
+    assert store.add_frame(old, 3, b"frame-a-3") is False
+    assert store.add_frame(old, 4, b"frame-a-4") is False
+    assert store.complete(old, make_result(job_id, tag=b"A")) is False
+    assert store.fail(old, "A failed") is False
+    assert store.release(old) is False
+    assert store.finish_cancelled(old) is False
+
+    assert store.get(job_id) == before
+    assert store.frames(job_id) == frames_before == [(3, b"frame-b-3")]
+    assert store.result(job_id) is None
+
+    # The current holder is unaffected.
+    assert store.progress(b.lease, 5, 0.2) == Beat(alive=True, cancel_requested=False)
+    assert store.add_frame(b.lease, 5, b"frame-b-5")
+    assert store.complete(b.lease, make_result(job_id, tag=b"B"))
+    done = store.get(job_id)
+    assert done.status == "done" and done.step == done.total
+    assert store.result(job_id).gif.endswith(b"B")
+
+
+# --- sweep ----------------------------------------------------------------------------------
+
+def test_sweep(store):
+    requeue = claim_new(store, worker="w-1", lease=EXPIRED)
+    assert store.add_frame(requeue.lease, 1, b"lost frame")
+    give_up = claim_new(store, worker="w-2", lease=EXPIRED, max_attempts=1)
+    cancelled = claim_new(store, worker="w-3", lease=EXPIRED)
+    assert store.cancel(cancelled.id) == "cancel_requested"
+    alive = claim_new(store, worker="w-4", lease=LONG)
+    assert store.add_frame(alive.lease, 1, b"kept frame")
+    queued = store.submit(spec("waiting"))
+    alive_before = store.get(alive.id)
+    queued_before = store.get(queued)
+
+    assert store.sweep() == (1, 2)
+
+    j = store.get(requeue.id)
+    assert j.status == "queued" and j.worker_id is None and j.lease_expires_at is None
+    assert j.attempts == 1 and j.error is None
+    assert store.frames(requeue.id) == []
+
+    j = store.get(give_up.id)
+    assert j.status == "failed"
+    assert "\n" not in j.error and "stopped responding" in j.error
+    assert j.finished_at is not None
+
+    j = store.get(cancelled.id)
+    assert j.status == "cancelled" and j.finished_at is not None
+
+    assert store.get(alive.id) == alive_before
+    assert store.frames(alive.id) == [(1, b"kept frame")]
+    assert store.get(queued) == queued_before
+
+    assert store.sweep() == (0, 0)
+
+
+def test_sweep_fails_after_max_attempts(store):
+    job_id = store.submit(spec(), max_attempts=2)
+    for attempt in (1, 2):
+        job = store.claim(f"w-{attempt}", EXPIRED)
+        assert job.id == job_id and job.attempts == attempt
+        expected = (1, 0) if attempt == 1 else (0, 1)
+        assert store.sweep() == expected
+    job = store.get(job_id)
+    assert job.status == "failed"
+    assert "stopped responding" in job.error and "2" in job.error
+    assert store.claim("w-3", LONG) is None
+
+
+# --- complete -------------------------------------------------------------------------------
+
+def test_complete_stores_result(store):
+    job = claim_new(store)
+    assert store.add_frame(job.lease, 1, b"f1")
+    assert store.progress(job.lease, 2, 0.25).alive
+    assert store.complete(job.lease, make_result(job.id))
+    done = store.get(job.id)
+    assert done.status == "done"
+    assert done.step == done.total == 5
+    assert done.finished_at is not None
+    r = store.result(job.id)
+    expected = make_result(job.id)
+    assert r.job_id == job.id
+    assert r.gif == expected.gif and r.png == expected.png and r.thumbnail == expected.thumbnail
+    assert isinstance(r.gif, bytes)
+    assert r.parameters == expected.parameters
+    assert (r.width, r.height) == (320, 192)
+    assert r.seed == 2**63 - 1 and isinstance(r.seed, int)
+    assert r.created_at > 0
+    assert store.frames(job.id) == []           # dropped by default
+    assert store.counts()["done"] == 1
+
+
+def test_complete_keep_frames(store):
+    job = claim_new(store)
+    assert store.add_frame(job.lease, 1, b"f1")
+    assert store.add_frame(job.lease, 2, b"f2")
+    assert store.complete(job.lease, make_result(job.id, seed=0), keep_frames=True)
+    assert store.frames(job.id) == [(1, b"f1"), (2, b"f2")]
+    assert store.result(job.id).seed == 0
+
+
+def test_complete_twice_is_rejected(store):
+    job = claim_new(store)
+    assert store.complete(job.lease, make_result(job.id, tag=b"first"))
+    finished = store.get(job.id)
+    assert store.complete(job.lease, make_result(job.id, tag=b"second", seed=7)) is False
+    r = store.result(job.id)
+    assert r.gif.endswith(b"first") and r.seed == 2**63 - 1
+    assert store.get(job.id) == finished
+    assert store.counts()["done"] == 1
+    # The finished job's lease takes no more writes of any kind.
+    assert store.add_frame(job.lease, 1, b"late") is False
+    assert store.progress(job.lease, 1, 0.0).alive is False
+    assert store.fail(job.lease, "late") is False
+    assert store.release(job.lease) is False
+    assert store.finish_cancelled(job.lease) is False
+    assert store.get(job.id) == finished
+    assert store.frames(job.id) == []
+
+
+def test_result_light(store):
+    job = claim_new(store)
+    assert store.complete(job.lease, make_result(job.id))
+    light = store.result(job.id, heavy=False)
+    assert light.gif is None and light.png is None
+    assert light.thumbnail == make_result(job.id).thumbnail and isinstance(light.thumbnail, bytes)
+    assert light.parameters == make_result(job.id).parameters and light.seed == 2**63 - 1
+    assert store.result(999_999) is None
+
+
+# --- frames ---------------------------------------------------------------------------------
+
+def test_add_frame_order_and_replace(store):
+    job = claim_new(store)
+    for step in (10, 2, 7):
+        assert store.add_frame(job.lease, step, f"step {step}".encode())
+    assert store.add_frame(job.lease, 7, b"\x00replaced\xff")
+    assert store.frames(job.id) == [(2, b"step 2"), (7, b"\x00replaced\xff"), (10, b"step 10")]
+    assert store.frames(999_999) == []
+
+
+# --- fail -----------------------------------------------------------------------------------
+
+def test_fail_one_line(store):
+    job = claim_new(store)
+    assert store.fail(job.lease, "CUDA error:\n  out of memory\r\n\tat step 3  ")
+    j = store.get(job.id)
+    assert j.status == "failed"
+    assert j.error == "CUDA error: out of memory at step 3"
+    assert j.finished_at is not None
+    assert store.fail(job.lease, "again") is False
+    assert store.get(job.id).error == "CUDA error: out of memory at step 3"
+
+
+def test_fail_truncates(store):
+    job = claim_new(store)
+    assert store.fail(job.lease, "x" * 3000 + "\n" + "y" * 100)
+    error = store.get(job.id).error
+    assert 0 < len(error) <= 500
+    assert "\n" not in error and error.startswith("xxx")
+
+
+# --- release --------------------------------------------------------------------------------
+
+def test_release(store):
+    job = claim_new(store, worker="w-a")
+    assert store.progress(job.lease, 3, 0.5).alive
+    assert store.add_frame(job.lease, 3, b"partial")
+    assert store.release(job.lease)
+    j = store.get(job.id)
+    assert j.status == "queued"
+    assert j.attempts == 0
+    assert j.worker_id is None and j.lease_expires_at is None
+    assert j.step == 0
+    assert store.frames(job.id) == []
+    assert store.queue_position(job.id) == 1
+    assert store.release(job.lease) is False
+    again = store.claim("w-b", LONG)
+    assert again.id == job.id and again.attempts == 1
+
+
+def test_release_does_not_use_up_attempts(store):
+    job_id = store.submit(spec(), max_attempts=1)
+    for _ in range(3):
+        job = store.claim("w", LONG)
+        assert job.id == job_id and job.attempts == 1
+        assert store.release(job.lease)
+    job = store.claim("w", EXPIRED)
+    assert job.attempts == 1
+    assert store.sweep() == (0, 1)          # its one real attempt is the one that expired
+    assert store.get(job_id).status == "failed"
+
+
+# --- cancel ---------------------------------------------------------------------------------
+
+def test_cancel_queued(store):
+    job_id = store.submit(spec())
+    assert store.cancel(job_id) == "cancelled"
+    j = store.get(job_id)
+    assert j.status == "cancelled" and j.finished_at is not None
+    assert store.claim("w", LONG) is None
+    assert store.cancel(job_id) == "cancelled"
+
+
+def test_cancel_running_then_finish_cancelled(store):
+    job = claim_new(store)
+    assert store.cancel(job.id) == "cancel_requested"
+    j = store.get(job.id)
+    assert j.status == "running" and j.cancel_requested is True
+    assert store.heartbeat(job.lease, LONG).cancel_requested is True
+    assert store.finish_cancelled(job.lease)
+    j = store.get(job.id)
+    assert j.status == "cancelled" and j.finished_at is not None
+    assert store.finish_cancelled(job.lease) is False
+    assert store.cancel(job.id) == "cancelled"
+
+
+def test_cancel_finished_and_unknown(store):
+    done = claim_new(store, worker="w-1")
+    assert store.complete(done.lease, make_result(done.id))
+    failed = claim_new(store, worker="w-2")
+    assert store.fail(failed.lease, "boom")
+    assert store.cancel(done.id) == "done"
+    assert store.cancel(failed.id) == "failed"
+    assert store.get(done.id).status == "done" and store.get(failed.id).status == "failed"
+    assert store.get(done.id).cancel_requested is False
+    assert store.cancel(999_999) is None
+
+
+# --- retry ----------------------------------------------------------------------------------
+
+def test_retry(store):
+    sp = spec("retry me", iterations=9)
+    job_id = store.submit(sp, priority=3, submitter="carol")
+    job = store.claim("w", LONG)
+    assert store.fail(job.lease, "boom")
+    new_id = store.retry(job_id)
+    assert new_id != job_id
+    new = store.get(new_id)
+    assert new.status == "queued" and new.attempts == 0
+    assert new.spec == sp and new.total == 9
+    assert new.retry_of == job_id
+    assert new.priority == 3 and new.submitter == "carol"
+    assert new.error is None
+    assert store.get(job_id).status == "failed"       # the original is left alone
+
+    cancelled_id = store.submit(sp)
+    assert store.cancel(cancelled_id) == "cancelled"
+    again = store.retry(cancelled_id)
+    assert store.get(again).retry_of == cancelled_id and store.get(again).status == "queued"
+
+
+def test_retry_only_failed_or_cancelled(store):
+    queued = store.submit(spec())
+    with pytest.raises(ValueError):
+        store.retry(queued)
+    running = store.claim("w", LONG)
+    with pytest.raises(ValueError):
+        store.retry(running.id)
+    assert store.complete(running.lease, make_result(running.id))
+    with pytest.raises(ValueError):
+        store.retry(running.id)
+    with pytest.raises(ValueError):
+        store.retry(999_999)
+    assert sum(store.counts().values()) == 1
+
+
+# --- jobs() ---------------------------------------------------------------------------------
+
+def test_jobs_listing(store):
+    a = store.submit(spec("a"), submitter="alice")
+    b = store.submit(spec("b"), submitter="bob")
+    c = store.submit(spec("c"), submitter="alice")
+    d = store.submit(spec("d"))
+    assert [j.id for j in store.jobs()] == [d, c, b, a]
+    assert [j.id for j in store.jobs(limit=2)] == [d, c]
+    assert [j.id for j in store.jobs(submitter="alice")] == [c, a]
+    assert [j.id for j in store.jobs(submitter="nobody")] == []
+    running = store.claim("w", LONG)
+    assert running.id == a
+    assert [j.id for j in store.jobs(status="running")] == [a]
+    assert [j.id for j in store.jobs(status="queued")] == [d, c, b]
+    assert [j.id for j in store.jobs(status="queued", submitter="alice")] == [c]
+    assert [j.id for j in store.jobs(status="queued", limit=1)] == [d]
+    assert store.jobs(status="done") == []
+    assert store.jobs()[0].spec == spec("d")
+
+
+# --- executors ------------------------------------------------------------------------------
+
+def test_workers(store):
+    job_id = store.submit(spec())
+    store.worker_seen("w-1", host="host-a", device="cpu", job_id=None)
+    store.worker_seen("w-2", host="host-b", device="cuda:0", job_id=None)
+    store.worker_seen("w-1", host="host-a", device="cpu", job_id=job_id)
+    seen = store.workers(seen_within=60)
+    assert [w["id"] for w in seen] == ["w-1", "w-2"]
+    w1, w2 = seen
+    assert w1["host"] == "host-a" and w1["device"] == "cpu" and w1["job_id"] == job_id
+    assert w2["host"] == "host-b" and w2["device"] == "cuda:0" and w2["job_id"] is None
+    assert w1["seen_at"] >= w1["started_at"]
+    assert abs(w1["seen_at"] - time.time()) < 60
+    store.worker_seen("w-1", host="host-a", device="cpu", job_id=None)
+    assert store.workers()[0]["job_id"] is None
+    assert store.workers(seen_within=-10) == []     # "seen within" the future: nobody
+
+
+# --- validation before insert ---------------------------------------------------------------
+
+@pytest.mark.parametrize("prompt, preset, fields, error", [
+    ("a red circle", PRESET, {"iterations": 0}, SpecError),
+    ("", PRESET, {"iterations": 5}, SpecError),
+    ("a red circle", "nope", {"iterations": 5}, PresetError),
+])
+def test_submit_job_rejects_bad_input(store, prompt, preset, fields, error):
+    with pytest.raises(error):
+        submit_job(store, prompt, preset, **fields)
+    assert store.counts() == {status: 0 for status in STATUSES}
+    assert store.jobs() == []
+
+
+# --- waiting for work -----------------------------------------------------------------------
+
+def test_wait_for_work_times_out(store):
+    start = time.monotonic()
+    assert store.wait_for_work(0.3) is None
+    assert time.monotonic() - start < 0.3 + 5
+
+
+def test_wait_for_work_woken_by_submit(store_url, store, other):
+    # PostgreSQL wakes waiters with a NOTIFY; SQLite has no such signal and waits out its timeout,
+    # so it gets a short one (the waiter must still return, and the job be there to claim).
+    timeout = 30 if store_url.startswith("postgres") else 0.5
+    # The first call starts listening; a short one here makes sure the waiter is listening
+    # before the submit below, without sleeping.
+    store.wait_for_work(0.01)
+    woke = threading.Event()
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            store.wait_for_work(timeout)
+            woke.set()
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=waiter, daemon=True)
+    start = time.monotonic()
+    t.start()
+    other.submit(spec("wake up"))
+    t.join(timeout=15)
+    assert errors == []
+    assert woke.is_set(), "a submit on another connection did not wake the waiter"
+    assert time.monotonic() - start < 15
+    assert store.claim("w", LONG) is not None
