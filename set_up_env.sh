@@ -1,17 +1,35 @@
 #!/usr/bin/env bash
-# Install t2i's environment (once; again only when the requirements change), then run the main job.
+# t2i: install the environment if it is missing, then start the service: the web app and executors.
 #
-#   bash set_up_env.sh                      install, then generate a demo image (tiny untrained preset)
-#   bash set_up_env.sh "a prompt" [opts]    install, then `python -m t2i generate "a prompt" [opts]`
-#   bash set_up_env.sh --install-only       install only (used by tests/run.sh)
-#   bash set_up_env.sh --dev ...            also install the test requirements
+#   bash set_up_env.sh                 install if needed, start the web app and the executors
+#   bash set_up_env.sh stop            stop what it started
+#   bash set_up_env.sh --install-only  install only (tests/run.sh uses it; --dev adds the test tools)
+#
+# Settings: T2I_DB (store URL; default sqlite:///<repo>/t2i.db), T2I_PORT (default 8501),
+# T2I_EXECUTORS (default: one per GPU, else one on the CPU).
 set -euo pipefail
 cd "$(dirname "$0")"
+ROOT=$PWD
 
 REQS=requirements.txt
 if [[ "${1:-}" == "--dev" ]]; then REQS=requirements-dev.txt; shift; fi
 INSTALL_ONLY=0
 if [[ "${1:-}" == "--install-only" ]]; then INSTALL_ONLY=1; shift; fi
+
+RUN=.run
+stop_service() {
+  if command -v tmux >/dev/null && tmux has-session -t t2i 2>/dev/null; then tmux kill-session -t t2i; fi
+  local pids=()
+  for f in "$RUN"/*.pid; do [[ -f $f ]] && pids+=("$(cat "$f")") && rm -f "$f"; done
+  [[ ${#pids[@]} -gt 0 ]] && kill -TERM "${pids[@]}" 2>/dev/null || true
+  # Executors finish their current step and put the job back; give them a moment.
+  for _ in $(seq 60); do
+    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [[ $alive == 0 ]] && break; sleep 0.5
+  done
+  echo "t2i stopped"
+}
+if [[ "${1:-}" == "stop" ]]; then stop_service; exit 0; fi
 
 PY=${PYTHON:-python3}
 VENV=.venv
@@ -28,9 +46,43 @@ if [[ ! -f "$stamp" || ( $REQS == requirements-dev.txt && "$(cat "$stamp")" != d
 fi
 [[ $INSTALL_ONLY == 1 ]] && exit 0
 
-if [[ $# -eq 0 ]]; then
-  echo "==> generating a demo with the tiny UNTRAINED preset (random weights: the image means nothing)."
-  echo "    Real presets: '$VENV/bin/python -m t2i presets', then '$VENV/bin/python -m t2i download NAME'."
-  set -- "a lighthouse in a storm, oil painting" --preset tiny-vqgan-untrained --iterations 40 --seed 1
+export T2I_DB=${T2I_DB:-sqlite:///$ROOT/t2i.db}
+PORT=${T2I_PORT:-8501}
+GPUS=0
+command -v nvidia-smi >/dev/null && GPUS=$(nvidia-smi -L 2>/dev/null | grep -c GPU || true)
+N=${T2I_EXECUTORS:-$(( GPUS > 0 ? GPUS : 1 ))}
+device_of() { if [[ $GPUS -gt 0 ]]; then echo $(( $1 % GPUS )); else echo cpu; fi; }
+WEB=(.venv/bin/streamlit run webapp.py --server.port "$PORT" --server.headless true)
+
+mkdir -p "$RUN/logs"
+for f in "$RUN"/*.pid; do
+  if [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null; then
+    echo "t2i is already running (stop it with: bash set_up_env.sh stop)"; exit 1
+  fi
+done
+if command -v tmux >/dev/null && [[ $GPUS -gt 0 ]]; then
+  tmux new-session -d -s t2i -n web "${WEB[*]}"
+  for i in $(seq 0 $(( N - 1 ))); do tmux new-window -t t2i -n "executor-$i" "bash run_executor.sh $(device_of "$i")"; done
+  tmux new-window -t t2i -n gpus "watch -n 2 nvidia-smi"
+  HOW="tmux attach -t t2i   (one window each: web, executors, nvidia-smi)"
+else
+  nohup "${WEB[@]}" > "$RUN/logs/web.log" 2>&1 &
+  echo $! > "$RUN/web.pid"
+  for i in $(seq 0 $(( N - 1 ))); do
+    nohup bash run_executor.sh "$(device_of "$i")" > "$RUN/logs/executor-$i.log" 2>&1 &
+    echo $! > "$RUN/executor-$i.pid"
+  done
+  HOW="logs in $RUN/logs/"
 fi
-exec "$VENV/bin/python" -m t2i generate "$@"
+
+for _ in $(seq 120); do
+  curl -sf "http://127.0.0.1:$PORT/_stcore/health" >/dev/null 2>&1 && break
+  sleep 0.5
+done
+cat <<MSG
+t2i is running: http://localhost:$PORT   ($N executor(s), store $T2I_DB)
+  $HOW
+  submit from the shell:  .venv/bin/python -m t2i submit "a lighthouse in a storm" --preset tiny-vqgan-untrained
+  watch the queue:        .venv/bin/python -m t2i jobs
+  stop:                   bash set_up_env.sh stop
+MSG

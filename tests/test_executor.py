@@ -199,3 +199,24 @@ def test_submit_from_the_shell_rejects_bad_input_and_inserts_nothing(store, stor
     listing = subprocess.run([sys.executable, "-m", "t2i", "jobs", "--db", store_url], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=120)
     assert "queued 1" in listing.stdout and "'a cat'" in listing.stdout
+
+
+def test_run_executor_sh_restarts_a_crashed_executor_and_stops_cleanly(tmp_path, env):
+    url = f"sqlite:///{tmp_path / 't2i.db'}"
+    store = open_store(url)
+    try:
+        proc = subprocess.Popen(["bash", "run_executor.sh", "cpu", "--db", url, "--poll", "0.1"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        first = wait_for(lambda: store.workers(seen_within=600), what="the first executor")[0]["id"]
+        os.kill(int(first.split("-")[-2]), signal.SIGKILL)  # worker ids are host-pid-random
+        second = wait_for(lambda: [w for w in store.workers(seen_within=600) if w["id"] != first],
+                          what="a restarted executor")[0]["id"]
+        assert second != first
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out[-2000:]
+        assert "restarting" in out
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(second.split("-")[-2]), 0)
+    finally:
+        store.close()

@@ -1,0 +1,32 @@
+"""Queue status: counts per state, executors seen recently, the latest jobs."""
+
+import streamlit as st
+
+from t2i.store import default_url, open_store
+
+
+@st.cache_resource
+def _store():
+    return open_store(default_url())
+
+
+store = _store()
+st.title("Queue")
+counts = store.counts()
+for column, (status, n) in zip(st.columns(len(counts)), counts.items()):
+    column.metric(status, n)
+
+st.subheader("Executors seen in the last minute")
+workers = store.workers(seen_within=60)
+if workers:
+    st.dataframe([{"executor": w["id"], "device": w["device"], "job": w["job_id"]} for w in workers],
+                 hide_index=True)
+else:
+    st.info("No executor is running. Start one with `bash run_executor.sh cpu` (or a GPU index).")
+
+st.subheader("Latest jobs")
+jobs = store.jobs(limit=20)
+# Prompts are data: shown in a dataframe (plain text), never as markdown or HTML.
+st.dataframe([{"id": j.id, "status": j.status, "preset": j.preset, "prompt": j.prompt,
+               "progress": f"{j.step}/{j.total}", "error": j.error or ""} for j in jobs], hide_index=True)
+st.caption("Submit from the shell: `python -m t2i submit \"a prompt\" --preset NAME`.")
