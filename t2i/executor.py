@@ -139,6 +139,7 @@ class Executor:
     def run(self) -> int:
         log.info("executor %s on %s, store %s", self.cfg.worker_id, self.cfg.device, self.cfg.db.split("@")[-1])
         delay = self.cfg.poll
+        self.store.listen()
         while not self.stopping.is_set():
             requeued, ended = self.store.sweep()
             if requeued or ended:

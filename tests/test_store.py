@@ -535,6 +535,15 @@ def test_release_does_not_use_up_attempts(store):
     assert store.get(job_id).status == "failed"
 
 
+def test_release_of_a_cancel_requested_job_ends_it_cancelled(store):
+    job = claim_new(store, worker="w-a")
+    assert store.cancel(job.id) == "cancel_requested"
+    assert store.release(job.lease)
+    j = store.get(job.id)
+    assert j.status == "cancelled" and j.finished_at is not None and j.worker_id is None
+    assert store.claim("w-b", LONG) is None
+
+
 # --- cancel ---------------------------------------------------------------------------------
 
 def test_cancel_queued(store):

@@ -121,7 +121,8 @@ class JobStore(Protocol):
 
     def release(self, lease: Lease) -> bool:
         """Give a running job back to the queue after a graceful stop: its partial frames are
-        deleted and the attempt is not counted (fenced)."""
+        deleted and the attempt is not counted (fenced). A job whose cancel was requested ends
+        cancelled instead."""
 
     def finish_cancelled(self, lease: Lease) -> bool:
         """The worker saw cancel_requested and stopped: mark the job cancelled (fenced)."""
@@ -137,6 +138,9 @@ class JobStore(Protocol):
         """Requeue running jobs whose lease expired, or fail them after max_attempts; a job whose
         cancel was requested becomes cancelled. Returns (requeued, failed_or_cancelled)."""
 
+    def listen(self) -> None:
+        """Subscribe to new-work wake-ups now (before the first claim) so none is missed."""
+
     def wait_for_work(self, timeout: float) -> None:
         """Block until a job may be available (PostgreSQL: a NOTIFY) or timeout seconds pass."""
 
@@ -146,6 +150,39 @@ class JobStore(Protocol):
 
     def frames(self, job_id: int) -> list[tuple[int, bytes]]:
         """(step, png) in step order."""
+
+    # --- visitors, gallery, votes -----------------------------------------------------------
+    def active_jobs(self, submitter: str) -> int:
+        """The submitter's queued and running jobs."""
+
+    def submitted_since(self, submitter: str, seconds: float) -> int:
+        """The submitter's jobs created in the last `seconds`."""
+
+    def gallery(self, *, search: str | None = None, preset: str | None = None, status: str | None = "done",
+                since: float | None = None, sort: str = "newest", limit: int = 24, offset: int = 0
+                ) -> tuple[list[dict], int]:
+        """A page of jobs (id, prompt, preset, status, times, error, thumbnail, wins, appearances),
+        filtered by prompt substring (case-insensitive), preset, status and creation time, sorted
+        "newest" or "preferred" (smoothed win rate); plus the number matching. Never loads GIFs."""
+
+    def presets_in_use(self) -> list[str]:
+        """Distinct presets of all jobs."""
+
+    def vote(self, voter: str, left_job: int, right_job: int, choice: str) -> bool:
+        """Record a vote (left / right / tie / both_bad) and update both images' tallies, in one
+        transaction. One vote per voter and unordered pair: a second returns False and changes nothing."""
+
+    def voted_pairs(self, voter: str) -> set[tuple[int, int]]:
+        """(lower id, higher id) of every pair this voter voted on."""
+
+    def vote_records(self) -> list[dict]:
+        """All votes with both sides' presets, oldest first."""
+
+    def prompts_with_results(self, min_results: int = 2, limit: int = 20) -> list[str]:
+        """Random prompts with at least min_results finished images."""
+
+    def done_jobs(self, *, prompt: str | None = None, limit: int = 50) -> list[int]:
+        """Random finished job ids, optionally of one prompt."""
 
     # --- executors --------------------------------------------------------------------------
     def worker_seen(self, worker_id: str, *, host: str, device: str, job_id: int | None) -> None:

@@ -20,6 +20,7 @@ CHANNEL = "t2i_jobs"
 class PostgresStore(SQLStore):
     NOW = "extract(epoch from clock_timestamp())::double precision"
     CLAIM_LOCK = " FOR UPDATE SKIP LOCKED"
+    LIKE = "ILIKE"
 
     def __init__(self, url: str):
         self.url = url
@@ -57,11 +58,14 @@ class PostgresStore(SQLStore):
     def _notify(self) -> None:
         self.conn.execute(f"NOTIFY {CHANNEL}")
 
-    def wait_for_work(self, timeout: float) -> None:
-        """Block until a job may be available (a NOTIFY) or timeout seconds pass."""
+    def listen(self) -> None:
         if self._listener is None:
             self._listener = psycopg.connect(self.url, autocommit=True)
             self._listener.execute(f"LISTEN {CHANNEL}")
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Block until a job may be available (a NOTIFY) or timeout seconds pass."""
+        self.listen()
         for _ in self._listener.notifies(timeout=timeout, stop_after=1):
             break
 

@@ -73,6 +73,14 @@ SQLITE = [
         seen_at REAL NOT NULL
     );
     """,
+    # version 2: per-image vote tallies kept beside the result, so "most preferred" sorts without
+    # aggregating the votes table on every gallery page
+    """
+    ALTER TABLE results ADD COLUMN wins REAL NOT NULL DEFAULT 0;
+    ALTER TABLE results ADD COLUMN appearances INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX votes_voter ON votes (voter);
+    CREATE INDEX jobs_status_created ON jobs (status, created_at);
+    """,
 ]
 
 POSTGRES = [
@@ -144,4 +152,13 @@ POSTGRES = [
         seen_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # version 2: per-image vote tallies kept beside the result, so "most preferred" sorts without
+    # aggregating the votes table on every gallery page
+    """
+    ALTER TABLE results ADD COLUMN wins REAL NOT NULL DEFAULT 0;
+    ALTER TABLE results ADD COLUMN appearances INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX votes_voter ON votes (voter);
+    CREATE INDEX jobs_status_created ON jobs (status, created_at);
+    """,
 ]
+

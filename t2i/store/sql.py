@@ -32,6 +32,7 @@ def _fence(lease: Lease) -> tuple:
 
 class SQLStore:
     NOW = "0"            # SQL expression for seconds since the epoch on the database's clock
+    LIKE = "LIKE"        # case-insensitive substring match
     CLAIM_LOCK = ""      # appended to the claim's inner SELECT
 
     # --- backend hooks ----------------------------------------------------------------------
@@ -68,6 +69,9 @@ class SQLStore:
 
     def _notify(self) -> None:
         """Wake idle executors (PostgreSQL LISTEN/NOTIFY); nothing to do for SQLite."""
+
+    def listen(self) -> None:
+        """Start listening for new work before the first claim, so no wake-up is missed."""
 
     def wait_for_work(self, timeout: float) -> None:
         """Block until a job may be available or timeout seconds pass (SQLite: the timeout)."""
@@ -156,9 +160,12 @@ class SQLStore:
 
     def release(self, lease: Lease) -> bool:
         with self.transaction():
+            # A cancel asked for meanwhile wins: the job ends cancelled instead of going back.
             back = self._rowcount(
-                "UPDATE jobs SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, step = 0, loss = NULL, "
-                f"attempts = attempts - 1, started_at = NULL WHERE {FENCE}", _fence(lease))
+                "UPDATE jobs SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, "
+                "finished_at = CASE WHEN cancel_requested = 1 THEN {now} ELSE NULL END, worker_id = NULL, "
+                "lease_expires_at = NULL, step = 0, loss = NULL, attempts = attempts - 1, started_at = NULL "
+                f"WHERE {FENCE}", _fence(lease))
             if back == 1:
                 self._execute("DELETE FROM frames WHERE job_id = ?", (lease.job_id,))
         if back == 1:
@@ -217,6 +224,95 @@ class SQLStore:
     def frames(self, job_id: int) -> list[tuple[int, bytes]]:
         return [(int(s), bytes(p)) for s, p in self._all("SELECT step, png FROM frames WHERE job_id = ? ORDER BY step",
                                                          (job_id,))]
+
+    # --- visitors (per-visitor limits) -----------------------------------------------------
+    def active_jobs(self, submitter: str) -> int:
+        return int(self._one("SELECT COUNT(*) FROM jobs WHERE submitter = ? AND status IN ('queued', 'running')",
+                             (submitter,))[0])
+
+    def submitted_since(self, submitter: str, seconds: float) -> int:
+        return int(self._one("SELECT COUNT(*) FROM jobs WHERE submitter = ? AND created_at > {now} - ?",
+                             (submitter, seconds))[0])
+
+    # --- gallery ----------------------------------------------------------------------------
+    GALLERY_SORTS = {"newest": "j.id DESC",
+                     # Laplace-smoothed win rate: one lucky vote does not top the gallery.
+                     "preferred": "(COALESCE(r.wins, 0) + 1.0) / (COALESCE(r.appearances, 0) + 2.0) DESC, j.id DESC"}
+
+    def gallery(self, *, search: str | None = None, preset: str | None = None, status: str | None = "done",
+                since: float | None = None, sort: str = "newest", limit: int = 24, offset: int = 0
+                ) -> tuple[list[dict], int]:
+        """One page of jobs with their thumbnails (never the GIF or full PNG), and the total matching."""
+        where, params = [], []
+        if search:
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(f"j.prompt {self.LIKE} ? ESCAPE '\\'")
+            params.append(f"%{escaped}%")
+        for column, value in (("j.preset", preset), ("j.status", status)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("j.created_at >= ?")
+            params.append(since)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        join = "JOIN" if status == "done" else "LEFT JOIN"
+        total = int(self._one(f"SELECT COUNT(*) FROM jobs j {join} results r ON r.job_id = j.id {clause}",
+                              tuple(params))[0])
+        rows = self._all(
+            "SELECT j.id, j.prompt, j.preset, j.status, j.created_at, j.finished_at, j.error, r.thumbnail, "
+            f"COALESCE(r.wins, 0), COALESCE(r.appearances, 0) FROM jobs j {join} results r ON r.job_id = j.id "
+            f"{clause} ORDER BY {self.GALLERY_SORTS[sort]} LIMIT ? OFFSET ?", (*params, limit, offset))
+        keys = ("id", "prompt", "preset", "status", "created_at", "finished_at", "error", "thumbnail", "wins",
+                "appearances")
+        items = [dict(zip(keys, r)) for r in rows]
+        for item in items:
+            item["thumbnail"] = bytes(item["thumbnail"]) if item["thumbnail"] is not None else None
+        return items, total
+
+    def presets_in_use(self) -> list[str]:
+        return [r[0] for r in self._all("SELECT DISTINCT preset FROM jobs ORDER BY preset")]
+
+    # --- votes ------------------------------------------------------------------------------
+    def vote(self, voter: str, left_job: int, right_job: int, choice: str) -> bool:
+        """Record one vote on a pair of finished jobs; False when this voter already voted on the pair."""
+        lo, hi = sorted((left_job, right_job))
+        with self.transaction():
+            inserted = self._rowcount(
+                "INSERT INTO votes (voter, left_job, right_job, job_lo, job_hi, choice, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, {now}) ON CONFLICT (voter, job_lo, job_hi) DO NOTHING",
+                (voter, left_job, right_job, lo, hi, choice))
+            if inserted != 1:
+                return False
+            credit = {"left": (1.0, 0.0), "right": (0.0, 1.0), "tie": (0.5, 0.5), "both_bad": (0.0, 0.0)}[choice]
+            for job, win in zip((left_job, right_job), credit):
+                self._execute("UPDATE results SET wins = wins + ?, appearances = appearances + 1 WHERE job_id = ?",
+                              (win, job))
+        return True
+
+    def voted_pairs(self, voter: str) -> set[tuple[int, int]]:
+        return {(int(a), int(b)) for a, b in self._all("SELECT job_lo, job_hi FROM votes WHERE voter = ?", (voter,))}
+
+    def vote_records(self) -> list[dict]:
+        """Every vote with the presets of both sides (for the leaderboard fit)."""
+        rows = self._all(
+            "SELECT v.left_job, v.right_job, l.preset, r.preset, v.choice FROM votes v "
+            "JOIN jobs l ON l.id = v.left_job JOIN jobs r ON r.id = v.right_job ORDER BY v.id")
+        return [dict(zip(("left_job", "right_job", "left_preset", "right_preset", "choice"), r)) for r in rows]
+
+    def prompts_with_results(self, min_results: int = 2, limit: int = 20) -> list[str]:
+        """Random prompts that have at least min_results finished images (for same-prompt pairs)."""
+        return [r[0] for r in self._all(
+            "SELECT prompt FROM jobs WHERE status = 'done' GROUP BY prompt HAVING COUNT(*) >= ? "
+            "ORDER BY random() LIMIT ?", (min_results, limit))]
+
+    def done_jobs(self, *, prompt: str | None = None, limit: int = 50) -> list[int]:
+        """Random finished job ids, optionally for one prompt."""
+        if prompt is None:
+            return [int(r[0]) for r in self._all("SELECT id FROM jobs WHERE status = 'done' ORDER BY random() LIMIT ?",
+                                                 (limit,))]
+        return [int(r[0]) for r in self._all(
+            "SELECT id FROM jobs WHERE status = 'done' AND prompt = ? ORDER BY random() LIMIT ?", (prompt, limit))]
 
     # --- executors --------------------------------------------------------------------------
     def worker_seen(self, worker_id: str, *, host: str, device: str, job_id: int | None) -> None:
