@@ -35,7 +35,6 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for `t2i`
 
@@ -180,15 +179,13 @@ def sqlite_db():
 
 @contextmanager
 def pg_db(admin_url):
-    import psycopg
+    from t2i.store.postgres import create_database, drop_database
 
     name = f"t2i_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-        try:
-            yield urlsplit(admin_url)._replace(path=f"/{name}").geturl()
-        finally:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    try:
+        yield create_database(admin_url, name)
+    finally:
+        drop_database(admin_url, name)
 
 
 def main(argv=None) -> int:

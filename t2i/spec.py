@@ -48,6 +48,15 @@ class Limits:
     max_iterations: int = MAX_ITERATIONS
     max_cutn: int = CUTN_RANGE[1]
 
+    @classmethod
+    def from_env(cls) -> "Limits":
+        """T2I_MAX_SIDE, T2I_MAX_ITERATIONS, T2I_MAX_CUTN (the web app reads these)."""
+        import os
+
+        return cls(max_side=int(os.environ.get("T2I_MAX_SIDE", SIDE_RANGE[1])),
+                   max_iterations=int(os.environ.get("T2I_MAX_ITERATIONS", MAX_ITERATIONS)),
+                   max_cutn=int(os.environ.get("T2I_MAX_CUTN", CUTN_RANGE[1])))
+
 
 @dataclass(frozen=True)
 class PromptPart:

@@ -97,3 +97,10 @@ def download(name: str, progress: bool = True, verify: bool = True) -> list[str]
 
         load_generator_weights(e)
     return [f"{name}: {len(fetched)} files present and loaded"]
+
+
+def ready_presets() -> list[str]:
+    """Presets that can run now: trained ones whose files are present first, then untrained ones."""
+    presets = all_presets()
+    trained = [n for n, p in presets.items() if not p.untrained and not missing_files(p)]
+    return trained + [n for n, p in presets.items() if p.untrained]

@@ -35,14 +35,11 @@ def pg_url(pg_admin_url):
     """A throwaway database, dropped afterwards."""
     import uuid
 
-    import psycopg
+    from t2i.store.postgres import create_database, drop_database
 
     name = f"t2i_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield pg_admin_url.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    yield create_database(pg_admin_url, name)
+    drop_database(pg_admin_url, name)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -148,6 +148,12 @@ class JobStore(Protocol):
     def result(self, job_id: int, *, heavy: bool = True) -> Result | None:
         """The job's result; heavy=False leaves out the GIF and full PNG (gallery views)."""
 
+    def latest_frame(self, job_id: int) -> tuple[int, bytes] | None:
+        """The newest progress frame (step, png), or None."""
+
+    def finished_since(self, seconds: float) -> int:
+        """Jobs finished (done) in the last `seconds` (throughput)."""
+
     def frames(self, job_id: int) -> list[tuple[int, bytes]]:
         """(step, png) in step order."""
 

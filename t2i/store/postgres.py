@@ -73,3 +73,27 @@ class PostgresStore(SQLStore):
         if self._listener is not None:
             self._listener.close()
         self.conn.close()
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """Create a database (tests, benchmarks); returns its URL."""
+    from urllib.parse import urlsplit
+
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return urlsplit(admin_url)._replace(path=f"/{name}").geturl()
+
+
+def drop_database(admin_url: str, name: str, attempts: int = 50) -> None:
+    """Drop a database whose clients are closing. A plain DROP first: WITH (FORCE) refuses when an
+    autovacuum worker happens to be in it, while a plain DROP waits that worker out."""
+    import time
+
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        for _ in range(attempts):
+            try:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                return
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.1)  # our own sessions are still closing
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -221,6 +221,14 @@ class SQLStore:
         r.parameters, r.seed = json.loads(r.parameters), int(r.seed)
         return r
 
+    def latest_frame(self, job_id: int) -> tuple[int, bytes] | None:
+        row = self._one("SELECT step, png FROM frames WHERE job_id = ? ORDER BY step DESC LIMIT 1", (job_id,))
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    def finished_since(self, seconds: float) -> int:
+        return int(self._one("SELECT COUNT(*) FROM jobs WHERE status = 'done' AND finished_at > {now} - ?",
+                             (seconds,))[0])
+
     def frames(self, job_id: int) -> list[tuple[int, bytes]]:
         return [(int(s), bytes(p)) for s, p in self._all("SELECT step, png FROM frames WHERE job_id = ? ORDER BY step",
                                                          (job_id,))]

@@ -1,0 +1,130 @@
+"""Generate: submit a prompt, watch it run (progress, latest frame, loss), get the GIF and PNG."""
+
+import streamlit as st
+
+from t2i import jobview
+from t2i.errors import T2IError
+from t2i.queue import SubmitPolicy, submit_job
+from t2i.spec import Limits, SpecError
+from t2i.weights import ready_presets
+from t2i.web.common import plain, store, visitor_id
+
+SYNTAX = ("Separate parts with `|`; give each an optional weight and stop as `text:weight:stop`. "
+          "A negative weight pushes away, e.g. `a lighthouse at dusk | oil painting:0.5 | blurry:-0.5`.")
+FIELDS = ("width", "height", "iterations", "cutn", "seed")
+
+visitor = visitor_id()
+db = store()
+st.title("Generate")
+
+
+def _again(params: dict) -> None:
+    """Fill the form with a finished job's settings (runs before the widgets are rebuilt)."""
+    st.session_state.update(prompt=params["prompt"], preset=params["preset"], width=params["requested_size"][0],
+                            height=params["requested_size"][1], iterations=params["iterations"],
+                            cutn=params["cutn"], seed=str(params["seed"]))
+
+
+def _read(upload) -> bytes | None:
+    return upload.getvalue() if upload is not None else None
+
+
+with st.form("generate"):
+    st.text_area("Prompt", key="prompt", max_chars=1000, placeholder="a lighthouse in a storm, oil painting")
+    st.caption(SYNTAX)
+    presets = ready_presets()
+    st.selectbox("Preset", presets, key="preset",
+                 help="Presets with 'untrained' in their name use random weights: their images mean nothing.")
+    with st.expander("Advanced options (empty: the preset's defaults)"):
+        left, right = st.columns(2)
+        left.number_input("Width", value=None, step=16, key="width")
+        right.number_input("Height", value=None, step=16, key="height")
+        left.number_input("Iterations", value=None, step=10, key="iterations")
+        right.number_input("Cutouts", value=None, step=1, key="cutn")
+        st.text_input("Seed (empty: random)", key="seed")
+        init_image = st.file_uploader("Start from an image", type=["png", "jpg", "jpeg", "webp"], key="init_image")
+        image_prompt = st.file_uploader("Steer towards an image", type=["png", "jpg", "jpeg", "webp"],
+                                        key="image_prompt")
+    submitted = st.form_submit_button("Generate", type="primary")
+
+if submitted:
+    s = st.session_state
+    try:
+        job_id = submit_job(db, s.prompt, s.preset or "", submitter=visitor, limits=Limits.from_env(),
+                            policy=SubmitPolicy.from_env(), **{f: s.get(f) for f in FIELDS},
+                            init_image=_read(init_image),
+                            image_prompts=[b for b in [_read(image_prompt)] if b is not None])
+    except (SpecError, T2IError) as e:
+        st.error("Not submitted:")
+        plain(str(e))
+    else:
+        st.session_state["watching"] = job_id
+        st.success(f"Job {job_id} is queued at position {db.queue_position(job_id)}.")
+
+
+def show_result(job_id: int) -> None:
+    result = db.result(job_id)
+    gif_col, png_col = st.columns(2)
+    gif_col.image(result.gif, caption="the optimisation")
+    png_col.image(result.png, caption=f"{result.width}x{result.height}, seed {result.seed}")
+    a, b, c = st.columns(3)
+    a.download_button("Download GIF", result.gif, file_name=f"t2i-{job_id}.gif", mime="image/gif")
+    b.download_button("Download PNG", result.png, file_name=f"t2i-{job_id}.png", mime="image/png")
+    c.button("Generate again with these settings", on_click=_again, args=(result.parameters,))
+    with st.expander("Parameters"):
+        st.json(result.parameters)
+
+
+def watch(job_id: int) -> None:
+    job = db.get(job_id)
+    if job is None:
+        return
+    st.subheader(f"Job {job.id} ({job.preset})")
+    plain(job.prompt)
+    if job.status == "queued":
+        st.info(f"Waiting in the queue at position {db.queue_position(job.id)}.")
+    elif job.status == "running":
+        p = jobview.progress(job)
+        st.progress(p.fraction, text=p.label)
+        losses = st.session_state.setdefault(f"losses-{job.id}", {})
+        if job.loss is not None:
+            losses[job.step] = job.loss
+        frame = db.latest_frame(job.id)
+        left, right = st.columns(2)
+        if frame:
+            left.image(frame[1], caption=f"step {frame[0]}", width=320)
+        if len(losses) > 1:
+            right.line_chart({"loss": [losses[k] for k in sorted(losses)]})
+    elif job.status == "done":
+        show_result(job.id)
+    elif job.status == "failed":
+        st.error("This job failed:")
+        plain(job.error or "no reason recorded")
+    else:
+        st.warning("This job was cancelled.")
+    if job.status in ("queued", "running") and st.button("Cancel", key=f"cancel-{job.id}"):
+        db.cancel(job.id)
+        st.rerun()
+    key = f"status-{job.id}"
+    previous, st.session_state[key] = st.session_state.get(key), job.status
+    if previous is not None and previous != job.status:
+        st.rerun()  # a full rerun: whether the view refreshes itself depends on the status
+
+
+watching = st.session_state.get("watching")
+if watching:
+    current = db.get(watching)
+    active = current is not None and current.status in ("queued", "running")
+    st.fragment(watch, run_every=1.0 if active else None)(watching)
+
+mine = db.jobs(submitter=visitor, limit=10)
+if mine:
+    st.subheader("Your recent jobs")
+    for job in mine:
+        cols = st.columns([1, 2, 5, 2])
+        cols[0].text(f"#{job.id}")
+        cols[1].text(job.status)
+        cols[2].text(job.prompt[:80])
+        if cols[3].button("Show", key=f"show-{job.id}"):
+            st.session_state["watching"] = job.id
+            st.rerun()
