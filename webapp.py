@@ -1,6 +1,12 @@
-"""The web app's entry point: `streamlit run webapp.py`. Pages live in t2i/web/."""
+"""The web app's entry point: `streamlit run webapp.py`. Pages live in t2i/web/ (layout only)."""
 
 import streamlit as st
 
 st.set_page_config(page_title="t2i", layout="wide")
-st.navigation([st.Page("t2i/web/queue_page.py", title="Queue", default=True)]).run()
+st.navigation([
+    st.Page("t2i/web/generate.py", title="Generate", default=True),
+    st.Page("t2i/web/gallery.py", title="Previous inferences"),
+    st.Page("t2i/web/vote.py", title="Vote"),
+    st.Page("t2i/web/leaderboard.py", title="Leaderboard"),
+    st.Page("t2i/web/queue_page.py", title="Queue"),
+]).run()

@@ -68,6 +68,8 @@ class Result:
     height: int
     seed: int
     created_at: float
+    wins: float = 0.0          # from votes: 1 a win, 0.5 a tie
+    appearances: int = 0
 
 
 @dataclass(frozen=True)

@@ -212,8 +212,8 @@ class SQLStore:
     # --- results ----------------------------------------------------------------------------
     def result(self, job_id: int, *, heavy: bool = True) -> Result | None:
         heavy_cols = "gif, png" if heavy else "NULL, NULL"
-        row = self._one(f"SELECT job_id, {heavy_cols}, thumbnail, parameters, width, height, seed, created_at "
-                        "FROM results WHERE job_id = ?", (job_id,))
+        row = self._one(f"SELECT job_id, {heavy_cols}, thumbnail, parameters, width, height, seed, created_at, "
+                        "wins, appearances FROM results WHERE job_id = ?", (job_id,))
         if not row:
             return None
         r = Result(*row)

@@ -16,11 +16,16 @@ counts = store.counts()
 for column, (status, n) in zip(st.columns(len(counts)), counts.items()):
     column.metric(status, n)
 
+done_hour = store.finished_since(3600)
+st.caption(f"Throughput: {store.finished_since(60)} finished in the last minute, {done_hour} in the last hour.")
+
 st.subheader("Executors seen in the last minute")
 workers = store.workers(seen_within=60)
 if workers:
-    st.dataframe([{"executor": w["id"], "device": w["device"], "job": w["job_id"]} for w in workers],
-                 hide_index=True)
+    import time
+
+    st.dataframe([{"executor": w["id"], "host": w["host"], "device": w["device"], "current job": w["job_id"],
+                   "last seen": f"{time.time() - w['seen_at']:.0f} s ago"} for w in workers], hide_index=True)
 else:
     st.info("No executor is running. Start one with `bash run_executor.sh cpu` (or a GPU index).")
 

@@ -1,0 +1,51 @@
+"""Vote: two finished images side by side, presets hidden until the vote; then the next pair."""
+
+import random
+
+import streamlit as st
+
+from t2i.ranking import next_pair
+from t2i.web.common import plain, store, visitor_id
+
+CHOICES = {"left": "Left is better", "right": "Right is better", "tie": "About the same", "both_bad": "Both bad"}
+
+visitor = visitor_id()
+db = store()
+st.title("Vote")
+st.caption("Which image matches its prompt better? The presets are shown after you vote.")
+
+state = st.session_state
+if state.get("vote_outcome"):
+    # Just voted: reveal the presets, then offer the next pair.
+    left_job, right_job = state["vote_pair"]
+    outcome = state["vote_outcome"]
+    if outcome == "refused":
+        st.warning("You already voted on this pair; your first vote stands.")
+    else:
+        st.success(f"Recorded: {CHOICES[outcome].lower()}.")
+    a, b = st.columns(2)
+    a.text(f"Left was: {db.get(left_job).preset}")
+    b.text(f"Right was: {db.get(right_job).preset}")
+    if st.button("Next pair", type="primary"):
+        state.update(vote_pair=None, vote_outcome=None)
+        st.rerun()
+    st.stop()
+
+if state.get("vote_pair") is None:
+    state["vote_pair"] = next_pair(db, visitor, random.Random())
+pair = state["vote_pair"]
+if pair is None:
+    st.info("No pair left to vote on: come back when more images are finished.")
+    st.stop()
+
+left_job, right_job = pair
+for column, job_id in zip(st.columns(2), pair):
+    job, result = db.get(job_id), db.result(job_id)
+    with column:
+        st.image(result.png, width="stretch")
+        plain(job.prompt)
+
+for column, (choice, label) in zip(st.columns(len(CHOICES)), CHOICES.items()):
+    if column.button(label, key=f"vote-{choice}"):
+        state["vote_outcome"] = choice if db.vote(visitor, left_job, right_job, choice) else "refused"
+        st.rerun()

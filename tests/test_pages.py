@@ -1,0 +1,172 @@
+"""Every page through Streamlit's AppTest, on a temporary database seeded by the real executor."""
+
+import math
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from t2i.executor import Executor, ExecutorConfig
+from t2i.paths import ROOT
+from t2i.queue import submit_job
+from t2i.ranking import fit_bradley_terry
+from t2i.store import open_store
+
+PROMPTS = ["a red circle", "a red circle", "a blue square", "a green triangle", "a small cat", "a large dog"]
+VISITOR = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """Six finished tiny-preset jobs (two presets), made by the real executor."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('pages') / 't2i.db'}"
+    store = open_store(url)
+    for i, prompt in enumerate(PROMPTS):
+        preset = "tiny-vqgan-untrained" if i % 2 == 0 else "tiny-gumbel-untrained"
+        submit_job(store, prompt, preset, iterations=2, cutn=2, save_every=1, seed=i)
+    executor = Executor(ExecutorConfig(db=url, once=True, cache_size=2))
+    executor.run()
+    executor.close()
+    assert store.counts()["done"] == len(PROMPTS)
+    yield url, store
+    store.close()
+
+
+@pytest.fixture
+def app(seeded, monkeypatch):
+    url, _ = seeded
+    monkeypatch.setenv("T2I_DB", url)
+
+    def make(page=None, visitor=VISITOR):
+        at = AppTest.from_file(str(ROOT / "webapp.py"), default_timeout=60)
+        at.query_params["v"] = visitor
+        at.run()
+        if page:
+            at.switch_page(f"t2i/web/{page}.py").run()
+        assert not at.exception, at.exception
+        return at
+    return make
+
+
+def button(at, label):
+    matches = [b for b in at.button if b.label == label]
+    assert matches, f"no button {label!r} in {[b.label for b in at.button]}"
+    return matches[0]
+
+
+def texts(at):
+    return [t.value for t in at.text]
+
+
+def markdown(at):
+    return [m.value for m in at.markdown] + [c.value for c in at.caption]
+
+
+def test_generate_submits_a_job_for_the_visitor(app, seeded):
+    _, store = seeded
+    at = app()
+    at.text_area(key="prompt").input("a purple square at the top")
+    at.selectbox(key="preset").select("tiny-vqgan-untrained")
+    at.number_input(key="iterations").set_value(3)
+    button(at, "Generate").click().run()
+    assert not at.exception, at.exception
+    job = store.jobs(submitter=VISITOR, limit=1)[0]
+    assert job.prompt == "a purple square at the top" and job.total == 3 and job.status == "queued"
+    assert any(f"Job {job.id} is queued at position" in s.value for s in at.success)
+    assert "a purple square at the top" in texts(at)  # the watch view and "your recent jobs"
+    store.cancel(job.id)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("prompt", "", "prompt: is empty"),
+    ("iterations", 0, "iterations: must be between 1"),
+    ("width", 5000, "width: must be between 64 and"),
+    ("cutn", 999, "cutn: must be between 1 and"),
+    ("seed", "-3", "seed: must be between 0 and"),
+])
+def test_bad_input_shows_a_message_and_inserts_nothing(app, seeded, field, value, message):
+    _, store = seeded
+    before = sum(store.counts().values())
+    at = app(visitor="f" * 32)
+    at.text_area(key="prompt").input("a cat" if field != "prompt" else value)
+    if field == "seed":
+        at.text_input(key="seed").input(value)
+    elif field != "prompt":
+        at.number_input(key=field).set_value(value)
+    button(at, "Generate").click().run()
+    assert not at.exception, at.exception
+    assert any(message in t for t in texts(at)), texts(at)
+    assert sum(store.counts().values()) == before
+
+
+def test_markup_in_prompts_is_shown_as_literal_text(app, seeded):
+    _, store = seeded
+    nasty = "<script>alert(1)</script> **bold** [link](http://x) <img src=x onerror=alert(2)>"
+    visitor = "e" * 32
+    job_id = submit_job(store, nasty, "tiny-vqgan-untrained", submitter=visitor, iterations=2)
+    at = app(visitor=visitor)
+    assert nasty in texts(at)  # "your recent jobs" lists it as st.text
+    assert not any("<script>" in m or "**bold**" in m for m in markdown(at))
+    store.cancel(job_id)
+
+
+def test_gallery_lists_searches_and_paginates(app, seeded, monkeypatch):
+    at = app("gallery")
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith(f"{len(PROMPTS)} matching") for c in captions), captions
+    assert {p for p in PROMPTS} <= set(texts(at))
+    at.text_input(key="gallery_search").input("RED").run()
+    assert [t for t in texts(at) if t in PROMPTS] == ["a red circle", "a red circle"]
+    at.text_input(key="gallery_search").input("").run()
+
+    monkeypatch.setenv("T2I_GALLERY_PAGE_SIZE", "4")
+    at = app("gallery")
+    first = [t for t in texts(at) if t in PROMPTS]
+    assert len(first) == 4 and any("page 1 of 2" in c.value for c in at.caption)
+    button(at, "Next").click().run()
+    second = [t for t in texts(at) if t in PROMPTS]
+    assert len(second) == 2 and any("page 2 of 2" in c.value for c in at.caption)
+    assert sorted(first + second) == sorted(PROMPTS)
+    assert button(at, "Next").disabled
+
+
+def test_gallery_detail_loads_gif_and_png_on_demand(app, seeded):
+    _, store = seeded
+    at = app("gallery")
+    first = store.gallery(limit=1)[0][0]["id"]
+    button_ = [b for b in at.button if b.key == f"detail-{first}"][0]
+    button_.click().run()
+    assert not at.exception, at.exception
+    assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
+
+
+def test_a_vote_is_stored_once_and_a_second_vote_on_the_pair_is_refused(app, seeded):
+    _, store = seeded
+    voter = "a" * 32
+    at = app("vote", visitor=voter)
+    pair = at.session_state["vote_pair"]
+    assert pair is not None and store.get(pair[0]).prompt == store.get(pair[1]).prompt == "a red circle"
+    button(at, "Left is better").click().run()
+    assert any("Recorded" in s.value for s in at.success)
+    assert f"Left was: {store.get(pair[0]).preset}" in texts(at)  # presets revealed only now
+    assert store.voted_pairs(voter) == {tuple(sorted(pair))}
+    # The same visitor sees the same pair again (e.g. a second tab) and votes: refused, nothing stored.
+    at2 = app("vote", visitor=voter)
+    at2.session_state["vote_pair"] = pair
+    at2.run()
+    button(at2, "Right is better").click().run()
+    assert any("already voted" in w.value for w in at2.warning)
+    assert len([v for v in store.vote_records() if {v["left_job"], v["right_job"]} == set(pair)]) == 1
+
+
+def test_leaderboard_matches_a_hand_computed_fit(app, seeded):
+    _, store = seeded
+    records = store.vote_records()
+    at = app("leaderboard")
+    assert not at.exception
+    expected = fit_bradley_terry(records)
+    if expected:
+        table = at.dataframe[0].value
+        assert list(table["preset"]) == [r.preset for r in expected]
+        assert list(table["score"]) == [round(r.score) for r in expected]
+    # Hand-computed: one informative vote, prior sd 2 -> a finite, positive gap for the winner.
+    assert all(math.isfinite(r.score) for r in expected)

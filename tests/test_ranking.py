@@ -1,0 +1,276 @@
+"""t2i/ranking.py: the Bradley-Terry fit against hand-computed answers, next_pair and the vote tallies
+against a real store (both backends, through the `store_url` fixture), and the gallery's win rate."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from t2i.queue import submit_job
+from t2i.ranking import Z95, fit_bradley_terry, next_pair, win_rate
+from t2i.store import Result, open_store
+
+PRESET = "tiny-vqgan-untrained"
+PER_THETA = 400 / math.log(10)
+
+
+def vote(left: str, right: str, choice: str, times: int = 1) -> list[dict]:
+    return [{"left_job": 0, "right_job": 0, "left_preset": left, "right_preset": right, "choice": choice}] * times
+
+
+def by_preset(ratings) -> dict:
+    return {r.preset: r for r in ratings}
+
+
+def half_width(r) -> float:
+    assert r.high - r.score == pytest.approx(r.score - r.low, abs=1e-9)   # symmetric on the theta scale
+    return (r.high - r.low) / 2
+
+
+# --- the fit, by hand ------------------------------------------------------------------------
+
+def test_two_presets_three_to_one_maximum_likelihood():
+    ratings = fit_bradley_terry(vote("A", "B", "left", 3) + vote("A", "B", "right"), prior_sd=None)
+    a, b = ratings
+    assert (a.preset, b.preset) == ("A", "B")
+    # The MLE of P(A beats B) is the observed 3/4, so theta_A - theta_B = ln(3/1).
+    assert a.score - b.score == pytest.approx(400 * math.log10(3), abs=1e-6)
+    assert a.score - b.score == pytest.approx(190.8485, abs=1e-4)
+    assert a.score + b.score == pytest.approx(2000, abs=1e-9)       # centred: mean theta 0
+    # Fisher information of d = theta_A - theta_B is n p (1 - p) = 4 * 3/4 * 1/4 = 3/4; theta_A = d / 2.
+    assert half_width(a) == pytest.approx(Z95 * math.sqrt(1 / 3) * PER_THETA, rel=1e-9)
+    assert half_width(b) == pytest.approx(half_width(a), rel=1e-9)
+    assert (a.votes, a.wins, b.votes, b.wins) == (4, 3.0, 4, 1.0)
+
+
+def test_tie_counts_half_a_win_each():
+    three_to_one = fit_bradley_terry(vote("A", "B", "left", 3) + vote("A", "B", "right"), prior_sd=None)
+    # A: 2 wins + 2 ties = 3 of 4; B: 2 halves = 1 of 4. Order of sides does not matter.
+    ties = fit_bradley_terry(vote("B", "A", "right", 2) + vote("A", "B", "tie") + vote("B", "A", "tie"),
+                             prior_sd=None)
+    for x, y in zip(three_to_one, ties):
+        assert x.preset == y.preset
+        assert y.score == pytest.approx(x.score, abs=1e-6)
+        assert (y.low, y.high) == pytest.approx((x.low, x.high), abs=1e-6)
+    assert by_preset(ties)["A"].wins == 3.0 and by_preset(ties)["B"].wins == 1.0
+
+
+def test_three_way_cycle_is_a_draw():
+    ratings = fit_bradley_terry(vote("A", "B", "left") + vote("B", "C", "left") + vote("A", "C", "right"),
+                                prior_sd=None)
+    assert [r.preset for r in ratings] == ["A", "B", "C"]     # equal scores: by name
+    # At theta = 0 every p = 1/2, so the information is (3I - J)/4; its pseudo-inverse 4/3 (I - J/3)
+    # gives each centred theta a variance of 8/9.
+    for r in ratings:
+        assert r.score == pytest.approx(1000, abs=1e-9)
+        assert half_width(r) == pytest.approx(Z95 * math.sqrt(8 / 9) * PER_THETA, rel=1e-9)
+        assert (r.votes, r.wins) == (2, 1.0)
+
+
+def test_maximum_likelihood_refuses_undefeated_or_disconnected():
+    with pytest.raises(ValueError, match="prior_sd"):
+        fit_bradley_terry(vote("A", "B", "left", 3), prior_sd=None)
+    with pytest.raises(ValueError, match="prior_sd"):        # {A, B} never compared with {C, D}
+        fit_bradley_terry(vote("A", "B", "left") + vote("A", "B", "right") + vote("C", "D", "tie"), prior_sd=None)
+    with pytest.raises(ValueError):
+        fit_bradley_terry(vote("A", "B", "left"), prior_sd=0.0)
+
+
+def test_prior_keeps_an_undefeated_preset_finite():
+    ratings = fit_bradley_terry(vote("A", "B", "left", 3) + vote("B", "C", "left") + vote("C", "B", "left"))
+    # C split with B, who also lost three times to A: C ranks above B.
+    assert [r.preset for r in ratings] == ["A", "C", "B"]
+    a = ratings[0]
+    assert math.isfinite(a.score) and math.isfinite(a.low) and math.isfinite(a.high)
+    assert a.score > ratings[1].score + 50
+    assert a.low < a.score < a.high and a.high - a.low < 4000
+    assert sum(r.score for r in ratings) / 3 == pytest.approx(1000, abs=1e-9)
+
+
+def test_map_matches_a_generic_optimiser():
+    records = (vote("A", "B", "left", 5) + vote("A", "B", "right", 2) + vote("B", "C", "tie", 3)
+               + vote("C", "A", "left") + vote("D", "A", "right", 4))
+    prior_sd = 1.5
+    names = ["A", "B", "C", "D"]
+    wins = np.zeros((4, 4))
+    for r in records:
+        i, j = names.index(r["left_preset"]), names.index(r["right_preset"])
+        share = {"left": 1.0, "right": 0.0, "tie": 0.5}[r["choice"]]
+        wins[i, j] += share
+        wins[j, i] += 1 - share
+
+    def negative_log_posterior(t):
+        return (wins * np.logaddexp(0, -(t[:, None] - t[None, :]))).sum() + (t @ t) / (2 * prior_sd ** 2)
+
+    best = minimize(negative_log_posterior, np.zeros(4), method="BFGS", options={"gtol": 1e-10}).x
+    got = by_preset(fit_bradley_terry(records, prior_sd=prior_sd))
+    for name, t in zip(names, best - best.mean()):
+        assert got[name].score == pytest.approx(1000 + PER_THETA * t, abs=1e-3)
+    # Interval: the inverse of a finite-difference Hessian at the mode, centred.
+    eps, hessian = 1e-4, np.zeros((4, 4))
+    for i in range(4):
+        for j in range(4):
+            e_i, e_j = np.eye(4)[i] * eps, np.eye(4)[j] * eps
+            hessian[i, j] = (negative_log_posterior(best + e_i + e_j) - negative_log_posterior(best + e_i - e_j)
+                             - negative_log_posterior(best - e_i + e_j)
+                             + negative_log_posterior(best - e_i - e_j)) / (4 * eps * eps)
+    centre = np.eye(4) - 0.25
+    variance = np.diag(centre @ np.linalg.inv(hessian) @ centre)
+    for name, v in zip(names, variance):
+        assert half_width(got[name]) == pytest.approx(Z95 * math.sqrt(v) * PER_THETA, rel=1e-3)
+
+
+def test_uninformative_votes_do_not_change_the_fit():
+    base = vote("A", "B", "left", 3) + vote("B", "C", "left") + vote("C", "A", "tie")
+    noise = vote("A", "A", "left", 5) + vote("B", "B", "tie") + vote("A", "B", "both_bad", 4) + vote("C", "A",
+                                                                                                      "both_bad")
+    for prior_sd in (2.0, None):
+        plain, noisy = fit_bradley_terry(base, prior_sd=prior_sd), fit_bradley_terry(noise + base, prior_sd=prior_sd)
+        assert [r.preset for r in plain] == [r.preset for r in noisy]
+        for x, y in zip(plain, noisy):
+            assert (y.score, y.low, y.high) == pytest.approx((x.score, x.low, x.high), abs=1e-9)
+            assert (y.votes, y.wins) == (x.votes, x.wins)        # only informative votes are counted
+    assert by_preset(fit_bradley_terry(noise + base))["A"].votes == 4
+
+
+def test_preset_only_in_uninformative_votes_is_listed_at_the_centre():
+    ratings = by_preset(fit_bradley_terry(vote("A", "B", "left", 3) + vote("C", "C", "left")
+                                          + vote("C", "A", "both_bad")))
+    c = ratings["C"]
+    assert c.score == pytest.approx(1000, abs=1e-6)
+    assert (c.votes, c.wins) == (0, 0.0)
+    assert half_width(c) > half_width(ratings["A"])              # nothing known but the prior
+    assert ratings["A"].score > 1000 > ratings["B"].score
+
+
+def test_a_single_preset_sits_at_1000():
+    (only,) = fit_bradley_terry(vote("A", "A", "right", 3))
+    assert (only.preset, only.score, only.votes, only.wins) == ("A", 1000.0, 0, 0.0)
+    assert fit_bradley_terry([]) == []
+
+
+def test_intervals_shrink_as_votes_repeat():
+    pattern = vote("A", "B", "left", 3) + vote("B", "C", "left", 2) + vote("C", "A", "left") + vote("B", "A", "tie")
+    for prior_sd in (2.0, None):
+        once = by_preset(fit_bradley_terry(pattern, prior_sd=prior_sd))
+        four = by_preset(fit_bradley_terry(pattern * 4, prior_sd=prior_sd))
+        for name in "ABC":
+            assert half_width(four[name]) < half_width(once[name])
+            assert four[name].votes == 4 * once[name].votes
+            if prior_sd is None:
+                # Same MLE, four times the information: the interval halves exactly.
+                assert four[name].score == pytest.approx(once[name].score, abs=1e-6)
+                assert half_width(four[name]) == pytest.approx(half_width(once[name]) / 2, rel=1e-9)
+
+
+# --- against a real store ----------------------------------------------------------------------
+
+@pytest.fixture
+def store(store_url):
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+def finished(store, prompt: str) -> int:
+    """Submit, claim and complete one job (nothing else may be queued)."""
+    job_id = submit_job(store, prompt, PRESET, iterations=1)
+    job = store.claim("w-test", 300.0)
+    assert job is not None and job.id == job_id
+    assert store.complete(job.lease, Result(job_id=job_id, gif=b"GIF", png=b"PNG", thumbnail=b"t", parameters={},
+                                            width=8, height=8, seed=1, created_at=0.0))
+    return job_id
+
+
+def unordered(pair) -> tuple[int, int]:
+    return tuple(sorted(pair))
+
+
+def test_next_pair_prefers_same_prompt_then_any_unvoted(store):
+    cat1, cat2 = finished(store, "a cat"), finished(store, "a cat")
+    dog, fish = finished(store, "a dog"), finished(store, "a fish")
+    queued = submit_job(store, "a cat", PRESET, iterations=1)       # not finished: never offered
+    everything = {cat1, cat2, dog, fish}
+    rng = random.Random(7)
+
+    sides = set()
+    for _ in range(20):
+        pair = next_pair(store, "alice", rng)
+        assert unordered(pair) == (cat1, cat2)
+        sides.add(pair)
+    assert sides == {(cat1, cat2), (cat2, cat1)}                    # which side is left is random
+
+    assert store.vote("alice", cat2, cat1, "left")
+    seen = set()
+    while (pair := next_pair(store, "alice", rng)) is not None:
+        assert set(pair) <= everything and pair[0] != pair[1]
+        assert unordered(pair) not in store.voted_pairs("alice")
+        assert queued not in pair
+        seen.add(unordered(pair))
+        assert store.vote("alice", *pair, "tie")
+    assert seen == {unordered(p) for p in [(cat1, dog), (cat1, fish), (cat2, dog), (cat2, fish), (dog, fish)]}
+    assert len(store.voted_pairs("alice")) == 6                     # every pair, then None
+
+    assert unordered(next_pair(store, "bob", rng)) == (cat1, cat2)  # votes are per voter
+
+
+def test_next_pair_none_with_fewer_than_two_images(store):
+    assert next_pair(store, "alice", random.Random(0)) is None
+    finished(store, "a cat")
+    assert next_pair(store, "alice", random.Random(0)) is None
+
+
+def test_a_vote_is_stored_once_per_voter_and_pair(store):
+    a, b = finished(store, "a cat"), finished(store, "a dog")
+    assert store.vote("alice", a, b, "left") is True
+    assert store.vote("alice", a, b, "right") is False
+    assert store.vote("alice", b, a, "tie") is False                 # the pair is unordered
+    records = store.vote_records()
+    assert records == [{"left_job": a, "right_job": b, "left_preset": PRESET, "right_preset": PRESET,
+                        "choice": "left"}]
+    assert store.voted_pairs("alice") == {(a, b)}
+    tallies = {g["id"]: (g["wins"], g["appearances"]) for g in store.gallery(sort="preferred")[0]}
+    assert tallies == {a: (1.0, 1), b: (0.0, 1)}                     # the rejected votes changed nothing
+    assert store.vote("bob", b, a, "right") is True                  # another voter may vote on it
+    assert len(store.vote_records()) == 2
+
+
+def test_tallies_and_preferred_order(store):
+    j1, j2, j3, j4 = (finished(store, p) for p in ("a cat", "a dog", "a fish", "a bird"))
+    assert store.vote("v1", j1, j2, "left")
+    assert store.vote("v1", j3, j1, "right")
+    assert store.vote("v1", j2, j3, "tie")
+    assert store.vote("v1", j4, j1, "both_bad")
+    items, total = store.gallery(sort="preferred")
+    assert total == 4
+    tallies = {g["id"]: (float(g["wins"]), int(g["appearances"])) for g in items}
+    assert tallies == {j1: (2.0, 3), j2: (0.5, 2), j3: (0.5, 2), j4: (0.0, 1)}
+    # 3/5, then j2 and j3 at 1.5/4 (newest first on a tie), then 1/3.
+    assert [g["id"] for g in items] == [j1, j3, j2, j4]
+    rates = [win_rate(*tallies[g["id"]]) for g in items]
+    assert rates == sorted(rates, reverse=True)
+    assert rates == pytest.approx([0.6, 0.375, 0.375, 1 / 3])
+
+
+def test_fit_from_store_records(store):
+    """vote_records() feeds the fit directly; jobs of one preset only give a single, uninformed rating."""
+    a, b = finished(store, "a cat"), finished(store, "a cat")
+    assert store.vote("alice", a, b, "left")
+    (only,) = fit_bradley_terry(store.vote_records())
+    assert (only.preset, only.score, only.votes) == (PRESET, 1000.0, 0)
+
+
+# --- the gallery's rate ------------------------------------------------------------------------
+
+def test_win_rate():
+    assert win_rate(0, 0) == 0.5
+    assert win_rate(1, 1) == pytest.approx(2 / 3)
+    assert win_rate(0, 1) == pytest.approx(1 / 3)
+    assert win_rate(0.5, 1) == 0.5
+    assert win_rate(3, 4) == pytest.approx(4 / 6)
+    assert win_rate(10, 10) < 1 and win_rate(0, 10) > 0
+    assert win_rate(1, 1) < win_rate(9, 10)          # one lucky vote does not beat a long record
