@@ -175,7 +175,7 @@ def next_pair(store, voter: str, rng: random.Random) -> tuple[int, int] | None:
     was in that sample.
     """
     voted = store.voted_pairs(voter)
-    for prompt in []:
+    for prompt in store.prompts_with_results(min_results=2, limit=SAME_PROMPT_TRIES):
         pair = _unvoted_pair(store.done_jobs(prompt=prompt, limit=SAMPLE), voted, rng)
         if pair is not None:
             return pair

@@ -8,8 +8,7 @@ from streamlit.testing.v1 import AppTest
 from t2i.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
 from t2i.queue import submit_job
-from t2i.ranking import fit_bradley_terry
-from t2i.store import open_store
+from t2i.store import Result, open_store
 
 PROMPTS = ["a red circle", "a red circle", "a blue square", "a green triangle", "a small cat", "a large dog"]
 VISITOR = "0123456789abcdef0123456789abcdef"
@@ -158,15 +157,41 @@ def test_a_vote_is_stored_once_and_a_second_vote_on_the_pair_is_refused(app, see
     assert len([v for v in store.vote_records() if {v["left_job"], v["right_job"]} == set(pair)]) == 1
 
 
-def test_leaderboard_matches_a_hand_computed_fit(app, seeded):
-    _, store = seeded
-    records = store.vote_records()
-    at = app("leaderboard")
-    assert not at.exception
-    expected = fit_bradley_terry(records)
-    if expected:
-        table = at.dataframe[0].value
-        assert list(table["preset"]) == [r.preset for r in expected]
-        assert list(table["score"]) == [round(r.score) for r in expected]
-    # Hand-computed: one informative vote, prior sd 2 -> a finite, positive gap for the winner.
-    assert all(math.isfinite(r.score) for r in expected)
+def hand_fit_gap(wins: int, losses: int, prior_sd: float) -> float:
+    """Two presets, independent N(0, sd^2) priors: by symmetry theta = +-d/2 and the MAP gap d solves
+    wins - (wins + losses) * sigmoid(d) - d / (2 sd^2) = 0. Bisection, independent of t2i.ranking."""
+    lo, hi = -20.0, 20.0
+    for _ in range(200):
+        d = (lo + hi) / 2
+        slope = wins - (wins + losses) / (1 + math.exp(-d)) - d / (2 * prior_sd ** 2)
+        lo, hi = (d, hi) if slope > 0 else (lo, d)
+    return 400 / math.log(10) * d
+
+
+def test_leaderboard_matches_a_hand_computed_fit(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'votes.db'}"
+    store = open_store(url)
+    jobs = {}
+    for preset in ("tiny-vqgan-untrained", "tiny-gumbel-untrained"):
+        for i in range(4):
+            job_id = submit_job(store, f"p{i}", preset, iterations=1)
+            job = store.claim("w", 60)
+            store.complete(job.lease, Result(job_id, b"g", b"p", b"t", {}, 8, 8, 1, 0.0))
+            jobs.setdefault(preset, []).append(job_id)
+    a, b = jobs["tiny-vqgan-untrained"], jobs["tiny-gumbel-untrained"]
+    for i, choice in enumerate(["left", "left", "left", "right"]):  # vqgan wins 3 of 4
+        assert store.vote(f"voter{i}", a[i], b[i], choice)
+    assert store.vote("voter9", a[0], a[1], "left")  # same preset: no information
+    monkeypatch.setenv("T2I_DB", url)
+    at = AppTest.from_file(str(ROOT / "webapp.py"), default_timeout=60)
+    at.query_params["v"] = VISITOR
+    at.run()
+    at.switch_page("t2i/web/leaderboard.py").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table["preset"]) == ["tiny-vqgan-untrained", "tiny-gumbel-untrained"]
+    gap = hand_fit_gap(3, 1, prior_sd=2.0)
+    assert table["score"][0] == round(1000 + gap / 2) and table["score"][1] == round(1000 - gap / 2)
+    assert list(table["votes"]) == [4, 4] and list(table["wins"]) == [3, 1]
+    assert any("5 votes" in c.value for c in at.caption)
+    store.close()

@@ -239,6 +239,16 @@ def test_a_vote_is_stored_once_per_voter_and_pair(store):
     assert len(store.vote_records()) == 2
 
 
+def test_a_vote_needs_two_different_finished_images(store):
+    a = finished(store, "a cat")
+    queued = submit_job(store, "not yet", PRESET, iterations=1)
+    with pytest.raises(ValueError, match="two different images"):
+        store.vote("alice", a, a, "left")
+    with pytest.raises(ValueError, match="not both finished"):
+        store.vote("alice", a, queued, "left")
+    assert store.vote_records() == [] and store.result(a).appearances == 0
+
+
 def test_tallies_and_preferred_order(store):
     j1, j2, j3, j4 = (finished(store, p) for p in ("a cat", "a dog", "a fish", "a bird"))
     assert store.vote("v1", j1, j2, "left")

@@ -178,7 +178,8 @@ class JobStore(Protocol):
 
     def vote(self, voter: str, left_job: int, right_job: int, choice: str) -> bool:
         """Record a vote (left / right / tie / both_bad) and update both images' tallies, in one
-        transaction. One vote per voter and unordered pair: a second returns False and changes nothing."""
+        transaction. One vote per voter and unordered pair: a second returns False and changes nothing.
+        ValueError when the two are the same job or not both finished images."""
 
     def voted_pairs(self, voter: str) -> set[tuple[int, int]]:
         """(lower id, higher id) of every pair this voter voted on."""

@@ -285,7 +285,12 @@ class SQLStore:
     def vote(self, voter: str, left_job: int, right_job: int, choice: str) -> bool:
         """Record one vote on a pair of finished jobs; False when this voter already voted on the pair."""
         lo, hi = sorted((left_job, right_job))
+        if lo == hi:
+            raise ValueError("a vote needs two different images")
         with self.transaction():
+            finished = self._one("SELECT COUNT(*) FROM results WHERE job_id IN (?, ?)", (lo, hi))[0]
+            if finished != 2:
+                raise ValueError(f"jobs {lo} and {hi} are not both finished images")
             inserted = self._rowcount(
                 "INSERT INTO votes (voter, left_job, right_job, job_lo, job_hi, choice, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, {now}) ON CONFLICT (voter, job_lo, job_hi) DO NOTHING",
