@@ -80,6 +80,7 @@ SQLITE = [
     ALTER TABLE results ADD COLUMN appearances INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX votes_voter ON votes (voter);
     CREATE INDEX jobs_status_created ON jobs (status, created_at);
+    CREATE INDEX jobs_status_id ON jobs (status, id);
     """,
 ]
 
@@ -159,6 +160,7 @@ POSTGRES = [
     ALTER TABLE results ADD COLUMN appearances INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX votes_voter ON votes (voter);
     CREATE INDEX jobs_status_created ON jobs (status, created_at);
+    CREATE INDEX jobs_status_id ON jobs (status, id);
     """,
 ]
 

@@ -267,15 +267,22 @@ class SQLStore:
         join = "JOIN" if status == "done" else "LEFT JOIN"
         total = int(self._one(f"SELECT COUNT(*) FROM jobs j {join} results r ON r.job_id = j.id {clause}",
                               tuple(params))[0])
+        # Page through light columns only; the thumbnails of the one page are fetched afterwards, so
+        # no BLOB is carried through the sort.
         rows = self._all(
-            "SELECT j.id, j.prompt, j.preset, j.status, j.created_at, j.finished_at, j.error, r.thumbnail, "
+            "SELECT j.id, j.prompt, j.preset, j.status, j.created_at, j.finished_at, j.error, "
             f"COALESCE(r.wins, 0), COALESCE(r.appearances, 0) FROM jobs j {join} results r ON r.job_id = j.id "
             f"{clause} ORDER BY {self.GALLERY_SORTS[sort]} LIMIT ? OFFSET ?", (*params, limit, offset))
-        keys = ("id", "prompt", "preset", "status", "created_at", "finished_at", "error", "thumbnail", "wins",
-                "appearances")
+        keys = ("id", "prompt", "preset", "status", "created_at", "finished_at", "error", "wins", "appearances")
         items = [dict(zip(keys, r)) for r in rows]
+        thumbs = {}
+        if items:
+            marks = ", ".join("?" * len(items))
+            thumbs = dict(self._all(f"SELECT job_id, thumbnail FROM results WHERE job_id IN ({marks})",
+                                    tuple(i["id"] for i in items)))
         for item in items:
-            item["thumbnail"] = bytes(item["thumbnail"]) if item["thumbnail"] is not None else None
+            thumb = thumbs.get(item["id"])
+            item["thumbnail"] = bytes(thumb) if thumb is not None else None
         return items, total
 
     def presets_in_use(self) -> list[str]:

@@ -1,0 +1,224 @@
+"""End to end in a real browser: the Streamlit app and one CPU executor as separate processes, driven by
+Playwright through Debian's Chromium (tests/setup_browser.sh installs it). Screenshots of every page go to
+test-artifacts/browser/ and to res/page-*.png (the README shows those)."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from t2i.executor import Executor, ExecutorConfig
+from t2i.paths import ROOT
+from t2i.queue import submit_job
+from t2i.store import open_store
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+VISITOR = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"
+SEED_PROMPT = "a red circle on a white field"
+PROMPT = "a lighthouse in a storm, seen from the browser test"
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+RES = ROOT / "res"
+TIMEOUT_MS = 30_000       # one page render or rerun
+JOB_TIMEOUT_MS = 180_000  # the executor starts, loads the preset and runs 30 iterations
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the environment
+    sync_playwright = None
+
+_missing = [what for what, ok in [(CHROMIUM, os.path.exists(CHROMIUM)),
+                                  ("the playwright package", sync_playwright is not None)] if not ok]
+if _missing:
+    reason = f"browser test needs {' and '.join(_missing)}: run tests/setup_browser.sh and install requirements-dev.txt"
+    if os.environ.get("CI"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"streamlit did not answer {url} within {deadline_s} s:\n{log.read_text()}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """A seeded database, the web app and one CPU executor; yields (base URL, store, executor process)."""
+    tmp = tmp_path_factory.mktemp("browser")
+    url = f"sqlite:///{tmp / 't2i.db'}"
+    checkpoints = tmp / "checkpoints"
+    checkpoints.mkdir()
+    store = open_store(url)
+    # Two finished images of the same prompt from different presets: the Vote page's pair.
+    for seed, preset in enumerate(["tiny-vqgan-untrained", "tiny-gumbel-untrained"]):
+        submit_job(store, SEED_PROMPT, preset, iterations=2, cutn=2, seed=seed)
+    seeder = Executor(ExecutorConfig(db=url, once=True, cache_size=2))
+    seeder.run()
+    seeder.close()
+    assert store.counts()["done"] == 2
+
+    env = dict(os.environ, T2I_DB=url, T2I_CHECKPOINTS=str(checkpoints), OMP_NUM_THREADS="1",
+               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    port = free_port()
+    web_log, exec_log = tmp / "web.log", tmp / "executor.log"
+    procs = []
+    try:
+        with open(web_log, "wb") as out:
+            procs.append(subprocess.Popen(
+                [str(ROOT / ".venv/bin/streamlit"), "run", "webapp.py", "--server.port", str(port),
+                 "--server.address", "127.0.0.1", "--server.headless", "true"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+        with open(exec_log, "wb") as out:
+            procs.append(subprocess.Popen([sys.executable, "job_executor.py", "--device", "cpu", "--poll", "0.2"],
+                                          cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+        wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", procs[0], web_log)
+        yield f"http://127.0.0.1:{port}", store, procs[1], exec_log
+    finally:
+        for proc in procs:
+            stop(proc)
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def shot(page, name: str, res_name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    shutil.copyfile(path, RES / f"page-{res_name}.png")
+
+
+def no_exception(page) -> None:
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+
+
+def go_to(page, title: str) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
+    expect(page.get_by_role("heading", name=title, level=1)).to_be_visible(timeout=TIMEOUT_MS)
+
+
+def test_every_page_in_a_real_browser(service, browser):
+    base, store, executor, exec_log = service
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # Generate: fill in the form, submit, watch the job run to the end.
+    page.goto(f"{base}/?v={VISITOR}")
+    expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
+    page.get_by_label("Prompt").fill(PROMPT)
+    preset = page.get_by_test_id("stSelectbox").filter(has_text="Preset")
+    preset.click()
+    page.get_by_role("option", name="tiny-vqgan-untrained", exact=True).click()
+    expect(preset).to_contain_text("tiny-vqgan-untrained")
+    page.get_by_text("Advanced options").click()
+    iterations = page.get_by_label("Iterations")
+    iterations.fill("30")
+    expect(iterations).to_have_value("30")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_text(re.compile(r"Job \d+ is queued at position \d+"))).to_be_visible(timeout=TIMEOUT_MS)
+    job = store.jobs(submitter=VISITOR, limit=1)[0]
+    assert (job.prompt, job.preset, job.total) == (PROMPT, "tiny-vqgan-untrained", 30)
+    expect(page.get_by_role("heading", name=f"Job {job.id} (tiny-vqgan-untrained)")).to_be_visible()
+    try:
+        expect(page.get_by_role("button", name="Download GIF")).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    except AssertionError:
+        raise AssertionError(f"job {job.id} is {store.get(job.id).status}; executor alive: "
+                             f"{executor.poll() is None}; log:\n{exec_log.read_text()}") from None
+    assert store.get(job.id).status == "done"
+    expect(page.get_by_role("button", name="Download PNG")).to_be_visible()
+    expect(page.get_by_text("the optimisation")).to_be_visible()
+    expect(page.get_by_test_id("stImage")).to_have_count(2)
+    no_exception(page)
+    shot(page, "generate", "generate")
+
+    # Previous inferences: the new prompt is listed with the two seeded images.
+    go_to(page, "Previous inferences")
+    expect(page.get_by_text("3 matching · page 1 of 1")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text(PROMPT, exact=True)).to_be_visible()
+    expect(page.get_by_text(SEED_PROMPT, exact=True)).to_have_count(2)
+    expect(page.get_by_role("button", name="Details")).to_have_count(3)
+    no_exception(page)
+    shot(page, "gallery", "gallery")
+
+    # Vote: the seeded pair (the only two images of one prompt), presets hidden until the vote.
+    go_to(page, "Vote")
+    expect(page.get_by_test_id("stImage")).to_have_count(2, timeout=TIMEOUT_MS)
+    expect(page.get_by_text(SEED_PROMPT, exact=True)).to_have_count(2)
+    expect(page.get_by_text("Left was:")).to_have_count(0)
+    for label in ["Left is better", "Right is better", "About the same", "Both bad"]:
+        expect(page.get_by_role("button", name=label)).to_be_visible()
+    page.get_by_role("button", name="Left is better").click()
+    expect(page.get_by_text("Recorded: left is better.")).to_be_visible(timeout=TIMEOUT_MS)
+    left = page.get_by_text(re.compile(r"^Left was: tiny-(vqgan|gumbel)-untrained$"))
+    right = page.get_by_text(re.compile(r"^Right was: tiny-(vqgan|gumbel)-untrained$"))
+    expect(left).to_be_visible()
+    expect(right).to_be_visible()
+    assert {left.inner_text().split(": ")[1], right.inner_text().split(": ")[1]} == \
+        {"tiny-vqgan-untrained", "tiny-gumbel-untrained"}
+    expect(page.get_by_role("button", name="Next pair")).to_be_visible()
+    records = store.vote_records()
+    assert len(records) == 1
+    no_exception(page)
+    shot(page, "vote", "vote")
+
+    # Leaderboard: the one vote ranks the two presets.
+    go_to(page, "Leaderboard")
+    expect(page.get_by_text(re.compile(r"^1 votes\."))).to_be_visible(timeout=TIMEOUT_MS)
+    table = page.get_by_test_id("stDataFrame")
+    expect(table).to_be_visible()
+    no_exception(page)
+    shot(page, "leaderboard", "leaderboard")
+
+    # Queue: three finished jobs, the executor seen, the latest jobs listed.
+    go_to(page, "Queue")
+    done = page.get_by_test_id("stMetric").filter(has_text="done")
+    expect(done).to_be_visible(timeout=TIMEOUT_MS)
+    assert int(done.get_by_test_id("stMetricValue").inner_text()) >= 3
+    expect(page.get_by_text("No executor is running")).to_have_count(0)
+    no_exception(page)
+    shot(page, "queue", "queue")
+
+    assert not errors, errors
+    page.close()
