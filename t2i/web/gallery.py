@@ -34,8 +34,8 @@ def detail(job_id: int) -> None:
             plain(job.error)
         return
     left, right = st.columns(2)
-    left.image(result.gif, caption="the optimisation")
-    right.image(result.png, caption=f"{result.width}x{result.height}, seed {result.seed}")
+    left.image(result.gif, caption="the optimisation", width=384)
+    right.image(result.png, caption=f"{result.width}x{result.height}, seed {result.seed}", width=384)
     if result.appearances:
         st.caption(f"Votes: preferred in {result.wins:g} of {result.appearances} comparisons "
                    f"(smoothed rate {win_rate(result.wins, result.appearances):.0%})")

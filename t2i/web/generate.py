@@ -65,8 +65,8 @@ if submitted:
 def show_result(job_id: int) -> None:
     result = db.result(job_id)
     gif_col, png_col = st.columns(2)
-    gif_col.image(result.gif, caption="the optimisation")
-    png_col.image(result.png, caption=f"{result.width}x{result.height}, seed {result.seed}")
+    gif_col.image(result.gif, caption="the optimisation", width=384)
+    png_col.image(result.png, caption=f"{result.width}x{result.height}, seed {result.seed}", width=384)
     a, b, c = st.columns(3)
     a.download_button("Download GIF", result.gif, file_name=f"t2i-{job_id}.gif", mime="image/gif")
     b.download_button("Download PNG", result.png, file_name=f"t2i-{job_id}.png", mime="image/png")
