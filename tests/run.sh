@@ -8,4 +8,6 @@ if [[ -z "${T2I_TEST_PG_URL:-}" ]]; then
   T2I_TEST_PG_URL=$(bash tests/setup_postgres.sh)
   export T2I_TEST_PG_URL
 fi
+# The end-to-end test drives Debian's Chromium (installed here if missing) through Playwright.
+bash tests/setup_browser.sh
 exec .venv/bin/python -m pytest "$@"
