@@ -195,3 +195,14 @@ def test_leaderboard_matches_a_hand_computed_fit(tmp_path, monkeypatch):
     assert list(table["votes"]) == [4, 4] and list(table["wins"]) == [3, 1]
     assert any("5 votes" in c.value for c in at.caption)
     store.close()
+
+
+def test_queue_page_shows_counts_executors_and_throughput(app, seeded):
+    _, store = seeded
+    store.worker_seen("gpu-host-7", host="gpu-host", device="cuda:0", job_id=None)
+    at = app("queue_page")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["done"] == str(store.counts()["done"]) and set(metrics) == set(store.counts())
+    assert any("finished in the last minute" in c.value for c in at.caption)
+    executors = at.dataframe[0].value
+    assert "gpu-host-7" in list(executors["executor"]) and "cuda:0" in list(executors["device"])
