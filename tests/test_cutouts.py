@@ -168,7 +168,23 @@ def test_single_grid_sample_call(monkeypatch):
     out = make_cutouts(random_image(96, 96), CutoutConfig(cut_size=32, cutn=64), gen())
     assert out.shape == (64, 3, 32, 32)
     assert len(calls) == 1
-    assert calls[0][0][0] == 64 and calls[0][1] == (64, 32, 32, 2)
+    # The image is sampled in place (batch 1, never copied per cutout); the 64 grids are stacked.
+    assert calls[0][0] == (1, 3, 64, 64) and calls[0][1] == (1, 64 * 32, 32, 2)  # area-downsampled to 2x S
+
+
+def test_a_batch_of_images_takes_one_grid_sample_and_matches_single_images(monkeypatch):
+    from t2i.engine.cutouts import make_cutouts_batch
+
+    images = torch.stack([random_image(80, 80, seed=s)[0] for s in range(3)])
+    cfg = CutoutConfig(cut_size=32, cutn=16)
+    singles = [make_cutouts(images[i:i + 1], cfg, gen(10 + i)) for i in range(3)]
+    calls = []
+    real = F.grid_sample
+    monkeypatch.setattr(cutouts_mod.F, "grid_sample", lambda *a, **k: calls.append(1) or real(*a, **k))
+    batched = make_cutouts_batch(images, cfg, [gen(10 + i) for i in range(3)])
+    assert len(calls) == 1 and batched.shape == (48, 3, 32, 32)
+    for i, single in enumerate(singles):  # a job's cutouts do not depend on its batch-mates
+        assert torch.allclose(batched[16 * i:16 * (i + 1)], single, atol=1e-6)
 
 
 # --- gradients ----------------------------------------------------------------------------------

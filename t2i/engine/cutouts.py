@@ -102,14 +102,28 @@ def make_cutouts(image: torch.Tensor, cfg: CutoutConfig, gen: torch.Generator) -
     """
     if image.dim() != 4 or image.shape[0] != 1:
         raise ValueError(f"expected one image (1, 3, H, W), got {tuple(image.shape)}")
+    return make_cutouts_batch(image, cfg, [gen])
+
+
+def make_cutouts_batch(images: torch.Tensor, cfg: CutoutConfig, gens: list[torch.Generator]) -> torch.Tensor:
+    """images (B, 3, H, W) -> (B * cutn, 3, S, S): image b's cutouts drawn from gens[b] alone, so a
+    job's cutouts do not depend on its batch-mates.
+
+    All cutouts of all images come from one grid_sample: each image's cutn grids are stacked along
+    the output's height, so the images are sampled in place, never copied per cutout.
+    """
+    if images.dim() != 4 or images.shape[0] != len(gens):
+        raise ValueError(f"expected (B, 3, H, W) images and B generators, got {tuple(images.shape)}, {len(gens)}")
     # Bilinear sampling aliases when a cutout pixel covers many image pixels; one area
     # downsample of the whole image bounds that footprint to about two pixels.
     limit = 2 * cfg.cut_size
-    if min(image.shape[-2:]) > limit:
-        factor = limit / min(image.shape[-2:])
-        image = F.interpolate(image, scale_factor=factor, mode="area", recompute_scale_factor=False)
-    _, _, h, w = image.shape
-    grids = sampling_grids(cfg, h, w, gen, image.device, image.dtype)
-    cuts = F.grid_sample(image.expand(cfg.cutn, -1, -1, -1), grids, mode="bilinear",
-                         padding_mode="reflection", align_corners=False)
-    return colour_and_noise(cuts, cfg, gen)
+    if min(images.shape[-2:]) > limit:
+        factor = limit / min(images.shape[-2:])
+        images = F.interpolate(images, scale_factor=factor, mode="area", recompute_scale_factor=False)
+    b, c, h, w = images.shape
+    n, size = cfg.cutn, cfg.cut_size
+    grids = torch.stack([sampling_grids(cfg, h, w, g, images.device, images.dtype) for g in gens])  # (B,n,S,S,2)
+    cuts = F.grid_sample(images, grids.view(b, n * size, size, 2), mode="bilinear", padding_mode="reflection",
+                         align_corners=False)                       # (B, 3, n*S, S)
+    cuts = cuts.view(b, c, n, size, size).transpose(1, 2)           # (B, n, 3, S, S)
+    return torch.cat([colour_and_noise(cuts[i], cfg, g) for i, g in enumerate(gens)])

@@ -1,14 +1,13 @@
-"""The optimisation loop: a JobSpec and built models in, frames and a final image out.
+"""Running one job: a JobSpec and built models in, frames and a final image out.
 
-Reads top to bottom: init latent, then per step decode -> cutouts -> embed -> loss -> Adam step ->
-clamp, a frame every `save_every` steps. It knows nothing of queues or pages; callers watch progress
-through `on_step` and stop a run by returning True from it (checked between steps).
+The step itself (decode -> cutouts -> embed -> loss -> Adam step -> clamp, a frame every
+`save_every` steps) lives in batch.py, shared with batches of many jobs. This module knows nothing of
+queues or pages; callers watch progress through `on_step` and stop a run by returning True from it
+(checked between steps).
 """
 
 from __future__ import annotations
 
-import secrets
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -17,10 +16,9 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from ..errors import Cancelled, OutOfMemory
-from ..spec import MAX_SEED, JobSpec, decode_image
-from .cutouts import CutoutConfig, make_cutouts
+from ..spec import JobSpec, decode_image
 from .models import Models
-from .prompts import Target, guidance_loss
+from .prompts import Target
 
 
 @dataclass
@@ -61,54 +59,24 @@ def make_targets(models: Models, spec: JobSpec) -> list[list[Target]]:
     return targets
 
 
-def run(spec: JobSpec, models: Models, on_step: Callable[[Step], bool | None] | None = None) -> Result:
+def run(spec: JobSpec, models: Models, on_step: Callable[[Step], bool | None] | None = None,
+        precision: str = "fp32") -> Result:
+    """One job: a batch of one (t2i/engine/batch.py holds the loop: decode, cut, encode, loss, step)."""
+    from .batch import BatchRun
+
+    batch = BatchRun(models, precision)
     try:
-        return _optimise(spec, models, on_step)
+        batch.add(0, spec)
+        while not batch.slots[0].done:
+            step = batch.step()[0]
+            if on_step and on_step(step):
+                raise Cancelled(f"stopped after {step.step} of {spec.iterations} steps")
+        return batch.result(0)
     except torch.OutOfMemoryError:
-        w, h = models.generator.fit_size(spec.width, spec.height)
-        raise OutOfMemory(f"out of {models.device.type.upper()} memory at {w}x{h} with {spec.cutn} cutouts: "
-                          "lower the size or the cutouts") from None
+        raise out_of_memory(models, spec) from None
 
 
-def _optimise(spec: JobSpec, models: Models, on_step) -> Result:
-    seed = spec.seed if spec.seed is not None else secrets.randbelow(MAX_SEED + 1)
-    gen = torch.Generator(device=models.device).manual_seed(seed)
-    generator = models.generator
-    width, height = generator.fit_size(spec.width, spec.height)
-    init_image = decode_image(spec.init_image) if spec.init_image else None
-
-    with torch.enable_grad():
-        latent = generator.init_latent(width, height, gen, init_image)
-        targets = make_targets(models, spec)
-        cut_cfgs = [CutoutConfig(cut_size=p.input_size, cutn=spec.cutn, **models.preset.cutouts)
-                    for p in models.perceptors]
-        opt = torch.optim.Adam(latent, lr=spec.lr)
-        frames, frame_steps, losses = [], [], []
-        start = time.monotonic()
-
-        for i in range(spec.iterations):
-            image = generator.decode(latent)
-            frame = None
-            if i % spec.save_every == 0:
-                frame = to_pil(image)
-                frames.append(frame)
-                frame_steps.append(i)
-            loss = sum(guidance_loss(p.encode_image(make_cutouts(image, cfg, gen)), ts)
-                       for p, cfg, ts in zip(models.perceptors, cut_cfgs, targets))
-            reg = generator.reg_loss(latent)
-            if reg is not None:
-                loss = loss + reg
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            generator.clamp_(latent)
-            losses.append(float(loss.detach()))
-            if on_step and on_step(Step(i + 1, spec.iterations, losses[-1], frame, i if frame else None,
-                                        time.monotonic() - start)):
-                raise Cancelled(f"stopped after {i + 1} of {spec.iterations} steps")
-
-    with torch.no_grad():
-        final = to_pil(generator.decode(latent))
-    frames.append(final)
-    frame_steps.append(spec.iterations)
-    return Result(final, frames, frame_steps, seed, width, height, losses)
+def out_of_memory(models: Models, spec: JobSpec) -> OutOfMemory:
+    w, h = models.generator.fit_size(spec.width, spec.height)
+    return OutOfMemory(f"out of {models.device.type.upper()} memory at {w}x{h} with {spec.cutn} cutouts: "
+                       "lower the size or the cutouts")
