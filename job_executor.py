@@ -22,6 +22,10 @@ def main(argv=None) -> int:
     p.add_argument("--worker-id", default="", help="default: host-pid-random")
     p.add_argument("--keep-frames", action="store_true", help="keep progress frames after the GIF is written")
     p.add_argument("--cache-size", type=int, default=1, help="presets kept loaded at once")
+    p.add_argument("--batch", default="auto",
+                   help="compatible jobs optimised together: a number, or auto (GPU: from free memory; CPU: 4)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 autocast on GPUs, fp32 on the CPU")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("t2i").setLevel(logging.INFO)
@@ -31,9 +35,13 @@ def main(argv=None) -> int:
     from t2i.executor import Executor, ExecutorConfig
 
     try:
-        cfg = ExecutorConfig(db=args.db, device=resolve_device(args.device), worker_id=args.worker_id,
-                             lease=args.lease, poll=args.poll, once=args.once, max_jobs=args.max_jobs,
-                             keep_frames=args.keep_frames, cache_size=args.cache_size)
+        device = resolve_device(args.device)
+        precision = args.precision if args.precision != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
+        if args.batch != "auto" and not (args.batch.isdigit() and int(args.batch) >= 1):
+            raise ValueError(f"--batch {args.batch}: use a whole number >= 1, or auto")
+        cfg = ExecutorConfig(db=args.db, device=device, worker_id=args.worker_id, lease=args.lease, poll=args.poll,
+                             once=args.once, max_jobs=args.max_jobs, keep_frames=args.keep_frames,
+                             cache_size=args.cache_size, batch=args.batch, precision=precision)
         executor = Executor(cfg)
     except (T2IError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,10 +1,12 @@
 """The executor: claims jobs from the store, runs the engine, writes progress, frames and results back.
 
-One executor per GPU (or CPU); several share a store. While a job runs, a heartbeat thread keeps its
-lease alive; progress writes (at most every PROGRESS_EVERY seconds) also tell whether a cancel was
-asked. A job that raises is failed with a one-line reason and the executor takes the next one.
-SIGTERM/SIGINT stop at the next step boundary: the job goes back to the queue, or is finished when
-nearly done, and the process exits 0.
+One executor per GPU (or CPU); several share a store. Jobs run in batches: the executor claims a job,
+then, at every step boundary, more queued jobs with the same batch key (preset, size, cutouts) up to
+the batch size; a finished job leaves and a waiting one joins. Per job, exactly as if it ran alone:
+progress, frames, cancel and fencing. A heartbeat thread keeps every running job's lease alive;
+progress writes (at most every PROGRESS_EVERY seconds) also tell whether a cancel was asked. A job
+that raises is failed with a one-line reason and the executor goes on. SIGTERM/SIGINT stop at the
+next step boundary: jobs go back to the queue, or are finished when nearly done; the process exits 0.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from dataclasses import dataclass
 import torch
 
 from . import render
-from .engine import Models, build_models, run
-from .errors import Cancelled, OutOfMemory, T2IError
+from .engine import Models, build_models
+from .engine.batch import BatchRun
+from .engine.loop import out_of_memory
+from .errors import OutOfMemory, T2IError
 from .presets import get_preset
 from .spec import JobSpec, SpecError
 from .store import Job, Lease, Result, open_store
@@ -45,6 +49,8 @@ class ExecutorConfig:
     keep_frames: bool = False    # keep progress frames after the GIF is written
     cache_size: int = 1          # presets whose models stay loaded
     finish_fraction: float = 0.9  # on SIGTERM, a job this far along is finished rather than requeued
+    batch: str = "auto"          # jobs optimised together: a number, or "auto"
+    precision: str = "fp32"      # "bf16": autocast the forward passes (GPUs)
 
     def __post_init__(self):
         if not self.worker_id:
@@ -74,6 +80,40 @@ class ModelCache:
         free_memory()
 
 
+class BatchSizer:
+    """How many compatible jobs run as one batch: fixed (--batch N), or "auto": on a GPU, from the
+    memory one step took per job and the memory still free; on the CPU a small constant, since
+    batching buys little there."""
+
+    CPU_AUTO = 4
+    GPU_MAX = 32
+    HEADROOM = 0.8
+
+    def __init__(self, setting: str, device: str):
+        self.fixed = None if str(setting) == "auto" else max(1, int(setting))
+        self.cuda = torch.device(device).type == "cuda"
+        self.size = self.fixed or (1 if self.cuda else self.CPU_AUTO)
+        self._base = 0
+
+    def before_step(self, device: torch.device) -> None:
+        if self.cuda and not self.fixed:
+            torch.cuda.reset_peak_memory_stats(device)
+            self._base = torch.cuda.memory_allocated(device)
+
+    def observe(self, active: int, device: torch.device) -> None:
+        if not self.cuda or self.fixed:
+            return
+        per_job = max(1, (torch.cuda.max_memory_allocated(device) - self._base) // active)
+        free, _ = torch.cuda.mem_get_info(device)
+        self.size = max(1, min(self.GPU_MAX, active + int(self.HEADROOM * free // per_job)))
+
+    def shrink(self, active: int) -> None:
+        """After running out of memory with `active` jobs: half as many from now on."""
+        self.size = max(1, active // 2)
+        if self.fixed:
+            self.fixed = self.size
+
+
 def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -81,24 +121,43 @@ def free_memory() -> None:
 
 
 class Heartbeat(threading.Thread):
-    """Extends the lease every lease/3 seconds on its own connection; notices a lost lease."""
+    """Extends the leases of every running job every lease/3 seconds, on its own connection, and
+    notices leases that were lost (swept, cancelled from elsewhere, taken over)."""
 
-    def __init__(self, cfg: ExecutorConfig, lease: Lease):
-        super().__init__(name=f"heartbeat-{lease.job_id}", daemon=True)
-        self.cfg, self.lease = cfg, lease
-        self.lost = threading.Event()
+    def __init__(self, cfg: ExecutorConfig):
+        super().__init__(name="heartbeat", daemon=True)
+        self.cfg = cfg
+        self._leases: set[Lease] = set()
+        self._lost: set[Lease] = set()
+        self._lock = threading.Lock()
         self._stop_event = threading.Event()
+
+    def add(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases.add(lease)
+
+    def remove(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases.discard(lease)
+            self._lost.discard(lease)
+
+    def lost(self, lease: Lease) -> bool:
+        with self._lock:
+            return lease in self._lost
 
     def run(self) -> None:
         store = open_store(self.cfg.db)
         try:
             while not self._stop_event.wait(self.cfg.lease / 3):
-                try:
-                    if not store.heartbeat(self.lease, self.cfg.lease).alive:
-                        self.lost.set()
-                        return
-                except Exception:  # a transient database error: the next beat may succeed
-                    log.exception("heartbeat for job %s failed", self.lease.job_id)
+                with self._lock:
+                    leases = self._leases - self._lost
+                for lease in leases:
+                    try:
+                        if not store.heartbeat(lease, self.cfg.lease).alive:
+                            with self._lock:
+                                self._lost.add(lease)
+                    except Exception:  # a transient database error: the next beat may succeed
+                        log.exception("heartbeat for job %s failed", lease.job_id)
         finally:
             store.close()
 
@@ -122,6 +181,7 @@ class Executor:
         self.cfg = cfg
         self.store = open_store(cfg.db)
         self.cache = ModelCache(cfg.device, cfg.cache_size)
+        self.sizer = BatchSizer(cfg.batch, cfg.device)
         self.stopping = threading.Event()
         self.done = 0
 
@@ -153,43 +213,98 @@ class Executor:
                 delay = min(delay * 2, self.cfg.max_poll)
                 continue
             delay = self.cfg.poll
-            self.process(job)
-            self.done += 1
+            self.done += len(self.process(job))
             if self.cfg.max_jobs and self.done >= self.cfg.max_jobs:
                 break
         self._seen(None)
         log.info("executor %s exiting after %d jobs", self.cfg.worker_id, self.done)
         return 0
 
-    def process(self, job: Job) -> str:
-        """Run one claimed job to its end state; returns that state for logs and tests."""
-        lease = job.lease
-        log.info("job %s claimed (attempt %d): %r", job.id, lease.attempt, job.prompt[:80])
-        self._seen(job.id)
-        heart = Heartbeat(self.cfg, lease)
+    def process(self, first: Job) -> dict[int, str]:
+        """Run a batch that starts with `first` and takes in compatible queued jobs at step
+        boundaries until none is left running; returns each job's end state (for logs and tests)."""
+        outcomes: dict[int, str] = {}
+        heart = Heartbeat(self.cfg)
         heart.start()
-        state = {"cancel": False, "last": 0.0}
+        active: dict[int, tuple[Lease, dict]] = {}
         try:
-            spec = JobSpec.from_dict(job.spec)
-            models = self.cache.get(spec.preset)
-            result = run(spec, models, lambda step: self._on_step(lease, step, heart, state))
-            outcome = self._complete(lease, spec, models, result)
-        except Cancelled:
-            outcome = self._stopped(lease, heart, state)
-        except Exception as error:  # noqa: BLE001 - every failure becomes the job's reason
-            if isinstance(error, (OutOfMemory, torch.OutOfMemoryError)):
-                self.cache.clear()
-            elif not isinstance(error, (T2IError, SpecError)):
-                log.exception("job %s raised", job.id)
-            outcome = "failed" if self.store.fail(lease, failure_message(error)) else "lease lost"
+            try:
+                models = self.cache.get(JobSpec.from_dict(first.spec).preset)
+            except Exception as error:  # noqa: BLE001 - e.g. missing weights: only this job fails
+                self._fail(first.lease, error, outcomes)
+                return outcomes
+            batch = BatchRun(models, self.cfg.precision)
+            self._admit(batch, first, heart, active, outcomes)
+            while active:
+                while self._may_take(active, outcomes):
+                    job = self.store.claim(self.cfg.worker_id, self.cfg.lease, batch_key=batch.key)
+                    if job is None:
+                        break
+                    self._admit(batch, job, heart, active, outcomes)
+                if not active:
+                    break
+                self._seen(next(iter(active)))
+                self.sizer.before_step(models.device)
+                try:
+                    steps = batch.step()
+                except Exception as error:  # noqa: BLE001 - cannot be pinned on one job: all fail
+                    if isinstance(error, torch.OutOfMemoryError):
+                        self.sizer.shrink(len(active))
+                        spec = JobSpec.from_dict(self.store.get(next(iter(active))).spec)
+                        error = out_of_memory(models, spec)
+                        self.cache.clear()
+                    for job_id, (lease, _) in list(active.items()):
+                        self._fail(lease, error, outcomes)
+                        self._leave(batch, job_id, heart, active)
+                    break
+                self.sizer.observe(len(active), models.device)
+                for job_id, step in steps.items():
+                    lease, state = active[job_id]
+                    if self._on_step(lease, step, heart, state):
+                        outcomes[job_id] = self._stopped(lease, heart, state)
+                    elif batch.slots[job_id].done:
+                        spec = batch.slots[job_id].spec
+                        outcomes[job_id] = self._complete(lease, spec, models, batch.result(job_id))
+                    else:
+                        continue
+                    self._leave(batch, job_id, heart, active)
+                    log.info("job %s: %s", job_id, outcomes[job_id])
         finally:
             heart.stop()
-        log.info("job %s: %s", job.id, outcome)
-        return outcome
+        return outcomes
+
+    def _may_take(self, active: dict, outcomes: dict) -> bool:
+        """Room for one more job: below the batch size, and below what --max-jobs leaves."""
+        if self.stopping.is_set() or len(active) >= self.sizer.size:
+            return False
+        return not self.cfg.max_jobs or self.done + len(outcomes) + len(active) < self.cfg.max_jobs
+
+    def _admit(self, batch: BatchRun, job: Job, heart: Heartbeat, active: dict, outcomes: dict) -> None:
+        log.info("job %s claimed (attempt %d): %r", job.id, job.attempts, job.prompt[:80])
+        try:
+            batch.add(job.id, JobSpec.from_dict(job.spec))
+        except Exception as error:  # noqa: BLE001 - e.g. an unreadable init image: only this job fails
+            self._fail(job.lease, error, outcomes)
+            return
+        heart.add(job.lease)
+        active[job.id] = (job.lease, {"cancel": False, "last": 0.0})
+
+    def _leave(self, batch: BatchRun, job_id: int, heart: Heartbeat, active: dict) -> None:
+        lease, _ = active.pop(job_id)
+        heart.remove(lease)
+        batch.remove(job_id)
+
+    def _fail(self, lease: Lease, error: BaseException, outcomes: dict) -> None:
+        if isinstance(error, (OutOfMemory, torch.OutOfMemoryError)):
+            self.cache.clear()
+        elif not isinstance(error, (T2IError, SpecError)):
+            log.error("job %s raised", lease.job_id, exc_info=error)
+        outcomes[lease.job_id] = "failed" if self.store.fail(lease, failure_message(error)) else "lease lost"
+        log.info("job %s: %s (%s)", lease.job_id, outcomes[lease.job_id], failure_message(error))
 
     def _on_step(self, lease: Lease, step, heart: Heartbeat, state: dict) -> bool:
-        """Between steps: write progress and frames; True stops the run."""
-        if heart.lost.is_set():
+        """Between steps: write progress and frames; True stops this job."""
+        if heart.lost(lease):
             return True
         if self.stopping.is_set() and step.step < self.cfg.finish_fraction * step.total:
             return True
@@ -205,13 +320,13 @@ class Executor:
         return False
 
     def _stopped(self, lease: Lease, heart: Heartbeat, state: dict) -> str:
-        if heart.lost.is_set():
+        if heart.lost(lease):
             return "lease lost: wrote nothing more"
         if state["cancel"]:
             return "cancelled" if self.store.finish_cancelled(lease) else "lease lost"
         if self.stopping.is_set():
             return "released back to the queue" if self.store.release(lease) else "lease lost"
-        return "stopped"
+        return "lease lost"
 
     def _complete(self, lease: Lease, spec: JobSpec, models: Models, result) -> str:
         params = render.parameters(spec, result, models.preset)

@@ -85,6 +85,10 @@ class JobSpec:
     def parts(self) -> list[PromptPart]:
         return parse_prompt(self.prompt)
 
+    @property
+    def batch_key(self) -> str:
+        return batch_key(self.preset, self.width, self.height, self.cutn)
+
     def to_dict(self) -> dict:
         """JSON-safe form (images base64) for the queue and the PNG metadata."""
         d = asdict(self)
@@ -101,6 +105,11 @@ class JobSpec:
 
     def with_(self, **changes) -> "JobSpec":
         return replace(self, **changes)
+
+
+def batch_key(preset: str, width: int, height: int, cutn: int) -> str:
+    """Jobs with equal keys can share a batch: their latents and cutouts have the same shapes."""
+    return f"{preset}|{width}x{height}|{cutn}"
 
 
 def _b64(data: bytes) -> str:

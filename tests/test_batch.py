@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from t2i.engine import build_models, run
-from t2i.engine.batch import BatchRun, batch_key
+from t2i.engine.batch import BatchRun
 from t2i.presets import get_preset
 from t2i.spec import make_spec
 
@@ -63,7 +63,7 @@ def test_batch_accepts_only_compatible_jobs(tiny_models):
     assert batch.accepts(spec("b", 2)) and not batch.accepts(spec("c", 3, width=128))
     with pytest.raises(ValueError, match="does not fit this batch"):
         batch.add(2, spec("c", 3, cutn=4))
-    assert batch_key(spec("a", 1)) == ("tiny-vqgan-untrained", 64, 64, 8)
+    assert spec("a", 1).batch_key == "tiny-vqgan-untrained|64x64|8"
     batch.remove(1)
     assert batch.accepts(spec("c", 3, width=128))  # an empty batch takes any job
 

@@ -144,7 +144,7 @@ def test_stop_request_near_the_end_finishes_the_job(store, store_url):
     ex = Executor(ExecutorConfig(db=store_url, finish_fraction=0.0, once=True))
     try:
         ex.stopping.set()  # as SIGTERM would: every step is past the finish fraction
-        assert ex.process(store.claim(ex.cfg.worker_id, 30)) == "done"
+        assert ex.process(store.claim(ex.cfg.worker_id, 30)) == {job_id: "done"}
     finally:
         ex.close()
     assert store.get(job_id).status == "done"
@@ -152,22 +152,24 @@ def test_stop_request_near_the_end_finishes_the_job(store, store_url):
 
 def test_failing_jobs_get_their_reason_and_the_executor_goes_on(store, store_url, monkeypatch, tmp_path):
     monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path / "empty"))
-    real_run = executor_module.run
+    real_step = executor_module.BatchRun.step
 
-    def flaky_run(spec, models, on_step=None):
-        if spec.prompt == "explode":
+    def flaky_step(batch):
+        prompts = {s.spec.prompt for s in batch.slots.values()}
+        if "explode" in prompts:
             raise RuntimeError("boom\nwith a second line")
-        if spec.prompt == "oom":
+        if "oom" in prompts:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real_run(spec, models, on_step)
+        return real_step(batch)
 
-    monkeypatch.setattr(executor_module, "run", flaky_run)
+    monkeypatch.setattr(executor_module.BatchRun, "step", flaky_step)
     builds = []
     real_build = executor_module.build_models
     monkeypatch.setattr(executor_module, "build_models", lambda *a, **k: builds.append(a) or real_build(*a, **k))
 
-    explode = submit_job(store, "explode", "tiny-vqgan-untrained", **TINY)
-    oom = submit_job(store, "oom", "tiny-vqgan-untrained", **TINY)
+    # Different cutouts: each failing job runs in a batch of its own.
+    explode = submit_job(store, "explode", "tiny-vqgan-untrained", iterations=2, cutn=3)
+    oom = submit_job(store, "oom", "tiny-vqgan-untrained", iterations=2, cutn=5)
     missing = submit_job(store, "needs weights", "vqgan_imagenet_f16_16384", iterations=2)
     ok = [submit_job(store, f"fine {i}", "tiny-vqgan-untrained", **TINY) for i in range(2)]
     ex = Executor(ExecutorConfig(db=store_url, once=True))
@@ -178,13 +180,54 @@ def test_failing_jobs_get_their_reason_and_the_executor_goes_on(store, store_url
 
     assert store.get(explode).status == "failed"
     assert store.get(explode).error == ("internal error (RuntimeError: boom); the operator's log has details")
-    assert store.get(oom).status == "failed" and store.get(oom).error.startswith("out of device memory")
+    assert store.get(oom).status == "failed"
+    assert store.get(oom).error == "out of CPU memory at 64x64 with 5 cutouts: lower the size or the cutouts"
     error = store.get(missing).error
     assert store.get(missing).status == "failed" and "\n" not in error
     assert "python -m t2i download vqgan_imagenet_f16_16384" in error
     assert all(store.get(j).status == "done" for j in ok)
-    # The tiny preset was built once and reused (the OOM cleared the cache once).
+    assert ex.done == 5
+    # The tiny preset was built once and reused, then once more after the OOM cleared the cache.
     assert len([b for b in builds if b[0].name == "tiny-vqgan-untrained"]) == 2
+
+
+def test_compatible_jobs_run_as_one_batch_with_per_job_cancel_and_fencing(store, store_url):
+    jobs = [submit_job(store, f"batched {i}", "tiny-vqgan-untrained", iterations=8, cutn=2, save_every=2, seed=i)
+            for i in range(4)]
+    other = submit_job(store, "another size", "tiny-vqgan-untrained", iterations=2, cutn=2, width=128)
+    ex = Executor(ExecutorConfig(db=store_url, once=True, batch="3"))
+    sizes, thief = [], {}
+    real_step = executor_module.BatchRun.step
+
+    def watching_step(batch):
+        sizes.append(sorted(batch.slots))
+        steps = real_step(batch)
+        if jobs[0] in batch.slots and batch.slots[jobs[0]].step == 3:
+            store.cancel(jobs[0])  # cancelled mid-batch: only that job stops
+        if jobs[1] in batch.slots and batch.slots[jobs[1]].step == 3 and not thief:
+            # jobs[1]'s lease is taken over (as after a sweep): the executor must stop writing to it.
+            with store.transaction():
+                store._execute("UPDATE jobs SET worker_id = 'thief', attempts = attempts + 1 WHERE id = ?",
+                               (jobs[1],))
+            thief["lease"] = True
+        return steps
+
+    executor_module.BatchRun.step = watching_step
+    try:
+        assert ex.run() == 0
+    finally:
+        executor_module.BatchRun.step = real_step
+        ex.close()
+
+    assert max(len(s) for s in sizes) == 3 and all(other not in s for s in sizes if len(s) > 1)
+    assert any(jobs[3] in s for s in sizes)  # the fourth joined when a place came free
+    assert store.get(jobs[0]).status == "cancelled" and store.result(jobs[0]) is None
+    stolen = store.get(jobs[1])
+    assert stolen.status == "running" and stolen.worker_id == "thief" and store.result(jobs[1]) is None
+    assert store.get(jobs[2]).status == "done" and store.get(jobs[3]).status == "done"
+    assert store.get(other).status == "done"
+    for j in (jobs[2], jobs[3]):  # per-job results, seeds and frames as if alone
+        assert store.result(j).seed == store.get(j).spec["seed"] and store.frames(j) == []
 
 
 def test_submit_from_the_shell_rejects_bad_input_and_inserts_nothing(store, store_url, env):

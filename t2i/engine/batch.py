@@ -41,11 +41,6 @@ class Slot:
         return self.step >= self.spec.iterations
 
 
-def batch_key(spec: JobSpec) -> tuple:
-    """Jobs with equal keys can share a batch (their latents and cutouts have the same shapes)."""
-    return (spec.preset, spec.width, spec.height, spec.cutn)
-
-
 class BatchRun:
     def __init__(self, models: Models, precision: str = "fp32"):
         if precision not in PRECISIONS:
@@ -53,21 +48,21 @@ class BatchRun:
         self.models = models
         self.precision = precision
         self.slots: dict[object, Slot] = {}
-        self.key: tuple | None = None
+        self.key: str | None = None
         self.cut_cfgs: list[CutoutConfig] = []
 
     def __len__(self) -> int:
         return len(self.slots)
 
     def accepts(self, spec: JobSpec) -> bool:
-        return self.key is None or batch_key(spec) == self.key
+        return self.key is None or spec.batch_key == self.key
 
     def add(self, name, spec: JobSpec) -> Slot:
         """Start a job (its latent from its own seed); it takes part from the next step on."""
         from .loop import make_targets
 
         if not self.accepts(spec):
-            raise ValueError(f"job {name} does not fit this batch ({batch_key(spec)} vs {self.key})")
+            raise ValueError(f"job {name} does not fit this batch ({spec.batch_key} vs {self.key})")
         models, device = self.models, self.models.device
         seed = spec.seed if spec.seed is not None else secrets.randbelow(MAX_SEED + 1)
         gen = torch.Generator(device=device).manual_seed(seed)
@@ -77,7 +72,7 @@ class BatchRun:
             latent = models.generator.init_latent(width, height, gen, init)
         slot = Slot(spec, seed, gen, latent, make_targets(models, spec), torch.optim.Adam(latent, lr=spec.lr))
         if self.key is None:
-            self.key = batch_key(spec)
+            self.key = spec.batch_key
             self.cut_cfgs = [CutoutConfig(cut_size=p.input_size, cutn=spec.cutn, **models.preset.cutouts)
                              for p in models.perceptors]
         self.slots[name] = slot

@@ -56,6 +56,12 @@ class Job:
     def lease(self) -> Lease:
         return Lease(self.id, self.worker_id, self.attempts)
 
+    @property
+    def batch_key(self) -> str:
+        from .sql import batch_key
+
+        return batch_key(self.spec)
+
 
 @dataclass
 class Result:
@@ -99,10 +105,10 @@ class JobStore(Protocol):
         """Number of jobs per status (every status present, zeros included)."""
 
     # --- the lifecycle ----------------------------------------------------------------------
-    def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
-        """Atomically take the highest-priority, oldest queued job: status running, attempts + 1,
-        lease until now + lease_seconds. None when nothing is queued. Never gives one job to two
-        workers."""
+    def claim(self, worker_id: str, lease_seconds: float, batch_key: str | None = None) -> Job | None:
+        """Atomically take the highest-priority, oldest queued job (with this batch_key, when given:
+        one that fits a running batch): status running, attempts + 1, lease until now +
+        lease_seconds. None when nothing (matching) is queued. Never gives one job to two workers."""
 
     def heartbeat(self, lease: Lease, lease_seconds: float) -> Beat:
         """Extend the lease to now + lease_seconds. alive=False when the lease was lost (swept,

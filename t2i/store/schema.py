@@ -83,6 +83,11 @@ _VERSIONS = [
     CREATE INDEX jobs_status_created ON jobs (status, created_at);
     CREATE INDEX jobs_status_id ON jobs (status, id);
     """,
+    # version 3: executors batch compatible jobs (same preset, size and cutouts) and claim by this key
+    """
+    ALTER TABLE jobs ADD COLUMN batch_key TEXT NOT NULL DEFAULT '';
+    CREATE INDEX jobs_batch ON jobs (status, batch_key, priority DESC, id);
+    """,
 ]
 
 _TYPES = {

@@ -10,6 +10,7 @@ import json
 import time
 from contextlib import contextmanager
 
+from ..spec import batch_key as spec_batch_key
 from .base import FINISHED, STATUSES, Beat, Job, Lease, Result
 
 JOB_COLUMNS = ("id, spec, prompt, preset, status, priority, attempts, max_attempts, worker_id, lease_expires_at, "
@@ -24,6 +25,10 @@ def _job(row) -> Job:
     j.spec = json.loads(j.spec)
     j.cancel_requested = bool(j.cancel_requested)
     return j
+
+
+def batch_key(spec: dict) -> str:
+    return spec_batch_key(spec["preset"], spec["width"], spec["height"], spec["cutn"])
 
 
 def _fence(lease: Lease) -> tuple:
@@ -61,9 +66,9 @@ class SQLStore:
                retry_of: int | None = None) -> int:
         row = self._one(
             "INSERT INTO jobs (spec, prompt, preset, status, priority, max_attempts, total, submitter, retry_of, "
-            "created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, {now}) RETURNING id",
+            "batch_key, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, {now}) RETURNING id",
             (json.dumps(spec), spec["prompt"], spec["preset"], priority, max_attempts, spec["iterations"],
-             submitter, retry_of))
+             submitter, retry_of, batch_key(spec)))
         self._notify()
         return int(row[0])
 
@@ -105,13 +110,14 @@ class SQLStore:
         return {s: int(found.get(s, 0)) for s in STATUSES}
 
     # --- the lifecycle ----------------------------------------------------------------------
-    def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
+    def claim(self, worker_id: str, lease_seconds: float, batch_key: str | None = None) -> Job | None:
+        match, params = ("AND batch_key = ? ", (batch_key,)) if batch_key is not None else ("", ())
         row = self._one(
             "UPDATE jobs SET status = 'running', worker_id = ?, attempts = attempts + 1, step = 0, loss = NULL, "
             "lease_expires_at = {now} + ?, heartbeat_at = {now}, started_at = {now} "
-            "WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority DESC, id LIMIT 1"
+            f"WHERE id = (SELECT id FROM jobs WHERE status = 'queued' {match}ORDER BY priority DESC, id LIMIT 1"
             f"{self.CLAIM_LOCK}) AND status = 'queued' RETURNING {JOB_COLUMNS}",
-            (worker_id, lease_seconds))
+            (worker_id, lease_seconds, *params))
         return _job(row) if row else None
 
     def heartbeat(self, lease: Lease, lease_seconds: float) -> Beat:
