@@ -1,7 +1,10 @@
-"""`python -m t2i bench`: steps/s and peak memory of the engine loop on a preset's real architecture.
+"""`python -m t2i bench`: speed and memory of the engine loop on a preset's real architecture.
 
 Weights are random (built from the preset's architecture file), so no download is needed; the speed
-and memory of a step do not depend on the weights' values. Not a test: figures go to BENCHMARKS.md.
+and memory of a step do not depend on the weights' values. Reports job-steps/s for batches of B jobs
+(--batch 1,2,4,...), the FLOPs of one job-step as torch counts them (so achieved FLOP/s can be set
+against the device's peak), and with --reference the common per-cutout loop on the same models,
+as a ratio. Not a test: figures go to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import time
 
 import torch
 
-from .engine import build_models, run
+from .engine import build_models
+from .engine.batch import BatchRun
 from .presets import get_preset
 from .spec import make_spec
 
@@ -26,31 +30,87 @@ def _peak_memory(device: torch.device) -> str:
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB RSS (whole process)"
 
 
-def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cutn=None) -> list[str]:
+def _synced_clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _specs(preset, batch: int, iterations: int, size, cutn) -> list:
+    width, height = size or (None, None)
+    return [make_spec(f"a painting of a lighthouse in a storm, take {i}", preset.name, width=width, height=height,
+                      cutn=cutn, iterations=iterations, save_every=iterations, seed=i, defaults=preset.defaults)
+            for i in range(batch)]
+
+
+def _flops_per_job_step(models, spec, precision: str) -> float:
+    """Matmul/conv FLOPs of one optimisation step of one job, forward and backward, as counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = BatchRun(models, precision)
+    batch.add(0, spec)
+    with FlopCounterMode(display=False) as counter:
+        batch.step()
+    return float(counter.get_total_flops())
+
+
+def _bench_batch(models, preset, batch_size: int, steps: int, size, cutn, precision: str):
+    """Job-steps/s of `batch_size` jobs optimised together, and the peak memory."""
+    device = models.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    batch = BatchRun(models, precision)
+    for i, spec in enumerate(_specs(preset, batch_size, steps + WARMUP_STEPS, size, cutn)):
+        batch.add(i, spec)
+    for _ in range(WARMUP_STEPS):
+        batch.step()
+    start = _synced_clock(device)
+    for _ in range(steps):
+        batch.step()
+    seconds = _synced_clock(device) - start
+    return batch_size * steps / seconds, seconds / steps, _peak_memory(device)
+
+
+def _bench_reference(models, spec, steps: int):
+    from .bench_reference import reference_steps
+
+    device = models.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    marks = []
+    reference_steps(models, spec.width, spec.height, spec.cutn, steps + WARMUP_STEPS,
+                    lambda: marks.append(_synced_clock(device)))
+    seconds = marks[-1] - marks[WARMUP_STEPS - 1]
+    return steps / seconds, _peak_memory(device)
+
+
+def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cutn=None, precision: str = "fp32",
+          batches=(1,), reference: bool = False) -> list[str]:
     preset = get_preset(preset_name)
     models = build_models(preset, device=device, random_weights=True)
-    width, height = size or (None, None)
-    spec = make_spec("a painting of a lighthouse in a storm", preset.name, width=width, height=height,
-                     cutn=cutn, iterations=steps + WARMUP_STEPS, save_every=steps + WARMUP_STEPS, seed=0,
-                     defaults=preset.defaults)
-    if models.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(models.device)
-    marks = {}
-
-    def on_step(step):
-        if models.device.type == "cuda":
-            torch.cuda.synchronize(models.device)
-        marks[step.step] = time.perf_counter()
-
-    result = run(spec, models, on_step)
-    seconds = marks[spec.iterations] - marks[WARMUP_STEPS]
-    rate = steps / seconds
+    spec = _specs(preset, 1, steps + WARMUP_STEPS, size, cutn)[0]
+    width, height = models.generator.fit_size(spec.width, spec.height)
+    flops = _flops_per_job_step(models, spec, precision)
     where = torch.cuda.get_device_name(models.device) if models.device.type == "cuda" else \
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    return [
+    lines = [
         f"preset {preset.name} ({preset.models_label}), random weights of the real architecture",
-        f"device {models.device} ({where}), torch {torch.__version__}",
-        f"{result.width}x{result.height}, {spec.cutn} cutouts, {steps} timed steps after {WARMUP_STEPS} warm-up",
-        f"{rate:.3f} steps/s ({seconds / steps * 1000:.1f} ms/step)",
-        f"peak memory {_peak_memory(models.device)}",
+        f"device {models.device} ({where}), torch {torch.__version__}, {precision}",
+        f"{width}x{height}, {spec.cutn} cutouts, {steps} timed steps after {WARMUP_STEPS} warm-up; "
+        f"{flops / 1e9:.2f} GFLOP per job-step (forward + backward, counted)",
+        "",
+        "| jobs in batch | job-steps/s | ms per batch step | achieved GFLOP/s | peak memory |",
+        "| --- | --- | --- | --- | --- |",
     ]
+    rates = {}
+    for b in batches:
+        rate, step_seconds, peak = _bench_batch(models, preset, b, steps, size, cutn, precision)
+        rates[b] = rate
+        lines.append(f"| {b} | {rate:.3f} | {step_seconds * 1000:.1f} | {rate * flops / 1e9:.1f} | {peak} |")
+    if reference:
+        ref_rate, ref_peak = _bench_reference(models, spec, steps)
+        lines += ["", f"reference loop (per-cutout Python loop + kornia, fp32, one job): {ref_rate:.3f} steps/s, "
+                      f"peak memory {ref_peak}"]
+        for b, rate in rates.items():
+            lines.append(f"ratio to the reference, {b} job(s) in batch: {rate / ref_rate:.2f}x job-steps/s")
+    return lines

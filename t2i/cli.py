@@ -182,7 +182,14 @@ def cmd_download(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import bench
 
-    for line in bench(args.preset, device=resolve_device(args.device), steps=args.steps, size=args.size, cutn=args.cutn):
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        raise T2IError(f"--batch {args.batch}: use numbers separated by commas, e.g. 1,2,4") from None
+    device = resolve_device(args.device)
+    precision = args.precision if args.precision != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
+    for line in bench(args.preset, device=device, steps=args.steps, size=args.size, cutn=args.cutn,
+                      precision=precision, batches=batches, reference=args.reference):
         print(line)
     return 0
 
@@ -253,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=10)
     b.add_argument("--size", type=int, nargs=2, metavar=("W", "H"))
     b.add_argument("--cutn", type=int)
+    b.add_argument("--batch", default="1", help="jobs optimised together; several: 1,2,4,8")
+    b.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32")
+    b.add_argument("--reference", action="store_true",
+                   help="also run the common per-cutout loop with kornia (pip install -r requirements-bench.txt)")
     b.set_defaults(func=cmd_bench)
     return parser
 

@@ -1,0 +1,72 @@
+"""The reference loop for `bench --reference`: the common way VQGAN+CLIP loops are written.
+
+One job, fp32, no compile; cutouts made by a Python loop, one crop and one resample per cutout, then
+kornia's augmentations on the stack (flip, affine, perspective, colour jitter) and noise. It runs on
+the same models (same random weights) as our engine, so `bench` can report the ratio. kornia is
+needed only here: `pip install -r requirements-bench.txt`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .engine.prompts import Target, guidance_loss
+from .engine.vqgan import clamp_with_grad, vector_quantize
+
+
+class ReferenceCutouts(torch.nn.Module):
+    def __init__(self, cut_size: int, cutn: int, cut_pow: float = 1.0, noise_fac: float = 0.1):
+        super().__init__()
+        try:
+            import kornia.augmentation as K
+        except ImportError as e:  # an optional benchmark dependency
+            raise RuntimeError("bench --reference needs kornia: pip install -r requirements-bench.txt") from e
+        self.cut_size, self.cutn, self.cut_pow, self.noise_fac = cut_size, cutn, cut_pow, noise_fac
+        self.augs = torch.nn.Sequential(
+            K.RandomHorizontalFlip(p=0.5),
+            K.RandomAffine(degrees=15, translate=0.1, p=0.7, padding_mode="border"),
+            K.RandomPerspective(0.7, p=0.7),
+            K.ColorJitter(hue=0.1, saturation=0.1, p=0.7),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        side_y, side_x = image.shape[2:4]
+        max_size, min_size = min(side_x, side_y), min(side_x, side_y, self.cut_size)
+        cutouts = []
+        for _ in range(self.cutn):  # the per-cutout loop our engine replaces with one grid_sample
+            size = int(torch.rand([]) ** self.cut_pow * (max_size - min_size) + min_size)
+            x = torch.randint(0, side_x - size + 1, ())
+            y = torch.randint(0, side_y - size + 1, ())
+            cutout = image[:, :, y:y + size, x:x + size]
+            cutouts.append(F.adaptive_avg_pool2d(cutout, self.cut_size))
+        batch = self.augs(torch.cat(cutouts))
+        facs = batch.new_empty([self.cutn, 1, 1, 1]).uniform_(0, self.noise_fac)
+        return batch + facs * torch.randn_like(batch)
+
+
+def reference_steps(models, width: int, height: int, cutn: int, steps: int, on_step) -> None:
+    """`steps` optimisation steps of one VQGAN job the reference way (on_step() after each)."""
+    generator = models.generator
+    if generator.kind != "vqgan":
+        raise ValueError("the reference loop is the VQGAN one; use a VQGAN preset")
+    vq, perceptor = generator.model, models.perceptors[0]
+    codebook = vq.codebook
+    w, h = generator.fit_size(width, height)
+    idx = torch.randint(codebook.shape[0], (h // generator.factor * (w // generator.factor),),
+                        device=codebook.device)
+    z = codebook[idx].view(1, h // generator.factor, w // generator.factor, -1).permute(0, 3, 1, 2)
+    z = z.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=0.1)
+    cutouts = ReferenceCutouts(perceptor.input_size, cutn)
+    target = Target(perceptor.encode_text(["a painting of a lighthouse in a storm"]))
+    for _ in range(steps):
+        z_q = vector_quantize(z.movedim(1, 3), codebook).movedim(3, 1)
+        image = clamp_with_grad(vq.decode(z_q).add(1).div(2), 0, 1)
+        loss = guidance_loss(perceptor.encode_image(cutouts(image)), [target])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            z.copy_(z.maximum(generator.z_min).minimum(generator.z_max))
+        on_step()

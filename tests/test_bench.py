@@ -1,0 +1,32 @@
+"""`bench` runs (no timings asserted: figures belong in BENCHMARKS.md, not in tests)."""
+
+import re
+
+import pytest
+
+from t2i.bench import bench
+from t2i.bench_reference import ReferenceCutouts
+
+
+def test_bench_reports_batches_flops_and_the_reference_ratio():
+    lines = bench("tiny-vqgan-untrained", device="cpu", steps=2, batches=(1, 2), reference=True)
+    text = "\n".join(lines)
+    flops = float(re.search(r"([\d.]+) GFLOP per job-step", text).group(1))
+    assert flops > 0
+    rows = [line for line in lines if re.match(r"\| \d+ \|", line)]
+    assert [row.split("|")[1].strip() for row in rows] == ["1", "2"]
+    assert all(float(row.split("|")[2]) > 0 for row in rows)
+    assert re.search(r"reference loop .*: [\d.]+ steps/s", text)
+    assert len(re.findall(r"ratio to the reference, \d job\(s\) in batch: [\d.]+x", text)) == 2
+
+
+def test_reference_cutouts_loop_shapes():
+    import torch
+
+    cuts = ReferenceCutouts(32, 6)(torch.rand(1, 3, 64, 80))
+    assert cuts.shape == (6, 3, 32, 32) and torch.isfinite(cuts).all()
+
+
+def test_reference_needs_a_vqgan_preset():
+    with pytest.raises(ValueError, match="use a VQGAN preset"):
+        bench("tiny-biggan-untrained", device="cpu", steps=1, reference=True)
