@@ -85,7 +85,7 @@ def _bench_reference(models, spec, steps: int):
 
 
 def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cutn=None, precision: str = "fp32",
-          batches=(1,), reference: bool = False) -> list[str]:
+          batches=(1,), reference: bool = False, plot: str | None = None) -> list[str]:
     preset = get_preset(preset_name)
     models = build_models(preset, device=device, random_weights=True)
     spec = _specs(preset, 1, steps + WARMUP_STEPS, size, cutn)[0]
@@ -107,6 +107,12 @@ def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cut
         rate, step_seconds, peak = _bench_batch(models, preset, b, steps, size, cutn, precision)
         rates[b] = rate
         lines.append(f"| {b} | {rate:.3f} | {step_seconds * 1000:.1f} | {rate * flops / 1e9:.1f} | {peak} |")
+    if plot and len(rates) > 1:
+        from .plot import scaling_plot
+
+        scaling_plot(sorted(rates.items()), f"{preset.name}, {width}x{height}, {spec.cutn} cutouts, "
+                                            f"{precision}, {models.device}").save(plot)
+        lines.append(f"plot written to {plot}")
     if reference:
         ref_rate, ref_peak = _bench_reference(models, spec, steps)
         lines += ["", f"reference loop (per-cutout Python loop + kornia, fp32, one job): {ref_rate:.3f} steps/s, "

@@ -189,7 +189,7 @@ def cmd_bench(args) -> int:
     device = resolve_device(args.device)
     precision = args.precision if args.precision != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
     for line in bench(args.preset, device=device, steps=args.steps, size=args.size, cutn=args.cutn,
-                      precision=precision, batches=batches, reference=args.reference):
+                      precision=precision, batches=batches, reference=args.reference, plot=args.plot):
         print(line)
     return 0
 
@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cutn", type=int)
     b.add_argument("--batch", default="1", help="jobs optimised together; several: 1,2,4,8")
     b.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32")
+    b.add_argument("--plot", help="write a PNG of job-steps/s against batch size here")
     b.add_argument("--reference", action="store_true",
                    help="also run the common per-cutout loop with kornia (pip install -r requirements-bench.txt)")
     b.set_defaults(func=cmd_bench)

@@ -8,8 +8,12 @@ from t2i.bench import bench
 from t2i.bench_reference import ReferenceCutouts
 
 
-def test_bench_reports_batches_flops_and_the_reference_ratio():
-    lines = bench("tiny-vqgan-untrained", device="cpu", steps=2, batches=(1, 2), reference=True)
+def test_bench_reports_batches_flops_and_the_reference_ratio(tmp_path):
+    from PIL import Image
+
+    lines = bench("tiny-vqgan-untrained", device="cpu", steps=2, batches=(1, 2), reference=True,
+                  plot=str(tmp_path / "scaling.png"))
+    assert Image.open(tmp_path / "scaling.png").size == (640, 400)
     text = "\n".join(lines)
     flops = float(re.search(r"([\d.]+) GFLOP per job-step", text).group(1))
     assert flops > 0

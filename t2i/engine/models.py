@@ -61,4 +61,14 @@ def build_models(preset: Preset, device="cpu", random_weights: bool = False) -> 
                                      device=device, download_hint=W.download_command(preset.name))
                       for ref in preset.perceptors]
     device = torch.device(device)
+    if device.type == "cuda":
+        _tune_for_gpu(generator)
     return Models(preset, generator.to(device), perceptors, device)
+
+
+def _tune_for_gpu(generator) -> None:
+    """TF32 for the fp32 matmuls and convolutions that remain under bf16 autocast, and channels_last
+    for the convolutional generators (the layout tensor cores prefer)."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    generator.to(memory_format=torch.channels_last)
