@@ -58,6 +58,12 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def default_preset() -> str:
+    from .weights import default_preset as first_ready
+
+    return first_ready()
+
+
 def cmd_generate(args) -> int:
     from tqdm import tqdm
 
@@ -66,7 +72,7 @@ def cmd_generate(args) -> int:
     from .presets import get_preset
     from .spec import make_spec
 
-    preset = get_preset(args.preset)
+    preset = get_preset(args.preset or default_preset())
     spec = make_spec(args.prompt, preset.name, defaults=preset.defaults, **_spec_fields(args))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -100,7 +106,8 @@ def cmd_submit(args) -> int:
     from .store import open_store
 
     store = open_store(args.db)
-    job_id = submit_job(store, args.prompt, args.preset, priority=args.priority, submitter=args.submitter,
+    job_id = submit_job(store, args.prompt, args.preset or default_preset(), priority=args.priority,
+                        submitter=args.submitter,
                         **_spec_fields(args))
     print(f"job {job_id} queued at position {store.queue_position(job_id)}")
     return 0
@@ -158,6 +165,43 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_train_demo(args) -> int:
+    import torch
+
+    from .engine import build_models
+    from .paths import BUILTIN_DIR
+    from .presets import get_preset
+    from .train import clip as clip_training
+    from .train import vqgan as vqgan_training
+
+    out = BUILTIN_DIR / "shapes"
+    out.mkdir(parents=True, exist_ok=True)
+    clip, clip_losses = clip_training.train(steps=args.clip_steps, seed=args.seed, progress=not args.quiet)
+    print(f"shapes CLIP: loss {clip_losses[0]:.3f} -> {clip_losses[-1]:.3f}, held-out retrieval "
+          f"{clip_training.retrieval_accuracy(clip):.0%}")
+    vq, vq_losses = vqgan_training.train(steps=args.vqgan_steps, seed=args.seed, progress=not args.quiet)
+    print(f"shapes VQGAN: reconstruction L1 {vq_losses[0]:.3f} -> {vqgan_training.reconstruction_l1(vq):.3f}")
+    # Written last, each through a temporary name: an interrupted run leaves the old files intact.
+    tmp_clip, tmp_ckpt = out / ".shapes-clip.pt.tmp", out / ".shapes-vqgan.ckpt.tmp"
+    torch.save(clip.state_dict(), tmp_clip)
+    vqgan_training.save(vq, out / "shapes-vqgan.yaml", tmp_ckpt)
+    os.replace(tmp_clip, out / "shapes-clip.pt")
+    os.replace(tmp_ckpt, out / "shapes-vqgan.ckpt")
+    build_models(get_preset("shapes"))  # proves the files load through the real loaders
+    print(f"wrote {out}/shapes-clip.pt, shapes-vqgan.yaml, shapes-vqgan.ckpt (loaded back: ok)")
+    return 0
+
+
+def cmd_shapesbench(args) -> int:
+    from .shapesbench import report, shapesbench
+
+    result = shapesbench(args.preset, n=args.n, device=resolve_device(args.device), seed=args.seed,
+                         iterations=args.iterations, progress=not args.quiet)
+    for line in report(result):
+        print(line)
+    return 0
+
+
 def cmd_presets(args) -> int:
     from .presets import all_presets
     from .weights import missing_files
@@ -203,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def spec_options(sp):
         sp.add_argument("prompt", help="text[:weight[:stop]] parts separated by '|', e.g. 'a red fox|blurry:-0.5'")
-        sp.add_argument("--preset", default=DEFAULT_PRESET)
+        sp.add_argument("--preset", help="default: the first ready preset (see `presets`)")
         sp.add_argument("--size", nargs=2, metavar=("W", "H"), help="default from the preset (300 300)")
         sp.add_argument("--iterations", help="optimisation steps")
         sp.add_argument("--cutn", help="cutouts per step")
@@ -253,6 +297,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("names", nargs="+", metavar="NAME", help="a preset or a weights entry (configs/weights.yaml)")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_download)
+
+    t = sub.add_parser("train-demo", help="train the built-in shapes CLIP and VQGAN (CPU, minutes)")
+    t.add_argument("--clip-steps", type=int, default=1500)
+    t.add_argument("--vqgan-steps", type=int, default=400)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train_demo)
+
+    sb = sub.add_parser("shapesbench", help="quality benchmark on held-out shapes captions")
+    sb.add_argument("--preset", default="shapes")
+    sb.add_argument("--n", type=int, default=100)
+    sb.add_argument("--iterations", type=int, help="default: the preset's")
+    sb.add_argument("--seed", type=int, default=0)
+    sb.add_argument("--device")
+    sb.add_argument("--quiet", action="store_true")
+    sb.set_defaults(func=cmd_shapesbench)
 
     b = sub.add_parser("bench", help="steps/s and peak memory with random weights of a preset's architecture")
     b.add_argument("--preset", default=DEFAULT_PRESET)

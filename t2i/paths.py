@@ -8,6 +8,15 @@ CONFIG_DIR = ROOT / "configs"
 MODEL_CONFIG_DIR = CONFIG_DIR / "models"
 
 
+BUILTIN_DIR = ROOT / "checkpoints"  # weights trained here and committed (checkpoints/shapes/)
+BUILTIN_PREFIX = "builtin:"
+
+
+def resolve_weights_file(name: str) -> str:
+    """"builtin:shapes/x.pt" -> a path under the repository's checkpoints/; anything else as given."""
+    return str(BUILTIN_DIR / name[len(BUILTIN_PREFIX):]) if name.startswith(BUILTIN_PREFIX) else name
+
+
 def checkpoints_dir() -> Path:
     return Path(os.environ.get("T2I_CHECKPOINTS") or ROOT / "checkpoints")
 

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from . import download as dl
 from .errors import PresetError, WeightsMissing
-from .paths import checkpoints_dir, clip_cache_dir, weights_registry
+from .paths import BUILTIN_DIR, checkpoints_dir, clip_cache_dir, resolve_weights_file, weights_registry
 from .presets import Preset, all_presets
 
 
@@ -23,19 +23,25 @@ class WeightsEntry:
     name: str
     kind: str                      # taming | biggan
     files: dict[str, list[str]]    # path under checkpoints/ -> mirror URLs
+    builtin: bool = False          # committed in the repository, made by `train-demo`
+
+    @property
+    def base(self) -> Path:
+        return BUILTIN_DIR if self.builtin else checkpoints_dir()
 
     def path(self, suffix: str) -> Path:
         """The file with this suffix (".yaml", ".ckpt", "config.json", ...)."""
-        return checkpoints_dir() / next(f for f in self.files if f.endswith(suffix))
+        return self.base / next(f for f in self.files if f.endswith(suffix))
 
     @property
     def directory(self) -> Path:
-        return (checkpoints_dir() / next(iter(self.files))).parent
+        return (self.base / next(iter(self.files))).parent
 
 
 def registry(path: Path | None = None) -> dict[str, WeightsEntry]:
     raw = OmegaConf.to_container(OmegaConf.load(path or weights_registry()), resolve=True)
-    return {name: WeightsEntry(name, e["kind"], {f: list(u) for f, u in e["files"].items()}) for name, e in raw.items()}
+    return {name: WeightsEntry(name, e["kind"], {f: list(u) for f, u in e["files"].items()}, bool(e.get("builtin")))
+            for name, e in raw.items()}
 
 
 def entry(name: str) -> WeightsEntry:
@@ -46,6 +52,12 @@ def entry(name: str) -> WeightsEntry:
 
 
 def download_command(preset_name: str) -> str:
+    try:
+        preset = all_presets().get(preset_name)
+        if preset is not None and not preset.untrained and entry(preset.weights).builtin:
+            return "python -m t2i train-demo"
+    except PresetError:
+        pass
     return f"python -m t2i download {preset_name}"
 
 
@@ -55,10 +67,10 @@ def missing_files(preset: Preset) -> list[str]:
 
     if preset.untrained:
         return []
-    missing = [str(checkpoints_dir() / f) for f in entry(preset.weights).files
-               if not (checkpoints_dir() / f).is_file()]
+    e = entry(preset.weights)
+    missing = [str(e.base / f) for f in e.files if not (e.base / f).is_file()]
     for ref in preset.perceptors:
-        if cached_weights(ref.model, ref.pretrained, clip_cache_dir()) is None:
+        if cached_weights(ref.model, resolve_weights_file(ref.pretrained), clip_cache_dir()) is None:
             missing.append(f"CLIP {ref.label} (in {clip_cache_dir()})")
     return missing
 
@@ -84,6 +96,8 @@ def download(name: str, progress: bool = True, verify: bool = True) -> list[str]
         preset = presets[name]
         if preset.untrained:
             return [f"{name}: untrained preset, nothing to download"]
+        if entry(preset.weights).builtin:
+            return [f"{name}: built in (checkpoints/shapes/); `python -m t2i train-demo` makes it again"]
         fetched = fetch_entry(entry(preset.weights), progress)
         for ref in preset.perceptors:
             fetched.append(download_weights(ref.model, ref.pretrained, clip_cache_dir()))
@@ -100,7 +114,16 @@ def download(name: str, progress: bool = True, verify: bool = True) -> list[str]
 
 
 def ready_presets() -> list[str]:
-    """Presets that can run now: trained ones whose files are present first, then untrained ones."""
+    """Presets that can run now, best first: the default when its weights are present, other
+    downloaded ones, the built-in shapes set, then the untrained ones."""
+    from .presets import DEFAULT_PRESET
+
     presets = all_presets()
     trained = [n for n, p in presets.items() if not p.untrained and not missing_files(p)]
+    trained.sort(key=lambda n: (n != DEFAULT_PRESET, entry(presets[n].weights).builtin, n))
     return trained + [n for n, p in presets.items() if p.untrained]
+
+
+def default_preset() -> str:
+    """The preset to use when none is named: the first ready one."""
+    return ready_presets()[0]

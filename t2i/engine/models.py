@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import weights as W
-from ..paths import MODEL_CONFIG_DIR, clip_cache_dir
+from ..paths import MODEL_CONFIG_DIR, clip_cache_dir, resolve_weights_file
 from ..presets import Preset
 from .biggan import BigGANGenerator, build_biggan, load_biggan
 from .perceptor import Perceptor, load_perceptor, register_model_configs
@@ -57,7 +57,8 @@ def build_models(preset: Preset, device="cpu", random_weights: bool = False) -> 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_SEED)
         generator = _generator(preset, random_weights)
-        perceptors = [load_perceptor(ref.model, None if random_weights else ref.pretrained, clip_cache_dir(),
+        perceptors = [load_perceptor(ref.model, None if random_weights else resolve_weights_file(ref.pretrained),
+                                     clip_cache_dir(),
                                      device=device, download_hint=W.download_command(preset.name))
                       for ref in preset.perceptors]
     device = torch.device(device)

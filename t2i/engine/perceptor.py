@@ -33,6 +33,8 @@ def cached_weights(model_name: str, pretrained: str, cache_dir: Path) -> Path | 
     """The local file open_clip would load for (model, tag), or None when it is not downloaded."""
     if os.path.isfile(pretrained):
         return Path(pretrained)
+    if os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
+        return None  # a file that is not there (yet)
     cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     if not cfg:
         raise ValueError(f"open_clip has no pretrained tag {pretrained!r} for {model_name}; "
@@ -113,7 +115,8 @@ def load_perceptor(model_name: str, pretrained: str | None, cache_dir: Path, dev
     if pretrained is not None:
         path = cached_weights(model_name, pretrained, cache_dir)
         if path is None:
-            raise WeightsMissing(f"CLIP weights {model_name}/{pretrained} are not in {cache_dir}"
+            where = pretrained if os.sep in pretrained else f"{model_name}/{pretrained} in {cache_dir}"
+            raise WeightsMissing(f"CLIP weights {where} are missing"
                                  + (f": run `{download_hint}`" if download_hint else ""))
         cfg = open_clip.get_pretrained_cfg(model_name, pretrained) if not os.path.isfile(pretrained) else {}
         kwargs["force_quick_gelu"] = bool(cfg.get("quick_gelu", False))

@@ -1,0 +1,1 @@
+"""Procedural training / benchmark data: the captioned shapes world and its independent checker."""
