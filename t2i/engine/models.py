@@ -44,7 +44,7 @@ def _generator(preset: Preset, random_weights: bool):
     else:
         net = load_generator_weights(W.entry(preset.weights), hint=W.download_command(preset.name))
     if preset.generator_kind == "vqgan":
-        return VQGANGenerator(net)
+        return VQGANGenerator(net, **preset.generator_options)
     return BigGANGenerator(net, **preset.generator_options)
 
 

@@ -146,10 +146,13 @@ class VQGANGenerator(torch.nn.Module):
 
     kind = "vqgan"
 
-    def __init__(self, model: TamingVQ):
+    def __init__(self, model: TamingVQ, init_fill: list[int] | None = None):
         super().__init__()
         self.model = model
         self.factor = model.factor
+        # A preset may start from the encoding of a plain image of this colour instead of random
+        # codes: on a small decoder, random codes decode to texture the optimisation rarely leaves.
+        self.init_fill = tuple(init_fill) if init_fill else None
         codebook = model.codebook.detach()
         self.register_buffer("z_min", codebook.min(0).values[None, :, None, None], persistent=False)
         self.register_buffer("z_max", codebook.max(0).values[None, :, None, None], persistent=False)
@@ -161,6 +164,10 @@ class VQGANGenerator(torch.nn.Module):
 
     def init_latent(self, width: int, height: int, gen: torch.Generator, init_image=None) -> list[torch.Tensor]:
         codebook = self.model.codebook
+        if init_image is None and self.init_fill is not None:
+            from PIL import Image
+
+            init_image = Image.new("RGB", (width, height), self.init_fill)
         if init_image is not None:
             from torchvision.transforms import functional as TF
 

@@ -83,7 +83,7 @@ def sample(rng: random.Random, n: int, split: str = "train"):
     return images, texts, negatives
 
 
-def train(steps: int = 1500, batch_size: int = 128, lr: float = 1e-3, seed: int = 0, progress: bool = True,
+def train(steps: int = 1500, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True,
           model=None):
     """Returns the trained model and the loss of every step."""
     if model is None:
