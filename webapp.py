@@ -2,7 +2,10 @@
 
 import streamlit as st
 
+from t2i.web.common import visitor_id
+
 st.set_page_config(page_title="t2i", layout="wide")
+visitor_id()  # before any page: keeps ?v= in the URL whichever page the sidebar opens
 st.navigation([
     st.Page("t2i/web/generate.py", title="Generate", default=True),
     st.Page("t2i/web/gallery.py", title="Previous inferences"),

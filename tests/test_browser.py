@@ -2,6 +2,7 @@
 Playwright through Debian's Chromium (tests/setup_browser.sh installs it). Screenshots of every page go to
 test-artifacts/browser/ and to res/page-*.png (the README shows those)."""
 
+import csv
 import os
 import re
 import shutil
@@ -87,7 +88,7 @@ def service(tmp_path_factory):
     # Two finished images of the same prompt from different presets: the Vote page's pair.
     for seed, preset in enumerate(["tiny-vqgan-untrained", "tiny-gumbel-untrained"]):
         submit_job(store, SEED_PROMPT, preset, iterations=2, cutn=2, seed=seed)
-    seeder = Executor(ExecutorConfig(db=url, once=True, cache_size=2))
+    seeder = Executor(ExecutorConfig(db=url, worker_id="browser-test-seeder", once=True, cache_size=2))
     seeder.run()
     seeder.close()
     assert store.counts()["done"] == 2
@@ -122,11 +123,25 @@ def browser():
         b.close()
 
 
-def shot(page, name: str, res_name: str) -> None:
+def idle(page) -> None:
+    """Wait until the script run the last interaction started has finished (Streamlit marks the app)."""
+    expect(page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')).to_have_count(
+        1, timeout=TIMEOUT_MS)
+
+
+def shot(page, name: str, res_name: str | None = None) -> None:
+    """The whole page: Streamlit scrolls inside its main container, so the viewport grows to fit it first."""
+    idle(page)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
+    viewport = page.viewport_size
+    height = page.evaluate("""() => Math.max(...['stMain', 'stAppViewContainer'].map(id =>
+        document.querySelector(`[data-testid="${id}"]`)?.scrollHeight || 0))""")
+    page.set_viewport_size({"width": viewport["width"], "height": max(viewport["height"], height)})
     page.screenshot(path=str(path), full_page=True)
-    shutil.copyfile(path, RES / f"page-{res_name}.png")
+    page.set_viewport_size(viewport)
+    if res_name:
+        shutil.copyfile(path, RES / f"page-{res_name}.png")
 
 
 def no_exception(page) -> None:
@@ -136,11 +151,14 @@ def no_exception(page) -> None:
 def go_to(page, title: str) -> None:
     page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
     expect(page.get_by_role("heading", name=title, level=1)).to_be_visible(timeout=TIMEOUT_MS)
+    idle(page)
 
 
 def test_every_page_in_a_real_browser(service, browser):
     base, store, executor, exec_log = service
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    # Without the save-file picker (which needs a person) the grid's CSV export is a plain download.
+    page.add_init_script("delete window.showSaveFilePicker")
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
 
@@ -161,8 +179,12 @@ def test_every_page_in_a_real_browser(service, browser):
     job = store.jobs(submitter=VISITOR, limit=1)[0]
     assert (job.prompt, job.preset, job.total) == (PROMPT, "tiny-vqgan-untrained", 30)
     expect(page.get_by_role("heading", name=f"Job {job.id} (tiny-vqgan-untrained)")).to_be_visible()
+    # The view refreshes itself each second: waiting, then a progress bar, then the result.
+    progress = page.get_by_test_id("stProgress").or_(page.get_by_text("Waiting in the queue at position"))
+    download = page.get_by_role("button", name="Download GIF")
+    expect(progress.or_(download).first).to_be_visible(timeout=TIMEOUT_MS)
     try:
-        expect(page.get_by_role("button", name="Download GIF")).to_be_visible(timeout=JOB_TIMEOUT_MS)
+        expect(download).to_be_visible(timeout=JOB_TIMEOUT_MS)
     except AssertionError:
         raise AssertionError(f"job {job.id} is {store.get(job.id).status}; executor alive: "
                              f"{executor.poll() is None}; log:\n{exec_log.read_text()}") from None
@@ -170,6 +192,9 @@ def test_every_page_in_a_real_browser(service, browser):
     expect(page.get_by_role("button", name="Download PNG")).to_be_visible()
     expect(page.get_by_text("the optimisation")).to_be_visible()
     expect(page.get_by_test_id("stImage")).to_have_count(2)
+    # The finished status triggers a full rerun, which lists the job under the visitor's recent jobs.
+    expect(page.get_by_role("heading", name="Your recent jobs")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_role("button", name="Show")).to_have_count(1)
     no_exception(page)
     shot(page, "generate", "generate")
 
@@ -189,6 +214,8 @@ def test_every_page_in_a_real_browser(service, browser):
     expect(page.get_by_text("Left was:")).to_have_count(0)
     for label in ["Left is better", "Right is better", "About the same", "Both bad"]:
         expect(page.get_by_role("button", name=label)).to_be_visible()
+    no_exception(page)
+    shot(page, "vote", "vote")
     page.get_by_role("button", name="Left is better").click()
     expect(page.get_by_text("Recorded: left is better.")).to_be_visible(timeout=TIMEOUT_MS)
     left = page.get_by_text(re.compile(r"^Left was: tiny-(vqgan|gumbel)-untrained$"))
@@ -201,13 +228,21 @@ def test_every_page_in_a_real_browser(service, browser):
     records = store.vote_records()
     assert len(records) == 1
     no_exception(page)
-    shot(page, "vote", "vote")
+    shot(page, "vote-recorded")
+    winner = left.inner_text().split(": ")[1]
 
     # Leaderboard: the one vote ranks the two presets.
     go_to(page, "Leaderboard")
     expect(page.get_by_text(re.compile(r"^1 votes\."))).to_be_visible(timeout=TIMEOUT_MS)
     table = page.get_by_test_id("stDataFrame")
     expect(table).to_be_visible()
+    # The grid draws on a canvas, so its rows are read from its "Download as CSV" button.
+    table.hover()
+    with page.expect_download() as download_info:
+        table.get_by_role("button", name="Download as CSV").click()
+    rows = list(csv.DictReader(download_info.value.path().read_text(encoding="utf-8-sig").splitlines()))
+    assert [(r["rank"], r["preset"], r["votes"]) for r in rows] == [
+        ("1", winner, "1"), ("2", ({"tiny-vqgan-untrained", "tiny-gumbel-untrained"} - {winner}).pop(), "1")], rows
     no_exception(page)
     shot(page, "leaderboard", "leaderboard")
 
@@ -222,3 +257,19 @@ def test_every_page_in_a_real_browser(service, browser):
 
     assert not errors, errors
     page.close()
+
+
+def test_the_visitor_id_survives_sidebar_navigation(service, browser):
+    base = service[0]
+    visitor = "c" * 32
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{base}/?v={visitor}")
+    expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
+    idle(page)
+    try:
+        for name in ("Vote", "Queue", "Generate"):
+            go_to(page, name)
+            idle(page)
+            assert f"v={visitor}" in page.url, f"the visitor id was lost on {name}: {page.url}"
+    finally:
+        page.close()

@@ -21,10 +21,14 @@ def store():
 
 
 def visitor_id() -> str:
-    """A random id kept in the page's URL (?v=...), so it survives reloads and needs no cookie."""
-    vid = st.query_params.get(VISITOR_PARAM)
+    """A random id per visitor, kept in the session (page switches) and in the URL (?v=..., reloads
+    and bookmarks); no cookie needed. Sidebar links drop query parameters, so it is written back on
+    every run (webapp.py calls this before any page)."""
+    vid = st.session_state.get("visitor_id") or st.query_params.get(VISITOR_PARAM)
     if not vid or len(vid) != 32 or not all(c in "0123456789abcdef" for c in vid):
         vid = uuid.uuid4().hex
+    st.session_state["visitor_id"] = vid
+    if st.query_params.get(VISITOR_PARAM) != vid:
         st.query_params[VISITOR_PARAM] = vid
     return vid
 
