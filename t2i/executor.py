@@ -34,6 +34,7 @@ from .store import Job, Lease, Result, open_store
 
 log = logging.getLogger("t2i.executor")
 PROGRESS_EVERY = 0.5  # seconds between progress writes (frames are written as they come)
+SEEN_EVERY = 5.0      # seconds between "executor alive" records while nothing changes
 
 
 @dataclass
@@ -184,12 +185,19 @@ class Executor:
         self.sizer = BatchSizer(cfg.batch, cfg.device)
         self.stopping = threading.Event()
         self.done = 0
+        self._seen_job, self._seen_at = None, -float("inf")
 
     def request_stop(self, *_args) -> None:
         log.info("stop requested: finishing at the next step boundary")
         self.stopping.set()
 
     def _seen(self, job_id: int | None) -> None:
+        """Record this executor as alive: at once when its current job changes, else at most every
+        SEEN_EVERY seconds (it is called on every step, and pages read it on a one-minute scale)."""
+        now = time.monotonic()
+        if job_id == self._seen_job and now - self._seen_at < SEEN_EVERY:
+            return
+        self._seen_job, self._seen_at = job_id, now
         try:
             self.store.worker_seen(self.cfg.worker_id, host=socket.gethostname(), device=self.cfg.device,
                                    job_id=job_id)
@@ -250,8 +258,7 @@ class Executor:
                 except Exception as error:  # noqa: BLE001 - cannot be pinned on one job: all fail
                     if isinstance(error, torch.OutOfMemoryError):
                         self.sizer.shrink(len(active))
-                        spec = JobSpec.from_dict(self.store.get(next(iter(active))).spec)
-                        error = out_of_memory(models, spec)
+                        error = out_of_memory(models, next(iter(batch.slots.values())).spec)
                         self.cache.clear()
                     for job_id, (lease, _) in list(active.items()):
                         self._fail(lease, error, outcomes)
