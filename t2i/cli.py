@@ -176,10 +176,14 @@ def cmd_train_demo(args) -> int:
 
     out = BUILTIN_DIR / "shapes"
     out.mkdir(parents=True, exist_ok=True)
-    clip, clip_losses = clip_training.train(steps=args.clip_steps, seed=args.seed, progress=not args.quiet)
+    clip, clip_losses = clip_training.train(steps=args.clip_steps or clip_training.STEPS, seed=args.seed,
+                                            progress=not args.quiet)
+    attrs = clip_training.attribute_accuracy(clip)
     print(f"shapes CLIP: loss {clip_losses[0]:.3f} -> {clip_losses[-1]:.3f}, held-out retrieval "
-          f"{clip_training.retrieval_accuracy(clip):.0%}")
-    vq, vq_losses = vqgan_training.train(steps=args.vqgan_steps, seed=args.seed, progress=not args.quiet)
+          f"{clip_training.retrieval_accuracy(clip):.0%}, attributes "
+          + ", ".join(f"{k} {v:.0%}" for k, v in attrs.items()))
+    vq, vq_losses = vqgan_training.train(steps=args.vqgan_steps or vqgan_training.STEPS, seed=args.seed,
+                                         progress=not args.quiet)
     print(f"shapes VQGAN: reconstruction L1 {vq_losses[0]:.3f} -> {vqgan_training.reconstruction_l1(vq):.3f}")
     # Written last, each through a temporary name: an interrupted run leaves the old files intact.
     tmp_clip, tmp_ckpt = out / ".shapes-clip.pt.tmp", out / ".shapes-vqgan.ckpt.tmp"
@@ -300,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_download)
 
     t = sub.add_parser("train-demo", help="train the built-in shapes CLIP and VQGAN (CPU, minutes)")
-    t.add_argument("--clip-steps", type=int, default=1500)
-    t.add_argument("--vqgan-steps", type=int, default=400)
+    t.add_argument("--clip-steps", type=int, help="default: t2i.train.clip.STEPS")
+    t.add_argument("--vqgan-steps", type=int, help="default: t2i.train.vqgan.STEPS")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train_demo)

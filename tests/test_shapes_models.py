@@ -33,6 +33,28 @@ def test_a_few_vqgan_training_steps_reduce_the_reconstruction_loss(tmp_path):
         assert torch.equal(v, loaded.state_dict()[k])
 
 
+def test_clutter_paints_over_part_of_an_image_and_is_seeded():
+    x = torch.full((4, 3, 64, 64), 0.5)
+    a = clip_training.clutter(x, torch.Generator().manual_seed(1))
+    b = clip_training.clutter(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    changed = (a != x).any(dim=1).float().mean(dim=(1, 2))  # per image, fraction of pixels painted
+    assert ((changed > 0.02) & (changed < 0.9)).all()
+
+
+def test_vqgan_training_crops_and_weights_the_foreground():
+    import random
+
+    full = vqgan_training.images(random.Random(0), 6)
+    x = vqgan_training.crops(full, random.Random(0))
+    assert x.shape == (6, 3, vqgan_training.CROP, vqgan_training.CROP)
+    w = vqgan_training.foreground_weights(full, full)
+    assert w.min() == 1 and w.max() == vqgan_training.FOREGROUND_WEIGHT
+    # Every render has a shape (a few percent of its pixels) and mostly background.
+    share = (w > 1).float().mean(dim=(1, 2, 3))
+    assert ((share > 0.01) & (share < 0.5)).all()
+
+
 def test_hard_negatives_change_exactly_one_attribute():
     import random
 
@@ -51,7 +73,11 @@ def test_hard_negatives_change_exactly_one_attribute():
 def test_committed_shapes_models_load_and_the_clip_retrieves_held_out_images():
     models = build_models(get_preset("shapes"))
     assert models.generator.factor == 4 and models.perceptors[0].input_size == 64
-    assert clip_training.retrieval_accuracy(models.perceptors[0].model, n=60) > 0.3
+    clip = models.perceptors[0].model
+    assert clip_training.retrieval_accuracy(clip) > 0.5
+    attributes = clip_training.attribute_accuracy(clip)
+    assert min(attributes["colour"], attributes["position"], attributes["size"]) > 0.9
+    assert attributes["shape"] > 0.6
 
 
 @trained
@@ -63,3 +89,17 @@ def test_shapes_preset_draws_the_asked_colour(caption, colour):
     models = build_models(get_preset("shapes"))
     spec = make_spec(caption, "shapes", seed=0, defaults=get_preset("shapes").defaults)
     assert checker.judge(run(spec, models).image)["colour"] == colour
+
+
+@trained
+def test_shapesbench_reports_what_the_checker_said_of_each_image():
+    from t2i.shapesbench import ATTRIBUTES, report, shapesbench
+
+    result = shapesbench("shapes", n=3, iterations=2, progress=False)
+    assert result["n"] == 3 and len(result["examples"]) == 3
+    for attribute in ATTRIBUTES:
+        right = sum(verdict[attribute] for _, _, verdict in result["examples"])
+        assert result["accuracy"][attribute] == right / 3
+    assert set(result["clip_attributes"]) == set(clip_training.ATTRIBUTES)
+    lines = report(result)
+    assert any("retrieval" in line for line in lines) and any("zero-shot" in line for line in lines)

@@ -1,10 +1,17 @@
 """Training the shapes world's CLIP from scratch.
 
-The model is open_clip's own CLIP class built from configs/models/shapes-clip.json, so the engine
-loads it exactly like a downloaded open_clip checkpoint. Contrastive loss with the model's learnable
+The model is open_clip's own CLIP class built from configs/models/shapes-clip.json (a small
+ModifiedResNet image tower: a CNN whose attention pooling keeps where things are; a ViT of the same
+cost learned position at chance level here), so the engine loads it exactly like a downloaded
+open_clip checkpoint. The text tower takes any string (open_clip's BPE tokenizer). Contrastive loss with the model's learnable
 temperature; images are lightly augmented (shifts, scale, noise; never flipped, since position is
-an attribute) and every caption brings a hard negative that differs in one attribute, so the
-gradients the engine later follows point at colour, shape, size and position.
+an attribute). Negatives that shape the gradients the engine later follows:
+
+- every caption brings a hard-negative caption that differs in one attribute, and half of the images
+  bring the render of such a changed scene, so colour, shape, size and position each decide a match;
+- the other half bring a cluttered copy (the same render with stray blobs of colour): guidance
+  otherwise finds that a mess of colours containing the right shape scores as well as the clean
+  shape, and draws messes.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from ..engine.perceptor import register_model_configs
 from ..paths import MODEL_CONFIG_DIR
 
 MODEL = "shapes-clip"
+STEPS = 1000
 ATTRIBUTES = {"shape": shapes.SHAPES, "colour": tuple(shapes.COLOURS), "position": shapes.POSITIONS,
               "size": shapes.SIZES}
 
@@ -75,15 +83,31 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def clutter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """x (n, 3, H, W) in [0, 1] with one to three smooth blobs of random colour painted over it."""
+    n, _, h, w = x.shape
+    for _ in range(int(torch.randint(1, 4, (), generator=gen))):
+        field = F.interpolate(torch.rand(n, 1, 4, 4, generator=gen), size=(h, w), mode="bicubic", align_corners=False)
+        mask = (field > 0.75).float()  # a few smooth islands of about a sixth of the image
+        colour = torch.rand(n, 3, 1, 1, generator=gen)
+        x = x * (1 - mask) + colour * mask
+    return x
+
+
 def sample(rng: random.Random, n: int, split: str = "train"):
+    """images, captions, one hard-negative caption per image and one negative image per image (the
+    first half: renders of a hard-negative scene; the second half: the image itself, to be cluttered)."""
     scenes = [shapes.sample_scene(rng, split) for _ in range(n)]
+    changed = [hard_negative(s, rng) for s in scenes]
     images = np.stack([np.asarray(shapes.render(s)) for s in scenes])
     texts = [rng.choice(shapes.captions(s)) for s in scenes]
-    negatives = [rng.choice(shapes.captions(hard_negative(s, rng))) for s in scenes]
-    return images, texts, negatives
+    negatives = [rng.choice(shapes.captions(c)) for c in changed]
+    half = n // 2
+    negative_images = np.concatenate([np.stack([np.asarray(shapes.render(c)) for c in changed[:half]]), images[half:]])
+    return images, texts, negatives, negative_images
 
 
-def train(steps: int = 1500, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True,
+def train(steps: int = STEPS, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True,
           model=None):
     """Returns the trained model and the loss of every step."""
     if model is None:
@@ -96,13 +120,18 @@ def train(steps: int = 1500, batch_size: int = 64, lr: float = 2e-3, seed: int =
     model.train()
     losses = []
     for _ in tqdm(range(steps), desc="training the shapes CLIP", disable=not progress):
-        images, texts, negatives = sample(rng, batch_size)
-        image_f = model.encode_image(normalise(augment(to_tensor(images), gen)), normalize=True)
+        images, texts, negatives, negative_images = sample(rng, batch_size)
+        half = batch_size // 2
+        negative_x = to_tensor(negative_images)
+        negative_x = torch.cat([negative_x[:half], clutter(negative_x[half:], gen)])
+        x = augment(torch.cat([to_tensor(images), negative_x]), gen)
+        image_f = model.encode_image(normalise(x), normalize=True)
         text_f = model.encode_text(tokenizer(texts + negatives), normalize=True)
         scale = model.logit_scale.exp()
         labels = torch.arange(batch_size)
-        # Images choose among all captions, hard negatives included; captions choose among images.
-        loss = (F.cross_entropy(scale * image_f @ text_f.T, labels)
+        # Images choose among all captions, hard negatives included; captions choose among all
+        # images, negative images included.
+        loss = (F.cross_entropy(scale * image_f[:batch_size] @ text_f.T, labels)
                 + F.cross_entropy(scale * text_f[:batch_size] @ image_f.T, labels)) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -114,13 +143,39 @@ def train(steps: int = 1500, batch_size: int = 64, lr: float = 2e-3, seed: int =
     return model.eval(), losses
 
 
+def heldout_scenes() -> list[shapes.Scene]:
+    """Every held-out combination on every background, once (no jitter): distinct images, so a
+    caption's own image is the only right answer."""
+    return [shapes.Scene((shapes.Shape(*combo),), bg) for combo in shapes.COMBOS["heldout"] for bg in shapes.BACKGROUNDS]
+
+
 @torch.no_grad()
-def retrieval_accuracy(model, n: int = 200, seed: int = 1) -> float:
-    """Text-to-image top-1 on held-out attribute combinations: each caption must pick its own image
-    among n held-out images."""
+def retrieval_accuracy(model) -> float:
+    """Text-to-image top-1 on held-out attribute combinations: each canonical caption must pick its
+    own image among all held-out images."""
     tokenizer = open_clip.get_tokenizer(MODEL)
-    pairs = shapes.heldout_captions(n, seed=seed)
-    images = np.stack([np.asarray(shapes.render(scene)) for scene, _ in pairs])
+    scenes = heldout_scenes()
+    images = np.stack([np.asarray(shapes.render(scene)) for scene in scenes])
     image_f = model.encode_image(normalise(to_tensor(images)), normalize=True)
-    text_f = model.encode_text(tokenizer([caption for _, caption in pairs]), normalize=True)
-    return float(((text_f @ image_f.T).argmax(1) == torch.arange(len(pairs))).float().mean())
+    text_f = model.encode_text(tokenizer([shapes.canonical_caption(s) for s in scenes]), normalize=True)
+    return float(((text_f @ image_f.T).argmax(1) == torch.arange(len(scenes))).float().mean())
+
+
+@torch.no_grad()
+def attribute_accuracy(model) -> dict[str, float]:
+    """Per attribute, how often the held-out image's canonical caption beats the same caption with
+    only that attribute changed (zero-shot attribute classification on unseen combinations)."""
+    tokenizer = open_clip.get_tokenizer(MODEL)
+    scenes = heldout_scenes()
+    images = np.stack([np.asarray(shapes.render(scene)) for scene in scenes])
+    image_f = model.encode_image(normalise(to_tensor(images)), normalize=True)
+    out = {}
+    for name, values in ATTRIBUTES.items():
+        right = 0
+        for scene, f in zip(scenes, image_f):
+            variants = [dataclasses.replace(scene, shapes=(dataclasses.replace(scene.shapes[0], **{name: v}),))
+                        for v in values]
+            text_f = model.encode_text(tokenizer([shapes.canonical_caption(v) for v in variants]), normalize=True)
+            right += values[int((text_f @ f).argmax())] == getattr(scene.shapes[0], name)
+        out[name] = right / len(scenes)
+    return out
