@@ -87,13 +87,10 @@ def backend(name: str, admin_url: str):
         with tempfile.TemporaryDirectory() as tmp:
             yield f"sqlite:///{tmp}/gallery.db"
         return
-    from t2i.store.postgres import create_database, drop_database
+    from t2i.store.postgres import temporary_database
 
-    db = f"t2i_gallery_{uuid.uuid4().hex[:8]}"
-    try:
-        yield create_database(admin_url, db)
-    finally:
-        drop_database(admin_url, db)
+    with temporary_database(admin_url, "t2i_gallery_") as url:
+        yield url
 
 
 def main(argv=None) -> int:

@@ -32,7 +32,6 @@ import signal
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -177,15 +176,10 @@ def sqlite_db():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@contextmanager
 def pg_db(admin_url):
-    from t2i.store.postgres import create_database, drop_database
+    from t2i.store.postgres import temporary_database
 
-    name = f"t2i_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    try:
-        yield create_database(admin_url, name)
-    finally:
-        drop_database(admin_url, name)
+    return temporary_database(admin_url, f"t2i_bench_{os.getpid()}_")
 
 
 def main(argv=None) -> int:

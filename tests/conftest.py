@@ -33,13 +33,10 @@ def pg_admin_url():
 @pytest.fixture
 def pg_url(pg_admin_url):
     """A throwaway database, dropped afterwards."""
-    import uuid
+    from t2i.store.postgres import temporary_database
 
-    from t2i.store.postgres import create_database, drop_database
-
-    name = f"t2i_test_{uuid.uuid4().hex[:12]}"
-    yield create_database(pg_admin_url, name)
-    drop_database(pg_admin_url, name)
+    with temporary_database(pg_admin_url, "t2i_test_") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -97,3 +97,16 @@ def drop_database(admin_url: str, name: str, attempts: int = 50) -> None:
             except psycopg.errors.ObjectInUse:
                 time.sleep(0.1)  # our own sessions are still closing
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def temporary_database(admin_url: str, prefix: str):
+    """A database named `prefix` + a random suffix for the block's duration (tests, benchmarks);
+    yields its URL and drops it afterwards, whatever happened."""
+    import uuid
+
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    try:
+        yield create_database(admin_url, name)
+    finally:
+        drop_database(admin_url, name)
