@@ -95,16 +95,16 @@ def clutter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def sample(rng: random.Random, n: int, split: str = "train"):
-    """images, captions, one hard-negative caption per image and one negative image per image (the
-    first half: renders of a hard-negative scene; the second half: the image itself, to be cluttered)."""
+    """images, captions, one hard-negative caption per image, and renders of the hard-negative
+    scenes of the first half of the images (the other half's negative images are cluttered copies,
+    made in `train`)."""
     scenes = [shapes.sample_scene(rng, split) for _ in range(n)]
     changed = [hard_negative(s, rng) for s in scenes]
     images = np.stack([np.asarray(shapes.render(s)) for s in scenes])
     texts = [rng.choice(shapes.captions(s)) for s in scenes]
     negatives = [rng.choice(shapes.captions(c)) for c in changed]
-    half = n // 2
-    negative_images = np.concatenate([np.stack([np.asarray(shapes.render(c)) for c in changed[:half]]), images[half:]])
-    return images, texts, negatives, negative_images
+    changed_images = np.stack([np.asarray(shapes.render(c)) for c in changed[:n // 2]])
+    return images, texts, negatives, changed_images
 
 
 def train(steps: int = STEPS, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True,
@@ -120,11 +120,9 @@ def train(steps: int = STEPS, batch_size: int = 64, lr: float = 2e-3, seed: int 
     model.train()
     losses = []
     for _ in tqdm(range(steps), desc="training the shapes CLIP", disable=not progress):
-        images, texts, negatives, negative_images = sample(rng, batch_size)
-        half = batch_size // 2
-        negative_x = to_tensor(negative_images)
-        negative_x = torch.cat([negative_x[:half], clutter(negative_x[half:], gen)])
-        x = augment(torch.cat([to_tensor(images), negative_x]), gen)
+        images, texts, negatives, changed_images = sample(rng, batch_size)
+        x = to_tensor(images)
+        x = augment(torch.cat([x, to_tensor(changed_images), clutter(x[len(changed_images):], gen)]), gen)
         image_f = model.encode_image(normalise(x), normalize=True)
         text_f = model.encode_text(tokenizer(texts + negatives), normalize=True)
         scale = model.logit_scale.exp()
@@ -149,14 +147,18 @@ def heldout_scenes() -> list[shapes.Scene]:
     return [shapes.Scene((shapes.Shape(*combo),), bg) for combo in shapes.COMBOS["heldout"] for bg in shapes.BACKGROUNDS]
 
 
+def _encode_heldout(model) -> tuple[list[shapes.Scene], torch.Tensor]:
+    scenes = heldout_scenes()
+    images = np.stack([np.asarray(shapes.render(scene)) for scene in scenes])
+    return scenes, model.encode_image(normalise(to_tensor(images)), normalize=True)
+
+
 @torch.no_grad()
 def retrieval_accuracy(model) -> float:
     """Text-to-image top-1 on held-out attribute combinations: each canonical caption must pick its
     own image among all held-out images."""
+    scenes, image_f = _encode_heldout(model)
     tokenizer = open_clip.get_tokenizer(MODEL)
-    scenes = heldout_scenes()
-    images = np.stack([np.asarray(shapes.render(scene)) for scene in scenes])
-    image_f = model.encode_image(normalise(to_tensor(images)), normalize=True)
     text_f = model.encode_text(tokenizer([shapes.canonical_caption(s) for s in scenes]), normalize=True)
     return float(((text_f @ image_f.T).argmax(1) == torch.arange(len(scenes))).float().mean())
 
@@ -165,17 +167,15 @@ def retrieval_accuracy(model) -> float:
 def attribute_accuracy(model) -> dict[str, float]:
     """Per attribute, how often the held-out image's canonical caption beats the same caption with
     only that attribute changed (zero-shot attribute classification on unseen combinations)."""
+    scenes, image_f = _encode_heldout(model)
     tokenizer = open_clip.get_tokenizer(MODEL)
-    scenes = heldout_scenes()
-    images = np.stack([np.asarray(shapes.render(scene)) for scene in scenes])
-    image_f = model.encode_image(normalise(to_tensor(images)), normalize=True)
     out = {}
     for name, values in ATTRIBUTES.items():
-        right = 0
-        for scene, f in zip(scenes, image_f):
-            variants = [dataclasses.replace(scene, shapes=(dataclasses.replace(scene.shapes[0], **{name: v}),))
-                        for v in values]
-            text_f = model.encode_text(tokenizer([shapes.canonical_caption(v) for v in variants]), normalize=True)
-            right += values[int((text_f @ f).argmax())] == getattr(scene.shapes[0], name)
-        out[name] = right / len(scenes)
+        captions = [shapes.canonical_caption(dataclasses.replace(scene, shapes=(
+                        dataclasses.replace(scene.shapes[0], **{name: v}),)))
+                    for scene in scenes for v in values]
+        text_f = model.encode_text(tokenizer(captions), normalize=True).view(len(scenes), len(values), -1)
+        picked = (text_f @ image_f[:, :, None]).squeeze(2).argmax(1)  # (scenes,) index into values
+        truth = torch.tensor([values.index(getattr(scene.shapes[0], name)) for scene in scenes])
+        out[name] = float((picked == truth).float().mean())
     return out
