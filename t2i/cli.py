@@ -165,7 +165,17 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _require_positive(args, *names: str) -> None:
+    """Counts a command takes (steps, captions) must be at least 1 when given: 0 would otherwise
+    train nothing or divide by zero, after minutes of work."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise SpecError(f"--{name.replace('_', '-')}", f"must be at least 1, got {value}")
+
+
 def cmd_train_demo(args) -> int:
+    _require_positive(args, "clip_steps", "vqgan_steps")
     import torch
 
     from .engine import build_models
@@ -177,13 +187,13 @@ def cmd_train_demo(args) -> int:
     out = BUILTIN_DIR / "shapes"
     out.mkdir(parents=True, exist_ok=True)
     clip, clip_losses = clip_training.train(steps=args.clip_steps or clip_training.STEPS, seed=args.seed,
-                                            progress=not args.quiet)
+                                            progress=not args.quiet)  # None: the trainer's default
     attrs = clip_training.attribute_accuracy(clip)
     print(f"shapes CLIP: loss {clip_losses[0]:.3f} -> {clip_losses[-1]:.3f}, held-out retrieval "
           f"{clip_training.retrieval_accuracy(clip):.0%}, attributes "
           + ", ".join(f"{k} {v:.0%}" for k, v in attrs.items()))
     vq, vq_losses = vqgan_training.train(steps=args.vqgan_steps or vqgan_training.STEPS, seed=args.seed,
-                                         progress=not args.quiet)
+                                         progress=not args.quiet)  # None: the trainer's default
     print(f"shapes VQGAN: reconstruction L1 {vq_losses[0]:.3f} -> {vqgan_training.reconstruction_l1(vq):.3f}")
     # Written last, each through a temporary name: an interrupted run leaves the old files intact.
     tmp_clip, tmp_ckpt = out / ".shapes-clip.pt.tmp", out / ".shapes-vqgan.ckpt.tmp"
@@ -198,6 +208,7 @@ def cmd_train_demo(args) -> int:
 
 
 def cmd_shapesbench(args) -> int:
+    _require_positive(args, "n")
     from .shapesbench import report, shapesbench
 
     result = shapesbench(args.preset, n=args.n, device=resolve_device(args.device), seed=args.seed,

@@ -255,3 +255,19 @@ def test_presets_states(runs):
     assert "missing" in blocks[TRAINED]
     assert f"python -m t2i download {TRAINED}" in blocks[TRAINED]
     assert "download" not in blocks[TINY]
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["shapesbench", "--n", "0"], "--n"),
+    (["train-demo", "--clip-steps", "0"], "--clip-steps"),
+    (["train-demo", "--vqgan-steps", "-5"], "--vqgan-steps"),
+])
+def test_counts_below_one_stop_before_any_work(argv, flag, capsys):
+    from t2i.cli import main
+    from t2i.paths import BUILTIN_DIR
+
+    before = {p: p.stat().st_mtime_ns for p in (BUILTIN_DIR / "shapes").iterdir()}
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and flag in err[0], err
+    assert {p: p.stat().st_mtime_ns for p in (BUILTIN_DIR / "shapes").iterdir()} == before  # nothing rewritten
