@@ -61,14 +61,18 @@ def download_command(preset_name: str) -> str:
     return f"python -m t2i download {preset_name}"
 
 
+def _missing_generator_files(preset: Preset) -> list[str]:
+    e = entry(preset.weights)
+    return [str(e.base / f) for f in e.files if not (e.base / f).is_file()]
+
+
 def missing_files(preset: Preset) -> list[str]:
     """Human-readable names of the files this preset still needs (empty: ready to run)."""
-    from .engine.perceptor import cached_weights
+    from .clip_cache import cached_weights
 
     if preset.untrained:
         return []
-    e = entry(preset.weights)
-    missing = [str(e.base / f) for f in e.files if not (e.base / f).is_file()]
+    missing = _missing_generator_files(preset)
     for ref in preset.perceptors:
         if cached_weights(ref.model, resolve_weights_file(ref.pretrained), clip_cache_dir()) is None:
             missing.append(f"CLIP {ref.label} (in {clip_cache_dir()})")
@@ -89,7 +93,7 @@ def fetch_entry(e: WeightsEntry, progress: bool = True) -> list[Path]:
 def download(name: str, progress: bool = True, verify: bool = True) -> list[str]:
     """Fetch a preset's weights (or one weights entry's) and prove them by loading. Returns lines to print."""
     from .engine.models import build_models
-    from .engine.perceptor import download_weights
+    from .clip_cache import download_weights
 
     presets = all_presets()
     if name in presets:
@@ -113,13 +117,20 @@ def download(name: str, progress: bool = True, verify: bool = True) -> list[str]
     return [f"{name}: {len(fetched)} files present and loaded"]
 
 
+def is_ready(preset: Preset) -> bool:
+    """Whether the preset can run now. The generator's files are checked first: asking open_clip
+    whether a CLIP is cached imports open_clip and torch (seconds), which a page listing presets
+    should not pay for presets whose generator is not even downloaded."""
+    return preset.untrained or (not _missing_generator_files(preset) and not missing_files(preset))
+
+
 def ready_presets() -> list[str]:
     """Presets that can run now, best first: the default when its weights are present, other
     downloaded ones, the built-in shapes set, then the untrained ones."""
     from .presets import DEFAULT_PRESET
 
     presets = all_presets()
-    trained = [n for n, p in presets.items() if not p.untrained and not missing_files(p)]
+    trained = [n for n, p in presets.items() if not p.untrained and is_ready(p)]
     trained.sort(key=lambda n: (n != DEFAULT_PRESET, entry(presets[n].weights).builtin, n))
     return trained + [n for n, p in presets.items() if p.untrained]
 

@@ -115,3 +115,16 @@ def test_registry_covers_the_published_weights():
     assert any("pixray" in u for urls in reg["wikiart_16384"].files.values() for u in urls)
     for r in (128, 256, 512):
         assert set(reg[f"biggan-deep-{r}"].files) == {f"biggan-deep-{r}/config.json", f"biggan-deep-{r}/pytorch_model.bin"}
+
+
+def test_listing_ready_presets_does_not_import_torch(tmp_path):
+    # Every page lists the ready presets; on a machine without downloads that must not cost the
+    # seconds of importing torch and open_clip (the first page render timed out under load).
+    import os
+
+    code = ("import sys; from t2i.weights import ready_presets; print(ready_presets()[0]); "
+            "print('torch' in sys.modules, 'open_clip' in sys.modules)")
+    env = {**os.environ, "T2I_CHECKPOINTS": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:2] == ["shapes", "False False"]

@@ -16,6 +16,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+from ..clip_cache import cached_weights
 from ..errors import WeightsMissing
 
 _registered_dirs: set[str] = set()
@@ -27,38 +28,6 @@ def register_model_configs(path: Path) -> None:
     if key not in _registered_dirs:
         open_clip.add_model_config(Path(path))
         _registered_dirs.add(key)
-
-
-def cached_weights(model_name: str, pretrained: str, cache_dir: Path) -> Path | None:
-    """The local file open_clip would load for (model, tag), or None when it is not downloaded."""
-    if os.path.isfile(pretrained):
-        return Path(pretrained)
-    if os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
-        return None  # a file that is not there (yet)
-    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-    if not cfg:
-        raise ValueError(f"open_clip has no pretrained tag {pretrained!r} for {model_name}; "
-                         f"known: {', '.join(open_clip.list_pretrained_tags_by_model(model_name)) or 'none'}")
-    if cfg.get("hf_hub"):
-        from huggingface_hub import try_to_load_from_cache
-
-        repo, filename = os.path.split(cfg["hf_hub"])  # "org/model/" means open_clip's default name
-        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        for name in names:
-            hit = try_to_load_from_cache(repo, name, cache_dir=str(cache_dir))
-            if isinstance(hit, str):
-                return Path(hit)
-    if cfg.get("url"):
-        path = Path(cache_dir) / os.path.basename(cfg["url"])
-        if path.is_file():
-            return path
-    return None
-
-
-def download_weights(model_name: str, pretrained: str, cache_dir: Path) -> Path:
-    """Fetch through open_clip's own downloader into cache_dir."""
-    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-    return Path(open_clip.pretrained.download_pretrained(cfg, cache_dir=str(cache_dir)))
 
 
 class Perceptor(torch.nn.Module):
