@@ -82,7 +82,7 @@ done
 cat <<MSG
 t2i is running: http://localhost:$PORT   ($N executor(s), store $T2I_DB)
   $HOW
-  submit from the shell:  .venv/bin/python -m t2i submit "a lighthouse in a storm" --preset tiny-vqgan-untrained
+  submit from the shell:  .venv/bin/python -m t2i submit "a small purple square at the top"   (default preset)
   watch the queue:        .venv/bin/python -m t2i jobs
   stop:                   bash set_up_env.sh stop
 MSG
