@@ -197,9 +197,15 @@ def cmd_train_demo(args) -> int:
     print(f"shapes VQGAN: reconstruction L1 {vq_losses[0]:.3f} -> {vqgan_training.reconstruction_l1(vq):.3f}")
     # Written last, each through a temporary name: an interrupted run leaves the old files intact.
     tmp_clip, tmp_ckpt = out / ".shapes-clip.pt.tmp", out / ".shapes-vqgan.ckpt.tmp"
-    # fp16 on disk halves the committed file; the loader casts back to the model's fp32.
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in clip.state_dict().items()}, tmp_clip)
-    vqgan_training.save(vq, out / "shapes-vqgan.yaml", tmp_ckpt)
+    try:
+        # fp16 on disk halves the committed file; the loader casts back to the model's fp32.
+        torch.save({k: v.half() if v.is_floating_point() else v for k, v in clip.state_dict().items()}, tmp_clip)
+        vqgan_training.save(vq, out / "shapes-vqgan.yaml", tmp_ckpt)
+    except BaseException:
+        # checkpoints/shapes/ is tracked: a stray temporary file would dirty the checkout.
+        tmp_clip.unlink(missing_ok=True)
+        tmp_ckpt.unlink(missing_ok=True)
+        raise
     os.replace(tmp_clip, out / "shapes-clip.pt")
     os.replace(tmp_ckpt, out / "shapes-vqgan.ckpt")
     build_models(get_preset("shapes"))  # proves the files load through the real loaders

@@ -271,3 +271,18 @@ def test_counts_below_one_stop_before_any_work(argv, flag, capsys):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and flag in err[0], err
     assert {p: p.stat().st_mtime_ns for p in (BUILTIN_DIR / "shapes").iterdir()} == before  # nothing rewritten
+
+
+def test_train_demo_interrupted_while_saving_keeps_the_committed_files_and_leaves_no_temporaries(monkeypatch):
+    from t2i.cli import main
+    from t2i.paths import BUILTIN_DIR
+    from t2i.train import vqgan as vqgan_training
+
+    def interrupted(*args, **kwargs):  # Ctrl-C after the CLIP's temporary file is written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vqgan_training, "save", interrupted)
+    folder = BUILTIN_DIR / "shapes"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert main(["train-demo", "--clip-steps", "1", "--vqgan-steps", "1", "--quiet"]) == 130
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no .tmp left, nothing replaced
