@@ -7,6 +7,7 @@ other nor take the same job. Submits and requeues NOTIFY, so idle executors wake
 from __future__ import annotations
 
 import threading
+import uuid
 from contextlib import contextmanager
 
 import psycopg
@@ -103,8 +104,6 @@ def drop_database(admin_url: str, name: str, attempts: int = 50) -> None:
 def temporary_database(admin_url: str, prefix: str):
     """A database named `prefix` + a random suffix for the block's duration (tests, benchmarks);
     yields its URL and drops it afterwards, whatever happened."""
-    import uuid
-
     name = f"{prefix}{uuid.uuid4().hex[:12]}"
     try:
         yield create_database(admin_url, name)

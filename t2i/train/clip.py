@@ -3,9 +3,9 @@
 The model is open_clip's own CLIP class built from configs/models/shapes-clip.json (a small
 ModifiedResNet image tower: a CNN whose attention pooling keeps where things are; a ViT of the same
 cost learned position at chance level here), so the engine loads it exactly like a downloaded
-open_clip checkpoint. The text tower takes any string (open_clip's BPE tokenizer). Contrastive loss with the model's learnable
-temperature; images are lightly augmented (shifts, scale, noise; never flipped, since position is
-an attribute). Negatives that shape the gradients the engine later follows:
+open_clip checkpoint. The text tower takes any string (open_clip's BPE tokenizer). Contrastive loss
+with the model's learnable temperature; images are lightly augmented (shifts, scale, noise; never
+flipped, since position is an attribute). Negatives that shape the gradients the engine later follows:
 
 - every caption brings a hard-negative caption that differs in one attribute, and half of the images
   bring the render of such a changed scene, so colour, shape, size and position each decide a match;
