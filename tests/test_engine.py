@@ -103,6 +103,26 @@ def test_init_image_is_encoded_to_the_latent(tiny_models):
     assert not np.array_equal(np.asarray(first[0]), np.asarray(first[1]))
 
 
+def test_unquantised_warmup_decodes_the_continuous_latent_only_early_in_each_job(tiny_models):
+    from t2i.engine.vqgan import VQGANGenerator, vector_quantize
+
+    model = tiny_models.generator.model
+    generator = VQGANGenerator(model, unquantised_warmup=0.5)
+    z = torch.randn(2, model.codebook.shape[1], 4, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        quantised = model.decode(vector_quantize(z.movedim(1, 3), model.codebook).movedim(3, 1)).add(1).div(2).clamp(0, 1)
+        continuous = model.decode(z).add(1).div(2).clamp(0, 1)
+        # Two jobs of one batch: the first still warming up, the second past the warm-up.
+        mixed = generator.decode([z], torch.tensor([0.2, 0.5]))
+        final = generator.decode([z])  # results are always quantised
+    assert not torch.allclose(quantised, continuous)
+    assert torch.allclose(mixed[0], continuous[0], atol=1e-5) and torch.allclose(mixed[1], quantised[1], atol=1e-5)
+    assert not torch.allclose(mixed[0], quantised[0], atol=1e-3)
+    assert torch.allclose(final, quantised, atol=1e-5)
+    with pytest.raises(ValueError, match="unquantised_warmup"):
+        VQGANGenerator(model, unquantised_warmup=1.0)
+
+
 def test_image_prompt_adds_a_target(tiny_models):
     target = Image.new("RGB", (40, 40), (0, 200, 0))
     spec = spec_for("tiny-vqgan-untrained", "a cat:0.1", iterations=25, lr=0.3, cutn=16, seed=0,
@@ -161,7 +181,7 @@ def test_trained_preset_without_weights_names_file_and_command(tmp_path, monkeyp
 
 
 def test_out_of_memory_becomes_one_actionable_line(tiny_models, monkeypatch):
-    def exhausted(latent):
+    def exhausted(latent, progress=None):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(tiny_models.generator, "decode", exhausted)

@@ -96,7 +96,8 @@ class BatchRun:
         with torch.enable_grad():
             latent = [torch.cat(parts) for parts in zip(*(s.latent for s in slots))]
             with self._autocast():
-                images = generator.decode(latent)
+                progress = torch.tensor([s.step / s.spec.iterations for s in slots])
+                images = generator.decode(latent, progress)
             frames = {}
             for b, s in enumerate(slots):
                 if s.step % s.spec.save_every == 0:

@@ -99,7 +99,7 @@ class BigGANGenerator(torch.nn.Module):
         classes = torch.randn(1, cfg.num_classes, generator=gen, device=gen.device) * 2 - 2
         return [noise.to(device).requires_grad_(True), classes.to(device).requires_grad_(True)]
 
-    def decode(self, latent: list[torch.Tensor]) -> torch.Tensor:
+    def decode(self, latent: list[torch.Tensor], progress: torch.Tensor | None = None) -> torch.Tensor:
         noise, classes = latent
         image = self.model(noise, torch.softmax(classes, dim=-1), self.truncation)
         return image.add(1).div(2).clamp(0, 1)

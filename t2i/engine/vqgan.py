@@ -146,10 +146,16 @@ class VQGANGenerator(torch.nn.Module):
 
     kind = "vqgan"
 
-    def __init__(self, model: TamingVQ, init_fill: list[int] | None = None):
+    def __init__(self, model: TamingVQ, init_fill: list[int] | None = None, unquantised_warmup: float = 0.0):
         super().__init__()
         self.model = model
         self.factor = model.factor
+        if not 0.0 <= unquantised_warmup < 1.0:
+            raise ValueError(f"unquantised_warmup must be a fraction of the run in [0, 1), got {unquantised_warmup}")
+        # For this fraction of a job's steps the decoder sees the continuous latent: quantising from
+        # the first step strands a small codebook's runs in patchworks of codes (local optima well
+        # above the loss of a clean image); the rest of the run, and the result, are quantised.
+        self.unquantised_warmup = float(unquantised_warmup)
         # A preset may start from the encoding of a plain image of this colour instead of random
         # codes: on a small decoder, random codes decode to texture the optimisation rarely leaves.
         self.init_fill = tuple(init_fill) if init_fill else None
@@ -180,8 +186,13 @@ class VQGANGenerator(torch.nn.Module):
             z = codebook[idx].view(1, h, w, -1).permute(0, 3, 1, 2)
         return [z.detach().clone().requires_grad_(True)]
 
-    def decode(self, latent: list[torch.Tensor]) -> torch.Tensor:
-        z_q = vector_quantize(latent[0].movedim(1, 3), self.model.codebook).movedim(3, 1)
+    def decode(self, latent: list[torch.Tensor], progress: torch.Tensor | None = None) -> torch.Tensor:
+        """progress: (B,) fraction of each job's steps done; None (results, previews) quantises all."""
+        z = latent[0]
+        z_q = vector_quantize(z.movedim(1, 3), self.model.codebook).movedim(3, 1)
+        if progress is not None and self.unquantised_warmup > 0:
+            warming = (progress.to(z.device) < self.unquantised_warmup).view(-1, 1, 1, 1)
+            z_q = torch.where(warming, z, z_q)
         return clamp_with_grad(self.model.decode(z_q).add(1).div(2), 0, 1)
 
     @torch.no_grad()
