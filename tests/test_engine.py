@@ -119,8 +119,11 @@ def test_unquantised_warmup_decodes_the_continuous_latent_only_early_in_each_job
     assert torch.allclose(mixed[0], continuous[0], atol=1e-5) and torch.allclose(mixed[1], quantised[1], atol=1e-5)
     assert not torch.allclose(mixed[0], quantised[0], atol=1e-3)
     assert torch.allclose(final, quantised, atol=1e-5)
-    with pytest.raises(ValueError, match="unquantised_warmup"):
-        VQGANGenerator(model, unquantised_warmup=1.0)
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="unquantised_warmup"):
+            VQGANGenerator(model, unquantised_warmup=bad)
+    with pytest.raises(ValueError):  # a preset's YAML may hold any scalar
+        VQGANGenerator(model, unquantised_warmup="half")
 
 
 def test_image_prompt_adds_a_target(tiny_models):

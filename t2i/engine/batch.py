@@ -95,8 +95,8 @@ class BatchRun:
         generator, gens = self.models.generator, [s.gen for s in slots]
         with torch.enable_grad():
             latent = [torch.cat(parts) for parts in zip(*(s.latent for s in slots))]
+            progress = torch.tensor([s.step / s.spec.iterations for s in slots], device=self.models.device)
             with self._autocast():
-                progress = torch.tensor([s.step / s.spec.iterations for s in slots])
                 images = generator.decode(latent, progress)
             frames = {}
             for b, s in enumerate(slots):

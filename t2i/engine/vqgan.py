@@ -150,12 +150,13 @@ class VQGANGenerator(torch.nn.Module):
         super().__init__()
         self.model = model
         self.factor = model.factor
-        if not 0.0 <= unquantised_warmup < 1.0:
+        warmup = float(unquantised_warmup)
+        if not 0.0 <= warmup < 1.0:
             raise ValueError(f"unquantised_warmup must be a fraction of the run in [0, 1), got {unquantised_warmup}")
         # For this fraction of a job's steps the decoder sees the continuous latent: quantising from
         # the first step strands a small codebook's runs in patchworks of codes (local optima well
         # above the loss of a clean image); the rest of the run, and the result, are quantised.
-        self.unquantised_warmup = float(unquantised_warmup)
+        self.unquantised_warmup = warmup
         # A preset may start from the encoding of a plain image of this colour instead of random
         # codes: on a small decoder, random codes decode to texture the optimisation rarely leaves.
         self.init_fill = tuple(init_fill) if init_fill else None
