@@ -214,11 +214,11 @@ def cmd_train_demo(args) -> int:
 
 
 def cmd_shapesbench(args) -> int:
-    _require_positive(args, "n")
+    _require_positive(args, "n", "batch")
     from .shapesbench import report, shapesbench
 
     result = shapesbench(args.preset, n=args.n, device=resolve_device(args.device), seed=args.seed,
-                         iterations=args.iterations, progress=not args.quiet)
+                         iterations=args.iterations, progress=not args.quiet, batch=args.batch)
     for line in report(result):
         print(line)
     return 0
@@ -332,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--n", type=int, default=100)
     sb.add_argument("--iterations", type=int, help="default: the preset's")
     sb.add_argument("--seed", type=int, default=0)
+    sb.add_argument("--batch", type=int, default=16, help="jobs optimised together (default 16)")
     sb.add_argument("--device")
     sb.add_argument("--quiet", action="store_true")
     sb.set_defaults(func=cmd_shapesbench)

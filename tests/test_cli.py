@@ -259,6 +259,7 @@ def test_presets_states(runs):
 
 @pytest.mark.parametrize("argv, flag", [
     (["shapesbench", "--n", "0"], "--n"),
+    (["shapesbench", "--batch", "0"], "--batch"),
     (["train-demo", "--clip-steps", "0"], "--clip-steps"),
     (["train-demo", "--vqgan-steps", "-5"], "--vqgan-steps"),
 ])
