@@ -8,8 +8,10 @@ text-to-image retrieval and per-attribute zero-shot accuracy on held-out images 
 at best follow).
 
 The images are generated in batches (t2i/engine/batch.py): on two CPU cores 16 jobs at a time take
-about a quarter of the time of one after another, and a job's image does not depend on its
-batch-mates (tests/test_batch.py), so the figures are those of single runs.
+about a quarter of the time of one after another. A job's image does not depend on its batch-mates
+beyond floating-point noise (tests/test_batch.py); over 150 chaotic steps that noise can still tip
+a run, so batched and one-at-a-time figures agree as two runs of the same benchmark do, not bit
+for bit.
 """
 
 from __future__ import annotations
