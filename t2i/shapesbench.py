@@ -7,7 +7,7 @@ accuracy (colour, position, size, shape), their mean, and, for the shapes CLIP, 
 text-to-image retrieval and per-attribute zero-shot accuracy on held-out images (what guidance can
 at best follow).
 
-The images are generated in batches (t2i/engine/batch.py): on two CPU cores 16 jobs at a time take
+The images are generated in batches (`run_batches`, t2i/engine/loop.py): on two CPU cores 16 jobs at a time take
 about a quarter of the time of one after another. A job's image does not depend on its batch-mates
 beyond floating-point noise (tests/test_batch.py); over 150 chaotic steps that noise can still tip
 a run, so batched and one-at-a-time figures agree as two runs of the same benchmark do, not bit
@@ -21,29 +21,11 @@ from collections import Counter
 from tqdm import tqdm
 
 from .data import checker, shapes
-from .engine import build_models
-from .engine.batch import BatchRun
+from .engine import build_models, run_batches
 from .presets import get_preset
 from .spec import make_spec
 
 ATTRIBUTES = ("colour", "position", "size", "shape")
-
-
-def generate(models, specs: list, batch: int = 16, progress: bool = True) -> list:
-    """The final image of each spec, `batch` jobs optimised together at a time."""
-    images = [None] * len(specs)
-    with tqdm(total=len(specs), desc="ShapesBench", disable=not progress) as bar:
-        for start in range(0, len(specs), batch):
-            run = BatchRun(models)
-            names = range(start, min(start + batch, len(specs)))
-            for i in names:
-                run.add(i, specs[i])
-            while not all(slot.done for slot in run.slots.values()):
-                run.step()
-            for i in names:
-                images[i] = run.result(i).image
-                bar.update()
-    return images
 
 
 def shapesbench(preset_name: str = "shapes", n: int = 100, device: str = "cpu", seed: int = 0,
@@ -54,7 +36,9 @@ def shapesbench(preset_name: str = "shapes", n: int = 100, device: str = "cpu", 
     pairs = shapes.heldout_captions(n, seed=seed)
     specs = [make_spec(caption, preset.name, seed=seed + i, iterations=iterations, defaults=preset.defaults)
              for i, (_, caption) in enumerate(pairs)]
-    for (scene, caption), image in zip(pairs, generate(models, specs, batch, progress)):
+    results = tqdm(run_batches(specs, models, batch), total=len(specs), desc="ShapesBench", disable=not progress)
+    for (scene, caption), result in zip(pairs, results):
+        image = result.image
         verdict = checker.score(image, scene.shapes[0])
         correct.update(a for a in ATTRIBUTES if verdict[a])
         examples.append((caption, image, verdict))

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from t2i.engine import build_models, run
+from t2i.engine import build_models, run, run_batches
 from t2i.errors import Cancelled, OutOfMemory, WeightsMissing
 from t2i.presets import get_preset
 from t2i.spec import make_spec
@@ -183,11 +183,23 @@ def test_trained_preset_without_weights_names_file_and_command(tmp_path, monkeyp
     assert "python -m t2i download vqgan_imagenet_f16_16384" in message
 
 
-def test_out_of_memory_becomes_one_actionable_line(tiny_models, monkeypatch):
+@pytest.mark.parametrize("runner", [run, lambda spec, models: list(run_batches([spec, spec], models))],
+                         ids=["run", "run_batches"])
+def test_out_of_memory_becomes_one_actionable_line(tiny_models, monkeypatch, runner):
     def exhausted(latent, progress=None):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(tiny_models.generator, "decode", exhausted)
     with pytest.raises(OutOfMemory) as e:
-        run(spec_for("tiny-vqgan-untrained", "a cat", iterations=2, width=128, height=96, cutn=64), tiny_models)
+        runner(spec_for("tiny-vqgan-untrained", "a cat", iterations=2, width=128, height=96, cutn=64), tiny_models)
     assert str(e.value) == "out of CPU memory at 128x96 with 64 cutouts: lower the size or the cutouts"
+
+
+def test_run_batches_gives_the_images_of_single_runs_in_order(tiny_models):
+    specs = [spec_for("tiny-vqgan-untrained", prompt, iterations=3, seed=i)
+             for i, prompt in enumerate(["a red circle", "a blue square", "a green triangle"])]
+    results = list(run_batches(specs, tiny_models, batch=2))  # a batch of two, then one of one
+    assert [r.seed for r in results] == [0, 1, 2]
+    for spec, result in zip(specs, results):
+        alone = np.asarray(run(spec, tiny_models).image, dtype=np.int16)
+        assert np.abs(np.asarray(result.image, dtype=np.int16) - alone).max() <= 2  # floating-point noise only

@@ -106,17 +106,3 @@ def test_shapesbench_reports_what_the_checker_said_of_each_image():
     lines = report(result)
     assert any("retrieval" in line for line in lines) and any("zero-shot" in line for line in lines)
 
-
-@trained
-def test_shapesbench_batches_give_the_images_of_single_runs():
-    from t2i.engine import run
-    from t2i.shapesbench import generate
-
-    models = build_models(get_preset("shapes"))
-    specs = [make_spec(caption, "shapes", seed=i, iterations=3, defaults=get_preset("shapes").defaults)
-             for i, caption in enumerate(["a large red circle in the centre", "a small blue square on the left",
-                                          "a large green triangle at the top"])]
-    batched = generate(models, specs, batch=2, progress=False)  # a batch of two, then one of one
-    for spec, image in zip(specs, batched):
-        alone = np.asarray(run(spec, models).image, dtype=np.int16)
-        assert np.abs(np.asarray(image, dtype=np.int16) - alone).max() <= 2  # floating-point noise only

@@ -7,7 +7,7 @@ perceptor.py (open_clip), vqgan.py / biggan.py (generators), cutouts.py (batched
 prompts.py (targets and loss), loop.py (the optimisation), models.py (building them from a preset).
 """
 
-from .loop import Result, Step, run
+from .loop import Result, Step, run, run_batches
 from .models import Models, build_models
 
-__all__ = ["Models", "Result", "Step", "build_models", "run"]
+__all__ = ["Models", "Result", "Step", "build_models", "run", "run_batches"]

@@ -9,7 +9,7 @@ queues or pages; callers watch progress through `on_step` and stop a run by retu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from PIL import Image
@@ -74,6 +74,26 @@ def run(spec: JobSpec, models: Models, on_step: Callable[[Step], bool | None] | 
         return batch.result(0)
     except torch.OutOfMemoryError:
         raise out_of_memory(models, spec) from None
+
+
+def run_batches(specs: list[JobSpec], models: Models, batch: int = 16, precision: str = "fp32") -> Iterator[Result]:
+    """Many jobs to completion, `batch` optimised together at a time (jobs that share a batch_key);
+    yields each Result in the order of `specs`. A job's image is the one `run` would give, up to
+    floating-point noise."""
+    from .batch import BatchRun
+
+    for start in range(0, len(specs), batch):
+        group = specs[start:start + batch]
+        jobs = BatchRun(models, precision)
+        try:
+            for i, spec in enumerate(group):
+                jobs.add(i, spec)
+            while not all(slot.done for slot in jobs.slots.values()):
+                jobs.step()
+        except torch.OutOfMemoryError:
+            raise out_of_memory(models, group[0]) from None
+        for i in range(len(group)):
+            yield jobs.result(i)
 
 
 def out_of_memory(models: Models, spec: JobSpec) -> OutOfMemory:
