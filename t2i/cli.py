@@ -179,12 +179,12 @@ def cmd_train_demo(args) -> int:
     import torch
 
     from .engine import build_models
-    from .paths import BUILTIN_DIR
+    from .paths import builtin_dir
     from .presets import get_preset
     from .train import clip as clip_training
     from .train import vqgan as vqgan_training
 
-    out = BUILTIN_DIR / "shapes"
+    out = builtin_dir() / "shapes"
     out.mkdir(parents=True, exist_ok=True)
     clip, clip_losses = clip_training.train(steps=args.clip_steps or clip_training.STEPS, seed=args.seed,
                                             progress=not args.quiet)  # None: the trainer's default

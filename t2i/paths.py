@@ -1,4 +1,5 @@
-"""Where things live on disk: the repository's configs/, and checkpoints/ (or $T2I_CHECKPOINTS)."""
+"""Where things live on disk: the repository's configs/, and checkpoints/ (or $T2I_CHECKPOINTS for
+downloads, $T2I_BUILTIN for the weights `train-demo` makes)."""
 
 import os
 from pathlib import Path
@@ -12,9 +13,16 @@ BUILTIN_DIR = ROOT / "checkpoints"  # weights trained here and committed (checkp
 BUILTIN_PREFIX = "builtin:"
 
 
+def builtin_dir() -> Path:
+    """The committed checkpoints/, or $T2I_BUILTIN: another training of the built-in models (e.g. a
+    seed sweep) is written there by `train-demo` and read from there by the presets and ShapesBench,
+    and the tracked files stay as they are."""
+    return Path(os.environ.get("T2I_BUILTIN") or BUILTIN_DIR)
+
+
 def resolve_weights_file(name: str) -> str:
-    """"builtin:shapes/x.pt" -> a path under the repository's checkpoints/; anything else as given."""
-    return str(BUILTIN_DIR / name[len(BUILTIN_PREFIX):]) if name.startswith(BUILTIN_PREFIX) else name
+    """"builtin:shapes/x.pt" -> a path under builtin_dir(); anything else as given."""
+    return str(builtin_dir() / name[len(BUILTIN_PREFIX):]) if name.startswith(BUILTIN_PREFIX) else name
 
 
 def checkpoints_dir() -> Path:

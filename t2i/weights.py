@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from . import download as dl
 from .errors import PresetError, WeightsMissing
-from .paths import BUILTIN_DIR, checkpoints_dir, clip_cache_dir, resolve_weights_file, weights_registry
+from .paths import builtin_dir, checkpoints_dir, clip_cache_dir, resolve_weights_file, weights_registry
 from .presets import Preset, all_presets
 
 
@@ -27,7 +27,7 @@ class WeightsEntry:
 
     @property
     def base(self) -> Path:
-        return BUILTIN_DIR if self.builtin else checkpoints_dir()
+        return builtin_dir() if self.builtin else checkpoints_dir()
 
     def path(self, suffix: str) -> Path:
         """The file with this suffix (".yaml", ".ckpt", "config.json", ...)."""

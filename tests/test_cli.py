@@ -287,3 +287,22 @@ def test_train_demo_interrupted_while_saving_keeps_the_committed_files_and_leave
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert main(["train-demo", "--clip-steps", "1", "--vqgan-steps", "1", "--quiet"]) == 130
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no .tmp left, nothing replaced
+
+
+def test_train_demo_under_t2i_builtin_writes_there_and_the_shapes_preset_reads_it(tmp_path, monkeypatch):
+    """A seed sweep trains into its own folder; the committed checkpoints/shapes/ stay untouched."""
+    import torch
+
+    from t2i.cli import main
+    from t2i.engine import build_models
+    from t2i.paths import BUILTIN_DIR
+    from t2i.presets import get_preset
+
+    committed = {p.name: p.read_bytes() for p in (BUILTIN_DIR / "shapes").iterdir()}
+    monkeypatch.setenv("T2I_BUILTIN", str(tmp_path))
+    assert main(["train-demo", "--clip-steps", "1", "--vqgan-steps", "1", "--seed", "3", "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "shapes").iterdir()) == sorted(committed)
+    assert {p.name: p.read_bytes() for p in (BUILTIN_DIR / "shapes").iterdir()} == committed
+    written = torch.load(tmp_path / "shapes" / "shapes-clip.pt")
+    loaded = build_models(get_preset("shapes")).perceptors[0].model.state_dict()
+    assert all(torch.equal(loaded[k], v.float()) for k, v in written.items() if v.is_floating_point())
