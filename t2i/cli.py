@@ -175,13 +175,15 @@ def _require_positive(args, *names: str) -> None:
 
 
 def cmd_train_demo(args) -> int:
-    _require_positive(args, "clip_steps", "vqgan_steps")
+    _require_positive(args, "clip_steps", "vqgan_steps", "sketch_steps")
     import torch
 
     from .engine import build_models
     from .paths import builtin_dir
     from .presets import get_preset
+    from .engine.sketch import save_sketch
     from .train import clip as clip_training
+    from .train import sketch as sketch_training
     from .train import vqgan as vqgan_training
 
     out = builtin_dir() / "shapes"
@@ -192,24 +194,33 @@ def cmd_train_demo(args) -> int:
     print(f"shapes CLIP: loss {clip_losses[0]:.3f} -> {clip_losses[-1]:.3f}, held-out retrieval "
           f"{clip_training.retrieval_accuracy(clip):.0%}, attributes "
           + ", ".join(f"{k} {v:.0%}" for k, v in attrs.items()))
+    sketch, sketch_losses = sketch_training.train(clip, clip_training.tokenizer(),
+                                                  steps=args.sketch_steps or sketch_training.STEPS, seed=args.seed,
+                                                  progress=not args.quiet)
+    sketch_acc = sketch_training.heldout_accuracy(sketch, clip)
+    print(f"shapes sketch net: loss {sketch_losses[0]:.3f} -> {sketch_losses[-1]:.3f}, its own held-out images "
+          "judged by the checker: " + ", ".join(f"{k} {v:.0%}" for k, v in sketch_acc.items()))
     vq, vq_losses = vqgan_training.train(steps=args.vqgan_steps or vqgan_training.STEPS, seed=args.seed,
                                          progress=not args.quiet)  # None: the trainer's default
     print(f"shapes VQGAN: reconstruction L1 {vq_losses[0]:.3f} -> {vqgan_training.reconstruction_l1(vq):.3f}")
     # Written last, each through a temporary name: an interrupted run leaves the old files intact.
-    tmp_clip, tmp_ckpt = out / ".shapes-clip.pt.tmp", out / ".shapes-vqgan.ckpt.tmp"
+    tmp_clip, tmp_ckpt, tmp_sketch = (out / ".shapes-clip.pt.tmp", out / ".shapes-vqgan.ckpt.tmp",
+                                      out / ".shapes-sketch.pt.tmp")
     try:
         # fp16 on disk halves the committed file; the loader casts back to the model's fp32.
         torch.save({k: v.half() if v.is_floating_point() else v for k, v in clip.state_dict().items()}, tmp_clip)
+        save_sketch(sketch, tmp_sketch)
         vqgan_training.save(vq, out / "shapes-vqgan.yaml", tmp_ckpt)
     except BaseException:
         # checkpoints/shapes/ is tracked: a stray temporary file would dirty the checkout.
-        tmp_clip.unlink(missing_ok=True)
-        tmp_ckpt.unlink(missing_ok=True)
+        for tmp in (tmp_clip, tmp_ckpt, tmp_sketch):
+            tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp_clip, out / "shapes-clip.pt")
+    os.replace(tmp_sketch, out / "shapes-sketch.pt")
     os.replace(tmp_ckpt, out / "shapes-vqgan.ckpt")
     build_models(get_preset("shapes"))  # proves the files load through the real loaders
-    print(f"wrote {out}/shapes-clip.pt, shapes-vqgan.yaml, shapes-vqgan.ckpt (loaded back: ok)")
+    print(f"wrote {out}/shapes-clip.pt, shapes-sketch.pt, shapes-vqgan.yaml, shapes-vqgan.ckpt (loaded back: ok)")
     return 0
 
 
@@ -323,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train-demo", help="train the built-in shapes CLIP and VQGAN (CPU, minutes)")
     t.add_argument("--clip-steps", type=int, help="default: t2i.train.clip.STEPS")
     t.add_argument("--vqgan-steps", type=int, help="default: t2i.train.vqgan.STEPS")
+    t.add_argument("--sketch-steps", type=int, help="default: t2i.train.sketch.STEPS")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train_demo)

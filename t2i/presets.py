@@ -9,6 +9,7 @@ stand in for missing downloads.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +45,8 @@ class Preset:
     cutouts: dict = field(default_factory=dict)
     generator_options: dict = field(default_factory=dict)  # e.g. BigGAN truncation
     untrained: bool = False
+    sketch: str | None = None    # t2i/engine/sketch.py weights: a job without an init image starts from it
+    init_weight: float = 0.0     # holds the latent near its start (MSE); 0 lets guidance move it freely
 
     @property
     def models_label(self) -> str:
@@ -66,10 +69,18 @@ def _parse(name: str, raw: dict) -> Preset:
     if untrained != ("untrained" in name) or untrained != random_parts:
         raise PresetError(f"preset {name}: random weights are allowed only in presets named '*untrained*' "
                           "with `untrained: true`, and such presets must not name trained weights")
+    try:
+        init_weight = float(raw.get("init_weight", 0.0))
+    except (TypeError, ValueError):
+        init_weight = math.nan
+    if not init_weight >= 0:
+        raise PresetError(f"preset {name}: init_weight must be a number >= 0, got {raw.get('init_weight')!r}")
+    if untrained and raw.get("sketch"):
+        raise PresetError(f"preset {name}: an untrained preset cannot name trained sketch weights")
     return Preset(name=name, description=str(raw.get("description", "")), generator_kind=kind,
                   weights=weights, arch=CONFIG_DIR / gen.pop("arch"), perceptors=perceptors,
                   defaults=dict(raw.get("defaults") or {}), cutouts=dict(raw.get("cutouts") or {}),
-                  generator_options=gen, untrained=untrained)
+                  generator_options=gen, untrained=untrained, sketch=raw.get("sketch"), init_weight=init_weight)
 
 
 @lru_cache(maxsize=None)

@@ -5,7 +5,8 @@ with a preset and judge it with t2i.data.checker, a procedural analysis that sha
 guiding CLIP (it is validated at 100% on rendered images by the tests). Reports per-attribute
 accuracy (colour, position, size, shape), their mean, and, for the shapes CLIP, its own
 text-to-image retrieval and per-attribute zero-shot accuracy on held-out images (what guidance can
-at best follow).
+at best follow), and, when the preset starts jobs from sketches (t2i/engine/sketch.py), the same
+checker's verdict on the sketches alone, so the report shows what guidance added or lost.
 
 The images are generated in batches (`run_batches`, t2i/engine/loop.py): on two CPU cores 16 jobs at a time take
 about a quarter of the time of one after another. A job's image does not depend on its batch-mates
@@ -44,14 +45,19 @@ def shapesbench(preset_name: str = "shapes", n: int = 100, device: str = "cpu", 
         examples.append((caption, image, verdict))
     accuracy = {a: correct[a] / len(pairs) for a in ATTRIBUTES}
     accuracy["mean"] = sum(accuracy[a] for a in ATTRIBUTES) / len(ATTRIBUTES)
-    retrieval = clip_attributes = None
+    retrieval = clip_attributes = sketch = None
     if preset.perceptors[0].model == "shapes-clip":
         from .train.clip import attribute_accuracy, retrieval_accuracy
 
         retrieval = retrieval_accuracy(models.perceptors[0].model)
         clip_attributes = attribute_accuracy(models.perceptors[0].model)
+        if models.sketch is not None:
+            from .train.sketch import heldout_accuracy
+
+            # The sketches of the same captions, before guidance: how much of the result is the start's.
+            sketch = heldout_accuracy(models.sketch, models.perceptors[0].model, n=len(pairs), seed=seed)
     return {"preset": preset.name, "n": len(pairs), "accuracy": accuracy, "clip_retrieval": retrieval,
-            "clip_attributes": clip_attributes, "examples": examples}
+            "clip_attributes": clip_attributes, "sketch": sketch, "examples": examples}
 
 
 def report(result: dict) -> list[str]:
@@ -63,4 +69,7 @@ def report(result: dict) -> list[str]:
         lines.append(f"shapes CLIP text-to-image retrieval on held-out images: {result['clip_retrieval']:.0%}")
         lines.append("shapes CLIP zero-shot attributes on held-out images: "
                      + ", ".join(f"{k} {v:.0%}" for k, v in result["clip_attributes"].items()))
+    if result.get("sketch") is not None:
+        lines.append("the starting sketches alone (before guidance), judged the same way: "
+                     + ", ".join(f"{k} {v:.0%}" for k, v in result["sketch"].items()))
     return lines

@@ -76,6 +76,8 @@ def missing_files(preset: Preset) -> list[str]:
     for ref in preset.perceptors:
         if cached_weights(ref.model, resolve_weights_file(ref.pretrained), clip_cache_dir()) is None:
             missing.append(f"CLIP {ref.label} (in {clip_cache_dir()})")
+    if preset.sketch and not Path(resolve_weights_file(preset.sketch)).is_file():
+        missing.append(f"sketch {resolve_weights_file(preset.sketch)}")
     return missing
 
 

@@ -262,6 +262,7 @@ def test_presets_states(runs):
     (["shapesbench", "--batch", "0"], "--batch"),
     (["train-demo", "--clip-steps", "0"], "--clip-steps"),
     (["train-demo", "--vqgan-steps", "-5"], "--vqgan-steps"),
+    (["train-demo", "--sketch-steps", "0"], "--sketch-steps"),
 ])
 def test_counts_below_one_stop_before_any_work(argv, flag, capsys):
     from t2i.cli import main
@@ -285,7 +286,7 @@ def test_train_demo_interrupted_while_saving_keeps_the_committed_files_and_leave
     monkeypatch.setattr(vqgan_training, "save", interrupted)
     folder = BUILTIN_DIR / "shapes"
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    assert main(["train-demo", "--clip-steps", "1", "--vqgan-steps", "1", "--quiet"]) == 130
+    assert main(["train-demo", "--clip-steps", "1", "--vqgan-steps", "1", "--sketch-steps", "1", "--quiet"]) == 130
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no .tmp left, nothing replaced
 
 
@@ -300,9 +301,12 @@ def test_train_demo_under_t2i_builtin_writes_there_and_the_shapes_preset_reads_i
 
     committed = {p.name: p.read_bytes() for p in (BUILTIN_DIR / "shapes").iterdir()}
     monkeypatch.setenv("T2I_BUILTIN", str(tmp_path))
-    assert main(["train-demo", "--clip-steps", "1", "--vqgan-steps", "1", "--seed", "3", "--quiet"]) == 0
+    assert main(["train-demo", "--clip-steps", "1", "--vqgan-steps", "1", "--sketch-steps", "1", "--seed", "3",
+                 "--quiet"]) == 0
     assert sorted(p.name for p in (tmp_path / "shapes").iterdir()) == sorted(committed)
     assert {p.name: p.read_bytes() for p in (BUILTIN_DIR / "shapes").iterdir()} == committed
     written = torch.load(tmp_path / "shapes" / "shapes-clip.pt")
-    loaded = build_models(get_preset("shapes")).perceptors[0].model.state_dict()
+    models = build_models(get_preset("shapes"))
+    loaded = models.perceptors[0].model.state_dict()
     assert all(torch.equal(loaded[k], v.float()) for k, v in written.items() if v.is_floating_point())
+    assert models.sketch is not None

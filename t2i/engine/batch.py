@@ -18,6 +18,7 @@ from ..spec import MAX_SEED, JobSpec, decode_image
 from .cutouts import CutoutConfig, make_cutouts_batch
 from .models import Models
 from .prompts import Target, guidance_loss
+from .sketch import sketch_image
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -30,6 +31,7 @@ class Slot:
     latent: list[torch.Tensor]
     targets: list[list[Target]]       # per perceptor
     opt: torch.optim.Optimizer
+    anchor: list[torch.Tensor] | None = None  # the starting latent, when the preset's init_weight holds it
     step: int = 0
     frames: list = field(default_factory=list)
     frame_steps: list[int] = field(default_factory=list)
@@ -67,10 +69,15 @@ class BatchRun:
         seed = spec.seed if spec.seed is not None else secrets.randbelow(MAX_SEED + 1)
         gen = torch.Generator(device=device).manual_seed(seed)
         width, height = models.generator.fit_size(spec.width, spec.height)
+        targets = make_targets(models, spec)
         init = decode_image(spec.init_image) if spec.init_image else None
+        if init is None and models.sketch is not None:
+            text = targets[0][:len(spec.parts)]  # text targets come first, then image prompts
+            init = sketch_image(models.sketch, torch.cat([t.embed for t in text]), [t.weight for t in text])
         with torch.enable_grad():
             latent = models.generator.init_latent(width, height, gen, init)
-        slot = Slot(spec, seed, gen, latent, make_targets(models, spec), torch.optim.Adam(latent, lr=spec.lr))
+        anchor = [t.detach().clone() for t in latent] if models.preset.init_weight > 0 else None
+        slot = Slot(spec, seed, gen, latent, targets, torch.optim.Adam(latent, lr=spec.lr), anchor)
         if self.key is None:
             self.key = spec.batch_key
             self.cut_cfgs = [CutoutConfig(cut_size=p.input_size, cutn=spec.cutn, **models.preset.cutouts)
@@ -115,6 +122,9 @@ class BatchRun:
                 reg = generator.reg_loss(s.latent)
                 if reg is not None:
                     losses[b] = losses[b] + reg
+                if s.anchor is not None:
+                    drift = sum((z - z0).pow(2).mean() for z, z0 in zip(s.latent, s.anchor))
+                    losses[b] = losses[b] + self.models.preset.init_weight * drift
             for s in slots:
                 s.opt.zero_grad(set_to_none=True)
             torch.stack(losses).sum().backward()

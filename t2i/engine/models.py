@@ -16,6 +16,7 @@ from ..paths import MODEL_CONFIG_DIR, clip_cache_dir, resolve_weights_file
 from ..presets import Preset
 from .biggan import BigGANGenerator, build_biggan, load_biggan
 from .perceptor import Perceptor, load_perceptor, register_model_configs
+from .sketch import SketchNet, load_sketch
 from .vqgan import VQGANGenerator, build_taming, load_taming
 
 UNTRAINED_SEED = 0  # untrained presets are the same model in every process
@@ -27,6 +28,7 @@ class Models:
     generator: torch.nn.Module
     perceptors: list[Perceptor]
     device: torch.device
+    sketch: SketchNet | None = None  # draws a job's start from the first perceptor's text embedding
 
 
 def load_generator_weights(entry: W.WeightsEntry, hint: str = ""):
@@ -61,10 +63,14 @@ def build_models(preset: Preset, device="cpu", random_weights: bool = False) -> 
                                      clip_cache_dir(),
                                      device=device, download_hint=W.download_command(preset.name))
                       for ref in preset.perceptors]
+    sketch = None
+    if preset.sketch and not random_weights:
+        sketch = load_sketch(resolve_weights_file(preset.sketch), device=device,
+                             download_hint=W.download_command(preset.name))
     device = torch.device(device)
     if device.type == "cuda":
         _tune_for_gpu(generator)
-    return Models(preset, generator.to(device), perceptors, device)
+    return Models(preset, generator.to(device), perceptors, device, sketch)
 
 
 def _tune_for_gpu(generator) -> None:

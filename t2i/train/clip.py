@@ -30,16 +30,20 @@ from ..engine.perceptor import register_model_configs
 from ..paths import MODEL_CONFIG_DIR
 
 MODEL = "shapes-clip"
-STEPS = 1000
+STEPS = 800
 ATTRIBUTES = {"shape": shapes.SHAPES, "colour": tuple(shapes.COLOURS), "position": shapes.POSITIONS,
               "size": shapes.SIZES}
+
+
+def tokenizer():
+    return open_clip.get_tokenizer(MODEL)
 
 
 def build(seed: int = 0):
     register_model_configs(MODEL_CONFIG_DIR)
     torch.manual_seed(seed)
     model = open_clip.create_model(MODEL, pretrained=None)
-    return model, open_clip.get_tokenizer(MODEL)
+    return model, tokenizer()
 
 
 def hard_negative(scene: shapes.Scene, rng: random.Random) -> shapes.Scene:

@@ -5,8 +5,10 @@ like any downloaded VQGAN.
 Reconstruction L1 + MSE and taming's codebook/commitment loss. Three choices make a usable model
 in a few CPU minutes:
 
-- it trains on random 32x32 crops of the 64x64 renders (the autoencoder is convolutional, so it
-  then runs on whole images): a step costs a third as much, so three times as many steps fit;
+- it trains on whole 64x64 renders. It once trained on 32x32 crops (a third of the cost per step),
+  but then never saw a whole background or the image's border: reconstructions came back with
+  tinted backgrounds and dark frames (L1 0.11-0.16), and a sketch encoded through it lost colour
+  (BENCHMARKS.md); on whole images L1 is about 0.05;
 - pixels that differ from the background weigh `FOREGROUND_WEIGHT` times more: shapes cover a few
   percent of an image, and an unweighted loss learns backgrounds long before colours;
 - codes nobody uses are re-seeded from current encoder outputs now and then: a small codebook
@@ -29,8 +31,7 @@ from ..paths import MODEL_CONFIG_DIR
 
 ARCH = MODEL_CONFIG_DIR / "shapes-vqgan.yaml"
 RESEED_EVERY = 50
-CROP = 32
-STEPS, BATCH = 2000, 8
+STEPS, BATCH = 1500, 8
 FOREGROUND_WEIGHT = 4.0
 
 
@@ -45,20 +46,10 @@ def images(rng: random.Random, n: int) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).float().div(127.5).sub(1)  # taming works in [-1, 1]
 
 
-def crops(x: torch.Tensor, rng: random.Random, size: int = CROP) -> torch.Tensor:
-    """One random size x size crop per image (offsets on the 4-pixel latent grid)."""
-    n, _, h, w = x.shape
-    out = []
-    for i in range(n):
-        top, left = rng.randrange(0, h - size + 1, 4), rng.randrange(0, w - size + 1, 4)
-        out.append(x[i, :, top:top + size, left:left + size])
-    return torch.stack(out)
-
-
-def foreground_weights(x: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
-    """(n, 1, h, w) loss weights: FOREGROUND_WEIGHT where a crop differs from its image's background
-    (the corner pixel of the full render, which no shape ever reaches), 1 elsewhere."""
-    background = full[:, :, :1, :1]
+def foreground_weights(x: torch.Tensor) -> torch.Tensor:
+    """(n, 1, h, w) loss weights: FOREGROUND_WEIGHT where a render differs from its background (its
+    corner pixel, which no shape ever reaches), 1 elsewhere."""
+    background = x[:, :, :1, :1]
     return 1 + (FOREGROUND_WEIGHT - 1) * ((x - background).abs().sum(1, keepdim=True) > 0.05).float()
 
 
@@ -83,13 +74,12 @@ def train(steps: int = STEPS, batch_size: int = BATCH, lr: float = 2e-3, seed: i
     used = torch.zeros(n_codes, dtype=torch.bool)
     losses = []
     for step in tqdm(range(steps), desc="training the shapes VQGAN", disable=not progress):
-        full = images(rng, batch_size)
-        x = crops(full, rng)
+        x = images(rng, batch_size)
         h = model.quant_conv(model.encoder(x))
         z_q, codebook_loss, (_, _, indices) = model.quantize(h)
         rec = model.decode(z_q)
         err = rec - x
-        weight = foreground_weights(x, full)
+        weight = foreground_weights(x)
         loss = (weight * (err.abs() + err.pow(2))).mean() / weight.mean() + codebook_loss
         l1 = err.detach().abs().mean()
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,68 @@
+"""Training the shapes world's sketch net (t2i/engine/sketch.py): caption -> rough 64x64 image.
+
+It learns from the trained shapes CLIP's normalised text embeddings of the training captions (every
+phrasing, one- and two-shape scenes; held-out attribute combinations never appear), so at run time
+it reads the same embedding the guidance aims at. Loss: L1 + MSE against the render, with pixels
+that differ from the background weighted `FOREGROUND_WEIGHT` times (shapes cover a few percent of
+an image; unweighted, the net learns backgrounds long before shapes). A regression draws the
+average of what a caption allows, so the sketch is soft-edged; guidance then refines it.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from tqdm import tqdm
+
+from ..data import shapes
+from ..engine.sketch import CHANNELS, SketchNet
+
+STEPS, BATCH = 2200, 16
+FOREGROUND_WEIGHT = 4.0
+
+
+@torch.no_grad()
+def _embed(clip, tokenizer, texts: list[str]) -> torch.Tensor:
+    return clip.encode_text(tokenizer(texts), normalize=True)
+
+
+def train(clip, tokenizer, steps: int = STEPS, batch_size: int = BATCH, lr: float = 2e-3, seed: int = 0,
+          progress: bool = True, channels: tuple[int, ...] = CHANNELS):
+    """clip: the trained shapes CLIP (open_clip model; frozen here). Returns the net and every step's loss."""
+    torch.manual_seed(seed)
+    net = SketchNet(embed_dim=clip.text_projection.shape[1], channels=channels)
+    rng = random.Random(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    clip.eval()
+    net.train()
+    losses = []
+    for _ in tqdm(range(steps), desc="training the shapes sketch net", disable=not progress):
+        images, texts = shapes.batch(rng, batch_size)
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+        err = net(_embed(clip, tokenizer, texts)) - x
+        background = x[:, :, :1, :1]  # the corner pixel, which no shape reaches
+        weight = 1 + (FOREGROUND_WEIGHT - 1) * ((x - background).abs().sum(1, keepdim=True) > 0.05).float()
+        loss = (weight * (err.abs() + err.pow(2))).mean() / weight.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+    return net.eval().requires_grad_(False), losses
+
+
+@torch.no_grad()
+def heldout_accuracy(net: SketchNet, clip, n: int = 100, seed: int = 0) -> dict[str, float]:
+    """Per attribute, how often the checker finds the caption in the sketch of a held-out caption
+    (combinations the net never saw): what guidance starts from."""
+    from torchvision.transforms.functional import to_pil_image
+
+    from ..data import checker
+    from .clip import tokenizer
+
+    pairs = shapes.heldout_captions(n, seed=seed)
+    sketches = net(_embed(clip, tokenizer(), [caption for _, caption in pairs]))
+    verdicts = [checker.score(to_pil_image(image), scene.shapes[0]) for (scene, _), image in zip(pairs, sketches)]
+    return {k: sum(v[k] for v in verdicts) / len(verdicts) for k in ("colour", "position", "size", "shape")}
