@@ -179,9 +179,9 @@ def cmd_train_demo(args) -> int:
     import torch
 
     from .engine import build_models
+    from .engine.sketch import save_sketch
     from .paths import builtin_dir
     from .presets import get_preset
-    from .engine.sketch import save_sketch
     from .train import clip as clip_training
     from .train import sketch as sketch_training
     from .train import vqgan as vqgan_training

@@ -10,7 +10,7 @@ checker's verdict on the sketches alone, so the report shows what guidance added
 
 The images are generated in batches (`run_batches`, t2i/engine/loop.py): on two CPU cores 16 jobs at a time take
 about a quarter of the time of one after another. A job's image does not depend on its batch-mates
-beyond floating-point noise (tests/test_batch.py); over 150 chaotic steps that noise can still tip
+beyond floating-point noise (tests/test_batch.py); over many chaotic steps that noise can still tip
 a run, so batched and one-at-a-time figures agree as two runs of the same benchmark do, not bit
 for bit.
 """

@@ -46,9 +46,11 @@ def test_clutter_paints_over_part_of_an_image_and_is_seeded():
 def test_vqgan_training_weights_the_foreground():
     import random
 
+    from t2i.train import losses
+
     full = vqgan_training.images(random.Random(0), 6)
-    w = vqgan_training.foreground_weights(full)
-    assert w.min() == 1 and w.max() == vqgan_training.FOREGROUND_WEIGHT
+    w = losses.foreground_weights(full)
+    assert w.min() == 1 and w.max() == losses.FOREGROUND_WEIGHT
     # Every render has a shape (a few percent of its pixels) and mostly background.
     share = (w > 1).float().mean(dim=(1, 2, 3))
     assert ((share > 0.01) & (share < 0.5)).all()

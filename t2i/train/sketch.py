@@ -2,9 +2,8 @@
 
 It learns from the trained shapes CLIP's normalised text embeddings of the training captions (every
 phrasing, one- and two-shape scenes; held-out attribute combinations never appear), so at run time
-it reads the same embedding the guidance aims at. Loss: L1 + MSE against the render, with pixels
-that differ from the background weighted `FOREGROUND_WEIGHT` times (shapes cover a few percent of
-an image; unweighted, the net learns backgrounds long before shapes). A regression draws the
+it reads the same embedding the guidance aims at. Loss: the VQGAN's (t2i/train/losses.py), L1 + MSE
+against the render with shape pixels weighted up. A regression draws the
 average of what a caption allows, so the sketch is soft-edged; guidance then refines it.
 """
 
@@ -17,9 +16,9 @@ from tqdm import tqdm
 
 from ..data import shapes
 from ..engine.sketch import CHANNELS, SketchNet
+from .losses import foreground_weights, weighted_reconstruction_loss
 
 STEPS, BATCH = 2200, 16
-FOREGROUND_WEIGHT = 4.0
 
 
 @torch.no_grad()
@@ -42,9 +41,7 @@ def train(clip, tokenizer, steps: int = STEPS, batch_size: int = BATCH, lr: floa
         images, texts = shapes.batch(rng, batch_size)
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
         err = net(_embed(clip, tokenizer, texts)) - x
-        background = x[:, :, :1, :1]  # the corner pixel, which no shape reaches
-        weight = 1 + (FOREGROUND_WEIGHT - 1) * ((x - background).abs().sum(1, keepdim=True) > 0.05).float()
-        loss = (weight * (err.abs() + err.pow(2))).mean() / weight.mean()
+        loss = weighted_reconstruction_loss(err, foreground_weights(x))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

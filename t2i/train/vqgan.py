@@ -9,7 +9,7 @@ in a few CPU minutes:
   but then never saw a whole background or the image's border: reconstructions came back with
   tinted backgrounds and dark frames (L1 0.11-0.16), and a sketch encoded through it lost colour
   (BENCHMARKS.md); on whole images L1 is about 0.05;
-- pixels that differ from the background weigh `FOREGROUND_WEIGHT` times more: shapes cover a few
+- pixels that differ from the background weigh more (t2i/train/losses.py): shapes cover a few
   percent of an image, and an unweighted loss learns backgrounds long before colours;
 - codes nobody uses are re-seeded from current encoder outputs now and then: a small codebook
   otherwise collapses to a few entries and the decoder cannot draw clean, saturated colours.
@@ -28,11 +28,11 @@ from tqdm import tqdm
 from ..data import shapes
 from ..engine.vqgan import TamingVQ, read_taming_config
 from ..paths import MODEL_CONFIG_DIR
+from .losses import foreground_weights, weighted_reconstruction_loss
 
 ARCH = MODEL_CONFIG_DIR / "shapes-vqgan.yaml"
 RESEED_EVERY = 50
 STEPS, BATCH = 1500, 8
-FOREGROUND_WEIGHT = 4.0
 
 
 def build(seed: int = 0) -> TamingVQ:
@@ -44,13 +44,6 @@ def images(rng: random.Random, n: int) -> torch.Tensor:
     scenes = [shapes.sample_scene(rng, "train") for _ in range(n)]
     x = torch.from_numpy(np.stack([np.asarray(shapes.render(s)) for s in scenes]))
     return x.permute(0, 3, 1, 2).float().div(127.5).sub(1)  # taming works in [-1, 1]
-
-
-def foreground_weights(x: torch.Tensor) -> torch.Tensor:
-    """(n, 1, h, w) loss weights: FOREGROUND_WEIGHT where a render differs from its background (its
-    corner pixel, which no shape ever reaches), 1 elsewhere."""
-    background = x[:, :, :1, :1]
-    return 1 + (FOREGROUND_WEIGHT - 1) * ((x - background).abs().sum(1, keepdim=True) > 0.05).float()
 
 
 def _reseed_dead_codes(model: TamingVQ, h: torch.Tensor, used: torch.Tensor, gen: torch.Generator) -> int:
@@ -79,8 +72,7 @@ def train(steps: int = STEPS, batch_size: int = BATCH, lr: float = 2e-3, seed: i
         z_q, codebook_loss, (_, _, indices) = model.quantize(h)
         rec = model.decode(z_q)
         err = rec - x
-        weight = foreground_weights(x)
-        loss = (weight * (err.abs() + err.pow(2))).mean() / weight.mean() + codebook_loss
+        loss = weighted_reconstruction_loss(err, foreground_weights(x)) + codebook_loss
         l1 = err.detach().abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
