@@ -176,8 +176,6 @@ def _require_positive(args, *names: str) -> None:
 
 def cmd_train_demo(args) -> int:
     _require_positive(args, "clip_steps", "vqgan_steps", "sketch_steps")
-    import torch
-
     from .engine import build_models
     from .engine.sketch import save_sketch
     from .paths import builtin_dir
@@ -207,8 +205,7 @@ def cmd_train_demo(args) -> int:
     tmp_clip, tmp_ckpt, tmp_sketch = (out / ".shapes-clip.pt.tmp", out / ".shapes-vqgan.ckpt.tmp",
                                       out / ".shapes-sketch.pt.tmp")
     try:
-        # fp16 on disk halves the committed file; the loader casts back to the model's fp32.
-        torch.save({k: v.half() if v.is_floating_point() else v for k, v in clip.state_dict().items()}, tmp_clip)
+        clip_training.save(clip, tmp_clip)
         save_sketch(sketch, tmp_sketch)
         vqgan_training.save(vq, out / "shapes-vqgan.yaml", tmp_ckpt)
     except BaseException:

@@ -18,6 +18,12 @@ from .paths import builtin_dir, checkpoints_dir, clip_cache_dir, resolve_weights
 from .presets import Preset, all_presets
 
 
+def fp16_state_dict(module) -> dict:
+    """The module's state with floating-point tensors in fp16: how the built-in (committed) weights are
+    written, at half the size; every loader casts them back to the model's fp32."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in module.state_dict().items()}
+
+
 @dataclass(frozen=True)
 class WeightsEntry:
     name: str

@@ -115,3 +115,19 @@ def test_shapesbench_reports_what_the_checker_said_of_each_image():
     assert any("retrieval" in line for line in lines) and any("zero-shot" in line for line in lines)
     assert set(result["sketch"]) == set(ATTRIBUTES) and any("sketches" in line for line in lines)
 
+
+
+def test_the_trainers_schedule_works_for_every_step_count():
+    """torch's OneCycleLR divides by zero when its warm-up is exactly one step: `train-demo
+    --clip-steps 10` once crashed after the other models' minutes of training."""
+    from t2i.train.schedule import one_cycle
+
+    for steps in range(1, 41):
+        opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+        schedule = one_cycle(opt, 0.01, steps)
+        rates = []
+        for _ in range(steps):
+            rates.append(opt.param_groups[0]["lr"])
+            opt.step()
+            schedule.step()
+        assert all(0 < r <= 0.01 + 1e-12 for r in rates), steps

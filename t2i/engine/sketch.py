@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsMissing
+from ..weights import fp16_state_dict
 
 SIZE = 64  # side of the sketch; the generator's init path resizes it to the job's size
 # A 4x4 seed and four x2 upsamplings. The 64x64 stage has 16 channels: at 32 it cost twice the
@@ -70,9 +71,7 @@ class SketchNet(nn.Module):
 
 
 def save_sketch(net: SketchNet, path: Path) -> None:
-    # fp16 halves the committed file; load_sketch casts back to fp32.
-    state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
-    torch.save({"config": net.config, "state_dict": state}, path)
+    torch.save({"config": net.config, "state_dict": fp16_state_dict(net)}, path)  # load_sketch: back to fp32
 
 
 def load_sketch(path: str | Path, device="cpu", download_hint: str = "") -> SketchNet:

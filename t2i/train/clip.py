@@ -28,6 +28,8 @@ from tqdm import tqdm
 from ..data import shapes
 from ..engine.perceptor import register_model_configs
 from ..paths import MODEL_CONFIG_DIR
+from ..weights import fp16_state_dict
+from .schedule import one_cycle
 
 MODEL = "shapes-clip"
 STEPS = 800
@@ -118,15 +120,19 @@ def train(steps: int = STEPS, batch_size: int = 64, lr: float = 2e-3, seed: int 
         model, tokenizer = build(seed)
     else:
         tokenizer = open_clip.get_tokenizer(MODEL)
+    # channels_last: the CNN image tower trains about 1.2x faster so on the CPU (oneDNN); the
+    # returned model is back in the default layout.
+    model.visual.to(memory_format=torch.channels_last)
     rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    schedule = one_cycle(opt, lr, steps)
     model.train()
     losses = []
     for _ in tqdm(range(steps), desc="training the shapes CLIP", disable=not progress):
         images, texts, negatives, changed_images = sample(rng, batch_size)
         x = to_tensor(images)
         x = augment(torch.cat([x, to_tensor(changed_images), clutter(x[len(changed_images):], gen)]), gen)
+        x = x.contiguous(memory_format=torch.channels_last)
         image_f = model.encode_image(normalise(x), normalize=True)
         text_f = model.encode_text(tokenizer(texts + negatives), normalize=True)
         scale = model.logit_scale.exp()
@@ -142,7 +148,13 @@ def train(steps: int = STEPS, batch_size: int = 64, lr: float = 2e-3, seed: int 
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)  # temperature at most 100, as CLIP does
         losses.append(float(loss.detach()))
+    model.visual.to(memory_format=torch.contiguous_format)
     return model.eval(), losses
+
+
+def save(model, path) -> None:
+    """An open_clip state dict, the file open_clip's `pretrained=` loads (fp16: half the committed size)."""
+    torch.save(fp16_state_dict(model), path)
 
 
 def heldout_scenes() -> list[shapes.Scene]:

