@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_download)
 
-    t = sub.add_parser("train-demo", help="train the built-in shapes CLIP, sketch net and VQGAN (CPU, about 10 minutes)")
+    t = sub.add_parser("train-demo", help="train the built-in shapes CLIP, sketch net and VQGAN (CPU, about 8 minutes)")
     t.add_argument("--clip-steps", type=int, help="default: t2i.train.clip.STEPS")
     t.add_argument("--vqgan-steps", type=int, help="default: t2i.train.vqgan.STEPS")
     t.add_argument("--sketch-steps", type=int, help="default: t2i.train.sketch.STEPS")
