@@ -22,11 +22,10 @@ from collections import Counter
 from tqdm import tqdm
 
 from .data import checker, shapes
+from .data.checker import ATTRIBUTES
 from .engine import build_models, run_batches
 from .presets import get_preset
 from .spec import make_spec
-
-ATTRIBUTES = ("colour", "position", "size", "shape")
 
 
 def shapesbench(preset_name: str = "shapes", n: int = 100, device: str = "cpu", seed: int = 0,

@@ -31,6 +31,8 @@ from scipy import ndimage
 
 from .shapes import ANCHORS, COLOURS, EXTENT, Shape, attributes
 
+ATTRIBUTES = ("colour", "position", "size", "shape")  # what `score` judges, in report order
+
 FG_DISTANCE = 60.0  # RGB distance from the background that marks a candidate object pixel
 MIN_AREA = 0.004  # an object smaller than this fraction of the image counts as none
 SIZE_THRESHOLD = (EXTENT["small"] + EXTENT["large"]) / 2  # on the bounding box's longer side

@@ -67,4 +67,4 @@ def heldout_accuracy(net: SketchNet, clip, n: int = 100, seed: int = 0) -> dict[
     pairs = shapes.heldout_captions(n, seed=seed)
     sketches = net(_embed(clip, tokenizer(), [caption for _, caption in pairs]))
     verdicts = [checker.score(to_pil_image(image), scene.shapes[0]) for (scene, _), image in zip(pairs, sketches)]
-    return {k: sum(v[k] for v in verdicts) / len(verdicts) for k in ("colour", "position", "size", "shape")}
+    return {k: sum(v[k] for v in verdicts) / len(verdicts) for k in checker.ATTRIBUTES}
