@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from .engine import build_models
-from .engine.batch import BatchRun
+from .engine import Runner
+from .families import build_pipeline
 from .presets import get_preset
 from .spec import make_spec
 
@@ -47,7 +47,7 @@ def _flops_per_job_step(models, spec, precision: str) -> float:
     """Matmul/conv FLOPs of one optimisation step of one job, forward and backward, as counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    batch = BatchRun(models, precision)
+    batch = Runner(models, precision)
     batch.add(0, spec)
     with FlopCounterMode(display=False) as counter:
         batch.step()
@@ -59,7 +59,7 @@ def _bench_batch(models, preset, batch_size: int, steps: int, size, cutn, precis
     device = models.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    batch = BatchRun(models, precision)
+    batch = Runner(models, precision)
     for i, spec in enumerate(_specs(preset, batch_size, steps + WARMUP_STEPS, size, cutn)):
         batch.add(i, spec)
     for _ in range(WARMUP_STEPS):
@@ -87,7 +87,7 @@ def _bench_reference(models, spec, steps: int):
 def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cutn=None, precision: str = "fp32",
           batches=(1,), reference: bool = False, plot: str | None = None) -> list[str]:
     preset = get_preset(preset_name)
-    models = build_models(preset, device=device, random_weights=True)
+    models = build_pipeline(preset, device=device, random_weights=True)
     spec = _specs(preset, 1, steps + WARMUP_STEPS, size, cutn)[0]
     width, height = models.generator.fit_size(spec.width, spec.height)
     flops = _flops_per_job_step(models, spec, precision)

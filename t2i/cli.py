@@ -38,12 +38,17 @@ def _read(path: str | None, field: str) -> bytes | None:
         raise SpecError(field, f"cannot read {path}: {e.strerror}") from None
 
 
+FAMILY_FLAGS = ("iterations", "cutn", "lr", "sampler", "steps", "guidance", "eta", "num_samples")
+
+
 def _spec_fields(args) -> dict:
-    """The raw job fields shared by `generate` and `submit` (validated by make_spec)."""
+    """The raw job fields shared by `generate` and `submit` (validated by make_spec). Family options
+    are passed only when given, so that make_spec can refuse one that does not apply to the preset."""
     size = args.size or (None, None)
-    return dict(width=size[0], height=size[1], iterations=args.iterations, cutn=args.cutn, lr=args.lr,
-                save_every=args.save_every, seed=args.seed, init_image=_read(args.init_image, "init_image"),
-                image_prompts=[_read(p, "image_prompt") for p in args.image_prompt or []])
+    given = {name: getattr(args, name) for name in FAMILY_FLAGS if getattr(args, name) is not None}
+    return dict(width=size[0], height=size[1], save_every=args.save_every, seed=args.seed,
+                init_image=_read(args.init_image, "init_image"),
+                image_prompts=[_read(p, "image_prompt") for p in args.image_prompt or []], **given)
 
 
 def slug(text: str, limit: int = 48) -> str:
@@ -68,35 +73,46 @@ def cmd_generate(args) -> int:
     from tqdm import tqdm
 
     from . import render
-    from .engine import build_models, run
+    from .engine import run
+    from .families import build_pipeline
     from .presets import get_preset
     from .spec import make_spec
 
     preset = get_preset(args.preset or default_preset())
-    spec = make_spec(args.prompt, preset.name, defaults=preset.defaults, **_spec_fields(args))
+    spec = make_spec(args.prompt, preset.name, family=preset.family, defaults=preset.defaults,
+                     **_spec_fields(args))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SpecError("out", f"{out} exists and is not a directory")
-    models = build_models(preset, device=resolve_device(args.device))
+    pipeline = build_pipeline(preset, device=resolve_device(args.device))
     if preset.untrained:
         print(f"note: {preset.name} has random weights; its images mean nothing", file=sys.stderr)
 
-    with tqdm(total=spec.iterations, desc="generating", unit="step", disable=args.quiet) as bar:
+    with tqdm(total=spec.total_steps, desc="generating", unit="step", disable=args.quiet) as bar:
         def on_step(step):
-            bar.set_postfix(loss=f"{step.loss:.4f}")
+            if step.loss is not None:
+                bar.set_postfix(loss=f"{step.loss:.4f}")
             bar.update(1)
-        result = run(spec, models, on_step)
+        result = run(spec, pipeline, on_step)
 
     params = render.parameters(spec, result, preset)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{slug(spec.prompt)}-{result.seed}"
     png, gif = out / f"{stem}.png", out / f"{stem}.gif"
+    samples = [out / f"{stem}-{i:02d}.png" for i in range(1, len(result.samples) + 1)]
     _write_atomic(gif, render.gif_bytes(result.frames))
+    for path, image in zip(samples, result.samples):
+        _write_atomic(path, render.png_bytes(image, params))
     _write_atomic(png, render.png_bytes(result.image, params))
     resized = "" if (result.width, result.height) == (spec.width, spec.height) else \
-        f" (asked for {spec.width}x{spec.height}; the generator works in multiples of {models.generator.factor})"
-    print(f"size {result.width}x{result.height}{resized}, seed {result.seed}, final loss {result.losses[-1]:.4f}")
-    print(f"wrote {png}")
+        (f" (asked for {spec.width}x{spec.height}; {preset.name} draws at {result.width}x{result.height} only)"
+         if preset.fixed_size else
+         f" (asked for {spec.width}x{spec.height}; the generator works in multiples of {pipeline.factor})")
+    loss = f", final loss {result.losses[-1]:.4f}" if result.losses else ""
+    print(f"size {result.width}x{result.height}{resized}, seed {result.seed}{loss}")
+    print(f"wrote {png}" + (f" (a grid of {len(samples)} samples)" if samples else ""))
+    if samples:
+        print(f"wrote {samples[0]} ... {samples[-1].name} (each sample)")
     print(f"wrote {gif} ({len(result.frames)} frames)")
     return 0
 
@@ -176,7 +192,7 @@ def _require_positive(args, *names: str) -> None:
 
 def cmd_train_demo(args) -> int:
     _require_positive(args, "clip_steps", "vqgan_steps", "sketch_steps")
-    from .engine import build_models
+    from .families import build_pipeline
     from .engine.sketch import save_sketch
     from .paths import builtin_dir
     from .presets import get_preset
@@ -216,7 +232,7 @@ def cmd_train_demo(args) -> int:
     os.replace(tmp_clip, out / "shapes-clip.pt")
     os.replace(tmp_sketch, out / "shapes-sketch.pt")
     os.replace(tmp_ckpt, out / "shapes-vqgan.ckpt")
-    build_models(get_preset("shapes"))  # proves the files load through the real loaders
+    build_pipeline(get_preset("shapes"))  # proves the files load through the real loaders
     print(f"wrote {out}/shapes-clip.pt, shapes-sketch.pt, shapes-vqgan.yaml, shapes-vqgan.ckpt (loaded back: ok)")
     return 0
 
@@ -279,9 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("prompt", help="text[:weight[:stop]] parts separated by '|', e.g. 'a red fox|blurry:-0.5'")
         sp.add_argument("--preset", help="default: the first ready preset (see `presets`)")
         sp.add_argument("--size", nargs=2, metavar=("W", "H"), help="default from the preset (300 300)")
-        sp.add_argument("--iterations", help="optimisation steps")
-        sp.add_argument("--cutn", help="cutouts per step")
-        sp.add_argument("--lr", help="Adam learning rate")
+        sp.add_argument("--iterations", help="guided presets: optimisation steps")
+        sp.add_argument("--cutn", help="guided presets: cutouts per step")
+        sp.add_argument("--lr", help="guided presets: Adam learning rate")
+        sp.add_argument("--sampler", help="diffusion presets: ddpm, ddim or dpm++")
+        sp.add_argument("--steps", help="diffusion presets: sampling steps")
+        sp.add_argument("--guidance", help="diffusion presets: classifier-free guidance scale (0: unconditional)")
+        sp.add_argument("--eta", help="diffusion presets, ddim: noise per step (0: deterministic)")
+        sp.add_argument("--num-samples", dest="num_samples", help="diffusion presets: 1..64 images, as a grid")
         sp.add_argument("--seed", help="0..2**63-1; random when omitted (the used seed is reported)")
         sp.add_argument("--init-image", help="PNG/JPEG/WebP to start from")
         sp.add_argument("--image-prompt", action="append", help="image to steer towards (repeatable)")

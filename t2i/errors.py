@@ -19,3 +19,11 @@ class Cancelled(T2IError):
 
 class OutOfMemory(T2IError):
     """The device ran out of memory; the message says which settings to lower."""
+
+
+class SpecError(ValueError):
+    """Bad user input. str(e) is a one-line message naming the field."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name

@@ -1,8 +1,8 @@
 """The executor: claims jobs from the store, runs the engine, writes progress, frames and results back.
 
-One executor per GPU (or CPU); several share a store. Jobs run in batches: the executor claims a job,
-then, at every step boundary, more queued jobs with the same batch key (preset, size, cutouts) up to
-the batch size; a finished job leaves and a waiting one joins. Per job, exactly as if it ran alone:
+One executor per GPU (or CPU); several share a store. Jobs run in batches through the Runner, whatever their family: the
+executor claims a job, then, at every step boundary, more queued jobs with the same batch key (the
+family decides: preset and size, plus cutouts for guided jobs) up to the batch size; a finished job leaves and a waiting one joins. Per job, exactly as if it ran alone:
 progress, frames, cancel and fencing. A heartbeat thread keeps every running job's lease alive;
 progress writes (at most every PROGRESS_EVERY seconds) also tell whether a cancel was asked. A job
 that raises is failed with a one-line reason and the executor goes on. SIGTERM/SIGINT stop at the
@@ -24,10 +24,9 @@ from dataclasses import dataclass
 import torch
 
 from . import render
-from .engine import Models, build_models
-from .engine.batch import BatchRun
-from .engine.loop import out_of_memory
+from .engine.runner import Runner, out_of_memory
 from .errors import OutOfMemory, T2IError
+from .families import build_pipeline
 from .presets import get_preset
 from .spec import JobSpec, SpecError
 from .store import Job, Lease, Result, open_store
@@ -59,22 +58,22 @@ class ExecutorConfig:
 
 
 class ModelCache:
-    """Built models by preset, so consecutive jobs with the same preset do not reload."""
+    """Built pipelines by preset, so consecutive jobs with the same preset do not reload."""
 
     def __init__(self, device: str, size: int):
         self.device, self.size = device, max(1, size)
-        self._models: OrderedDict[str, Models] = OrderedDict()
+        self._models: OrderedDict[str, object] = OrderedDict()
 
-    def get(self, preset_name: str) -> Models:
+    def get(self, preset_name: str):
         if preset_name in self._models:
             self._models.move_to_end(preset_name)
             return self._models[preset_name]
         while len(self._models) >= self.size:
             self._models.popitem(last=False)
             free_memory()
-        models = build_models(get_preset(preset_name), device=self.device)
-        self._models[preset_name] = models
-        return models
+        pipeline = build_pipeline(get_preset(preset_name), device=self.device)
+        self._models[preset_name] = pipeline
+        return pipeline
 
     def clear(self) -> None:
         self._models.clear()
@@ -237,11 +236,11 @@ class Executor:
         active: dict[int, tuple[Lease, dict]] = {}
         try:
             try:
-                models = self.cache.get(JobSpec.from_dict(first.spec).preset)
+                pipeline = self.cache.get(JobSpec.from_dict(first.spec).preset)
             except Exception as error:  # noqa: BLE001 - e.g. missing weights: only this job fails
                 self._fail(first.lease, error, outcomes)
                 return outcomes
-            batch = BatchRun(models, self.cfg.precision)
+            batch = Runner(pipeline, self.cfg.precision)
             self._admit(batch, first, heart, active, outcomes)
             while active:
                 while self._may_take(active, outcomes):
@@ -252,26 +251,26 @@ class Executor:
                 if not active:
                     break
                 self._seen(next(iter(active)))
-                self.sizer.before_step(models.device)
+                self.sizer.before_step(pipeline.device)
                 try:
                     steps = batch.step()
                 except Exception as error:  # noqa: BLE001 - cannot be pinned on one job: all fail
                     if isinstance(error, torch.OutOfMemoryError):
                         self.sizer.shrink(len(active))
-                        error = out_of_memory(models, next(iter(batch.slots.values())).spec)
+                        error = out_of_memory(pipeline, next(iter(batch.slots.values())).spec)
                         self.cache.clear()
                     for job_id, (lease, _) in list(active.items()):
                         self._fail(lease, error, outcomes)
                         self._leave(batch, job_id, heart, active)
                     break
-                self.sizer.observe(len(active), models.device)
+                self.sizer.observe(len(active), pipeline.device)
                 for job_id, step in steps.items():
                     lease, state = active[job_id]
                     if self._on_step(lease, step, heart, state):
                         outcomes[job_id] = self._stopped(lease, heart, state)
                     elif batch.slots[job_id].done:
                         spec = batch.slots[job_id].spec
-                        outcomes[job_id] = self._complete(lease, spec, models, batch.result(job_id))
+                        outcomes[job_id] = self._complete(lease, spec, pipeline, batch.result(job_id))
                     else:
                         continue
                     self._leave(batch, job_id, heart, active)
@@ -286,7 +285,7 @@ class Executor:
             return False
         return not self.cfg.max_jobs or self.done + len(outcomes) + len(active) < self.cfg.max_jobs
 
-    def _admit(self, batch: BatchRun, job: Job, heart: Heartbeat, active: dict, outcomes: dict) -> None:
+    def _admit(self, batch: Runner, job: Job, heart: Heartbeat, active: dict, outcomes: dict) -> None:
         log.info("job %s claimed (attempt %d): %r", job.id, job.attempts, job.prompt[:80])
         try:
             batch.add(job.id, JobSpec.from_dict(job.spec))
@@ -296,7 +295,7 @@ class Executor:
         heart.add(job.lease)
         active[job.id] = (job.lease, {"cancel": False, "last": 0.0})
 
-    def _leave(self, batch: BatchRun, job_id: int, heart: Heartbeat, active: dict) -> None:
+    def _leave(self, batch: Runner, job_id: int, heart: Heartbeat, active: dict) -> None:
         lease, _ = active.pop(job_id)
         heart.remove(lease)
         batch.remove(job_id)
@@ -335,8 +334,8 @@ class Executor:
             return "released back to the queue" if self.store.release(lease) else "lease lost"
         return "lease lost"
 
-    def _complete(self, lease: Lease, spec: JobSpec, models: Models, result) -> str:
-        params = render.parameters(spec, result, models.preset)
+    def _complete(self, lease: Lease, spec: JobSpec, pipeline, result) -> str:
+        params = render.parameters(spec, result, pipeline.preset)
         stored = Result(job_id=lease.job_id, gif=render.gif_bytes(result.frames),
                         png=render.png_bytes(result.image, params), thumbnail=render.thumbnail_bytes(result.image),
                         parameters=params, width=result.width, height=result.height, seed=result.seed,

@@ -1,6 +1,9 @@
-"""Presets: one YAML file per generator + perceptor pairing in configs/, read by one loader.
+"""Presets: one YAML file per model set in configs/, read by one loader.
 
-A preset names its generator (a weights entry from configs/weights.yaml, or an architecture file for
+A preset says its `family` (guided when absent: the presets written before families existed).
+A diffusion preset names its components (`target` from t2i/families/diffusion/components.py's
+registry, `params`, `weights`) and its noise schedule; nothing is imported from a path in YAML.
+A guided preset names its generator (a weights entry from configs/weights.yaml, or an architecture file for
 untrained presets), its perceptors (open_clip model + pretrained tag; several make an ensemble), the
 job defaults and the cutout augmentations. A preset with random weights must say `untrained` in its
 name and set `untrained: true`; the loader refuses any other combination, so random weights never
@@ -17,10 +20,12 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from .errors import PresetError
+from .families import DEFAULT_FAMILY, FAMILIES
 from .paths import CONFIG_DIR
 
 GENERATOR_KINDS = ("vqgan", "biggan")
 DEFAULT_PRESET = "vqgan_imagenet_f16_16384"
+OFFLINE_DEFAULT = "shapes"  # the first of the built-in presets (trained here), when nothing is downloaded
 
 
 @dataclass(frozen=True)
@@ -34,26 +39,47 @@ class PerceptorRef:
 
 
 @dataclass(frozen=True)
+class Component:
+    """One part of a diffusion preset: a registry name, its parameters, its weights (a file or a
+    folder; "builtin:..." for the ones trained here; None for untrained presets)."""
+
+    target: str
+    params: dict = field(default_factory=dict)
+    weights: str | None = None
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     description: str
-    generator_kind: str
-    weights: str | None          # entry in configs/weights.yaml; None when untrained
-    arch: Path                   # architecture file (taming YAML or BigGAN JSON) for random weights
-    perceptors: tuple[PerceptorRef, ...]
+    generator_kind: str = ""     # guided: vqgan | biggan
+    weights: str | None = None   # guided: entry in configs/weights.yaml; None when untrained
+    arch: Path | None = None     # guided: architecture file (taming YAML or BigGAN JSON) for random weights
+    perceptors: tuple[PerceptorRef, ...] = ()
     defaults: dict = field(default_factory=dict)
     cutouts: dict = field(default_factory=dict)
     generator_options: dict = field(default_factory=dict)  # e.g. BigGAN truncation
     untrained: bool = False
     sketch: str | None = None    # t2i/engine/sketch.py weights: a job without an init image starts from it
     init_weight: float = 0.0     # holds the latent near its start (MSE); 0 lets guidance move it freely
+    family: str = DEFAULT_FAMILY
+    components: dict = field(default_factory=dict)   # diffusion: role -> Component
+    scheduler: dict = field(default_factory=dict)    # diffusion: the training noise schedule (diffusers config)
+    fixed_size: bool = False     # diffusion: the model draws at its own size only
 
     @property
     def models_label(self) -> str:
+        if self.family != "guided":
+            return " + ".join(f"{c.target}({c.weights or 'random'})" for c in self.components.values())
         return f"{self.weights or self.arch.stem} + {' + '.join(p.label for p in self.perceptors)}"
 
 
 def _parse(name: str, raw: dict) -> Preset:
+    family = raw.get("family", DEFAULT_FAMILY)
+    if family not in FAMILIES:
+        raise PresetError(f"preset {name}: family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    if family == "diffusion":
+        return _parse_diffusion(name, raw)
     gen = dict(raw.get("generator") or {})
     kind = gen.pop("kind", None)
     if kind not in GENERATOR_KINDS:
@@ -81,6 +107,35 @@ def _parse(name: str, raw: dict) -> Preset:
                   weights=weights, arch=CONFIG_DIR / gen.pop("arch"), perceptors=perceptors,
                   defaults=dict(raw.get("defaults") or {}), cutouts=dict(raw.get("cutouts") or {}),
                   generator_options=gen, untrained=untrained, sketch=raw.get("sketch"), init_weight=init_weight)
+
+
+DIFFUSION_ROLES = ("unet", "text", "codec")
+
+
+def _parse_diffusion(name: str, raw: dict) -> Preset:
+    comps = raw.get("components") or {}
+    if set(comps) != set(DIFFUSION_ROLES):
+        raise PresetError(f"preset {name}: components must be exactly {', '.join(DIFFUSION_ROLES)}")
+    components = {}
+    for role in DIFFUSION_ROLES:
+        c = comps[role] or {}
+        if "target" not in c:
+            raise PresetError(f"preset {name}: components.{role}.target is required")
+        components[role] = Component(str(c["target"]), dict(c.get("params") or {}), c.get("weights"))
+    untrained = bool(raw.get("untrained", False))
+    trained = [c for c in components.values() if c.weights]
+    needs_weights = [c for c in components.values() if c.target not in WEIGHTLESS_TARGETS]
+    if untrained != ("untrained" in name) or (untrained and trained) or \
+            (not untrained and any(not c.weights for c in needs_weights)):
+        raise PresetError(f"preset {name}: random weights are allowed only in presets named '*untrained*' "
+                          "with `untrained: true`, and such presets must not name trained weights")
+    return Preset(name=name, description=str(raw.get("description", "")), family="diffusion",
+                  untrained=untrained, defaults=dict(raw.get("defaults") or {}), components=components,
+                  scheduler=dict(raw.get("scheduler") or {}), fixed_size=bool(raw.get("fixed_size", False)))
+
+
+# Components with nothing to train (the pixel "codec" of a pixel-space model).
+WEIGHTLESS_TARGETS = ("pixels",)
 
 
 @lru_cache(maxsize=None)

@@ -48,11 +48,13 @@ class SubmitPolicy:
 def submit_job(store: JobStore, prompt, preset: str, *, priority: int = 0, submitter: str | None = None,
                limits: Limits = Limits(), policy: SubmitPolicy | None = None, max_attempts: int = 3,
                **fields) -> int:
-    """fields: width, height, iterations, cutn, lr, save_every, seed, init_image, image_prompts (raw).
+    """fields: the common ones (width, height, save_every, seed, init_image, image_prompts) and the
+    preset's family's options (iterations, cutn, lr | sampler, steps, guidance, ...), raw.
 
     Validation first, then the policy (when given, for a submitter), then one insert."""
     p = get_preset(preset)
-    spec = make_spec(prompt, p.name, limits=limits, defaults=p.defaults, **fields)
+    spec = make_spec(prompt, p.name, family=p.family, limits=limits, defaults=p.defaults, **fields)
     if policy is not None:
         policy.check(store, submitter or "anonymous")
-    return store.submit(spec.to_dict(), priority=priority, submitter=submitter, max_attempts=max_attempts)
+    return store.submit(spec.to_dict(), batch_key=spec.batch_key, total=spec.total_steps, priority=priority,
+                        submitter=submitter, max_attempts=max_attempts)

@@ -1,13 +1,14 @@
 """Turning a run into files: the animated GIF of the frames and the PNG that carries its parameters.
 
-The PNG's `parameters` text chunk holds a JSON object (prompt, seed, preset, size, iterations,
-cutouts, lr, versions), so an image found on disk says how to make it again.
+The PNG's `parameters` text chunk holds a JSON object (prompt, seed, preset, family, size, the
+family's options, versions), so an image found on disk says how to make it again.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from dataclasses import asdict
 from importlib import metadata
 
 import imageio.v3 as iio
@@ -17,7 +18,7 @@ from PIL import Image, PngImagePlugin
 from . import __version__
 
 PARAMETERS_KEY = "parameters"
-_VERSIONED = ("torch", "open_clip_torch", "taming-transformers-rom1504", "pytorch-pretrained-biggan")
+_VERSIONED = ("torch", "open_clip_torch", "taming-transformers-rom1504", "pytorch-pretrained-biggan", "diffusers")
 
 
 def versions() -> dict[str, str]:
@@ -33,10 +34,10 @@ def versions() -> dict[str, str]:
 def parameters(spec, result, preset) -> dict:
     """What the PNG records: enough to repeat the run (images are noted, not embedded)."""
     return {
-        "prompt": spec.prompt, "preset": spec.preset, "models": preset.models_label,
+        "prompt": spec.prompt, "preset": spec.preset, "family": spec.family, "models": preset.models_label,
         "untrained": preset.untrained, "seed": result.seed,
         "size": [result.width, result.height], "requested_size": [spec.width, spec.height],
-        "iterations": spec.iterations, "cutn": spec.cutn, "lr": spec.lr, "save_every": spec.save_every,
+        **asdict(spec.options), "save_every": spec.save_every,
         "init_image": spec.init_image is not None, "image_prompts": len(spec.image_prompts),
         "versions": versions(),
     }

@@ -8,7 +8,7 @@ text-to-image retrieval and per-attribute zero-shot accuracy on held-out images 
 at best follow), and, when the preset starts jobs from sketches (t2i/engine/sketch.py), the same
 checker's verdict on the sketches alone, so the report shows what guidance added or lost.
 
-The images are generated in batches (`run_batches`, t2i/engine/loop.py): on two CPU cores 16 jobs at a time take
+The images are generated in batches (`run_batches`, t2i/engine/runner.py): on two CPU cores 16 jobs at a time take
 about a quarter of the time of one after another. A job's image does not depend on its batch-mates
 beyond floating-point noise (tests/test_batch.py); over many chaotic steps that noise can still tip
 a run, so batched and one-at-a-time figures agree as two runs of the same benchmark do, not bit
@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from .data import checker, shapes
 from .data.checker import ATTRIBUTES
-from .engine import build_models, run_batches
+from .engine import run_batches
+from .families import build_pipeline
 from .presets import get_preset
 from .spec import make_spec
 
@@ -31,10 +32,11 @@ from .spec import make_spec
 def shapesbench(preset_name: str = "shapes", n: int = 100, device: str = "cpu", seed: int = 0,
                 iterations: int | None = None, progress: bool = True, batch: int = 16) -> dict:
     preset = get_preset(preset_name)
-    models = build_models(preset, device=device)
+    models = build_pipeline(preset, device=device)
     correct, examples = Counter(), []
     pairs = shapes.heldout_captions(n, seed=seed)
-    specs = [make_spec(caption, preset.name, seed=seed + i, iterations=iterations, defaults=preset.defaults)
+    steps = {"iterations" if preset.family == "guided" else "steps": iterations}  # None: the preset's
+    specs = [make_spec(caption, preset.name, family=preset.family, seed=seed + i, defaults=preset.defaults, **steps)
              for i, (_, caption) in enumerate(pairs)]
     results = tqdm(run_batches(specs, models, batch), total=len(specs), desc="ShapesBench", disable=not progress)
     for (scene, caption), result in zip(pairs, results):
@@ -45,7 +47,7 @@ def shapesbench(preset_name: str = "shapes", n: int = 100, device: str = "cpu", 
     accuracy = {a: correct[a] / len(pairs) for a in ATTRIBUTES}
     accuracy["mean"] = sum(accuracy[a] for a in ATTRIBUTES) / len(ATTRIBUTES)
     retrieval = clip_attributes = sketch = None
-    if preset.perceptors[0].model == "shapes-clip":
+    if preset.family == "guided" and preset.perceptors[0].model == "shapes-clip":
         from .train.clip import attribute_accuracy, retrieval_accuracy
 
         retrieval = retrieval_accuracy(models.perceptors[0].model)

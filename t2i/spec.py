@@ -1,8 +1,10 @@
 """User input: the JobSpec and the one place that checks it.
 
-Every entry point (CLI now, queue and web pages later) turns raw input into a JobSpec through
-`make_spec`, so the limits in ../shared/DESIGN.md live here and nowhere else. A rejected input raises
-SpecError, whose message is one line naming the field; nothing has been written by then.
+Every entry point (CLI, queue, web pages) turns raw input into a JobSpec through `make_spec`, so the
+limits in ../shared/DESIGN.md live here and nowhere else: the common fields (prompt, size, seed, frame
+cadence, images) here, each family's own fields in its torch-free Options (t2i/families/), which
+`make_spec` dispatches to. A rejected input raises SpecError, whose message is one line naming the
+field; nothing has been written by then.
 """
 
 from __future__ import annotations
@@ -16,28 +18,24 @@ from dataclasses import asdict, dataclass, field, replace
 
 from PIL import Image
 
+from .errors import SpecError
+from .families import DEFAULT_FAMILY, option_names, options_class
+from .families.options import whole
+
 # Limits. `Limits` lets an operator lower the caps (never raise them past the hard ones).
 MAX_PROMPT_CHARS = 1000
 MAX_PROMPT_PARTS = 8
 WEIGHT_RANGE = (-10.0, 10.0)
 STOP_RANGE = (-5.0, 5.0)  # spherical distances lie in [0, pi^2/2]; sign follows the weight
 SIDE_RANGE = (64, 1024)
-MAX_ITERATIONS = 5000
+MIN_SIDE = {"diffusion": 16}  # small trained-here diffusion models work at 32x32 (digits)
+MAX_ITERATIONS = 5000  # steps of any family; the operator's T2I_MAX_ITERATIONS lowers it
 CUTN_RANGE = (1, 256)
 MAX_SEED = 2**63 - 1
-LR_RANGE = (1e-5, 10.0)
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_SIDE = 4096
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_IMAGE_PROMPTS = 4
-
-
-class SpecError(ValueError):
-    """Bad user input. str(e) is a one-line message naming the field."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
 
 
 @dataclass(frozen=True)
@@ -67,19 +65,26 @@ class PromptPart:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """A validated request. Images are kept as their (checked) encoded bytes."""
+    """A validated request: the common fields, and the family's own in `options`.
+
+    The family's fields read as attributes too (spec.iterations, spec.steps), so code that knows
+    the family needs no `.options.`. Images are kept as their (checked) encoded bytes."""
 
     prompt: str
     preset: str
     width: int
     height: int
-    iterations: int
-    cutn: int
-    lr: float
     save_every: int
+    options: object                   # the family's Options (t2i/families/<family>/options.py)
+    family: str = DEFAULT_FAMILY
     seed: int | None = None
     init_image: bytes | None = None
     image_prompts: tuple[bytes, ...] = field(default_factory=tuple)
+
+    def __getattr__(self, name):
+        if name != "options" and name in option_names(self.__dict__.get("family", DEFAULT_FAMILY)):
+            return getattr(self.options, name)
+        raise AttributeError(name)
 
     @property
     def parts(self) -> list[PromptPart]:
@@ -87,29 +92,37 @@ class JobSpec:
 
     @property
     def batch_key(self) -> str:
-        return batch_key(self.preset, self.width, self.height, self.cutn)
+        """Jobs with equal keys can share a batch (the family decides what must agree)."""
+        return self.options.batch_key(self)
+
+    @property
+    def total_steps(self) -> int:
+        return self.options.total_steps(self)
 
     def to_dict(self) -> dict:
-        """JSON-safe form (images base64) for the queue and the PNG metadata."""
-        d = asdict(self)
+        """JSON-safe, flat form (images base64) for the queue and the PNG metadata: the common
+        fields, `family`, then the family's fields."""
+        d = {k: v for k, v in asdict(self).items() if k != "options"}
+        d.update(asdict(self.options))
         d["init_image"] = _b64(self.init_image) if self.init_image else None
         d["image_prompts"] = [_b64(b) for b in self.image_prompts]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "JobSpec":
+        """The inverse of to_dict; a spec stored before families existed is a guided one."""
         d = dict(d)
+        family = d.pop("family", None) or DEFAULT_FAMILY
+        options = options_class(family)(**{k: d.pop(k) for k in option_names(family)})
         d["init_image"] = base64.b64decode(d["init_image"]) if d.get("init_image") else None
         d["image_prompts"] = tuple(base64.b64decode(b) for b in d.get("image_prompts") or ())
-        return cls(**d)
+        return cls(options=options, family=family, **d)
 
     def with_(self, **changes) -> "JobSpec":
-        return replace(self, **changes)
-
-
-def batch_key(preset: str, width: int, height: int, cutn: int) -> str:
-    """Jobs with equal keys can share a batch: their latents and cutouts have the same shapes."""
-    return f"{preset}|{width}x{height}|{cutn}"
+        """A copy with common or family fields changed (not re-validated: tests and benches)."""
+        names = option_names(self.family)
+        options = replace(self.options, **{k: v for k, v in changes.items() if k in names})
+        return replace(self, options=options, **{k: v for k, v in changes.items() if k not in names})
 
 
 def _b64(data: bytes) -> str:
@@ -178,30 +191,7 @@ def clean_prompt(prompt) -> str:
 # --- numbers ------------------------------------------------------------------------------------
 
 def _int(name: str, value, lo: int, hi: int) -> int:
-    if isinstance(value, bool):
-        raise SpecError(name, f"must be a whole number, got {value!r}")
-    try:
-        number = int(str(value).strip()) if isinstance(value, str) else value
-    except ValueError:
-        raise SpecError(name, f"must be a whole number, got {value!r}") from None
-    if not isinstance(number, int):
-        if isinstance(number, float) and number.is_integer():
-            number = int(number)
-        else:
-            raise SpecError(name, f"must be a whole number, got {value!r}")
-    if not lo <= number <= hi:
-        raise SpecError(name, f"must be between {lo} and {hi}, got {number}")
-    return number
-
-
-def _float(name: str, value, lo: float, hi: float) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SpecError(name, f"must be a number, got {value!r}") from None
-    if not lo <= number <= hi:  # also rejects NaN
-        raise SpecError(name, f"must be between {lo:g} and {hi:g}, got {value!r}")
-    return number
+    return whole(name, value, lo, hi)
 
 
 def round_size(width: int, height: int, factor: int) -> tuple[int, int]:
@@ -241,32 +231,44 @@ def decode_image(data: bytes) -> Image.Image:
 
 # --- the one entry point ------------------------------------------------------------------------
 
-DEFAULTS = dict(width=300, height=300, iterations=300, cutn=32, lr=0.1, save_every=10)
+DEFAULTS = dict(width=300, height=300, save_every=10)  # the common fields' defaults; families add theirs
 
 
-def make_spec(prompt, preset: str, *, width=None, height=None, iterations=None, cutn=None, lr=None,
-              save_every=None, seed=None, init_image: bytes | None = None,
-              image_prompts=(), limits: Limits = Limits(), defaults: dict | None = None) -> JobSpec:
-    """Validate raw input (strings or numbers) into a JobSpec. `defaults` come from the preset."""
+def make_spec(prompt, preset: str, *, family: str = DEFAULT_FAMILY, width=None, height=None, save_every=None,
+              seed=None, init_image: bytes | None = None, image_prompts=(), limits: Limits = Limits(),
+              defaults: dict | None = None, **options) -> JobSpec:
+    """Validate raw input (strings or numbers) into a JobSpec. `family` and `defaults` come from the
+    preset; `options` are the family's own fields (None or "" means the default). A field of another
+    family is refused with one line saying so, rather than silently ignored."""
     d = {**DEFAULTS, **(defaults or {})}
     pick = lambda v, k: d[k] if v is None or v == "" else v  # noqa: E731
     if not isinstance(preset, str) or not preset.strip():
         raise SpecError("preset", "is empty")
-    iterations = _int("iterations", pick(iterations, "iterations"), 1, min(limits.max_iterations, MAX_ITERATIONS))
+    cls = options_class(family)
+    own = option_names(family)
+    for name, value in options.items():
+        if name not in own and value is not None and value != "":
+            raise SpecError(name, f"does not apply to {family} presets ({preset}); their options are "
+                                  + ", ".join(own))
     save_every = _int("save_every", pick(save_every, "save_every"), 1, MAX_ITERATIONS)
     image_prompts = tuple(image_prompts or ())
+    if family != "guided":
+        for name, value in (("init_image", init_image), ("image_prompts", image_prompts)):
+            if value:
+                raise SpecError(name, f"does not apply to {family} presets ({preset})")
     if len(image_prompts) > MAX_IMAGE_PROMPTS:
         raise SpecError("image_prompts", f"at most {MAX_IMAGE_PROMPTS}, got {len(image_prompts)}")
     max_side = min(limits.max_side, SIDE_RANGE[1])
+    min_side = MIN_SIDE.get(family, SIDE_RANGE[0])
+    family_defaults = {k: v for k, v in d.items() if k in own}
     return JobSpec(
         prompt=clean_prompt(prompt),
         preset=preset.strip(),
-        width=_int("width", pick(width, "width"), SIDE_RANGE[0], max_side),
-        height=_int("height", pick(height, "height"), SIDE_RANGE[0], max_side),
-        iterations=iterations,
-        cutn=_int("cutn", pick(cutn, "cutn"), CUTN_RANGE[0], min(limits.max_cutn, CUTN_RANGE[1])),
-        lr=_float("lr", pick(lr, "lr"), *LR_RANGE),
+        width=_int("width", pick(width, "width"), min_side, max_side),
+        height=_int("height", pick(height, "height"), min_side, max_side),
         save_every=save_every,
+        options=cls.parse({k: v for k, v in options.items() if k in own}, limits, family_defaults),
+        family=family,
         seed=None if seed is None or seed == "" else _int("seed", seed, 0, MAX_SEED),
         init_image=None if init_image is None else check_image("init_image", init_image),
         image_prompts=tuple(check_image(f"image_prompt {i}", b) for i, b in enumerate(image_prompts, 1)),

@@ -14,14 +14,9 @@ from omegaconf import OmegaConf
 
 from . import download as dl
 from .errors import PresetError, WeightsMissing
-from .paths import builtin_dir, checkpoints_dir, clip_cache_dir, resolve_weights_file, weights_registry
+from .fp16 import fp16_state_dict  # noqa: F401  (re-exported: trainers import it from here)
+from .paths import BUILTIN_PREFIX, builtin_dir, checkpoints_dir, clip_cache_dir, resolve_weights_file, weights_registry
 from .presets import Preset, all_presets
-
-
-def fp16_state_dict(module) -> dict:
-    """The module's state with floating-point tensors in fp16: how the built-in (committed) weights are
-    written, at half the size; every loader casts them back to the model's fp32."""
-    return {k: v.half() if v.is_floating_point() else v for k, v in module.state_dict().items()}
 
 
 @dataclass(frozen=True)
@@ -57,10 +52,19 @@ def entry(name: str) -> WeightsEntry:
     return reg[name]
 
 
+def is_builtin(preset: Preset) -> bool:
+    """Trained here and committed (made again by `train-demo`), rather than downloaded."""
+    if preset.untrained:
+        return False
+    if preset.family == "diffusion":
+        return all(c.weights.startswith(BUILTIN_PREFIX) for c in preset.components.values() if c.weights)
+    return entry(preset.weights).builtin
+
+
 def download_command(preset_name: str) -> str:
     try:
         preset = all_presets().get(preset_name)
-        if preset is not None and not preset.untrained and entry(preset.weights).builtin:
+        if preset is not None and is_builtin(preset):
             return "python -m t2i train-demo"
     except PresetError:
         pass
@@ -68,6 +72,9 @@ def download_command(preset_name: str) -> str:
 
 
 def _missing_generator_files(preset: Preset) -> list[str]:
+    if preset.family == "diffusion":
+        paths = [resolve_weights_file(c.weights) for c in preset.components.values() if c.weights]
+        return [p for p in paths if not Path(p).exists()]
     e = entry(preset.weights)
     return [str(e.base / f) for f in e.files if not (e.base / f).is_file()]
 
@@ -100,7 +107,7 @@ def fetch_entry(e: WeightsEntry, progress: bool = True) -> list[Path]:
 
 def download(name: str, progress: bool = True, verify: bool = True) -> list[str]:
     """Fetch a preset's weights (or one weights entry's) and prove them by loading. Returns lines to print."""
-    from .engine.models import build_models
+    from .families import build_pipeline
     from .clip_cache import download_weights
 
     presets = all_presets()
@@ -108,18 +115,18 @@ def download(name: str, progress: bool = True, verify: bool = True) -> list[str]
         preset = presets[name]
         if preset.untrained:
             return [f"{name}: untrained preset, nothing to download"]
-        if entry(preset.weights).builtin:
-            return [f"{name}: built in (checkpoints/shapes/); `python -m t2i train-demo` makes it again"]
+        if is_builtin(preset):
+            return [f"{name}: built in (checkpoints/); `python -m t2i train-demo` makes it again"]
         fetched = fetch_entry(entry(preset.weights), progress)
         for ref in preset.perceptors:
             fetched.append(download_weights(ref.model, ref.pretrained, clip_cache_dir()))
         if verify:
-            build_models(preset, device="cpu")
+            build_pipeline(preset, device="cpu")
         return [f"{name}: {len(fetched)} files present and loaded"]
     e = entry(name)
     fetched = fetch_entry(e, progress)
     if verify:
-        from .engine.models import load_generator_weights
+        from .families.guided.build import load_generator_weights
 
         load_generator_weights(e)
     return [f"{name}: {len(fetched)} files present and loaded"]
@@ -135,11 +142,11 @@ def is_ready(preset: Preset) -> bool:
 def ready_presets() -> list[str]:
     """Presets that can run now, best first: the default when its weights are present, other
     downloaded ones, the built-in shapes set, then the untrained ones."""
-    from .presets import DEFAULT_PRESET
+    from .presets import DEFAULT_PRESET, OFFLINE_DEFAULT
 
     presets = all_presets()
     trained = [n for n, p in presets.items() if not p.untrained and is_ready(p)]
-    trained.sort(key=lambda n: (n != DEFAULT_PRESET, entry(presets[n].weights).builtin, n))
+    trained.sort(key=lambda n: (n != DEFAULT_PRESET, is_builtin(presets[n]), n != OFFLINE_DEFAULT, n))
     return trained + [n for n, p in presets.items() if p.untrained]
 
 

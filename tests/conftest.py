@@ -13,10 +13,10 @@ os.environ.setdefault("T2I_CHECKPOINTS", os.path.join(os.path.dirname(__file__),
 
 @pytest.fixture(scope="session")
 def tiny_models():
-    from t2i.engine import build_models
+    from t2i.families import build_pipeline
     from t2i.presets import get_preset
 
-    return build_models(get_preset("tiny-vqgan-untrained"), device="cpu")
+    return build_pipeline(get_preset("tiny-vqgan-untrained"), device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from t2i.engine import build_models, run
-from t2i.engine.batch import BatchRun
+from t2i.engine import run
+from t2i.families import build_pipeline
+from t2i.engine import Runner
 from t2i.presets import get_preset
 from t2i.spec import make_spec
 
@@ -31,12 +32,12 @@ def pixels(image):
 
 @pytest.mark.parametrize("preset", ["tiny-vqgan-untrained", "tiny-biggan-untrained", "tiny-ensemble-untrained"])
 def test_a_job_alone_and_inside_a_changing_batch_gives_the_same_image(preset):
-    models = build_models(get_preset(preset))
+    models = build_pipeline(get_preset(preset))
     target = spec("a red circle", 7, preset)
     alone = run(target, models)
 
     init = Image.new("RGB", (64, 64), (0, 0, 200))
-    batch = BatchRun(models)
+    batch = Runner(models)
     batch.add("early", spec("a blue square", 1, preset, iterations=5))
     batch.add("target", target)
     joined = False
@@ -58,7 +59,7 @@ def test_a_job_alone_and_inside_a_changing_batch_gives_the_same_image(preset):
 
 
 def test_batch_accepts_only_compatible_jobs(tiny_models):
-    batch = BatchRun(tiny_models)
+    batch = Runner(tiny_models)
     batch.add(1, spec("a", 1))
     assert batch.accepts(spec("b", 2)) and not batch.accepts(spec("c", 3, width=128))
     with pytest.raises(ValueError, match="does not fit this batch"):
@@ -79,7 +80,7 @@ def test_bf16_runs_and_stays_close_to_fp32(tiny_models):
 
 
 def test_every_job_in_a_batch_steps_once_per_batch_step(tiny_models):
-    batch = BatchRun(tiny_models)
+    batch = Runner(tiny_models)
     for i in range(4):
         batch.add(i, spec(f"job {i}", i, iterations=3 + i))
     counts = {i: 0 for i in range(4)}

@@ -295,7 +295,7 @@ def test_train_demo_under_t2i_builtin_writes_there_and_the_shapes_preset_reads_i
     import torch
 
     from t2i.cli import main
-    from t2i.engine import build_models
+    from t2i.families import build_pipeline
     from t2i.paths import BUILTIN_DIR
     from t2i.presets import get_preset
 
@@ -306,7 +306,7 @@ def test_train_demo_under_t2i_builtin_writes_there_and_the_shapes_preset_reads_i
     assert sorted(p.name for p in (tmp_path / "shapes").iterdir()) == sorted(committed)
     assert {p.name: p.read_bytes() for p in (BUILTIN_DIR / "shapes").iterdir()} == committed
     written = torch.load(tmp_path / "shapes" / "shapes-clip.pt")
-    models = build_models(get_preset("shapes"))
+    models = build_pipeline(get_preset("shapes"))
     loaded = models.perceptors[0].model.state_dict()
     assert all(torch.equal(loaded[k], v.float()) for k, v in written.items() if v.is_floating_point())
     assert models.sketch is not None

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from t2i.engine import build_models, run, run_batches
+from t2i.engine import run, run_batches
+from t2i.families import build_pipeline
 from t2i.errors import Cancelled, OutOfMemory, WeightsMissing
 from t2i.presets import get_preset
 from t2i.spec import make_spec
@@ -152,7 +153,7 @@ def test_cancel_between_steps(tiny_models):
 
 @pytest.mark.parametrize("preset", ["tiny-gumbel-untrained", "tiny-biggan-untrained", "tiny-ensemble-untrained"])
 def test_other_generators_and_perceptor_ensembles_optimise(preset):
-    models = build_models(get_preset(preset))
+    models = build_pipeline(get_preset(preset))
     weights_before = [t.clone() for t in models.generator.state_dict().values()]
     result = run(spec_for(preset, "a red circle", iterations=20, cutn=16, lr=0.2, seed=0), models)
     assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
@@ -165,8 +166,8 @@ def test_other_generators_and_perceptor_ensembles_optimise(preset):
 
 
 def test_untrained_presets_build_the_same_weights_every_time():
-    a = build_models(get_preset("tiny-vqgan-untrained"))
-    b = build_models(get_preset("tiny-vqgan-untrained"))
+    a = build_pipeline(get_preset("tiny-vqgan-untrained"))
+    b = build_pipeline(get_preset("tiny-vqgan-untrained"))
     for x, y in zip(a.generator.state_dict().values(), b.generator.state_dict().values()):
         assert torch.equal(x, y)
     for x, y in zip(a.perceptors[0].state_dict().values(), b.perceptors[0].state_dict().values()):
@@ -176,7 +177,7 @@ def test_untrained_presets_build_the_same_weights_every_time():
 def test_trained_preset_without_weights_names_file_and_command(tmp_path, monkeypatch):
     monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path))
     with pytest.raises(WeightsMissing) as e:
-        build_models(get_preset("vqgan_imagenet_f16_16384"))
+        build_pipeline(get_preset("vqgan_imagenet_f16_16384"))
     message = str(e.value)
     assert "\n" not in message
     assert str(tmp_path / "vqgan_imagenet_f16_16384.yaml") in message

@@ -152,7 +152,7 @@ def test_stop_request_near_the_end_finishes_the_job(store, store_url):
 
 def test_failing_jobs_get_their_reason_and_the_executor_goes_on(store, store_url, monkeypatch, tmp_path):
     monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path / "empty"))
-    real_step = executor_module.BatchRun.step
+    real_step = executor_module.Runner.step
 
     def flaky_step(batch):
         prompts = {s.spec.prompt for s in batch.slots.values()}
@@ -162,10 +162,10 @@ def test_failing_jobs_get_their_reason_and_the_executor_goes_on(store, store_url
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real_step(batch)
 
-    monkeypatch.setattr(executor_module.BatchRun, "step", flaky_step)
+    monkeypatch.setattr(executor_module.Runner, "step", flaky_step)
     builds = []
-    real_build = executor_module.build_models
-    monkeypatch.setattr(executor_module, "build_models", lambda *a, **k: builds.append(a) or real_build(*a, **k))
+    real_build = executor_module.build_pipeline
+    monkeypatch.setattr(executor_module, "build_pipeline", lambda *a, **k: builds.append(a) or real_build(*a, **k))
 
     # Different cutouts: each failing job runs in a batch of its own.
     explode = submit_job(store, "explode", "tiny-vqgan-untrained", iterations=2, cutn=3)
@@ -197,7 +197,7 @@ def test_compatible_jobs_run_as_one_batch_with_per_job_cancel_and_fencing(store,
     other = submit_job(store, "another size", "tiny-vqgan-untrained", iterations=2, cutn=2, width=128)
     ex = Executor(ExecutorConfig(db=store_url, once=True, batch="3"))
     sizes, thief = [], {}
-    real_step = executor_module.BatchRun.step
+    real_step = executor_module.Runner.step
 
     def watching_step(batch):
         sizes.append(sorted(batch.slots))
@@ -212,11 +212,11 @@ def test_compatible_jobs_run_as_one_batch_with_per_job_cancel_and_fencing(store,
             thief["lease"] = True
         return steps
 
-    executor_module.BatchRun.step = watching_step
+    executor_module.Runner.step = watching_step
     try:
         assert ex.run() == 0
     finally:
-        executor_module.BatchRun.step = real_step
+        executor_module.Runner.step = real_step
         ex.close()
 
     assert max(len(s) for s in sizes) == 3 and all(other not in s for s in sizes if len(s) > 1)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from t2i import __version__, render
-from t2i.engine.loop import Result
+from t2i.engine import Generation as Result
 from t2i.presets import get_preset
 from t2i.spec import make_spec
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from t2i.engine import build_models, run
+from t2i.engine import run
+from t2i.families import build_pipeline
 from t2i.engine.sketch import SketchNet, load_sketch, save_sketch, sketch_image
 from t2i.errors import PresetError, WeightsMissing
 from t2i.presets import _parse, get_preset
@@ -21,7 +22,7 @@ TINY = "tiny-vqgan-untrained"
 
 def _tiny_models(sketch: SketchNet | None = None, init_weight: float = 0.0):
     preset = dataclasses.replace(get_preset(TINY), init_weight=init_weight)
-    models = build_models(preset)
+    models = build_pipeline(preset)
     models.sketch = sketch
     return models
 
@@ -82,12 +83,12 @@ def test_a_job_starts_from_its_sketch_unless_it_brings_an_init_image():
 
 
 def test_init_weight_holds_the_latent_near_its_start():
-    from t2i.engine.batch import BatchRun
+    from t2i.engine import Runner
 
     drifts = {}
     for weight in (0.0, 1e6):
         models = _tiny_models(init_weight=weight)
-        batch = BatchRun(models)
+        batch = Runner(models)
         slot = batch.add("job", _spec(iterations=30))
         start = slot.latent[0].detach().clone()
         while not slot.done:

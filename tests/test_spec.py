@@ -9,6 +9,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from t2i import spec as spec_mod
+from t2i.families.guided.options import DEFAULTS as GUIDED
 from t2i.spec import (
     DEFAULTS,
     MAX_SEED,
@@ -165,7 +166,7 @@ def test_stop_out_of_range_rejected(prompt):
 def test_global_defaults_applied():
     s = make_spec("a cat", "some-preset")
     assert (s.width, s.height, s.iterations, s.cutn, s.lr, s.save_every) == (
-        DEFAULTS["width"], DEFAULTS["height"], DEFAULTS["iterations"], DEFAULTS["cutn"], DEFAULTS["lr"],
+        DEFAULTS["width"], DEFAULTS["height"], GUIDED["iterations"], GUIDED["cutn"], GUIDED["lr"],
         DEFAULTS["save_every"])
     assert s.seed is None and s.init_image is None and s.image_prompts == ()
     assert s.preset == "some-preset" and s.prompt == "a cat"
@@ -179,7 +180,7 @@ def test_preset_defaults_override_global_ones():
     assert (s.width, s.height, s.iterations, s.cutn, s.save_every) == (64, 64, 20, 8, 5)
     # Partial defaults: only the named keys change.
     s = make_spec("a cat", "p", defaults={"width": 128, "cutn": 4})
-    assert (s.width, s.height, s.cutn, s.iterations) == (128, DEFAULTS["height"], 4, DEFAULTS["iterations"])
+    assert (s.width, s.height, s.cutn, s.iterations) == (128, DEFAULTS["height"], 4, GUIDED["iterations"])
     # Explicit values beat both; "" means "use the default".
     s = make_spec("a cat", "p", width=96, iterations="", defaults={"width": 128, "iterations": 7})
     assert (s.width, s.iterations) == (96, 7)

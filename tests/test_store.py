@@ -26,6 +26,12 @@ def spec(prompt: str = "a red circle", iterations: int = 5) -> dict:
     return make_spec(prompt, PRESET, iterations=iterations).to_dict()
 
 
+def submit(store, sp: dict, **kw) -> int:
+    """The store keeps job data opaque: the caller says the batch key and the step count."""
+    return store.submit(sp, batch_key=f"{sp['preset']}|{sp['width']}x{sp['height']}|{sp['cutn']}",
+                        total=sp["iterations"], **kw)
+
+
 def make_result(job_id: int, *, tag: bytes = b"", seed: int = 2**63 - 1) -> Result:
     return Result(job_id=job_id, gif=b"GIF89a" + bytes(range(256)) + tag, png=b"\x89PNG\r\n\x1a\n\x00" + tag,
                   thumbnail=b"thumb\x00\xff" + tag, parameters={"lr": 0.1, "cutn": 32, "nested": {"a": [1, 2]}},
@@ -49,7 +55,7 @@ def other(store_url, store):
 
 def claim_new(store, worker="w-a", lease=LONG, **submit_kw):
     """Submit one job and claim it (the queue must otherwise be empty of queued jobs)."""
-    job_id = store.submit(spec(), **submit_kw)
+    job_id = submit(store, spec(), **submit_kw)
     job = store.claim(worker, lease)
     assert job is not None and job.id == job_id
     return job
@@ -85,7 +91,7 @@ def test_schema_created_on_first_open(store_url):
 
 def test_submit_get_round_trip(store):
     sp = spec("a red circle", iterations=7)
-    job_id = store.submit(sp, priority=2, max_attempts=4, submitter="alice")
+    job_id = submit(store, sp, priority=2, max_attempts=4, submitter="alice")
     job = store.get(job_id)
     assert job.id == job_id
     assert job.spec == sp
@@ -115,7 +121,7 @@ def test_submit_job_goes_through_validation(store):
 def test_open_same_url_twice(store_url):
     first = open_store(store_url)
     try:
-        job_id = first.submit(spec())
+        job_id = submit(first, spec())
         version = schema_version(first)
         second = open_store(store_url)
         try:
@@ -124,7 +130,7 @@ def test_open_same_url_twice(store_url):
             assert second.get(job_id).spec == spec()
             assert second.counts()["queued"] == 1
             # Writes through one connection are seen by the other.
-            other_id = second.submit(spec("a green cone"))
+            other_id = submit(second, spec("a green cone"))
             assert first.get(other_id).prompt == "a green cone"
             assert [j.id for j in first.jobs()] == [other_id, job_id]
         finally:
@@ -156,7 +162,7 @@ def test_concurrent_first_opens_migrate_once(store_url):
         assert errors == []
         versions = {tuple(schema_version(s)) for s in stores}
         assert len(versions) == 1 and len(next(iter(versions))) == 1
-        job_id = stores[0].submit(spec())
+        job_id = submit(stores[0], spec())
         assert all(s.get(job_id) is not None for s in stores)
     finally:
         for s in stores:
@@ -177,7 +183,7 @@ def test_sqlite_file_created_in_missing_directory(store_url, tmp_path):
     assert not path.parent.exists()
     s = open_store(f"sqlite:///{path}")
     try:
-        job_id = s.submit(spec())
+        job_id = submit(s, spec())
         assert s.get(job_id).status == "queued"
     finally:
         s.close()
@@ -192,12 +198,12 @@ def test_claim_empty_queue_returns_none(store):
 
 
 def test_claim_order_priority_then_id(store):
-    low1 = store.submit(spec("low one"))
-    high1 = store.submit(spec("high one"), priority=5)
-    low2 = store.submit(spec("low two"))
-    high2 = store.submit(spec("high two"), priority=5)
-    mid = store.submit(spec("mid"), priority=1)
-    neg = store.submit(spec("negative"), priority=-1)
+    low1 = submit(store, spec("low one"))
+    high1 = submit(store, spec("high one"), priority=5)
+    low2 = submit(store, spec("low two"))
+    high2 = submit(store, spec("high two"), priority=5)
+    mid = submit(store, spec("mid"), priority=1)
+    neg = submit(store, spec("negative"), priority=-1)
     order = [high1, high2, mid, low1, low2, neg]
     assert [store.queue_position(j) for j in order] == [1, 2, 3, 4, 5, 6]
     claimed = []
@@ -208,7 +214,7 @@ def test_claim_order_priority_then_id(store):
 
 
 def test_claim_sets_lease(store):
-    job_id = store.submit(spec())
+    job_id = submit(store, spec())
     before = time.time()
     job = store.claim("worker-1", LONG)
     assert job.id == job_id
@@ -225,9 +231,9 @@ def test_claim_sets_lease(store):
 
 
 def test_queue_position_and_counts(store):
-    a = store.submit(spec("a"))
-    b = store.submit(spec("b"))
-    c = store.submit(spec("c"))
+    a = submit(store, spec("a"))
+    b = submit(store, spec("b"))
+    c = submit(store, spec("c"))
     assert (store.queue_position(a), store.queue_position(b), store.queue_position(c)) == (1, 2, 3)
     assert store.queue_position(999_999) is None
     running = store.claim("w", LONG)
@@ -247,7 +253,7 @@ def test_queue_position_and_counts(store):
 
 def test_concurrent_claims_exactly_once(store_url, store):
     n_jobs, n_threads = 60, 8
-    submitted = {store.submit(spec(f"job {i}")) for i in range(n_jobs)}
+    submitted = {submit(store, spec(f"job {i}")) for i in range(n_jobs)}
     assert len(submitted) == n_jobs
     claimed: list[list[int]] = [[] for _ in range(n_threads)]
     errors: list[BaseException] = []
@@ -321,7 +327,7 @@ def test_heartbeat_stale_lease(store):
 # --- fencing --------------------------------------------------------------------------------
 
 def test_fencing_after_expiry_and_reclaim(store):
-    job_id = store.submit(spec())
+    job_id = submit(store, spec())
     a = store.claim("w-a", EXPIRED)
     assert a.id == job_id
     assert store.add_frame(a.lease, 1, b"frame-a-1")
@@ -370,7 +376,7 @@ def test_sweep(store):
     assert store.cancel(cancelled.id) == "cancel_requested"
     alive = claim_new(store, worker="w-4", lease=LONG)
     assert store.add_frame(alive.lease, 1, b"kept frame")
-    queued = store.submit(spec("waiting"))
+    queued = submit(store, spec("waiting"))
     alive_before = store.get(alive.id)
     queued_before = store.get(queued)
 
@@ -397,7 +403,7 @@ def test_sweep(store):
 
 
 def test_sweep_fails_after_max_attempts(store):
-    job_id = store.submit(spec(), max_attempts=2)
+    job_id = submit(store, spec(), max_attempts=2)
     for attempt in (1, 2):
         job = store.claim(f"w-{attempt}", EXPIRED)
         assert job.id == job_id and job.attempts == attempt
@@ -523,7 +529,7 @@ def test_release(store):
 
 
 def test_release_does_not_use_up_attempts(store):
-    job_id = store.submit(spec(), max_attempts=1)
+    job_id = submit(store, spec(), max_attempts=1)
     for _ in range(3):
         job = store.claim("w", LONG)
         assert job.id == job_id and job.attempts == 1
@@ -546,7 +552,7 @@ def test_release_of_a_cancel_requested_job_ends_it_cancelled(store):
 # --- cancel ---------------------------------------------------------------------------------
 
 def test_cancel_queued(store):
-    job_id = store.submit(spec())
+    job_id = submit(store, spec())
     assert store.cancel(job_id) == "cancelled"
     j = store.get(job_id)
     assert j.status == "cancelled" and j.finished_at is not None
@@ -583,7 +589,7 @@ def test_cancel_finished_and_unknown(store):
 
 def test_retry(store):
     sp = spec("retry me", iterations=9)
-    job_id = store.submit(sp, priority=3, submitter="carol")
+    job_id = submit(store, sp, priority=3, submitter="carol")
     job = store.claim("w", LONG)
     assert store.fail(job.lease, "boom")
     new_id = store.retry(job_id)
@@ -596,14 +602,14 @@ def test_retry(store):
     assert new.error is None
     assert store.get(job_id).status == "failed"       # the original is left alone
 
-    cancelled_id = store.submit(sp)
+    cancelled_id = submit(store, sp)
     assert store.cancel(cancelled_id) == "cancelled"
     again = store.retry(cancelled_id)
     assert store.get(again).retry_of == cancelled_id and store.get(again).status == "queued"
 
 
 def test_retry_only_failed_or_cancelled(store):
-    queued = store.submit(spec())
+    queued = submit(store, spec())
     with pytest.raises(ValueError):
         store.retry(queued)
     running = store.claim("w", LONG)
@@ -620,10 +626,10 @@ def test_retry_only_failed_or_cancelled(store):
 # --- jobs() ---------------------------------------------------------------------------------
 
 def test_jobs_listing(store):
-    a = store.submit(spec("a"), submitter="alice")
-    b = store.submit(spec("b"), submitter="bob")
-    c = store.submit(spec("c"), submitter="alice")
-    d = store.submit(spec("d"))
+    a = submit(store, spec("a"), submitter="alice")
+    b = submit(store, spec("b"), submitter="bob")
+    c = submit(store, spec("c"), submitter="alice")
+    d = submit(store, spec("d"))
     assert [j.id for j in store.jobs()] == [d, c, b, a]
     assert [j.id for j in store.jobs(limit=2)] == [d, c]
     assert [j.id for j in store.jobs(submitter="alice")] == [c, a]
@@ -641,7 +647,7 @@ def test_jobs_listing(store):
 # --- executors ------------------------------------------------------------------------------
 
 def test_workers(store):
-    job_id = store.submit(spec())
+    job_id = submit(store, spec())
     store.worker_seen("w-1", host="host-a", device="cpu", job_id=None)
     store.worker_seen("w-2", host="host-b", device="cuda:0", job_id=None)
     store.worker_seen("w-1", host="host-a", device="cpu", job_id=job_id)
@@ -699,7 +705,7 @@ def test_wait_for_work_woken_by_submit(store_url, store, other):
     t = threading.Thread(target=waiter, daemon=True)
     start = time.monotonic()
     t.start()
-    other.submit(spec("wake up"))
+    submit(other, spec("wake up"))
     t.join(timeout=15)
     assert errors == []
     assert woke.is_set(), "a submit on another connection did not wake the waiter"

@@ -73,7 +73,7 @@ def test_download_fetches_from_mirrors_and_proves_by_loading(tmp_path, monkeypat
     monkeypatch.setenv("T2I_WEIGHTS_REGISTRY", str(registry))
     lines = weights.download("tiny-taming", progress=False)
     assert lines == ["tiny-taming: 2 files present and loaded"]
-    from t2i.engine.models import load_generator_weights
+    from t2i.families.guided.build import load_generator_weights
     loaded = load_generator_weights(weights.entry("tiny-taming"))
     for k, v in source.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k])

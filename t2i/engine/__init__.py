@@ -1,13 +1,13 @@
-"""The generation engine: a library that knows nothing of queues or pages.
+"""The generation engine's shared parts: a library that knows nothing of queues or pages.
 
-    models = build_models(get_preset(name), device)
-    result = run(spec, models, on_step)
+    pipeline = build_pipeline(get_preset(name), device)     (t2i/families: one pipeline per family)
+    generation = run(spec, pipeline, on_step)               (runner.py: one job, or many as a batch)
 
+runner.py (slots, join/leave, frames, autocast), and the building blocks the families use:
 perceptor.py (open_clip), vqgan.py / biggan.py (generators), cutouts.py (batched augmentations),
-prompts.py (targets and loss), loop.py (the optimisation), models.py (building them from a preset).
+prompts.py (targets and loss), sketch.py (a prompt's starting picture).
 """
 
-from .loop import Result, Step, run, run_batches
-from .models import Models, build_models
+from .runner import Generation, Runner, Step, run, run_batches
 
-__all__ = ["Models", "Result", "Step", "build_models", "run", "run_batches"]
+__all__ = ["Generation", "Runner", "Step", "run", "run_batches"]

@@ -56,12 +56,6 @@ class Job:
     def lease(self) -> Lease:
         return Lease(self.id, self.worker_id, self.attempts)
 
-    @property
-    def batch_key(self) -> str:
-        from .sql import batch_key
-
-        return batch_key(self.spec)
-
 
 @dataclass
 class Result:
@@ -88,9 +82,11 @@ class Beat:
 
 class JobStore(Protocol):
     # --- submitting and reading -------------------------------------------------------------
-    def submit(self, spec: dict, *, priority: int = 0, max_attempts: int = 3, submitter: str | None = None,
-               retry_of: int | None = None) -> int:
-        """Insert a queued job from a validated JobSpec dict; returns its id."""
+    def submit(self, spec: dict, *, batch_key: str, total: int, priority: int = 0, max_attempts: int = 3,
+               submitter: str | None = None, retry_of: int | None = None) -> int:
+        """Insert a queued job; returns its id. `spec` is opaque job data (JSON) of which the store
+        reads only "prompt" and "preset" (shown and filtered on by the pages); the caller says which
+        batch the job fits (`batch_key`, matched by claim) and how many steps it takes (`total`)."""
 
     def get(self, job_id: int) -> Job | None:
         """The job, or None."""

@@ -10,7 +10,6 @@ import json
 import time
 from contextlib import contextmanager
 
-from ..spec import batch_key as spec_batch_key
 from .base import FINISHED, STATUSES, Beat, Job, Lease, Result
 
 JOB_COLUMNS = ("id, spec, prompt, preset, status, priority, attempts, max_attempts, worker_id, lease_expires_at, "
@@ -25,10 +24,6 @@ def _job(row) -> Job:
     j.spec = json.loads(j.spec)
     j.cancel_requested = bool(j.cancel_requested)
     return j
-
-
-def batch_key(spec: dict) -> str:
-    return spec_batch_key(spec["preset"], spec["width"], spec["height"], spec["cutn"])
 
 
 def _fence(lease: Lease) -> tuple:
@@ -62,13 +57,13 @@ class SQLStore:
         return self._execute(sql, params).rowcount
 
     # --- submitting and reading -------------------------------------------------------------
-    def submit(self, spec: dict, *, priority: int = 0, max_attempts: int = 3, submitter: str | None = None,
-               retry_of: int | None = None) -> int:
+    def submit(self, spec: dict, *, batch_key: str, total: int, priority: int = 0, max_attempts: int = 3,
+               submitter: str | None = None, retry_of: int | None = None) -> int:
         row = self._one(
             "INSERT INTO jobs (spec, prompt, preset, status, priority, max_attempts, total, submitter, retry_of, "
             "batch_key, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, {now}) RETURNING id",
-            (json.dumps(spec), spec["prompt"], spec["preset"], priority, max_attempts, spec["iterations"],
-             submitter, retry_of, batch_key(spec)))
+            (json.dumps(spec), spec["prompt"], spec["preset"], priority, max_attempts, total,
+             submitter, retry_of, batch_key))
         self._notify()
         return int(row[0])
 
@@ -193,8 +188,9 @@ class SQLStore:
         if job is None or job.status not in ("failed", "cancelled"):
             raise ValueError(f"job {job_id} is {job.status if job else 'unknown'}; only failed or cancelled jobs "
                              "can be retried")
-        return self.submit(job.spec, priority=job.priority, max_attempts=job.max_attempts, submitter=job.submitter,
-                           retry_of=job.id)
+        (key,) = self._one("SELECT batch_key FROM jobs WHERE id = ?", (job_id,))
+        return self.submit(job.spec, batch_key=key, total=job.total, priority=job.priority,
+                           max_attempts=job.max_attempts, submitter=job.submitter, retry_of=job.id)
 
     def sweep(self) -> tuple[int, int]:
         expired = "status = 'running' AND lease_expires_at < {now}"

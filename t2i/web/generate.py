@@ -4,6 +4,8 @@ import streamlit as st
 
 from t2i import jobview
 from t2i.errors import T2IError
+from t2i.families import options_class
+from t2i.presets import get_preset
 from t2i.queue import SubmitPolicy, submit_job
 from t2i.spec import Limits, SpecError
 from t2i.weights import ready_presets
@@ -11,7 +13,7 @@ from t2i.web.common import plain, store, visitor_id
 
 SYNTAX = ("Separate parts with `|`; give each an optional weight and stop as `text:weight:stop`. "
           "A negative weight pushes away, e.g. `a lighthouse at dusk | oil painting:0.5 | blurry:-0.5`.")
-FIELDS = ("width", "height", "iterations", "cutn", "seed")
+COMMON = ("width", "height", "seed")
 
 visitor = visitor_id()
 db = store()
@@ -20,38 +22,55 @@ st.title("Generate")
 
 def _again(params: dict) -> None:
     """Fill the form with a finished job's settings (runs before the widgets are rebuilt)."""
+    family = options_class(params.get("family", "guided"))
     st.session_state.update(prompt=params["prompt"], preset=params["preset"], width=params["requested_size"][0],
-                            height=params["requested_size"][1], iterations=params["iterations"],
-                            cutn=params["cutn"], seed=str(params["seed"]))
+                            height=params["requested_size"][1], seed=str(params["seed"]),
+                            **{f.name: params[f.name] for f in family.FORM if f.name in params})
+
+
+def _option_input(column, f) -> None:
+    """One of the family's advanced options; empty means the preset's default."""
+    if f.kind == "choice":
+        column.selectbox(f.label, [None, *f.choices], key=f.name, help=f.help or None,
+                         format_func=lambda c: "(preset default)" if c is None else c)
+    else:
+        column.number_input(f.label, value=None, step=f.step, key=f.name, help=f.help or None)
 
 
 def _read(upload) -> bytes | None:
     return upload.getvalue() if upload is not None else None
 
 
+# Outside the form: choosing a preset reruns the page, so the advanced options are its family's.
+presets = ready_presets()
+st.selectbox("Preset", presets, key="preset",
+             help="Presets with 'untrained' in their name use random weights: their images mean nothing.")
+chosen = get_preset(st.session_state.get("preset") or presets[0])
+options = options_class(chosen.family)
 with st.form("generate"):
     st.text_area("Prompt", key="prompt", max_chars=1000, placeholder="a lighthouse in a storm, oil painting")
     st.caption(SYNTAX)
-    presets = ready_presets()
-    st.selectbox("Preset", presets, key="preset",
-                 help="Presets with 'untrained' in their name use random weights: their images mean nothing.")
-    with st.expander("Advanced options (empty: the preset's defaults)"):
+    with st.expander(f"Advanced options for {chosen.family} presets (empty: the preset's defaults)"):
         left, right = st.columns(2)
         left.number_input("Width", value=None, step=16, key="width")
         right.number_input("Height", value=None, step=16, key="height")
-        left.number_input("Iterations", value=None, step=10, key="iterations")
-        right.number_input("Cutouts", value=None, step=1, key="cutn")
+        for i, f in enumerate(options.FORM):
+            _option_input(left if i % 2 == 0 else right, f)
         st.text_input("Seed (empty: random)", key="seed")
-        init_image = st.file_uploader("Start from an image", type=["png", "jpg", "jpeg", "webp"], key="init_image")
-        image_prompt = st.file_uploader("Steer towards an image", type=["png", "jpg", "jpeg", "webp"],
-                                        key="image_prompt")
+        init_image = image_prompt = None
+        if chosen.family == "guided":  # the other families take no images
+            init_image = st.file_uploader("Start from an image", type=["png", "jpg", "jpeg", "webp"],
+                                          key="init_image")
+            image_prompt = st.file_uploader("Steer towards an image", type=["png", "jpg", "jpeg", "webp"],
+                                            key="image_prompt")
     submitted = st.form_submit_button("Generate", type="primary")
 
 if submitted:
     s = st.session_state
+    fields = [*COMMON, *(f.name for f in options.FORM)]
     try:
-        job_id = submit_job(db, s.prompt, s.preset or "", submitter=visitor, limits=Limits.from_env(),
-                            policy=SubmitPolicy.from_env(), **{f: s.get(f) for f in FIELDS},
+        job_id = submit_job(db, s.prompt, chosen.name, submitter=visitor, limits=Limits.from_env(),
+                            policy=SubmitPolicy.from_env(), **{f: s.get(f) for f in fields},
                             init_image=_read(init_image),
                             image_prompts=[b for b in [_read(image_prompt)] if b is not None])
     except (SpecError, T2IError) as e:
@@ -65,7 +84,7 @@ if submitted:
 def show_result(job_id: int) -> None:
     result = db.result(job_id)
     gif_col, png_col = st.columns(2)
-    gif_col.image(result.gif, caption="the optimisation", width=384)
+    gif_col.image(result.gif, caption="the optimisation" if result.parameters.get("family", "guided") == "guided" else "the denoising", width=384)
     png_col.image(result.png, caption=f"{result.width}x{result.height}, seed {result.seed}", width=384)
     a, b, c = st.columns(3)
     a.download_button("Download GIF", result.gif, file_name=f"t2i-{job_id}.gif", mime="image/gif")
@@ -93,7 +112,7 @@ def watch(job_id: int) -> None:
         left, right = st.columns(2)
         if frame:
             left.image(frame[1], caption=f"step {frame[0]}", width=320)
-        if len(losses) > 1:
+        if len(losses) > 1:  # families without a loss (diffusion) show steps and the preview only
             right.line_chart({"loss": [losses[k] for k in sorted(losses)]})
     elif job.status == "done":
         show_result(job.id)

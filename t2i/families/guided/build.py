@@ -1,4 +1,4 @@
-"""Model building: a preset in, a generator and its perceptors out, on one device.
+"""The guided family's model building: a preset in, a generator and its perceptors out, on one device.
 
 The one place that decides where weights come from: the downloaded files for trained presets (a
 missing file is WeightsMissing), random weights for untrained presets (seeded, so every process
@@ -7,28 +7,17 @@ builds the same model), or random weights of the real architecture for benchmark
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from .. import weights as W
-from ..paths import MODEL_CONFIG_DIR, clip_cache_dir, resolve_weights_file
-from ..presets import Preset
-from .biggan import BigGANGenerator, build_biggan, load_biggan
-from .perceptor import Perceptor, load_perceptor, register_model_configs
-from .sketch import SketchNet, load_sketch
-from .vqgan import VQGANGenerator, build_taming, load_taming
-
-UNTRAINED_SEED = 0  # untrained presets are the same model in every process
-
-
-@dataclass
-class Models:
-    preset: Preset
-    generator: torch.nn.Module
-    perceptors: list[Perceptor]
-    device: torch.device
-    sketch: SketchNet | None = None  # draws a job's start from the first perceptor's text embedding
+from ... import weights as W
+from ...engine.biggan import BigGANGenerator, build_biggan, load_biggan
+from ...engine.perceptor import load_perceptor, register_model_configs
+from ...engine.sketch import load_sketch
+from ...engine.vqgan import VQGANGenerator, build_taming, load_taming
+from ...paths import MODEL_CONFIG_DIR, clip_cache_dir, resolve_weights_file
+from ...presets import Preset
+from ...untrained import UNTRAINED_SEED
+from .pipeline import GuidedPipeline
 
 
 def load_generator_weights(entry: W.WeightsEntry, hint: str = ""):
@@ -50,7 +39,7 @@ def _generator(preset: Preset, random_weights: bool):
     return BigGANGenerator(net, **preset.generator_options)
 
 
-def build_models(preset: Preset, device="cpu", random_weights: bool = False) -> Models:
+def build(preset: Preset, device="cpu", random_weights: bool = False) -> GuidedPipeline:
     """random_weights=True builds the real architecture untrained (benchmarks need no download)."""
     register_model_configs(MODEL_CONFIG_DIR)
     random_weights = random_weights or preset.untrained
@@ -70,7 +59,7 @@ def build_models(preset: Preset, device="cpu", random_weights: bool = False) -> 
     device = torch.device(device)
     if device.type == "cuda":
         _tune_for_gpu(generator)
-    return Models(preset, generator.to(device), perceptors, device, sketch)
+    return GuidedPipeline(preset, generator.to(device), perceptors, device, sketch)
 
 
 def _tune_for_gpu(generator) -> None:

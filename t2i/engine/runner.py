@@ -1,0 +1,179 @@
+"""The Runner: jobs of one preset run as a batch, whatever their family; the executor talks to it only.
+
+It owns what every family shares: slots (one per job: its spec, seed, generator, state, step count,
+frames and metrics), jobs joining and leaving between steps, the frame cadence (`save_every`),
+timing, autocast and results. The maths lives in the preset's pipeline (t2i/families/base.py).
+
+    runner = Runner(pipeline)
+    runner.add(name, spec)        # starts the job from its own seed; it takes part from the next step
+    steps = runner.step()         # {name: Step} for every unfinished job
+    generation = runner.result(name)
+    runner.remove(name)
+
+`run(spec, pipeline)` is one job as a batch of one; `run_batches(specs, pipeline, batch)` many.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from PIL import Image
+from torchvision.transforms import functional as TF
+
+from ..errors import Cancelled, OutOfMemory
+from ..spec import MAX_SEED, JobSpec
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class Step:
+    step: int                   # steps done
+    total: int
+    loss: float | None          # the family's metric (None: diffusion has none)
+    frame: Image.Image | None   # set every save_every steps
+    frame_step: int | None      # the step count the frame shows
+    elapsed: float
+
+
+@dataclass
+class Generation:
+    """A finished job: the final image, its frames, and the figures the PNG and the pages show."""
+
+    image: Image.Image
+    frames: list[Image.Image]
+    frame_steps: list[int]
+    seed: int
+    width: int
+    height: int
+    losses: list[float] = field(default_factory=list)
+    samples: list[Image.Image] = field(default_factory=list)  # each sample of a several-sample job
+
+
+@dataclass
+class Slot:
+    spec: JobSpec
+    seed: int
+    gen: torch.Generator
+    state: object
+    total: int
+    step: int = 0
+    frames: list = field(default_factory=list)
+    frame_steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    start: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    return TF.to_pil_image(image[0].detach().clamp(0, 1).float().cpu())
+
+
+class Runner:
+    def __init__(self, pipeline, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        self.pipeline = pipeline
+        self.precision = precision
+        self.slots: dict[object, Slot] = {}
+        self.key: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def accepts(self, spec: JobSpec) -> bool:
+        return self.key is None or spec.batch_key == self.key
+
+    def add(self, name, spec: JobSpec) -> Slot:
+        """Start a job (everything random from its own seed); it takes part from the next step on."""
+        if not self.accepts(spec):
+            raise ValueError(f"job {name} does not fit this batch ({spec.batch_key} vs {self.key})")
+        seed = spec.seed if spec.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        gen = torch.Generator(device=self.pipeline.device).manual_seed(seed)
+        slot = Slot(spec, seed, gen, self.pipeline.start(spec, gen), spec.total_steps)
+        self.key = self.key or spec.batch_key
+        self.slots[name] = slot
+        return slot
+
+    def remove(self, name) -> Slot:
+        slot = self.slots.pop(name)
+        if not self.slots:
+            self.key = None
+        return slot
+
+    def step(self) -> dict:
+        """One step of every unfinished job; returns {name: Step}."""
+        names = [n for n, s in self.slots.items() if not s.done]
+        slots = [self.slots[n] for n in names]
+        if not slots:
+            return {}
+        want = [s.step % s.spec.save_every == 0 for s in slots]
+        outs = self.pipeline.step([s.state for s in slots], want, self.autocast)
+        result, now = {}, time.monotonic()
+        for name, s, out in zip(names, slots, outs):
+            frame = to_pil(out.frame) if out.frame is not None else None
+            if frame is not None:
+                s.frames.append(frame)
+                s.frame_steps.append(s.step)
+            frame_step = s.step if frame is not None else None
+            if out.metric is not None:
+                s.losses.append(out.metric)
+            s.step += 1
+            result[name] = Step(s.step, s.total, out.metric, frame, frame_step, now - s.start)
+        return result
+
+    def result(self, name) -> Generation:
+        """The finished job's final image, frames and figures."""
+        s = self.slots[name]
+        (final,) = self.pipeline.finish([s.state])
+        width, height = self.pipeline.used_size(s.spec)
+        return Generation(final.image, [*s.frames, final.image], [*s.frame_steps, s.step], s.seed, width, height,
+                          s.losses, final.samples)
+
+    def autocast(self):
+        # bf16 for the heavy forward passes; the pipeline keeps its state and losses in fp32.
+        return torch.autocast(self.pipeline.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+
+def run(spec: JobSpec, pipeline, on_step: Callable[[Step], bool | None] | None = None,
+        precision: str = "fp32") -> Generation:
+    """One job, a batch of one. `on_step` returning True stops it between steps (Cancelled)."""
+    runner = Runner(pipeline, precision)
+    try:
+        runner.add(0, spec)
+        while not runner.slots[0].done:
+            step = runner.step()[0]
+            if on_step and on_step(step):
+                raise Cancelled(f"stopped after {step.step} of {step.total} steps")
+        return runner.result(0)
+    except torch.OutOfMemoryError:
+        raise out_of_memory(pipeline, spec) from None
+
+
+def run_batches(specs: list[JobSpec], pipeline, batch: int = 16, precision: str = "fp32") -> Iterator[Generation]:
+    """Many jobs to completion, `batch` at a time (jobs that share a batch_key); yields each
+    Generation in the order of `specs`, the one `run` would give up to floating-point noise."""
+    for start in range(0, len(specs), batch):
+        group = specs[start:start + batch]
+        runner = Runner(pipeline, precision)
+        try:
+            for i, spec in enumerate(group):
+                runner.add(i, spec)
+            while not all(slot.done for slot in runner.slots.values()):
+                runner.step()
+        except torch.OutOfMemoryError:
+            raise out_of_memory(pipeline, group[0]) from None
+        for i in range(len(group)):
+            yield runner.result(i)
+
+
+def out_of_memory(pipeline, spec: JobSpec) -> OutOfMemory:
+    return OutOfMemory(f"out of {pipeline.device.type.upper()} memory at {pipeline.describe(spec)}: "
+                       f"lower {spec.options.LIGHTER}")
