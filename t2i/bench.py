@@ -1,10 +1,10 @@
-"""`python -m t2i bench`: speed and memory of the engine loop on a preset's real architecture.
+"""`python -m t2i bench`: speed and memory of the Runner on a preset's real architecture, any family.
 
-Weights are random (built from the preset's architecture file), so no download is needed; the speed
-and memory of a step do not depend on the weights' values. Reports job-steps/s for batches of B jobs
+Weights are random (built from the preset's architecture), so no download is needed; the speed and
+memory of a step do not depend on the weights' values. Reports job-steps/s for batches of B jobs
 (--batch 1,2,4,...), the FLOPs of one job-step as torch counts them (so achieved FLOP/s can be set
-against the device's peak), and with --reference the common per-cutout loop on the same models,
-as a ratio. Not a test: figures go to BENCHMARKS.md.
+against the device's peak), and with --reference the loop users would write, one job at a time, on
+the same models (t2i/bench_reference.py), as a ratio. Not a test: figures go to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ def _synced_clock(device: torch.device) -> float:
 
 def _specs(preset, batch: int, iterations: int, size, cutn) -> list:
     width, height = size or (None, None)
-    return [make_spec(f"a painting of a lighthouse in a storm, take {i}", preset.name, width=width, height=height,
-                      cutn=cutn, iterations=iterations, save_every=iterations, seed=i, defaults=preset.defaults)
+    steps = dict(iterations=iterations, cutn=cutn) if preset.family == "guided" else dict(steps=iterations)
+    return [make_spec(f"a painting of a lighthouse in a storm, take {i}", preset.name, family=preset.family,
+                      width=width, height=height, save_every=iterations, seed=i, defaults=preset.defaults, **steps)
             for i in range(batch)]
 
 
 def _flops_per_job_step(models, spec, precision: str) -> float:
-    """Matmul/conv FLOPs of one optimisation step of one job, forward and backward, as counted by torch."""
+    """Matmul/conv FLOPs of one step of one job (guided: forward and backward), as counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 
     batch = Runner(models, precision)
@@ -72,14 +73,17 @@ def _bench_batch(models, preset, batch_size: int, steps: int, size, cutn, precis
 
 
 def _bench_reference(models, spec, steps: int):
-    from .bench_reference import reference_steps
+    from .bench_reference import diffusion_reference_steps, reference_steps
 
     device = models.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     marks = []
-    reference_steps(models, spec.width, spec.height, spec.cutn, steps + WARMUP_STEPS,
-                    lambda: marks.append(_synced_clock(device)))
+    mark = lambda: marks.append(_synced_clock(device))  # noqa: E731
+    if spec.family == "diffusion":
+        diffusion_reference_steps(models, spec, steps + WARMUP_STEPS, mark)
+    else:
+        reference_steps(models, spec.width, spec.height, spec.cutn, steps + WARMUP_STEPS, mark)
     seconds = marks[-1] - marks[WARMUP_STEPS - 1]
     return steps / seconds, _peak_memory(device)
 
@@ -89,15 +93,14 @@ def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cut
     preset = get_preset(preset_name)
     models = build_pipeline(preset, device=device, random_weights=True)
     spec = _specs(preset, 1, steps + WARMUP_STEPS, size, cutn)[0]
-    width, height = models.generator.fit_size(spec.width, spec.height)
     flops = _flops_per_job_step(models, spec, precision)
     where = torch.cuda.get_device_name(models.device) if models.device.type == "cuda" else \
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     lines = [
         f"preset {preset.name} ({preset.models_label}), random weights of the real architecture",
         f"device {models.device} ({where}), torch {torch.__version__}, {precision}",
-        f"{width}x{height}, {spec.cutn} cutouts, {steps} timed steps after {WARMUP_STEPS} warm-up; "
-        f"{flops / 1e9:.2f} GFLOP per job-step (forward + backward, counted)",
+        f"{models.describe(spec)}: {steps} timed steps after {WARMUP_STEPS} warm-up; "
+        f"{flops / 1e9:.2f} GFLOP per job-step (counted)",
         "",
         "| jobs in batch | job-steps/s | ms per batch step | achieved GFLOP/s | peak memory |",
         "| --- | --- | --- | --- | --- |",
@@ -110,13 +113,14 @@ def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cut
     if plot and len(rates) > 1:
         from .plot import scaling_plot
 
-        scaling_plot(sorted(rates.items()), f"{preset.name}, {width}x{height}, {spec.cutn} cutouts, "
+        scaling_plot(sorted(rates.items()), f"{preset.name}, {models.describe(spec)}, "
                                             f"{precision}, {models.device}").save(plot)
         lines.append(f"plot written to {plot}")
     if reference:
         ref_rate, ref_peak = _bench_reference(models, spec, steps)
-        lines += ["", f"reference loop (per-cutout Python loop + kornia, fp32, one job): {ref_rate:.3f} steps/s, "
-                      f"peak memory {ref_peak}"]
+        how = ("diffusers-pipeline-style loop, CFG as one batch of 2, fp32, one job" if spec.family == "diffusion"
+               else "per-cutout Python loop + kornia, fp32, one job")
+        lines += ["", f"reference loop ({how}): {ref_rate:.3f} steps/s, peak memory {ref_peak}"]
         for b, rate in rates.items():
             lines.append(f"ratio to the reference, {b} job(s) in batch: {rate / ref_rate:.2f}x job-steps/s")
     return lines

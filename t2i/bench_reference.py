@@ -1,9 +1,14 @@
-"""The reference loop for `bench --reference`: the common way VQGAN+CLIP loops are written.
+"""The reference loops for `bench --reference`: the way users write these loops, one job at a time.
 
-One job, fp32, no compile; cutouts made by a Python loop, one crop and one resample per cutout, then
-kornia's augmentations on the stack (flip, affine, perspective, colour jitter) and noise. It runs on
-the same models (same random weights) as our engine, so `bench` can report the ratio. kornia is
-needed only here: `pip install -r requirements-bench.txt`.
+Guided: the common VQGAN+CLIP loop. One job, fp32, no compile; cutouts made by a Python loop, one
+crop and one resample per cutout, then kornia's augmentations on the stack (flip, affine,
+perspective, colour jitter) and noise. kornia is needed only here: `pip install -r
+requirements-bench.txt`.
+
+Diffusion: a diffusers-pipeline-style loop (`for t in scheduler.timesteps: unet on [uncond, cond],
+guidance, scheduler.step`) for one job.
+
+Both run on the same models (same random weights) as our engine, so `bench` can report the ratio.
 """
 
 from __future__ import annotations
@@ -70,3 +75,25 @@ def reference_steps(models, width: int, height: int, cutn: int, steps: int, on_s
         with torch.no_grad():
             z.copy_(z.maximum(generator.z_min).minimum(generator.z_max))
         on_step()
+
+
+def diffusion_reference_steps(pipeline, spec, steps: int, on_step) -> None:
+    """`steps` denoising steps of one job the way a diffusers pipeline runs them (on_step() after each)."""
+    from .families.diffusion.pipeline import make_scheduler
+
+    unet, text = pipeline.unet, pipeline.text
+    scheduler = make_scheduler(spec.sampler, pipeline.schedule)
+    scheduler.set_timesteps(steps, device=pipeline.device)
+    w, h = pipeline.used_size(spec)
+    f = pipeline.codec.factor
+    gen = torch.Generator(device=pipeline.device).manual_seed(0)
+    x = torch.randn((spec.num_samples, unet.config.in_channels, h // f, w // f), generator=gen,
+                    device=pipeline.device) * scheduler.init_noise_sigma
+    with torch.no_grad():
+        cond = text.encode([spec.prompt]).expand(spec.num_samples, -1, -1)
+        uncond = text.null(spec.num_samples).to(pipeline.device)
+        for t in scheduler.timesteps:
+            x_in = scheduler.scale_model_input(torch.cat([x] * 2), t)
+            eps_u, eps_c = unet(x_in, t, encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
+            x = scheduler.step(eps_u + spec.guidance * (eps_c - eps_u), t, x, generator=gen).prev_sample
+            on_step()

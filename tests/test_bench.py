@@ -34,3 +34,13 @@ def test_reference_cutouts_loop_shapes():
 def test_reference_needs_a_vqgan_preset():
     with pytest.raises(ValueError, match="use a VQGAN preset"):
         bench("tiny-biggan-untrained", device="cpu", steps=1, reference=True)
+
+
+def test_bench_of_a_diffusion_preset_compares_with_a_one_job_pipeline_loop():
+    lines = bench("tiny-diffusion-untrained", device="cpu", steps=2, batches=(1, 4), reference=True)
+    text = "\n".join(lines)
+    assert "32x32, 4 DDIM steps, CFG 3" in text and float(re.search(r"([\d.]+) GFLOP", text).group(1)) > 0
+    rows = [line for line in lines if re.match(r"\| \d+ \|", line)]
+    assert [row.split("|")[1].strip() for row in rows] == ["1", "4"]
+    assert re.search(r"reference loop \(diffusers-pipeline-style loop.*\): [\d.]+ steps/s", text)
+    assert len(re.findall(r"ratio to the reference, \d job\(s\) in batch: [\d.]+x", text)) == 2

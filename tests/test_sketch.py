@@ -90,11 +90,11 @@ def test_init_weight_holds_the_latent_near_its_start():
         models = _tiny_models(init_weight=weight)
         batch = Runner(models)
         slot = batch.add("job", _spec(iterations=30))
-        start = slot.latent[0].detach().clone()
+        start = slot.state.latent[0].detach().clone()
         while not slot.done:
             batch.step()
-        drifts[weight] = float((slot.latent[0].detach() - start).pow(2).mean())
-        assert (slot.anchor is None) == (weight == 0)
+        drifts[weight] = float((slot.state.latent[0].detach() - start).pow(2).mean())
+        assert (slot.state.anchor is None) == (weight == 0)
     assert drifts[1e6] < drifts[0.0] / 20, drifts
 
 

@@ -711,3 +711,53 @@ def test_wait_for_work_woken_by_submit(store_url, store, other):
     assert woke.is_set(), "a submit on another connection did not wake the waiter"
     assert time.monotonic() - start < 15
     assert store.claim("w", LONG) is not None
+
+
+# --- job data is opaque to the store ---------------------------------------------------------
+
+def test_the_caller_gives_batch_key_and_total_and_the_spec_is_stored_as_given(store):
+    """The store reads no engine field out of the job data: a spec of any family (or none) works."""
+    data = {"prompt": "a six", "preset": "digits", "family": "diffusion", "steps": 7, "whatever": [1, {"x": 2}]}
+    a = store.submit(data, batch_key="digits|32x32", total=7)
+    b = store.submit({**data, "prompt": "a two"}, batch_key="digits|64x64", total=3)
+    assert store.claim("w", LONG, batch_key="digits|16x16") is None
+    job = store.claim("w", LONG, batch_key="digits|64x64")
+    assert job.id == b and job.total == 3 and job.spec == {**data, "prompt": "a two"}
+    job = store.claim("w", LONG)
+    assert job.id == a and job.total == 7 and (job.prompt, job.preset) == ("a six", "digits")
+    assert store.progress(job.lease, 7, None).alive and store.get(a).step == 7
+    assert store.fail(job.lease, "no") and store.get(store.retry(a)).total == 7
+    again = store.claim("w", LONG, batch_key="digits|32x32")
+    assert again is not None and again.spec == data
+
+
+def test_a_version_2_database_migrates_and_its_queued_guided_jobs_still_run(tmp_path):
+    """A database from before batching and families: version 2's schema, a queued job whose spec has
+    no family. Opening migrates it; the job is claimed, read as guided, and keyed like new ones."""
+    import json
+    import sqlite3
+
+    from t2i.spec import JobSpec
+    from t2i.store.schema import SQLITE
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for script in SQLITE[:2]:
+        conn.executescript(script)
+    old_spec = {"prompt": "a red circle", "preset": PRESET, "width": 64, "height": 64, "iterations": 4, "cutn": 8,
+                "lr": 0.1, "save_every": 2, "seed": 5, "init_image": None, "image_prompts": []}
+    conn.execute("INSERT INTO jobs (spec, prompt, preset, status, total, created_at) VALUES (?, ?, ?, 'queued', 4, 0)",
+                 (json.dumps(old_spec), old_spec["prompt"], PRESET))
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+
+    s = open_store(f"sqlite:///{path}")
+    try:
+        assert schema_version(s) == [len(SQLITE)]
+        job = s.claim("w", LONG)
+        spec = JobSpec.from_dict(job.spec)
+        assert (job.total, spec.family, spec.iterations, spec.cutn) == (4, "guided", 4, 8)
+        assert spec.batch_key == make_spec("x", PRESET, width=64, height=64, cutn=8).batch_key
+    finally:
+        s.close()

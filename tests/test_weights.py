@@ -26,8 +26,11 @@ def test_every_preset_parses_and_names_its_weights_honestly():
     assert expected <= set(presets)
     registry = weights.registry()
     for name, p in presets.items():
-        assert p.arch.is_file(), name
         assert p.untrained == ("untrained" in name)
+        if p.family == "diffusion":  # components by registry name; weights named unless untrained
+            assert all((c.weights is None) == p.untrained for c in p.components.values() if c.target != "pixels")
+            continue
+        assert p.arch.is_file(), name
         if not p.untrained:
             assert p.weights in registry and all(ref.pretrained for ref in p.perceptors)
     assert get_preset("vqgan_imagenet_f16_16384").defaults["cutn"] == 32

@@ -49,11 +49,20 @@ def unet(params: dict, weights: Path | None, hint: str):
         config = json.loads(_config_file(params["config"]).read_text())
         return UNet2DConditionModel.from_config(config)
     try:
-        # fp16 on disk for the models trained here; computed in fp32 (bf16 under the Runner's autocast)
-        return UNet2DConditionModel.from_pretrained(weights, torch_dtype=torch.float32)
+        # fp16 on disk for the models trained here; computed in fp32 (bf16 under the Runner's autocast).
+        # low_cpu_mem_usage needs `accelerate`, which we do not install.
+        model, info = UNet2DConditionModel.from_pretrained(weights, torch_dtype=torch.float32, low_cpu_mem_usage=False,
+                                                           output_loading_info=True)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise BrokenWeights(f"{weights} does not load as a diffusers UNet ({first}): run `{hint}`") from None
+    # from_pretrained initialises missing tensors at random with only a warning; a model with random
+    # parts must never pass for a trained one.
+    wrong = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if wrong:
+        kind, keys = next(iter(wrong.items()))
+        raise BrokenWeights(f"{weights}: {len(keys)} {kind.replace('_', ' ')} (e.g. {sorted(keys)[0]}): run `{hint}`")
+    return model
 
 
 def char_clip_text(params: dict, weights: Path | None, hint: str):

@@ -124,7 +124,8 @@ class DiffusionPipeline:
         return outs
 
     def _noise_predictions(self, jobs: list[DiffusionJob], amp) -> list[torch.Tensor]:
-        """One UNet call for every job's cond and uncond rows; per job the guided noise estimate."""
+        """One UNet call for every job's cond and uncond rows; per job the guided estimate (of the
+        noise, or of whatever the schedule's prediction_type says: guidance is linear in any of them)."""
         xs, ts, states, spans = [], [], [], []
         for job in jobs:
             x_in = job.scheduler.scale_model_input(job.x, job.t)
@@ -149,10 +150,15 @@ class DiffusionPipeline:
                 eps.append(parts[0])
         return eps
 
-    def _x0(self, job: DiffusionJob, eps: torch.Tensor) -> torch.Tensor:
-        """The clean sample the current noise estimate implies (what the preview shows)."""
+    def _x0(self, job: DiffusionJob, out: torch.Tensor) -> torch.Tensor:
+        """The clean sample the current model output implies (what the preview shows)."""
+        kind = job.scheduler.config.prediction_type
+        if kind == "sample":
+            return out
         a = job.scheduler.alphas_cumprod.to(self.device)[job.t].float()
-        return (job.x - (1 - a).sqrt() * eps) / a.sqrt()
+        if kind == "v_prediction":
+            return a.sqrt() * job.x - (1 - a).sqrt() * out
+        return (job.x - (1 - a).sqrt() * out) / a.sqrt()
 
     def _images(self, z: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(z).clamp(0, 1)

@@ -1,0 +1,171 @@
+"""The diffusion family: its options, its samplers and guidance, its loaders' errors (tiny real
+diffusers UNets, random or briefly trained weights)."""
+
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from t2i.engine import Runner, run
+from t2i.errors import WeightsMissing
+from t2i.families import build_pipeline
+from t2i.families.diffusion.options import DiffusionOptions
+from t2i.presets import Component, get_preset
+from t2i.spec import JobSpec, Limits, SpecError, make_spec
+
+PRESET = "tiny-diffusion-untrained"
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return build_pipeline(get_preset(PRESET))
+
+
+def spec(prompt="a red circle", **kw):
+    p = get_preset(PRESET)
+    fields = dict(steps=4, seed=0, width=32, height=32)
+    fields.update(kw)
+    return make_spec(prompt, PRESET, family="diffusion", defaults=p.defaults, **fields)
+
+
+def pixels(image):
+    return np.asarray(image, dtype=np.float32)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("guidance", "nan", "guidance: must be between 0 and 30"),
+    ("guidance", 31, "guidance: must be between 0 and 30"),
+    ("guidance", -1, "guidance: must be between 0 and 30"),
+    ("steps", 0, "steps: must be between 1 and 1000"),
+    ("steps", 10**6, "steps: must be between 1 and 1000"),
+    ("steps", 2.5, "steps: must be a whole number"),
+    ("sampler", "euler", "sampler: must be one of ddpm, ddim, dpm++"),
+    ("num_samples", 0, "num_samples: must be between 1 and 64"),
+    ("num_samples", 65, "num_samples: must be between 1 and 64"),
+    ("eta", 2, "eta: must be between 0 and 1"),
+    ("cutn", 16, "cutn: does not apply to diffusion presets"),
+    ("iterations", 100, "iterations: does not apply to diffusion presets"),
+    ("width", 8, "width: must be between 16 and"),
+])
+def test_bad_options_are_one_line_naming_the_field(field, value, message):
+    with pytest.raises(SpecError) as e:
+        spec(**{field: value})
+    assert message in str(e.value) and "\n" not in str(e.value) and e.value.field == field
+
+
+def test_eta_applies_to_ddim_only_and_images_do_not_apply():
+    with pytest.raises(SpecError, match="eta: applies to the ddim sampler only"):
+        spec(sampler="dpm++", eta=0.5)
+    png = io.BytesIO()
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(png, format="PNG")
+    with pytest.raises(SpecError, match="init_image: does not apply to diffusion presets"):
+        spec(init_image=png.getvalue())
+
+
+def test_operator_step_cap_and_defaults_come_from_the_preset():
+    s = spec(steps=None, sampler="", guidance=None)
+    assert (s.sampler, s.steps, s.guidance, s.num_samples) == ("ddim", 10, 3.0, 1)
+    with pytest.raises(SpecError, match="steps: must be between 1 and 50"):
+        make_spec("a cat", PRESET, family="diffusion", steps=51, limits=Limits(max_iterations=50))
+
+
+def test_spec_round_trips_through_its_dict_and_keys_the_batch_by_size():
+    s = spec(sampler="dpm++", guidance="4.5", num_samples="9", seed=3)
+    d = s.to_dict()
+    assert d["family"] == "diffusion" and d["guidance"] == 4.5 and "cutn" not in d
+    assert JobSpec.from_dict(json.loads(json.dumps(d))) == s
+    assert s.batch_key == spec(sampler="ddpm", steps=7).batch_key == f"{PRESET}|32x32"
+    assert s.batch_key != spec(width=64).batch_key
+    assert s.total_steps == 4 and isinstance(s.options, DiffusionOptions)
+
+
+def test_a_spec_stored_before_families_existed_reads_as_guided():
+    old = {"prompt": "a cat", "preset": "tiny-vqgan-untrained", "width": 64, "height": 64, "iterations": 5,
+           "cutn": 8, "lr": 0.1, "save_every": 2, "seed": 1, "init_image": None, "image_prompts": []}
+    s = JobSpec.from_dict(old)
+    assert s.family == "guided" and (s.iterations, s.cutn, s.lr) == (5, 8, 0.1)
+    assert s.batch_key == "tiny-vqgan-untrained|64x64|8" and s.total_steps == 5
+
+
+def test_several_samples_make_a_grid_and_each_sample_is_kept(pipe):
+    result = run(spec(num_samples=5, steps=2), pipe)
+    assert len(result.samples) == 5 and all(im.size == (32, 32) for im in result.samples)
+    assert result.image.size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2)  # 3 columns, 2 rows, 2-pixel gaps
+    assert result.frames[-1].size == result.image.size and result.losses == []
+    first = pixels(result.image)[2:34, 2:34]
+    np.testing.assert_array_equal(first, pixels(result.samples[0]))
+
+
+def test_guidance_scale_changes_the_image(pipe):
+    images = [pixels(run(spec(guidance=g), pipe).image) for g in (0, 1, 5)]
+    assert np.abs(images[0] - images[1]).mean() > 0.5 and np.abs(images[1] - images[2]).mean() > 0.5
+
+
+@pytest.mark.parametrize("sampler,eta,deterministic", [("ddim", 0.0, True), ("dpm++", 0.0, True),
+                                                       ("ddim", 1.0, False), ("ddpm", 0.0, False)])
+def test_ddim_at_eta_0_draws_nothing_after_the_start(pipe, sampler, eta, deterministic):
+    """Two jobs with the same seed, one of whose generators is disturbed after the start: samplers that
+    draw no noise per step give the same image, ancestral ones do not."""
+    s = spec(sampler=sampler, eta=eta, steps=4)
+    runner = Runner(pipe)
+    runner.add("plain", s)
+    runner.add("disturbed", s)
+    torch.randn(100, generator=runner.slots["disturbed"].gen)
+    while not runner.slots["plain"].done:
+        runner.step()
+    same = np.array_equal(pixels(runner.result("plain").image), pixels(runner.result("disturbed").image))
+    assert same == deterministic
+
+
+def test_negative_parts_replace_the_unconditional_branch(pipe):
+    plain = pixels(run(spec("a red circle"), pipe).image)
+    negative = pixels(run(spec("a red circle | blurry:-1"), pipe).image)
+    assert np.abs(plain - negative).mean() > 0.5
+
+
+def test_a_unet_folder_with_missing_keys_is_one_line_naming_it(tmp_path, pipe):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "unet"
+    pipe.unet.save_pretrained(folder)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    del state[next(iter(state))]
+    save_file(state, weights)
+    from t2i.families.diffusion.components import build_component
+
+    with pytest.raises(WeightsMissing) as e:
+        build_component("unet", Component("diffusers-unet", {}, str(folder)), "python -m t2i train-demo")
+    assert str(folder) in str(e.value) and "\n" not in str(e.value) and "train-demo" in str(e.value)
+
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    with pytest.raises(WeightsMissing, match="does not load as a diffusers UNet"):
+        build_component("unet", Component("diffusers-unet", {}, str(folder)), "hint")
+    with pytest.raises(WeightsMissing, match="missing"):
+        build_component("unet", Component("diffusers-unet", {}, str(tmp_path / "nowhere")), "hint")
+
+
+def test_a_unet_saved_by_save_pretrained_loads_back_identically(tmp_path, pipe):
+    from t2i.families.diffusion.components import build_component
+
+    pipe.unet.save_pretrained(tmp_path / "unet")
+    loaded = build_component("unet", Component("diffusers-unet", {}, str(tmp_path / "unet")), "hint")
+    for (k, a), b in zip(pipe.unet.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_unknown_component_targets_are_refused_by_name():
+    from t2i.families.diffusion.components import build_component
+
+    with pytest.raises(ValueError, match="components.text: unknown target 'os.system'"):
+        build_component("text", Component("os.system"), "hint")
+
+
+def test_describe_names_the_load(pipe):
+    assert pipe.describe(spec(steps=50, guidance=3, num_samples=4)) == "32x32, 50 DDIM steps, CFG 3, 4 samples"
+    assert pipe.describe(spec(steps=20, guidance=1, sampler="dpm++")) == "32x32, 20 DPM++ steps"
+    assert math.isfinite(get_preset(PRESET).defaults["guidance"])
