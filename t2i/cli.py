@@ -261,7 +261,7 @@ def cmd_presets(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .weights import download
+    from .install import download
 
     for name in args.names:
         for line in download(name, progress=not args.quiet):

@@ -1,8 +1,8 @@
 """Weights on disk: which files a preset needs, whether they are present, and fetching them.
 
 Files live under checkpoints/ (or $T2I_CHECKPOINTS) at the paths configs/weights.yaml gives; CLIP
-weights live in open_clip's own cache under checkpoints/clip. Nothing here builds models: after a
-download, `download` hands the preset to the engine to prove the files load.
+weights live in open_clip's own cache under checkpoints/clip. Nothing here builds models (the
+pipelines import this module): t2i/install.py fetches a preset's files and proves them by building.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from . import download as dl
 from .errors import PresetError, WeightsMissing
 from .fp16 import fp16_state_dict  # noqa: F401  (re-exported: trainers import it from here)
 from .paths import BUILTIN_PREFIX, builtin_dir, checkpoints_dir, clip_cache_dir, resolve_weights_file, weights_registry
@@ -99,37 +98,6 @@ def require(preset: Preset) -> None:
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise WeightsMissing(f"preset {preset.name} needs {missing[0]}{more}: run `{download_command(preset.name)}`")
-
-
-def fetch_entry(e: WeightsEntry, progress: bool = True) -> list[Path]:
-    return [dl.fetch(urls, checkpoints_dir() / rel, progress=progress) for rel, urls in e.files.items()]
-
-
-def download(name: str, progress: bool = True, verify: bool = True) -> list[str]:
-    """Fetch a preset's weights (or one weights entry's) and prove them by loading. Returns lines to print."""
-    from .families import build_pipeline
-    from .clip_cache import download_weights
-
-    presets = all_presets()
-    if name in presets:
-        preset = presets[name]
-        if preset.untrained:
-            return [f"{name}: untrained preset, nothing to download"]
-        if is_builtin(preset):
-            return [f"{name}: built in (checkpoints/); `python -m t2i train-demo` makes it again"]
-        fetched = fetch_entry(entry(preset.weights), progress)
-        for ref in preset.perceptors:
-            fetched.append(download_weights(ref.model, ref.pretrained, clip_cache_dir()))
-        if verify:
-            build_pipeline(preset, device="cpu")
-        return [f"{name}: {len(fetched)} files present and loaded"]
-    e = entry(name)
-    fetched = fetch_entry(e, progress)
-    if verify:
-        from .families.guided.build import load_generator_weights
-
-        load_generator_weights(e)
-    return [f"{name}: {len(fetched)} files present and loaded"]
 
 
 def is_ready(preset: Preset) -> bool:

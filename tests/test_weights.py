@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from t2i import weights
+from t2i import install, weights
 from t2i.errors import PresetError
 from t2i.paths import CONFIG_DIR, MODEL_CONFIG_DIR, ROOT
 from t2i.presets import _load_dir, all_presets, get_preset
@@ -74,7 +74,7 @@ def test_download_fetches_from_mirrors_and_proves_by_loading(tmp_path, monkeypat
     checkpoints = tmp_path / "checkpoints"
     monkeypatch.setenv("T2I_CHECKPOINTS", str(checkpoints))
     monkeypatch.setenv("T2I_WEIGHTS_REGISTRY", str(registry))
-    lines = weights.download("tiny-taming", progress=False)
+    lines = install.download("tiny-taming", progress=False)
     assert lines == ["tiny-taming: 2 files present and loaded"]
     from t2i.families.guided.build import load_generator_weights
     loaded = load_generator_weights(weights.entry("tiny-taming"))
@@ -98,7 +98,7 @@ def test_download_cli_end_to_end_and_bad_name(tmp_path, mirror):
 
 
 def test_download_of_an_untrained_preset_needs_nothing():
-    assert weights.download("tiny-vqgan-untrained", progress=False) == [
+    assert install.download("tiny-vqgan-untrained", progress=False) == [
         "tiny-vqgan-untrained: untrained preset, nothing to download"]
 
 

@@ -4,7 +4,8 @@
     diffusion  a denoising UNet sampled by a diffusers scheduler (pixel or latent space)
 
 This module is torch-free: it maps a family name to its Options (what pages, the CLI and the queue
-need) and, on demand, to its pipeline class (imported only by whoever builds models).
+need) and, on demand, to the module whose `build(preset, device, random_weights)` makes its pipeline
+(imported only by whoever builds models).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from .guided.options import GuidedOptions
 OPTIONS = {o.FAMILY: o for o in (GuidedOptions, DiffusionOptions)}
 FAMILIES = tuple(OPTIONS)
 DEFAULT_FAMILY = "guided"
-_PIPELINES = {"guided": "t2i.families.guided.pipeline:GuidedPipeline",
-              "diffusion": "t2i.families.diffusion.pipeline:DiffusionPipeline"}
+_BUILDERS = {"guided": "t2i.families.guided.build", "diffusion": "t2i.families.diffusion.pipeline"}
 
 
 def options_class(family: str):
@@ -33,12 +33,9 @@ def option_names(family: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields(options_class(family)))
 
 
-def pipeline_class(family: str):
-    module, name = _PIPELINES[family].split(":")
-    return getattr(import_module(module), name)
 
 
 def build_pipeline(preset, device="cpu", random_weights: bool = False):
     """The preset's family pipeline with its models on `device` (random_weights: the real
     architecture untrained, for benchmarks)."""
-    return pipeline_class(preset.family).build(preset, device, random_weights)
+    return import_module(_BUILDERS[preset.family]).build(preset, device, random_weights)

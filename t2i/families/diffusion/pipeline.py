@@ -66,6 +66,7 @@ class DiffusionPipeline:
 
     @classmethod
     def build(cls, preset, device="cpu", random_weights: bool = False) -> "DiffusionPipeline":
+        """The one place that decides where a diffusion preset's weights come from."""
         random_weights = random_weights or preset.untrained
         hint = W.download_command(preset.name)
         if not random_weights:
@@ -181,3 +182,7 @@ def grid(images: torch.Tensor) -> torch.Tensor:
     if len(images) == 1:
         return images
     return make_grid(images, nrow=math.ceil(math.sqrt(len(images))), padding=2, pad_value=0.0)[None]
+
+
+def build(preset, device="cpu", random_weights: bool = False) -> DiffusionPipeline:
+    return DiffusionPipeline.build(preset, device, random_weights)

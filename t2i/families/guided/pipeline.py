@@ -4,7 +4,7 @@ Per job: its latent, prompt targets (per perceptor), Adam state and step count; 
 (initial codes, cutouts, augmentations) come from the job's generator. One step of a batch decodes
 every latent at once, cuts every job's cutouts in one `grid_sample`, runs each perceptor once on all
 of them, and backpropagates the sum of per-job losses (each reaches only its own latent).
-Models are built by `GuidedPipeline.build` (t2i/families/guided/build.py), the one place that
+Models are built by t2i/families/guided/build.py, the one place that
 decides where the generator's and the perceptors' weights come from.
 """
 
@@ -41,12 +41,6 @@ class GuidedPipeline:
     perceptors: list[Perceptor]
     device: torch.device
     sketch: SketchNet | None = None  # draws a job's start from the first perceptor's text embedding
-
-    @classmethod
-    def build(cls, preset, device="cpu", random_weights: bool = False) -> "GuidedPipeline":
-        from .build import build
-
-        return build(preset, device, random_weights)
 
     @property
     def factor(self) -> int:
