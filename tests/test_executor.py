@@ -263,3 +263,59 @@ def test_run_executor_sh_restarts_a_crashed_executor_and_stops_cleanly(tmp_path,
             os.kill(int(second.split("-")[-2]), 0)
     finally:
         store.close()
+
+
+def test_diffusion_jobs_share_a_batch_across_samplers_and_finish_with_their_parameters(store, store_url):
+    """Jobs of one diffusion preset and size batch together whatever their sampler, steps, guidance or
+    sample count; each gets its own result; an OOM names the diffusion load; a cancel stops one job."""
+    from t2i import render
+
+    preset = "tiny-diffusion-untrained"
+    a = submit_job(store, "a six", preset, sampler="ddim", steps=6, guidance=3, seed=1, save_every=2)
+    b = submit_job(store, "a two | blurry:-1", preset, sampler="dpm++", steps=4, num_samples=4, seed=2)
+    c = submit_job(store, "a nine", preset, sampler="ddpm", steps=8, guidance=0, seed=3)
+    d = submit_job(store, "cancel me", preset, steps=8, seed=4)
+    other = submit_job(store, "another size", preset, steps=2, width=64, height=64, seed=5)
+    ex = Executor(ExecutorConfig(db=store_url, once=True, batch="4"))
+    sizes = []
+    real_step = executor_module.Runner.step
+
+    def watching_step(batch):
+        sizes.append(sorted(batch.slots))
+        steps = real_step(batch)
+        if d in batch.slots and batch.slots[d].step == 2:
+            store.cancel(d)
+        return steps
+
+    executor_module.Runner.step = watching_step
+    try:
+        assert ex.run() == 0
+    finally:
+        executor_module.Runner.step = real_step
+        ex.close()
+
+    assert sorted(sizes[0]) == sorted([a, b, c, d]) and all(other not in s for s in sizes if len(s) > 1)
+    assert store.get(d).status == "cancelled"
+    for job_id, steps in ((a, 6), (b, 4), (c, 8), (other, 2)):
+        job = store.get(job_id)
+        assert (job.status, job.total, job.step, job.loss) == ("done", steps, steps, None), job
+    params = store.result(b).parameters
+    assert (params["family"], params["sampler"], params["num_samples"], params["guidance"]) == \
+        ("diffusion", "dpm++", 4, 3.0)
+    assert "cutn" not in params and render.read_parameters(store.result(b).png) == params
+    assert store.result(b).width == 32 and store.result(other).width == 64
+
+
+def test_a_diffusion_job_out_of_memory_fails_with_its_load(store, store_url, monkeypatch):
+    def exhausted(batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(executor_module.Runner, "step", exhausted)
+    job = submit_job(store, "a six", "tiny-diffusion-untrained", steps=20, num_samples=16, seed=1)
+    ex = Executor(ExecutorConfig(db=store_url, once=True))
+    try:
+        assert ex.run() == 0
+    finally:
+        ex.close()
+    assert store.get(job).error == ("out of CPU memory at 32x32, 20 DDIM steps, CFG 3, 16 samples: "
+                                    "lower the size or the number of samples")
