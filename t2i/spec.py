@@ -188,11 +188,7 @@ def clean_prompt(prompt) -> str:
     return cleaned
 
 
-# --- numbers ------------------------------------------------------------------------------------
-
-def _int(name: str, value, lo: int, hi: int) -> int:
-    return whole(name, value, lo, hi)
-
+# --- sizes --------------------------------------------------------------------------------------
 
 def round_size(width: int, height: int, factor: int) -> tuple[int, int]:
     """Round a validated size down to the generator's factor (the used size is reported)."""
@@ -250,7 +246,7 @@ def make_spec(prompt, preset: str, *, family: str = DEFAULT_FAMILY, width=None, 
         if name not in own and value is not None and value != "":
             raise SpecError(name, f"does not apply to {family} presets ({preset}); their options are "
                                   + ", ".join(own))
-    save_every = _int("save_every", pick(save_every, "save_every"), 1, MAX_ITERATIONS)
+    save_every = whole("save_every", pick(save_every, "save_every"), 1, MAX_ITERATIONS)
     image_prompts = tuple(image_prompts or ())
     if family != "guided":
         for name, value in (("init_image", init_image), ("image_prompts", image_prompts)):
@@ -264,12 +260,12 @@ def make_spec(prompt, preset: str, *, family: str = DEFAULT_FAMILY, width=None, 
     return JobSpec(
         prompt=clean_prompt(prompt),
         preset=preset.strip(),
-        width=_int("width", pick(width, "width"), min_side, max_side),
-        height=_int("height", pick(height, "height"), min_side, max_side),
+        width=whole("width", pick(width, "width"), min_side, max_side),
+        height=whole("height", pick(height, "height"), min_side, max_side),
         save_every=save_every,
         options=cls.parse({k: v for k, v in options.items() if k in own}, limits, family_defaults),
         family=family,
-        seed=None if seed is None or seed == "" else _int("seed", seed, 0, MAX_SEED),
+        seed=None if seed is None or seed == "" else whole("seed", seed, 0, MAX_SEED),
         init_image=None if init_image is None else check_image("init_image", init_image),
         image_prompts=tuple(check_image(f"image_prompt {i}", b) for i, b in enumerate(image_prompts, 1)),
     )

@@ -53,6 +53,27 @@ def running_with_progress(store, job_id, min_step=2):
     return job if job.status == "running" and job.step >= min_step else None
 
 
+def run_watching(ex, after_step) -> list[list]:
+    """Run the executor until the queue is empty, calling after_step(runner) after every batch step;
+    returns the jobs in the batch at each step."""
+    batches = []
+    real_step = executor_module.Runner.step
+
+    def watching_step(runner):
+        batches.append(sorted(runner.slots))
+        steps = real_step(runner)
+        after_step(runner)
+        return steps
+
+    executor_module.Runner.step = watching_step
+    try:
+        assert ex.run() == 0
+    finally:
+        executor_module.Runner.step = real_step
+        ex.close()
+    return batches
+
+
 def finish(proc, timeout=180):
     out, _ = proc.communicate(timeout=timeout)
     return proc.returncode, out
@@ -196,12 +217,9 @@ def test_compatible_jobs_run_as_one_batch_with_per_job_cancel_and_fencing(store,
             for i in range(4)]
     other = submit_job(store, "another size", "tiny-vqgan-untrained", iterations=2, cutn=2, width=128)
     ex = Executor(ExecutorConfig(db=store_url, once=True, batch="3"))
-    sizes, thief = [], {}
-    real_step = executor_module.Runner.step
+    thief = {}
 
-    def watching_step(batch):
-        sizes.append(sorted(batch.slots))
-        steps = real_step(batch)
+    def interfere(batch):
         if jobs[0] in batch.slots and batch.slots[jobs[0]].step == 3:
             store.cancel(jobs[0])  # cancelled mid-batch: only that job stops
         if jobs[1] in batch.slots and batch.slots[jobs[1]].step == 3 and not thief:
@@ -210,15 +228,8 @@ def test_compatible_jobs_run_as_one_batch_with_per_job_cancel_and_fencing(store,
                 store._execute("UPDATE jobs SET worker_id = 'thief', attempts = attempts + 1 WHERE id = ?",
                                (jobs[1],))
             thief["lease"] = True
-        return steps
 
-    executor_module.Runner.step = watching_step
-    try:
-        assert ex.run() == 0
-    finally:
-        executor_module.Runner.step = real_step
-        ex.close()
-
+    sizes = run_watching(ex, interfere)
     assert max(len(s) for s in sizes) == 3 and all(other not in s for s in sizes if len(s) > 1)
     assert any(jobs[3] in s for s in sizes)  # the fourth joined when a place came free
     assert store.get(jobs[0]).status == "cancelled" and store.result(jobs[0]) is None
@@ -277,23 +288,12 @@ def test_diffusion_jobs_share_a_batch_across_samplers_and_finish_with_their_para
     d = submit_job(store, "cancel me", preset, steps=8, seed=4)
     other = submit_job(store, "another size", preset, steps=2, width=64, height=64, seed=5)
     ex = Executor(ExecutorConfig(db=store_url, once=True, batch="4"))
-    sizes = []
-    real_step = executor_module.Runner.step
 
-    def watching_step(batch):
-        sizes.append(sorted(batch.slots))
-        steps = real_step(batch)
+    def cancel_d(batch):
         if d in batch.slots and batch.slots[d].step == 2:
             store.cancel(d)
-        return steps
 
-    executor_module.Runner.step = watching_step
-    try:
-        assert ex.run() == 0
-    finally:
-        executor_module.Runner.step = real_step
-        ex.close()
-
+    sizes = run_watching(ex, cancel_d)
     assert sorted(sizes[0]) == sorted([a, b, c, d]) and all(other not in s for s in sizes if len(s) > 1)
     assert store.get(d).status == "cancelled"
     for job_id, steps in ((a, 6), (b, 4), (c, 8), (other, 2)):

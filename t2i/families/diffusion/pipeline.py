@@ -23,7 +23,7 @@ from torchvision.utils import make_grid
 
 from ... import weights as W
 from ...engine.runner import to_pil
-from ...spec import JobSpec
+from ...spec import JobSpec, round_size
 from ...untrained import UNTRAINED_SEED
 from ..base import Finished, StepOut
 from .components import build_component, scheduler_config
@@ -88,8 +88,7 @@ class DiffusionPipeline:
         if self.preset.fixed_size:
             side = self.unet.config.sample_size * self.codec.factor
             return side, side
-        f = self.factor
-        return max(f, spec.width // f * f), max(f, spec.height // f * f)
+        return round_size(spec.width, spec.height, self.factor)
 
     def describe(self, spec: JobSpec) -> str:
         return spec.options.describe(spec, *self.used_size(spec))
