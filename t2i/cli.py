@@ -190,10 +190,23 @@ def _require_positive(args, *names: str) -> None:
             raise SpecError(f"--{name.replace('_', '-')}", f"must be at least 1, got {value}")
 
 
+WORLDS = ("shapes", "shapes-ldm", "digits")
+
+
 def cmd_train_demo(args) -> int:
-    _require_positive(args, "clip_steps", "vqgan_steps", "sketch_steps")
-    from .families import build_pipeline
+    _require_positive(args, "clip_steps", "vqgan_steps", "sketch_steps", "unet_steps", "classifier_steps")
+    worlds = WORLDS if args.world == "all" else (args.world,)
+    if args.mnist and "digits" not in worlds:
+        raise SpecError("--mnist", "trains the digits world: add --world digits")
+    for world in worlds:
+        {"shapes": _train_shapes, "shapes-ldm": _train_shapes_ldm, "digits": _train_digits}[world](args)
+    return 0
+
+
+def _train_shapes(args) -> None:
+    """The shapes world's CLIP, sketch net and VQGAN (the `shapes` preset's models)."""
     from .engine.sketch import save_sketch
+    from .families import build_pipeline
     from .paths import builtin_dir
     from .presets import get_preset
     from .train import clip as clip_training
@@ -234,7 +247,43 @@ def cmd_train_demo(args) -> int:
     os.replace(tmp_ckpt, out / "shapes-vqgan.ckpt")
     build_pipeline(get_preset("shapes"))  # proves the files load through the real loaders
     print(f"wrote {out}/shapes-clip.pt, shapes-sketch.pt, shapes-vqgan.yaml, shapes-vqgan.ckpt (loaded back: ok)")
-    return 0
+
+
+
+
+def _train_shapes_ldm(args) -> None:
+    """Latent diffusion over the committed shapes VQGAN, conditioned on the shapes CLIP's token states."""
+    from .families import build_pipeline
+    from .paths import builtin_dir
+    from .presets import get_preset
+    from .train.shapes_ldm import train_shapes_ldm
+
+    figures = train_shapes_ldm(builtin_dir(), seed=args.seed, steps=args.unet_steps, progress=not args.quiet)
+    build_pipeline(get_preset("shapes-ldm"))  # proves the files load through the real loaders
+    print(f"shapes LDM: loss {figures['loss_first']:.3f} -> {figures['loss_last']:.3f}, latent scale "
+          f"{figures['scale']}, {figures['seconds'] / 60:.1f} min; wrote {builtin_dir() / 'shapes-ldm'} (loaded back: ok)")
+
+
+def _train_digits(args) -> None:
+    """The digits world: char-level CLIP, the bench's classifier, the pixel DDPM (or on real MNIST)."""
+    from .families import build_pipeline
+    from .paths import builtin_dir
+    from .presets import get_preset
+    from .train.digits import train_digits
+
+    data = None
+    if args.mnist:
+        from .data.idx import load_mnist, mnist_sampler
+
+        data = mnist_sampler(*load_mnist(args.mnist, "train"))
+    out = builtin_dir() / "digits"
+    f = train_digits(out, seed=args.seed, clip_steps=args.clip_steps, unet_steps=args.unet_steps,
+                     classifier_steps=args.classifier_steps, progress=not args.quiet, data=data)
+    build_pipeline(get_preset("digits"))  # proves the files load through the real loaders
+    print(f"digits CLIP: loss {f['clip_loss_first']:.3f} -> {f['clip_loss_last']:.3f}, zero-shot digit "
+          f"{f['clip_zero_shot']:.0%}; classifier: held-out {f['classifier_held_out']:.2%}; DDPM: loss "
+          f"{f['unet_loss_first']:.3f} -> {f['unet_loss_last']:.3f}; {f['seconds'] / 60:.1f} min")
+    print(f"wrote {out}/digits-clip.pt, digits-classifier.pt, unet/, scheduler/ (loaded back: ok)")
 
 
 def cmd_shapesbench(args) -> int:
@@ -243,6 +292,17 @@ def cmd_shapesbench(args) -> int:
 
     result = shapesbench(args.preset, n=args.n, device=resolve_device(args.device), seed=args.seed,
                          iterations=args.iterations, progress=not args.quiet, batch=args.batch)
+    for line in report(result):
+        print(line)
+    return 0
+
+
+def cmd_digitsbench(args) -> int:
+    _require_positive(args, "n")
+    from .digitsbench import digitsbench, report
+
+    result = digitsbench(args.preset, n=args.n, device=resolve_device(args.device), seed=args.seed, steps=args.steps,
+                         guidance=args.guidance, sampler=args.sampler, progress=not args.quiet)
     for line in report(result):
         print(line)
     return 0
@@ -349,10 +409,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_download)
 
-    t = sub.add_parser("train-demo", help="train the built-in shapes CLIP, sketch net and VQGAN (CPU, about 8 minutes)")
-    t.add_argument("--clip-steps", type=int, help="default: t2i.train.clip.STEPS")
+    t = sub.add_parser("train-demo", help="train the built-in offline worlds' models (CPU; shapes about 8 minutes, "
+                                          "shapes-ldm and digits about 11 each)")
+    t.add_argument("--world", choices=[*WORLDS, "all"], default="all",
+                   help="shapes: CLIP, sketch net, VQGAN; shapes-ldm: latent diffusion on those; digits: "
+                        "char-level CLIP, classifier, pixel DDPM (default: all, in that order)")
+    t.add_argument("--clip-steps", type=int, help="default: the trainer's (shapes or digits CLIP)")
     t.add_argument("--vqgan-steps", type=int, help="default: t2i.train.vqgan.STEPS")
     t.add_argument("--sketch-steps", type=int, help="default: t2i.train.sketch.STEPS")
+    t.add_argument("--unet-steps", type=int, help="diffusion UNets (shapes-ldm, digits); default: the trainer's")
+    t.add_argument("--classifier-steps", type=int, help="the digits classifier; default: the trainer's")
+    t.add_argument("--mnist", help="digits: train on real MNIST IDX files in this folder "
+                                   "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz])")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train_demo)
@@ -366,6 +434,17 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--device")
     sb.add_argument("--quiet", action="store_true")
     sb.set_defaults(func=cmd_shapesbench)
+
+    db = sub.add_parser("digitsbench", help="quality benchmark of the digits preset: the asked digit, and diversity")
+    db.add_argument("--preset", default="digits")
+    db.add_argument("--n", type=int, default=20, help="samples per digit (default 20)")
+    db.add_argument("--steps", help="default: the preset's")
+    db.add_argument("--guidance", help="default: the preset's")
+    db.add_argument("--sampler", help="default: the preset's")
+    db.add_argument("--seed", type=int, default=0)
+    db.add_argument("--device")
+    db.add_argument("--quiet", action="store_true")
+    db.set_defaults(func=cmd_digitsbench)
 
     b = sub.add_parser("bench", help="steps/s and peak memory with random weights of a preset's architecture")
     b.add_argument("--preset", default=DEFAULT_PRESET)

@@ -260,9 +260,11 @@ def test_presets_states(runs):
 @pytest.mark.parametrize("argv, flag", [
     (["shapesbench", "--n", "0"], "--n"),
     (["shapesbench", "--batch", "0"], "--batch"),
-    (["train-demo", "--clip-steps", "0"], "--clip-steps"),
+    (["train-demo", "--world", "shapes", "--clip-steps", "0"], "--clip-steps"),
     (["train-demo", "--vqgan-steps", "-5"], "--vqgan-steps"),
     (["train-demo", "--sketch-steps", "0"], "--sketch-steps"),
+    (["train-demo", "--unet-steps", "0"], "--unet-steps"),
+    (["train-demo", "--world", "shapes", "--mnist", "somewhere"], "--mnist"),
 ])
 def test_counts_below_one_stop_before_any_work(argv, flag, capsys):
     from t2i.cli import main
@@ -286,7 +288,8 @@ def test_train_demo_interrupted_while_saving_keeps_the_committed_files_and_leave
     monkeypatch.setattr(vqgan_training, "save", interrupted)
     folder = BUILTIN_DIR / "shapes"
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    assert main(["train-demo", "--clip-steps", "1", "--vqgan-steps", "1", "--sketch-steps", "1", "--quiet"]) == 130
+    assert main(["train-demo", "--world", "shapes", "--clip-steps", "1", "--vqgan-steps", "1", "--sketch-steps", "1",
+                 "--quiet"]) == 130
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no .tmp left, nothing replaced
 
 
@@ -301,7 +304,7 @@ def test_train_demo_under_t2i_builtin_writes_there_and_the_shapes_preset_reads_i
 
     committed = {p.name: p.read_bytes() for p in (BUILTIN_DIR / "shapes").iterdir()}
     monkeypatch.setenv("T2I_BUILTIN", str(tmp_path))
-    assert main(["train-demo", "--clip-steps", "1", "--vqgan-steps", "1", "--sketch-steps", "1", "--seed", "3",
+    assert main(["train-demo", "--world", "shapes", "--clip-steps", "1", "--vqgan-steps", "1", "--sketch-steps", "1", "--seed", "3",
                  "--quiet"]) == 0
     assert sorted(p.name for p in (tmp_path / "shapes").iterdir()) == sorted(committed)
     assert {p.name: p.read_bytes() for p in (BUILTIN_DIR / "shapes").iterdir()} == committed

@@ -7,7 +7,8 @@ presets, which get random weights of the same classes).
     text   "char-clip-text"     the digits world's char-level CLIP text tower (t2i/engine/charclip.py)
            "open-clip-tokens"   an open_clip model's per-token text states (t2i/engine/clip_tokens.py)
     codec  "pixels"             pixel space: the UNet's output is the image in [-1, 1]
-           "taming-latents"     a taming VQGAN's latent space (t2i/engine/vq_codec.py)
+           "taming-latents"     a taming VQGAN's latent space (t2i/engine/vq_codec.py); params: config
+                                (taming YAML), scale or scale_file (the trainer's codec.json)
 
 A text component has `encode(prompts) -> (n, L, D)` states and `null(n)` (the unconditional states
 the model was trained with); a codec has `channels`, `factor` and `decode(z) -> (n, 3, H, W)` in
@@ -99,12 +100,23 @@ def taming_latents(params: dict, weights: Path | None, hint: str):
     from ...engine.vq_codec import build_vq_codec, load_vq_codec
 
     config = _config_file(params["config"])
-    scale = float(params["scale"])
     if weights is None:
-        return build_vq_codec(config, scale)
+        return build_vq_codec(config, float(params.get("scale", 1.0)))
     if not config.is_file():
         raise WeightsMissing(f"missing {config}: run `{hint}`")
-    return load_vq_codec(config, weights, scale)
+    return load_vq_codec(config, weights, _scale(params, hint))
+
+
+def _scale(params: dict, hint: str) -> float:
+    """The latent scale (unit-variance latents): a number, or `scale_file`, the trainer's codec.json
+    (the scale is measured on the training data when the diffusion model is trained)."""
+    if "scale_file" not in params:
+        return float(params["scale"])
+    path = _path(params["scale_file"], hint)
+    try:
+        return float(json.loads(path.read_text())["scale"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BrokenWeights(f"{path} has no readable latent scale ({type(e).__name__}): run `{hint}`") from None
 
 
 REGISTRY = {"diffusers-unet": unet, "char-clip-text": char_clip_text, "open-clip-tokens": open_clip_tokens,
