@@ -45,8 +45,8 @@ def seed(store, n: int, rng: random.Random) -> None:
     with store.transaction():
         for i in range(n):
             prompt = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
-            spec = make_spec(prompt, rng.choice(PRESETS), iterations=300).to_dict()
-            store.submit(spec)
+            spec = make_spec(prompt, rng.choice(PRESETS), iterations=300)
+            store.submit(spec.to_dict(), batch_key=spec.batch_key, total=spec.total_steps)
             job = store.claim("bench", 60)
             store.complete(job.lease, Result(job.id, b"GIF89a" + b"\0" * 2000, b"\x89PNG" + b"\0" * 4000,
                                              rng.choice(thumbs), {"prompt": prompt}, 288, 288, i, 0.0))

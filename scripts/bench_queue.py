@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repositor
 from t2i.spec import make_spec  # noqa: E402
 from t2i.store import Result, open_store  # noqa: E402
 
-SPEC = make_spec("a queue benchmark", "bench-noop", width=64, height=64, iterations=1).to_dict()
+_SPEC = make_spec("a queue benchmark", "bench-noop", width=64, height=64, iterations=1)
+SPEC, KEYS = _SPEC.to_dict(), dict(batch_key=_SPEC.batch_key, total=_SPEC.total_steps)
 PG_ADMIN = "postgresql://t2i_test:t2i_test@127.0.0.1:5432/postgres"
 LEASE = 30.0
 
@@ -135,7 +136,7 @@ def measure(ctx, url, n, jobs, pickups):
     try:
         with store.transaction():
             for _ in range(jobs):
-                store.submit(SPEC)
+                store.submit(SPEC, **KEYS)
         start = ctx.Event()
         with workers(ctx, drain, url, n, start) as (procs, out):
             t0 = time.monotonic()
@@ -152,7 +153,7 @@ def measure(ctx, url, n, jobs, pickups):
         with workers(ctx, idle_poll, url, n, stop) as (procs, out):
             time.sleep(1.0)  # let every worker reach its longest idle wait
             for _ in range(pickups):
-                job_id, deadline = store.submit(SPEC), time.monotonic() + 30
+                job_id, deadline = store.submit(SPEC, **KEYS), time.monotonic() + 30
                 while (job := store.get(job_id)).status == "queued":
                     if time.monotonic() > deadline or not all(p.is_alive() for p in procs):
                         raise RuntimeError(f"job {job_id} not claimed within 30 s, or a worker exited")

@@ -276,3 +276,36 @@ def test_the_visitor_id_survives_sidebar_navigation(service, browser):
             assert f"v={visitor}" in page.url, f"the visitor id was lost on {name}: {page.url}"
     finally:
         page.close()
+
+
+def test_a_digits_job_from_the_browser_shows_its_denoising(service, browser):
+    """The diffusion family through the real page: its own options (no cutouts), a grid of samples."""
+    base, store, executor, exec_log = service
+    visitor = "b" * 32
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{base}/?v={visitor}")
+    expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
+    preset = page.get_by_role("combobox", name="Preset")
+    preset.click()
+    page.get_by_role("option", name="digits", exact=True).click()
+    expect(preset).to_have_value("digits")
+    idle(page)
+    page.get_by_label("Prompt").fill("the digit seven")
+    page.get_by_text("Advanced options for diffusion presets").click()
+    expect(page.get_by_label("Cutouts")).to_have_count(0)
+    page.get_by_label("Steps").fill("12")
+    page.get_by_label("Samples").fill("4")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_text(re.compile(r"Job \d+ is queued at position \d+"))).to_be_visible(timeout=TIMEOUT_MS)
+    job = store.jobs(submitter=visitor, limit=1)[0]
+    assert (job.preset, job.total, job.spec["num_samples"]) == ("digits", 12, 4)
+    try:
+        expect(page.get_by_role("button", name="Download GIF")).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    except AssertionError:
+        raise AssertionError(f"job {job.id} is {store.get(job.id).status}; executor alive: "
+                             f"{executor.poll() is None}; log:\n{exec_log.read_text()}") from None
+    expect(page.get_by_text("the denoising")).to_be_visible()
+    result = store.result(job.id)
+    assert (result.width, result.height) == (32, 32) and result.parameters["family"] == "diffusion"
+    no_exception(page)
+    shot(page, "generate-digits")

@@ -75,6 +75,40 @@ def test_generate_submits_a_job_for_the_visitor(app, seeded):
     store.cancel(job.id)
 
 
+def test_the_advanced_options_are_the_chosen_presets_family(app, seeded):
+    """A diffusion preset shows sampler, steps, guidance and samples (no cutouts, no image uploads);
+    its job is queued with those options and its family."""
+    _, store = seeded
+    at = app()
+    assert {n.key for n in at.number_input} >= {"iterations", "cutn"}
+    at.selectbox(key="preset").select("tiny-diffusion-untrained").run()
+    keys = {n.key for n in at.number_input}
+    assert {"steps", "guidance", "num_samples"} <= keys and not {"iterations", "cutn"} & keys
+    assert not at.get("file_uploader")
+    at.text_area(key="prompt").input("a six")
+    at.selectbox(key="sampler").select("dpm++")
+    at.number_input(key="steps").set_value(7)
+    at.number_input(key="num_samples").set_value(4)
+    button(at, "Generate").click().run()
+    assert not at.exception, at.exception
+    job = store.jobs(submitter=VISITOR, limit=1)[0]
+    assert (job.preset, job.total, job.spec["family"], job.spec["sampler"], job.spec["num_samples"]) == \
+        ("tiny-diffusion-untrained", 7, "diffusion", "dpm++", 4)
+    store.cancel(job.id)
+
+
+def test_a_diffusion_option_out_of_range_is_refused_on_the_page(app, seeded):
+    _, store = seeded
+    before = sum(store.counts().values())
+    at = app(visitor="d" * 32)
+    at.selectbox(key="preset").select("tiny-diffusion-untrained").run()
+    at.text_area(key="prompt").input("a six")
+    at.number_input(key="num_samples").set_value(65)
+    button(at, "Generate").click().run()
+    assert any("num_samples: must be between 1 and 64" in t for t in texts(at)), texts(at)
+    assert sum(store.counts().values()) == before
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("prompt", "", "prompt: is empty"),
     ("iterations", 0, "iterations: must be between 1"),
