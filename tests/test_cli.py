@@ -313,3 +313,31 @@ def test_train_demo_under_t2i_builtin_writes_there_and_the_shapes_preset_reads_i
     loaded = models.perceptors[0].model.state_dict()
     assert all(torch.equal(loaded[k], v.float()) for k, v in written.items() if v.is_floating_point())
     assert models.sketch is not None
+
+
+def test_train_demo_digits_then_generate_writes_a_grid_and_each_sample(tmp_path, monkeypatch):
+    """The digits world end to end through the CLI, on a few training steps under T2I_BUILTIN (the
+    committed checkpoints/digits/ stay untouched): train-demo writes the real formats, the preset
+    loads them, generate writes the grid and every sample."""
+    from PIL import Image
+
+    from t2i.cli import main
+    from t2i.paths import BUILTIN_DIR
+
+    committed = sorted(p.name for p in (BUILTIN_DIR / "digits").iterdir()) if (BUILTIN_DIR / "digits").exists() else []
+    monkeypatch.setenv("T2I_BUILTIN", str(tmp_path / "builtin"))
+    assert main(["train-demo", "--world", "digits", "--clip-steps", "2", "--unet-steps", "2", "--classifier-steps", "2",
+                 "--quiet"]) == 0
+    written = tmp_path / "builtin" / "digits"
+    assert {"digits-clip.pt", "digits-classifier.pt", "unet", "scheduler"} <= {p.name for p in written.iterdir()}
+    assert (written / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    out = tmp_path / "out"
+    assert main(["generate", "six", "--preset", "digits", "--num-samples", "9", "--steps", "2", "--seed", "4",
+                 "--out", str(out), "--quiet"]) == 0
+    grid = Image.open(out / "six-4.png")
+    assert grid.size == (3 * 32 + 4 * 2, 3 * 32 + 4 * 2)
+    assert sorted(p.name for p in out.glob("six-4-*.png")) == [f"six-4-{i:02d}.png" for i in range(1, 10)]
+    assert Image.open(out / "six-4-01.png").size == (32, 32)
+    assert main(["generate", "six", "--preset", "digits", "--cutn", "8", "--out", str(out)]) == 2
+    if committed:
+        assert sorted(p.name for p in (BUILTIN_DIR / "digits").iterdir()) == committed
