@@ -6,11 +6,13 @@ affine map (rotation, scale, aspect, shear, translation) and a smooth elastic fi
 and averaged down to a grey 32x32 uint8 image: an MNIST-like digit (about 20 px tall, centred). All
 renders of a batch are one torch `grid_sample`, so the trainers draw fresh images every step.
 
-Splits (held-out distortions): rotation (-20..20 degrees) and shear (-0.3..0.3) are each cut into four
+Splits (held-out distortions): rotation (-15..15 degrees) and shear (-0.25..0.25) are each cut into four
 equal bands; the 16 (rotation band, shear band) cells form a checkerboard. "train" draws only from the
 cells where (rotation band + shear band) is even, "test" only from the odd cells. Each split still
 covers the whole range of each parameter, so the test split asks a model to generalise to unseen
-combinations of distortions, never to unseen digits or an extrapolated range.
+combinations of distortions, never to unseen digits or an extrapolated range. The ranges are
+MNIST-like (MNIST centres and size-normalises its digits); wider ones (+-20 degrees, shear 0.3, five
+pen widths, 2 px shifts) cost the ten-minute digits DDPM about ten points of bench accuracy.
 
 Every random draw comes from the caller's numpy Generator, so a seed gives the same images everywhere.
 """
@@ -51,16 +53,16 @@ PROMPTS = tuple(f"the digit {w}" for w in DIGIT_WORDS)
 _CANVAS = 128
 _GLYPH_HEIGHT = 80
 _FONT_SIZE = 100
-STROKE_WIDTHS = (1, 2, 3, 4, 5)  # in font pixels at _FONT_SIZE: thin to bold
+STROKE_WIDTHS = (2, 3, 4)  # in font pixels at _FONT_SIZE: MNIST-like pen widths, thin to bold
 _SUPER = 2  # output supersampling: 64x64 samples averaged 2x2 -> 32x32 (anti-aliasing)
 
-ROTATION = (-20.0, 20.0)  # degrees
-SHEAR = (-0.3, 0.3)
+ROTATION = (-15.0, 15.0)  # degrees
+SHEAR = (-0.25, 0.25)
 BANDS = 4
 SCALE = (0.8, 1.1)
 ASPECT = (0.85, 1.15)
-SHIFT = 2.0  # pixels of the 32x32 image, each axis
-ELASTIC = 1.2  # largest elastic displacement, pixels of the 32x32 image
+SHIFT = 1.0  # pixels of the 32x32 image, each axis (MNIST centres its digits)
+ELASTIC = 1.0  # largest elastic displacement, pixels of the 32x32 image
 _ELASTIC_GRID = 4  # the coarse random field (4x4 per axis) upsampled bilinearly: smooth warps
 
 
