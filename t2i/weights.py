@@ -13,7 +13,6 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from .errors import PresetError, WeightsMissing
-from .fp16 import fp16_state_dict  # noqa: F401  (re-exported: trainers import it from here)
 from .paths import BUILTIN_PREFIX, builtin_dir, checkpoints_dir, clip_cache_dir, resolve_weights_file, weights_registry
 from .presets import Preset, all_presets
 

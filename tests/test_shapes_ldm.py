@@ -7,7 +7,6 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
-from t2i.data import shapes
 from t2i.engine.clip_tokens import ClipTokenStates, load_clip_tokens
 from t2i.engine.vq_codec import VQLatentCodec, build_vq_codec, codec_params, load_vq_codec, principal_basis
 from t2i.errors import WeightsMissing

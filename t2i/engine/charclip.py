@@ -17,7 +17,6 @@ import math
 import os
 import string
 import zipfile
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +24,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..errors import T2IError, WeightsMissing
-from ..weights import fp16_state_dict
+from ..fp16 import save_checkpoint
 
 # Index 0 pads, 1 stands for any character outside the vocabulary.
 PAD, UNKNOWN = 0, 1
@@ -123,14 +122,7 @@ def build_char_clip(**params) -> CharCLIP:
 
 
 def save_char_clip(model: CharCLIP, path: str | os.PathLike) -> None:
-    """fp16 checkpoint, written through a temporary name so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save({"config": model.config, "state_dict": fp16_state_dict(model)}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_checkpoint(model, path)
 
 
 def load_checkpoint(path: str | os.PathLike, what: str, hint: str = "") -> dict:

@@ -10,7 +10,6 @@ strokes would call an imperfect but legible digit wrong.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ from tqdm import tqdm
 
 from ..data import digits
 from ..engine.charclip import load_checkpoint, load_state
-from ..weights import fp16_state_dict
+from ..fp16 import save_checkpoint
 from .schedule import one_cycle
 
 STEPS = 200
@@ -106,13 +105,7 @@ def held_out_accuracy(model: DigitClassifier, n: int = 2000, seed: int = 12345) 
 
 
 def save_classifier(model: DigitClassifier, path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save({"config": model.config, "state_dict": fp16_state_dict(model)}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_checkpoint(model, path)
 
 
 def load_classifier(path: str | os.PathLike, device="cpu", hint: str = "") -> DigitClassifier:

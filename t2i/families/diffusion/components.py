@@ -8,7 +8,8 @@ presets, which get random weights of the same classes).
            "open-clip-tokens"   an open_clip model's per-token text states (t2i/engine/clip_tokens.py)
     codec  "pixels"             pixel space: the UNet's output is the image in [-1, 1]
            "taming-latents"     a taming VQGAN's latent space (t2i/engine/vq_codec.py); params: config
-                                (taming YAML), scale or scale_file (the trainer's codec.json)
+                                (taming YAML), scale, or scale_file (the trainer's codec.json:
+                                scale, principal basis, mean)
 
 A text component has `encode(prompts) -> (n, L, D)` states and `null(n)` (the unconditional states
 the model was trained with); a codec has `channels`, `factor` and `decode(z) -> (n, 3, H, W)` in
@@ -101,22 +102,24 @@ def taming_latents(params: dict, weights: Path | None, hint: str):
 
     config = _config_file(params["config"])
     if weights is None:
-        return build_vq_codec(config, float(params.get("scale", 1.0)))
+        return build_vq_codec(config, float(params.get("scale", 1.0)), params.get("channels"))
     if not config.is_file():
         raise WeightsMissing(f"missing {config}: run `{hint}`")
-    return load_vq_codec(config, weights, _scale(params, hint))
+    return load_vq_codec(config, weights, **_codec(params, hint))
 
 
-def _scale(params: dict, hint: str) -> float:
-    """The latent scale (unit-variance latents): a number, or `scale_file`, the trainer's codec.json
-    (the scale is measured on the training data when the diffusion model is trained)."""
+def _codec(params: dict, hint: str) -> dict:
+    """The latent's scale (unit-variance latents) and projection: a number, or `scale_file`, the
+    trainer's codec.json (scale, principal basis and mean, measured on the training data)."""
+    from ...engine.vq_codec import codec_params
+
     if "scale_file" not in params:
-        return float(params["scale"])
+        return {"scale": float(params["scale"])}
     path = _path(params["scale_file"], hint)
     try:
-        return float(json.loads(path.read_text())["scale"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise BrokenWeights(f"{path} has no readable latent scale ({type(e).__name__}): run `{hint}`") from None
+        return codec_params(path)
+    except ValueError as e:
+        raise BrokenWeights(f"{e}: run `{hint}`") from None
 
 
 REGISTRY = {"diffusers-unet": unet, "char-clip-text": char_clip_text, "open-clip-tokens": open_clip_tokens,
