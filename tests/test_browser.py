@@ -293,8 +293,8 @@ def test_a_digits_job_from_the_browser_shows_its_denoising(service, browser):
     page.get_by_label("Prompt").fill("the digit seven")
     page.get_by_text("Advanced options for diffusion presets").click()
     expect(page.get_by_label("Cutouts")).to_have_count(0)
-    page.get_by_label("Steps").fill("12")
-    page.get_by_label("Samples").fill("4")
+    page.get_by_role("spinbutton", name="Steps").fill("12")
+    page.get_by_role("spinbutton", name="Samples").fill("4")
     page.get_by_role("button", name="Generate").click()
     expect(page.get_by_text(re.compile(r"Job \d+ is queued at position \d+"))).to_be_visible(timeout=TIMEOUT_MS)
     job = store.jobs(submitter=visitor, limit=1)[0]
