@@ -310,12 +310,12 @@ def cmd_digitsbench(args) -> int:
 
 def cmd_presets(args) -> int:
     from .presets import all_presets
-    from .weights import missing_files
+    from .weights import download_command, missing_files
 
     for name, p in all_presets().items():
         missing = missing_files(p)
         state = "random weights (untrained)" if p.untrained else \
-            ("weights present" if not missing else f"weights missing ({len(missing)} files): python -m t2i download {name}")
+            ("weights present" if not missing else f"weights missing ({len(missing)} files): {download_command(name)}")
         print(f"{name}\n    {p.description}\n    models: {p.models_label}\n    {state}")
     return 0
 

@@ -70,7 +70,8 @@ class Preset:
     @property
     def models_label(self) -> str:
         if self.family != "guided":
-            return " + ".join(f"{c.target}({c.weights or 'random'})" for c in self.components.values())
+            return " + ".join(c.target if c.target in WEIGHTLESS_TARGETS else f"{c.target}({c.weights or 'random'})"
+                              for c in self.components.values())
         return f"{self.weights or self.arch.stem} + {' + '.join(p.label for p in self.perceptors)}"
 
 
