@@ -20,7 +20,7 @@ from PIL import Image
 
 from .errors import SpecError
 from .families import DEFAULT_FAMILY, option_names, options_class
-from .families.options import whole
+from .families.options import shown, whole
 
 # Limits. `Limits` lets an operator lower the caps (never raise them past the hard ones).
 MAX_PROMPT_CHARS = 1000
@@ -33,9 +33,15 @@ MAX_ITERATIONS = 5000  # steps of any family; the operator's T2I_MAX_ITERATIONS 
 CUTN_RANGE = (1, 256)
 MAX_SEED = 2**63 - 1
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
+# What the upload widgets let through, above MAX_IMAGE_BYTES: the browser drops a larger file without
+# telling the server, so everything between the two reaches check_image and is refused with a reason.
+UPLOAD_CAP_MB = 32
 MAX_IMAGE_SIDE = 4096
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_IMAGE_PROMPTS = 4
+# A gallery search longer than the longest prompt matches nothing, and SQLite refuses LIKE patterns
+# over 50,000 bytes: longer searches are refused with a line instead.
+MAX_SEARCH_CHARS = MAX_PROMPT_CHARS
 
 
 @dataclass(frozen=True)
@@ -144,14 +150,15 @@ def clean_text(text: str) -> str:
     return " ".join(text.split())
 
 
-def _split_part(raw: str) -> tuple[str, float, float]:
+def _split_part(raw: str) -> tuple[str, str | None, str | None]:
+    """(text, weight as written, stop as written); the numbers stay text so messages can quote them."""
     # Parse numbers from the right only, so text containing ':' ("4:3 photo", "a: b") stays text.
     pieces = raw.split(":")
     if len(pieces) >= 3 and _NUMBER.match(pieces[-1]) and _NUMBER.match(pieces[-2]):
-        return ":".join(pieces[:-2]), float(pieces[-2]), float(pieces[-1])
+        return ":".join(pieces[:-2]), pieces[-2], pieces[-1]
     if len(pieces) >= 2 and _NUMBER.match(pieces[-1]):
-        return ":".join(pieces[:-1]), float(pieces[-1]), -math.inf
-    return raw, 1.0, -math.inf
+        return ":".join(pieces[:-1]), pieces[-1], None
+    return raw, None, None
 
 
 def parse_prompt(prompt: str) -> list[PromptPart]:
@@ -161,14 +168,20 @@ def parse_prompt(prompt: str) -> list[PromptPart]:
         raise SpecError("prompt", f"at most {MAX_PROMPT_PARTS} '|'-separated parts, got {len(raw_parts)}")
     parts = []
     for i, raw in enumerate(raw_parts, 1):
-        text, weight, stop = _split_part(raw)
+        text, weight_text, stop_text = _split_part(raw)
+        weight = 1.0 if weight_text is None else float(weight_text)
+        stop = -math.inf if stop_text is None else float(stop_text)
         text = clean_text(text)
         if not text:
             raise SpecError("prompt", f"part {i} has no text")
+        # The refused number is quoted as written: "10.0000001" printed with :g read "10", which
+        # looked inside the range it was refused for.
         if not (WEIGHT_RANGE[0] <= weight <= WEIGHT_RANGE[1]) or math.isnan(weight):
-            raise SpecError("prompt", f"part {i} weight {weight:g} is outside [{WEIGHT_RANGE[0]:g}, {WEIGHT_RANGE[1]:g}]")
+            raise SpecError("prompt", f"part {i} weight {shown(weight_text.strip(), quoted=False)} is outside "
+                                      f"[{WEIGHT_RANGE[0]:g}, {WEIGHT_RANGE[1]:g}]")
         if stop != -math.inf and not (STOP_RANGE[0] <= stop <= STOP_RANGE[1]):
-            raise SpecError("prompt", f"part {i} stop {stop:g} is outside [{STOP_RANGE[0]:g}, {STOP_RANGE[1]:g}]")
+            raise SpecError("prompt", f"part {i} stop {shown(stop_text.strip(), quoted=False)} is outside "
+                                      f"[{STOP_RANGE[0]:g}, {STOP_RANGE[1]:g}]")
         parts.append(PromptPart(text, weight, stop))
     if all(p.weight == 0 for p in parts):
         raise SpecError("prompt", "at least one part needs a non-zero weight")
@@ -188,6 +201,27 @@ def clean_prompt(prompt) -> str:
     return cleaned
 
 
+def cut_prompt(prompt: str) -> tuple[str, int]:
+    """The prompt as make_spec will store it, cut to MAX_PROMPT_CHARS, and its cleaned length before
+    the cut. For the Generate page: a pasted text over the limit is cut and the visitor told, so that
+    they see what was kept, rather than refused whole or (the browser's way) dropped."""
+    # Cleaning only removes characters, so the first few times the limit in raw text are enough to fill
+    # the limit, and a pasted megabyte is not cleaned character by character.
+    raw = prompt[:MAX_PROMPT_CHARS * 8]
+    cleaned = "|".join(clean_text(p) for p in raw.split("|"))
+    length = len(cleaned) if len(raw) == len(prompt) else max(len(cleaned), len(prompt))
+    return cleaned[:MAX_PROMPT_CHARS].rstrip(), length
+
+
+def check_search(text: str) -> str:
+    """A gallery search, trimmed; refused with one line when longer than any prompt can be."""
+    text = text.strip()
+    if len(text) > MAX_SEARCH_CHARS:
+        raise SpecError("search", f"is {len(text)} characters; prompts are at most {MAX_SEARCH_CHARS}, "
+                                  "so search for a shorter part of one")
+    return text
+
+
 # --- sizes --------------------------------------------------------------------------------------
 
 def round_size(width: int, height: int, factor: int) -> tuple[int, int]:
@@ -202,7 +236,10 @@ def check_image(name: str, data: bytes) -> bytes:
     if not isinstance(data, (bytes, bytearray)) or not data:
         raise SpecError(name, "is empty")
     if len(data) > MAX_IMAGE_BYTES:
-        raise SpecError(name, f"is {len(data) / 2**20:.1f} MB; the limit is {MAX_IMAGE_BYTES // 2**20} MB")
+        # In bytes when megabytes to one decimal would read as the limit itself ("is 10.0 MB").
+        size = len(data) / 2**20
+        size = f"{size:.1f} MB" if size >= MAX_IMAGE_BYTES / 2**20 + 0.05 else f"{len(data):,} bytes"
+        raise SpecError(name, f"is {size}; the limit is {MAX_IMAGE_BYTES // 2**20} MB ({MAX_IMAGE_BYTES:,} bytes)")
     try:
         # Image.open reads the header only, so the size check below runs before any decoding:
         # that is the decompression-bomb guard.
@@ -216,7 +253,8 @@ def check_image(name: str, data: bytes) -> bytes:
     except SpecError:
         raise
     except Exception as e:  # PIL raises many types for junk input
-        raise SpecError(name, f"is not a readable image ({type(e).__name__})") from None
+        # Say which types are wanted: an SVG or a PDF lands here, not in the format check above.
+        raise SpecError(name, f"is not a readable image (PNG, JPEG or WebP; {type(e).__name__})") from None
     return bytes(data)
 
 
