@@ -1,13 +1,17 @@
 """Every page through Streamlit's AppTest, on a temporary database seeded by the real executor."""
 
+import io
 import math
+import tomllib
 
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from t2i.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
 from t2i.queue import submit_job
+from t2i.spec import MAX_IMAGE_BYTES, MAX_PROMPT_CHARS, MAX_SEARCH_CHARS, UPLOAD_CAP_MB
 from t2i.store import Result, open_store
 
 PROMPTS = ["a red circle", "a red circle", "a blue square", "a green triangle", "a small cat", "a large dog"]
@@ -65,7 +69,7 @@ def test_generate_submits_a_job_for_the_visitor(app, seeded):
     at = app()
     at.text_area(key="prompt").input("a purple square at the top")
     at.selectbox(key="preset").select("tiny-vqgan-untrained")
-    at.number_input(key="iterations").set_value(3)
+    at.text_input(key="iterations").input("3")
     button(at, "Generate").click().run()
     assert not at.exception, at.exception
     job = store.jobs(submitter=VISITOR, limit=1)[0]
@@ -80,15 +84,15 @@ def test_the_advanced_options_are_the_chosen_presets_family(app, seeded):
     its job is queued with those options and its family."""
     _, store = seeded
     at = app()
-    assert {n.key for n in at.number_input} >= {"iterations", "cutn"}
+    assert {n.key for n in at.text_input} >= {"iterations", "cutn"}
     at.selectbox(key="preset").select("tiny-diffusion-untrained").run()
-    keys = {n.key for n in at.number_input}
+    keys = {n.key for n in at.text_input}
     assert {"steps", "guidance", "num_samples"} <= keys and not {"iterations", "cutn"} & keys
     assert not at.get("file_uploader")
     at.text_area(key="prompt").input("a six")
     at.selectbox(key="sampler").select("dpm++")
-    at.number_input(key="steps").set_value(7)
-    at.number_input(key="num_samples").set_value(4)
+    at.text_input(key="steps").input("7")
+    at.text_input(key="num_samples").input("4")
     button(at, "Generate").click().run()
     assert not at.exception, at.exception
     job = store.jobs(submitter=VISITOR, limit=1)[0]
@@ -103,7 +107,7 @@ def test_a_diffusion_option_out_of_range_is_refused_on_the_page(app, seeded):
     at = app(visitor="d" * 32)
     at.selectbox(key="preset").select("tiny-diffusion-untrained").run()
     at.text_area(key="prompt").input("a six")
-    at.number_input(key="num_samples").set_value(65)
+    at.text_input(key="num_samples").input("65")
     button(at, "Generate").click().run()
     assert any("num_samples: must be between 1 and 64" in t for t in texts(at)), texts(at)
     assert sum(store.counts().values()) == before
@@ -111,24 +115,100 @@ def test_a_diffusion_option_out_of_range_is_refused_on_the_page(app, seeded):
 
 @pytest.mark.parametrize("field,value,message", [
     ("prompt", "", "prompt: is empty"),
-    ("iterations", 0, "iterations: must be between 1"),
-    ("width", 5000, "width: must be between 64 and"),
-    ("cutn", 999, "cutn: must be between 1 and"),
+    ("iterations", "0", "iterations: must be between 1"),
+    ("width", "5000", "width: must be between 64 and"),
+    ("cutn", "999", "cutn: must be between 1 and"),
     ("seed", "-3", "seed: must be between 0 and"),
+    # The browser's number box read these as 1 and 64 (parseInt) and blocked values past its bounds
+    # without a word; as text they reach make_spec as typed.
+    ("iterations", "1e3", "iterations: must be a whole number, got '1e3'"),
+    ("iterations", "64.5", "iterations: must be a whole number, got '64.5'"),
+    ("width", "9" * 20, "width: must be between 64 and 1024, got " + "9" * 20),
+    ("prompt", "a cat:10.0000001", "prompt: part 1 weight 10.0000001 is outside [-10, 10]"),
 ])
 def test_bad_input_shows_a_message_and_inserts_nothing(app, seeded, field, value, message):
     _, store = seeded
     before = sum(store.counts().values())
     at = app(visitor="f" * 32)
     at.text_area(key="prompt").input("a cat" if field != "prompt" else value)
-    if field == "seed":
-        at.text_input(key="seed").input(value)
-    elif field != "prompt":
-        at.number_input(key=field).set_value(value)
+    if field != "prompt":
+        at.text_input(key=field).input(value)
     button(at, "Generate").click().run()
     assert not at.exception, at.exception
     assert any(message in t for t in texts(at)), texts(at)
     assert sum(store.counts().values()) == before
+
+
+def refused(at, store, before, message):
+    """The submission was refused with the one-line message, and nothing was inserted."""
+    assert not at.exception, at.exception
+    assert not at.success, [m.value for m in at.success]
+    lines = [t for t in texts(at) if message in t]
+    assert lines and all("\n" not in t and len(t) < 200 for t in lines), texts(at)
+    assert sum(store.counts().values()) == before
+
+
+def test_a_huge_seed_is_refused_with_a_short_message(app, seeded):
+    _, store = seeded
+    before = sum(store.counts().values())
+    at = app(visitor="f" * 32)
+    at.text_area(key="prompt").input("a cat")
+    at.text_input(key="seed").input("7" * 5000)
+    button(at, "Generate").click().run()
+    refused(at, store, before, "seed: must be between 0 and 9223372036854775807, got 777")
+    assert any("(5000 characters)" in t for t in texts(at)), texts(at)
+
+
+def png_bytes() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(out, format="PNG")
+    return out.getvalue()
+
+
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8"/></svg>'
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("drawing.svg", SVG, "init_image: is not a readable image (PNG, JPEG or WebP; UnidentifiedImageError)"),
+    ("huge.png", png_bytes() + b"\0" * MAX_IMAGE_BYTES, f"init_image: is {len(png_bytes()) + MAX_IMAGE_BYTES:,} bytes; the limit is 10 MB"),
+], ids=["svg", "over-10-MB"])
+def test_an_upload_the_spec_refuses_stops_the_submission(app, seeded, name, content, message):
+    """The uploaders filter nothing and let through more than the spec allows: the browser drops a
+    file it refuses without telling the server, which then queued the job without the image."""
+    _, store = seeded
+    before = sum(store.counts().values())
+    at = app(visitor="f" * 32)
+    uploader = at.file_uploader(key="init_image")
+    assert not uploader.allowed_type and uploader.proto.max_upload_size_mb == UPLOAD_CAP_MB
+    assert UPLOAD_CAP_MB * 2**20 > MAX_IMAGE_BYTES
+    at.text_area(key="prompt").input("a cat")
+    uploader.set_value((name, content, "application/octet-stream"))
+    button(at, "Generate").click().run()
+    refused(at, store, before, message)
+    # The server's own cap is the widget's: a larger one would make the upload fail, again unseen.
+    config = tomllib.loads((ROOT / ".streamlit/config.toml").read_text())
+    assert config["server"]["maxUploadSize"] == UPLOAD_CAP_MB
+
+
+def test_a_prompt_over_the_limit_is_cut_in_the_box_and_not_submitted(app, seeded):
+    """A text area with max_chars drops a longer paste (the box stayed empty); now the box keeps the
+    first MAX_PROMPT_CHARS characters, a line says so, and nothing is queued until Generate again."""
+    _, store = seeded
+    before = sum(store.counts().values())
+    at = app(visitor="f" * 32)
+    pasted = "a lighthouse in a storm " * 60
+    at.text_area(key="prompt").input(pasted)
+    button(at, "Generate").click().run()
+    assert not at.exception, at.exception
+    kept = at.text_area(key="prompt").value
+    assert len(kept) <= MAX_PROMPT_CHARS and pasted.startswith(kept) and len(kept) > MAX_PROMPT_CHARS - 30
+    assert any(f"the prompt had {len(pasted.strip())} characters and was cut to {MAX_PROMPT_CHARS}" in w.value
+               for w in at.warning), [w.value for w in at.warning]
+    assert sum(store.counts().values()) == before
+    button(at, "Generate").click().run()
+    job = store.jobs(submitter="f" * 32, limit=1)[0]
+    assert job.prompt == kept and sum(store.counts().values()) == before + 1
+    store.cancel(job.id)
 
 
 def test_markup_in_prompts_is_shown_as_literal_text(app, seeded):

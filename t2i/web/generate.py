@@ -7,13 +7,14 @@ from t2i.errors import T2IError
 from t2i.families import options_class
 from t2i.presets import get_preset
 from t2i.queue import SubmitPolicy, submit_job
-from t2i.spec import Limits, SpecError
+from t2i.spec import DEFAULTS, MAX_IMAGE_BYTES, MAX_PROMPT_CHARS, UPLOAD_CAP_MB, Limits, SpecError, cut_prompt
 from t2i.weights import ready_presets
 from t2i.web.common import plain, store, visitor_id
 
 SYNTAX = ("Separate parts with `|`; give each an optional weight and stop as `text:weight:stop`. "
           "A negative weight pushes away, e.g. `a lighthouse at dusk | oil painting:0.5 | blurry:-0.5`.")
 COMMON = ("width", "height", "seed")
+IMAGES = f"PNG, JPEG or WebP, up to {MAX_IMAGE_BYTES // 2**20} MB"
 
 visitor = visitor_id()
 db = store()
@@ -23,9 +24,19 @@ st.title("Generate")
 def _again(params: dict) -> None:
     """Fill the form with a finished job's settings (runs before the widgets are rebuilt)."""
     family = options_class(params.get("family", "guided"))
-    st.session_state.update(prompt=params["prompt"], preset=params["preset"], width=params["requested_size"][0],
-                            height=params["requested_size"][1], seed=str(params["seed"]),
-                            **{f.name: params[f.name] for f in family.FORM if f.name in params})
+    numbers = {f.name: str(params[f.name]) for f in family.FORM if f.name in params and f.kind != "choice"}
+    choices = {f.name: params[f.name] for f in family.FORM if f.name in params and f.kind == "choice"}
+    st.session_state.update(prompt=params["prompt"], preset=params["preset"], width=str(params["requested_size"][0]),
+                            height=str(params["requested_size"][1]), seed=str(params["seed"]), **numbers, **choices)
+
+
+def _number_input(column, label: str, name: str, help: str | None = None) -> None:
+    """A number as text: the browser's number box turns "1e3" into 1 and "64.5" into 64 (parseInt),
+    and silently blocks the form on values past its own bounds. As text, make_spec sees what was typed
+    and refuses it with a line naming the field."""
+    default = chosen.defaults.get(name, DEFAULTS.get(name))
+    column.text_input(label, key=name, help=help,
+                      placeholder="" if default is None else f"{default:g}" if isinstance(default, float) else str(default))
 
 
 def _option_input(column, f) -> None:
@@ -34,7 +45,17 @@ def _option_input(column, f) -> None:
         column.selectbox(f.label, [None, *f.choices], key=f.name, help=f.help or None,
                          format_func=lambda c: "(preset default)" if c is None else c)
     else:
-        column.number_input(f.label, value=None, step=f.step, key=f.name, help=f.help or None)
+        _number_input(column, f.label, f.name, f.help or None)
+
+
+def _fit_prompt() -> None:
+    """Before the run that submits: a prompt over the limit is cut in the box, and the run says so
+    rather than submitting text the visitor has not seen. (A text area with max_chars drops a longer
+    paste entirely, leaving the box empty.)"""
+    s = st.session_state
+    kept, length = cut_prompt(s.get("prompt") or "")
+    if length > MAX_PROMPT_CHARS:
+        s.prompt, s.prompt_cut = kept, length
 
 
 def _read(upload) -> bytes | None:
@@ -48,24 +69,31 @@ st.selectbox("Preset", presets, key="preset",
 chosen = get_preset(st.session_state.get("preset") or presets[0])
 options = options_class(chosen.family)
 with st.form("generate"):
-    st.text_area("Prompt", key="prompt", max_chars=1000, placeholder="a lighthouse in a storm, oil painting")
+    st.text_area("Prompt", key="prompt", placeholder="a lighthouse in a storm, oil painting",
+                 help=f"At most {MAX_PROMPT_CHARS} characters; a longer text is cut when you press Generate.")
     st.caption(SYNTAX)
     with st.expander(f"Advanced options for {chosen.family} presets (empty: the preset's defaults)"):
         left, right = st.columns(2)
-        left.number_input("Width", value=None, step=16, key="width")
-        right.number_input("Height", value=None, step=16, key="height")
+        _number_input(left, "Width", "width")
+        _number_input(right, "Height", "height")
         for i, f in enumerate(options.FORM):
             _option_input(left if i % 2 == 0 else right, f)
         st.text_input("Seed (empty: random)", key="seed")
         init_image = image_prompt = None
         if chosen.family == "guided":  # the other families take no images
-            init_image = st.file_uploader("Start from an image", type=["png", "jpg", "jpeg", "webp"],
-                                          key="init_image")
-            image_prompt = st.file_uploader("Steer towards an image", type=["png", "jpg", "jpeg", "webp"],
-                                            key="image_prompt")
-    submitted = st.form_submit_button("Generate", type="primary")
+            # No type filter and a cap above the spec's limit: a file the browser refuses never reaches
+            # the server, which would then queue the job without it. Here every file up to the cap
+            # reaches check_image, which refuses it with a reason.
+            init_image = st.file_uploader("Start from an image", type=None, key="init_image",
+                                          max_upload_size=UPLOAD_CAP_MB, help=IMAGES)
+            image_prompt = st.file_uploader("Steer towards an image", type=None, key="image_prompt",
+                                            max_upload_size=UPLOAD_CAP_MB, help=IMAGES)
+    submitted = st.form_submit_button("Generate", type="primary", on_click=_fit_prompt)
 
-if submitted:
+if submitted and st.session_state.get("prompt_cut"):
+    st.warning(f"Not submitted: the prompt had {st.session_state.pop('prompt_cut')} characters and was cut to "
+               f"{MAX_PROMPT_CHARS}; check its end and press Generate again.")
+elif submitted:
     s = st.session_state
     fields = [*COMMON, *(f.name for f in options.FORM)]
     try:
