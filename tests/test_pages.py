@@ -242,6 +242,40 @@ def test_gallery_lists_searches_and_paginates(app, seeded, monkeypatch):
     assert button(at, "Next").disabled
 
 
+def test_a_search_longer_than_any_prompt_is_refused_with_a_line(app):
+    at = app("gallery")
+    at.text_input(key="gallery_search").input("a" * 50_001).run()
+    assert not at.exception, at.exception
+    assert [w.value for w in at.warning] == [
+        f"Search not run: search: is 50001 characters; prompts are at most {MAX_SEARCH_CHARS}, "
+        "so search for a shorter part of one"]
+    assert not [t for t in texts(at) if t in PROMPTS]
+    at.text_input(key="gallery_search").input("a" * MAX_SEARCH_CHARS).run()  # the limit itself is a search
+    assert not at.exception and not at.warning and any(c.value.startswith("0 matching") for c in at.caption)
+
+
+def test_back_from_details_keeps_the_search_and_the_page(app, monkeypatch):
+    """The detail view draws no filters, so the browser forgot their values: "Back" showed an empty
+    box over the old search's list, and the next click lost filter and page."""
+    monkeypatch.setenv("T2I_GALLERY_PAGE_SIZE", "1")
+    at = app("gallery")
+    at.text_input(key="gallery_search").input("RED").run()
+    button(at, "Next").click().run()
+    assert any(c.value == "2 matching · page 2 of 2" for c in at.caption)
+    [details] = [b for b in at.button if b.label == "Details"]
+    details.click().run()
+    button(at, "Back to the gallery").click().run()
+    assert not at.exception, at.exception
+    search = at.text_input(key="gallery_search")
+    # What the browser is told to show: before, no value, so it showed its own (forgotten) one.
+    assert search.value == "RED" and search.proto.value == "RED"
+    assert any(c.value == "2 matching · page 2 of 2" for c in at.caption), [c.value for c in at.caption]
+    button(at, "Previous").click().run()
+    assert at.text_input(key="gallery_search").value == "RED"
+    assert any(c.value == "2 matching · page 1 of 2" for c in at.caption), [c.value for c in at.caption]
+    assert [t for t in texts(at) if t in PROMPTS] == ["a red circle"]
+
+
 def test_gallery_detail_loads_gif_and_png_on_demand(app, seeded):
     _, store = seeded
     at = app("gallery")

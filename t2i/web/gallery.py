@@ -5,15 +5,20 @@ import time
 
 import streamlit as st
 
+from t2i.errors import SpecError
 from t2i.ranking import win_rate
-from t2i.web.common import plain, store
+from t2i.spec import check_search
+from t2i.web.common import plain, store, visitor_id
+from t2i.web.guard import is_operator, short_error
 
 PAGE_SIZE = int(os.environ.get("T2I_GALLERY_PAGE_SIZE", 24))
 COLUMNS = 4
 PERIODS = {"any time": None, "last day": 86400, "last week": 7 * 86400, "last month": 30 * 86400}
 SORTS = {"newest": "newest", "most preferred": "preferred"}
 STATUSES = ["done", "all", "failed", "cancelled", "running", "queued"]
+FILTERS = ("gallery_search", "gallery_preset", "gallery_status", "gallery_period", "gallery_sort")
 
+visitor = visitor_id()
 db = store()
 st.title("Previous inferences")
 
@@ -22,6 +27,7 @@ def detail(job_id: int) -> None:
     job, result = db.get(job_id), db.result(job_id)
     if st.button("Back to the gallery"):
         st.session_state.pop("gallery_detail", None)
+        st.session_state["gallery_back"] = True
         st.rerun()
     if job is None:
         st.warning(f"No job {job_id}.")
@@ -31,7 +37,7 @@ def detail(job_id: int) -> None:
     if result is None:
         if job.error:
             st.error("This job failed:")
-            plain(job.error)
+            plain(short_error(job.error, full=is_operator() or job.submitter == visitor))
         return
     left, right = st.columns(2)
     left.image(result.gif, caption="the optimisation", width=384)
@@ -48,12 +54,29 @@ if "gallery_detail" in st.session_state:
     detail(st.session_state["gallery_detail"])
     st.stop()
 
+# The detail view draws no filters, so the browser forgets their values while the session still filters
+# by them: "Back" showed an empty search box over the filtered list, and the next click sent the empty
+# box, dropping filter and page. So the filters are kept under a key of their own and, coming back (or
+# when Streamlit has dropped them), assigned again: a value set through session_state is sent to the
+# browser with the widget, so box and list agree.
+saved = st.session_state.get("gallery_filters", {})
+presets = ["all", *db.presets_in_use()]
+back = st.session_state.pop("gallery_back", False)
+for key, value in saved.items():
+    if (back or key not in st.session_state) and (key != "gallery_preset" or value in presets):
+        st.session_state[key] = value
 filters = st.columns([3, 2, 2, 2, 2])
 search = filters[0].text_input("Search prompts", key="gallery_search")
-preset = filters[1].selectbox("Preset", ["all", *db.presets_in_use()], key="gallery_preset")
+preset = filters[1].selectbox("Preset", presets, key="gallery_preset")
 status = filters[2].selectbox("Status", STATUSES, key="gallery_status")
 period = filters[3].selectbox("Made", list(PERIODS), key="gallery_period")
 sort = filters[4].radio("Sort", list(SORTS), key="gallery_sort", horizontal=True)
+st.session_state["gallery_filters"] = {key: st.session_state[key] for key in FILTERS}
+try:
+    search = check_search(search)
+except SpecError as e:
+    st.warning(f"Search not run: {e}")
+    st.stop()
 
 # A changed filter starts again at page 1.
 signature = (search, preset, status, period, sort)
@@ -61,7 +84,7 @@ if st.session_state.get("gallery_signature") != signature:
     st.session_state.update(gallery_signature=signature, gallery_page=1)
 page = st.session_state.setdefault("gallery_page", 1)
 since = time.time() - PERIODS[period] if PERIODS[period] else None
-items, total = db.gallery(search=search.strip() or None, preset=None if preset == "all" else preset,
+items, total = db.gallery(search=search or None, preset=None if preset == "all" else preset,
                           status=None if status == "all" else status, since=since, sort=SORTS[sort],
                           limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
 pages = max(1, -(-total // PAGE_SIZE))
