@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# t2i: install the environment if it is missing, then start the service: the web app and executors.
+# t2i: install the environment if it is missing, then start the service: the web app and executors,
+# each under a supervisor that restarts it if it dies (run_webapp.sh, run_executor.sh).
 #
-#   bash set_up_env.sh                 install if needed, start the web app and the executors
+#   bash set_up_env.sh                 install if needed, start whichever parts are not running
 #   bash set_up_env.sh stop            stop what it started
 #   bash set_up_env.sh --install-only  install only (tests/run.sh uses it; --dev adds the test tools)
 #
 # Settings: T2I_DB (store URL; default sqlite:///<repo>/t2i.db), T2I_PORT (default 8501),
-# T2I_EXECUTORS (default: one per GPU, else one on the CPU).
+# T2I_ADDRESS (where the web app listens; default 127.0.0.1, this machine only: put a TLS proxy in
+# front, or set 0.0.0.0 for every interface), T2I_EXECUTORS (default: one per GPU, else one on the CPU).
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -47,40 +49,59 @@ fi
 [[ $INSTALL_ONLY == 1 ]] && exit 0
 
 export T2I_DB=${T2I_DB:-sqlite:///$ROOT/t2i.db}
-PORT=${T2I_PORT:-8501}
+export T2I_PORT=${T2I_PORT:-8501} T2I_ADDRESS=${T2I_ADDRESS:-127.0.0.1}
+PORT=$T2I_PORT
 GPUS=0
 command -v nvidia-smi >/dev/null && GPUS=$(nvidia-smi -L 2>/dev/null | grep -c GPU || true)
 N=${T2I_EXECUTORS:-$(( GPUS > 0 ? GPUS : 1 ))}
 device_of() { if [[ $GPUS -gt 0 ]]; then echo $(( $1 % GPUS )); else echo cpu; fi; }
-WEB=(.venv/bin/streamlit run webapp.py --server.port "$PORT" --server.headless true)
+TMUX_MODE=0
+command -v tmux >/dev/null && [[ $GPUS -gt 0 ]] && TMUX_MODE=1
 
+# Each part is started unless it already runs, so that this script also brings back a part that was
+# stopped (or never started) while the others run. Its supervisor restarts it if it dies.
 mkdir -p "$RUN/logs"
-for f in "$RUN"/*.pid; do
-  if [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null; then
-    echo "t2i is already running (stop it with: bash set_up_env.sh stop)"; exit 1
+start_part() {  # NAME COMMAND...
+  local name=$1; shift
+  if [[ $TMUX_MODE == 1 ]]; then
+    if tmux list-windows -t t2i -F '#W' 2>/dev/null | grep -qx "$name"; then echo "  $name: already running"; return; fi
+    if tmux has-session -t t2i 2>/dev/null; then tmux new-window -d -t t2i -n "$name" "$*"
+    else tmux new-session -d -s t2i -n "$name" "$*"; fi
+  else
+    local pidfile="$RUN/$name.pid"
+    if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      echo "  $name: already running (pid $(cat "$pidfile"))"; return
+    fi
+    nohup "$@" >> "$RUN/logs/$name.log" 2>&1 &
+    echo $! > "$pidfile"
   fi
-done
-if command -v tmux >/dev/null && [[ $GPUS -gt 0 ]]; then
-  tmux new-session -d -s t2i -n web "${WEB[*]}"
-  for i in $(seq 0 $(( N - 1 ))); do tmux new-window -t t2i -n "executor-$i" "bash run_executor.sh $(device_of "$i")"; done
-  tmux new-window -t t2i -n gpus "watch -n 2 nvidia-smi"
+  echo "  $name: started"
+}
+echo "t2i parts:"
+start_part web bash run_webapp.sh
+for i in $(seq 0 $(( N - 1 ))); do start_part "executor-$i" bash run_executor.sh "$(device_of "$i")"; done
+if [[ $TMUX_MODE == 1 ]]; then
+  tmux list-windows -t t2i -F '#W' | grep -qx gpus || tmux new-window -d -t t2i -n gpus "watch -n 2 nvidia-smi"
   HOW="tmux attach -t t2i   (one window each: web, executors, nvidia-smi)"
 else
-  nohup "${WEB[@]}" > "$RUN/logs/web.log" 2>&1 &
-  echo $! > "$RUN/web.pid"
-  for i in $(seq 0 $(( N - 1 ))); do
-    nohup bash run_executor.sh "$(device_of "$i")" > "$RUN/logs/executor-$i.log" 2>&1 &
-    echo $! > "$RUN/executor-$i.pid"
-  done
   HOW="logs in $RUN/logs/"
 fi
 
+# The health check goes to the address the app listens on (this machine, when that is every interface).
+case $T2I_ADDRESS in 0.0.0.0|::|"") HOST=127.0.0.1 ;; *:*) HOST="[$T2I_ADDRESS]" ;; *) HOST=$T2I_ADDRESS ;; esac
+healthy=0
 for _ in $(seq 120); do
-  curl -sf "http://127.0.0.1:$PORT/_stcore/health" >/dev/null 2>&1 && break
+  curl -sf "http://$HOST:$PORT/_stcore/health" >/dev/null 2>&1 && healthy=1 && break
   sleep 0.5
 done
+[[ $healthy == 1 ]] || echo "the web app did not answer at http://$HOST:$PORT within 60 s: see $RUN/logs/web.log" >&2
+case $T2I_ADDRESS in
+  127.0.0.1|localhost) WHERE="http://localhost:$PORT   (this machine only: T2I_ADDRESS changes that)" ;;
+  0.0.0.0|::) WHERE="http://<this host>:$PORT   (every interface)" ;;
+  *) WHERE="http://$HOST:$PORT" ;;
+esac
 cat <<MSG
-t2i is running: http://localhost:$PORT   ($N executor(s), store $T2I_DB)
+t2i is running: $WHERE   ($N executor(s), store $T2I_DB)
   $HOW
   submit from the shell:  .venv/bin/python -m t2i submit "a small purple square at the top"   (default preset)
   watch the queue:        .venv/bin/python -m t2i jobs
