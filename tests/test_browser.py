@@ -3,6 +3,7 @@ Playwright through Debian's Chromium (tests/setup_browser.sh installs it). Scree
 test-artifacts/browser/ and to res/page-*.png (the README shows those)."""
 
 import csv
+import io
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from t2i.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
@@ -293,8 +295,8 @@ def test_a_digits_job_from_the_browser_shows_its_denoising(service, browser):
     page.get_by_label("Prompt").fill("the digit seven")
     page.get_by_text("Advanced options for diffusion presets").click()
     expect(page.get_by_label("Cutouts")).to_have_count(0)
-    page.get_by_role("spinbutton", name="Steps").fill("12")
-    page.get_by_role("spinbutton", name="Samples").fill("4")
+    page.get_by_role("textbox", name="Steps").fill("12")
+    page.get_by_role("textbox", name="Samples").fill("4")
     page.get_by_role("button", name="Generate").click()
     expect(page.get_by_text(re.compile(r"Job \d+ is queued at position \d+"))).to_be_visible(timeout=TIMEOUT_MS)
     job = store.jobs(submitter=visitor, limit=1)[0]
@@ -309,3 +311,55 @@ def test_a_digits_job_from_the_browser_shows_its_denoising(service, browser):
     assert (result.width, result.height) == (32, 32) and result.parameters["family"] == "diffusion"
     no_exception(page)
     shot(page, "generate-digits")
+
+
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8"/></svg>'
+
+
+def test_what_the_browser_used_to_drop_is_refused_with_a_line(service, browser):
+    """What AppTest cannot show, because the browser did it: the upload widget dropped an SVG or an
+    image over 10 MB without telling the server (the job was queued without it), a paste over the
+    prompt's limit left the box empty, and the number box read 1e3 as 1. Each is now refused with one
+    line, and nothing is queued."""
+    base, store = service[:2]
+    visitor = "d" * 32
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(png, format="PNG")
+    huge = png.getvalue() + b"\0" * (11 * 2**20)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        for upload, line in [(("drawing.svg", "image/svg+xml", SVG), "init_image: is not a readable image"),
+                             (("huge.png", "image/png", huge), "init_image: is 11.0 MB; the limit is 10 MB")]:
+            page.goto(f"{base}/?v={visitor}")
+            expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
+            idle(page)
+            page.get_by_label("Prompt").fill("a red circle")
+            page.get_by_text("Advanced options").click()
+            uploader = page.get_by_test_id("stFileUploader").filter(has_text="Start from an image")
+            name, mime, content = upload
+            uploader.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
+                files=[{"name": name, "mimeType": mime, "buffer": content}])
+            expect(uploader.get_by_text(name)).to_be_visible(timeout=TIMEOUT_MS)
+            expect(uploader.get_by_text(re.compile("not allowed|or smaller|error", re.I))).to_have_count(0)
+            page.get_by_role("button", name="Generate").click()
+            expect(page.get_by_text(re.compile("^" + re.escape(line)))).to_be_visible(timeout=TIMEOUT_MS)
+            expect(page.get_by_text("Not submitted:")).to_be_visible()
+
+        page.goto(f"{base}/?v={visitor}")
+        expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
+        idle(page)
+        prompt = page.get_by_label("Prompt")
+        prompt.fill("a red circle " * 100)  # 1300 characters, as a paste sets them
+        page.get_by_text("Advanced options").click()
+        page.get_by_label("Iterations").fill("1e3")
+        page.get_by_role("button", name="Generate").click()
+        expect(page.get_by_text(re.compile("the prompt had 1299 characters and was cut to 1000"))).to_be_visible(
+            timeout=TIMEOUT_MS)
+        expect(prompt).to_have_value(("a red circle " * 100)[:1000].rstrip())
+        page.get_by_role("button", name="Generate").click()
+        expect(page.get_by_text("iterations: must be a whole number, got '1e3'")).to_be_visible(timeout=TIMEOUT_MS)
+        no_exception(page)
+        shot(page, "generate-refused")
+        assert store.jobs(submitter=visitor, limit=1) == []
+    finally:
+        page.close()

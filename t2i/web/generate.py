@@ -69,9 +69,8 @@ st.selectbox("Preset", presets, key="preset",
 chosen = get_preset(st.session_state.get("preset") or presets[0])
 options = options_class(chosen.family)
 with st.form("generate"):
-    st.text_area("Prompt", key="prompt", placeholder="a lighthouse in a storm, oil painting",
-                 help=f"At most {MAX_PROMPT_CHARS} characters; a longer text is cut when you press Generate.")
-    st.caption(SYNTAX)
+    st.text_area("Prompt", key="prompt", placeholder="a lighthouse in a storm, oil painting")
+    st.caption(f"{SYNTAX} At most {MAX_PROMPT_CHARS} characters.")
     with st.expander(f"Advanced options for {chosen.family} presets (empty: the preset's defaults)"):
         left, right = st.columns(2)
         _number_input(left, "Width", "width")
