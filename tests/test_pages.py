@@ -211,6 +211,19 @@ def test_a_prompt_over_the_limit_is_cut_in_the_box_and_not_submitted(app, seeded
     store.cancel(job.id)
 
 
+def test_generate_again_fills_the_text_fields_with_the_jobs_settings(app, seeded):
+    _, store = seeded
+    done = store.gallery(search="blue square", limit=1)[0][0]["id"]
+    at = app(visitor="9" * 32)
+    at.session_state["watching"] = done
+    at.run()
+    button(at, "Generate again with these settings").click().run()
+    assert not at.exception, at.exception
+    assert at.text_area(key="prompt").value == "a blue square"
+    assert (at.text_input(key="iterations").value, at.text_input(key="cutn").value,
+            at.text_input(key="seed").value) == ("2", "2", "2")
+
+
 def test_markup_in_prompts_is_shown_as_literal_text(app, seeded):
     _, store = seeded
     nasty = "<script>alert(1)</script> **bold** [link](http://x) <img src=x onerror=alert(2)>"
@@ -422,3 +435,14 @@ def test_the_operator_sees_hosts_and_whole_errors(queue_app):
     at.switch_page("t2i/web/gallery.py").run()  # the session stays the operator's across pages
     at.switch_page("t2i/web/queue_page.py").run()
     assert "host" in at.dataframe[0].value.columns
+
+
+def test_a_failed_jobs_error_in_the_gallery_is_whole_for_the_operator_only(queue_app):
+    make, failed, _ = queue_app
+    for operator, shown in [(None, LONG_ERROR[:77] + "..."), (TOKEN, LONG_ERROR)]:
+        at, _, _ = make(operator)
+        at.switch_page("t2i/web/gallery.py").run()
+        at.selectbox(key="gallery_status").select("failed").run()
+        [b for b in at.button if b.key == f"detail-{failed}"][0].click().run()
+        assert not at.exception, at.exception
+        assert shown in texts(at) and (operator or LONG_ERROR not in texts(at))
