@@ -170,7 +170,8 @@ SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width
 
 @pytest.mark.parametrize("name,content,message", [
     ("drawing.svg", SVG, "init_image: is not a readable image (PNG, JPEG or WebP; UnidentifiedImageError)"),
-    ("huge.png", png_bytes() + b"\0" * MAX_IMAGE_BYTES, f"init_image: is {len(png_bytes()) + MAX_IMAGE_BYTES:,} bytes; the limit is 10 MB"),
+    ("huge.png", png_bytes() + b"\0" * MAX_IMAGE_BYTES,
+     f"init_image: is {len(png_bytes()) + MAX_IMAGE_BYTES:,} bytes; the limit is 10 MB"),
 ], ids=["svg", "over-10-MB"])
 def test_an_upload_the_spec_refuses_stops_the_submission(app, seeded, name, content, message):
     """The uploaders filter nothing and let through more than the spec allows: the browser drops a

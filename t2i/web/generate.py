@@ -35,8 +35,8 @@ def _number_input(column, label: str, name: str, help: str | None = None) -> Non
     and silently blocks the form on values past its own bounds. As text, make_spec sees what was typed
     and refuses it with a line naming the field."""
     default = chosen.defaults.get(name, DEFAULTS.get(name))
-    column.text_input(label, key=name, help=help,
-                      placeholder="" if default is None else f"{default:g}" if isinstance(default, float) else str(default))
+    shown = "" if default is None else f"{default:g}" if isinstance(default, float) else str(default)
+    column.text_input(label, key=name, help=help, placeholder=shown)
 
 
 def _option_input(column, f) -> None:
