@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import T2IError
+from .memory import check_submit
 from .presets import get_preset
 from .spec import Limits, make_spec
 from .store import JobStore
@@ -51,9 +52,11 @@ def submit_job(store: JobStore, prompt, preset: str, *, priority: int = 0, submi
     """fields: the common ones (width, height, save_every, seed, init_image, image_prompts) and the
     preset's family's options (iterations, cutn, lr | sampler, steps, guidance, ...), raw.
 
-    Validation first, then the policy (when given, for a submitter), then one insert."""
+    Validation first (the fields, then the memory the job needs: t2i/memory.py), then the policy
+    (when given, for a submitter), then one insert."""
     p = get_preset(preset)
     spec = make_spec(prompt, p.name, family=p.family, limits=limits, defaults=p.defaults, **fields)
+    check_submit(spec, p, limits.max_job_memory, limits.max_side)
     if policy is not None:
         policy.check(store, submitter or "anonymous")
     return store.submit(spec.to_dict(), batch_key=spec.batch_key, total=spec.total_steps, priority=priority,

@@ -51,15 +51,21 @@ class Limits:
     max_side: int = SIDE_RANGE[1]
     max_iterations: int = MAX_ITERATIONS
     max_cutn: int = CUTN_RANGE[1]
+    # Bytes one job may need (t2i/memory.py estimates it); None: T2I_MAX_JOB_MEMORY, else this
+    # machine's RAM less a margin. Checked where the preset is known: t2i.queue.submit_job.
+    max_job_memory: int | None = None
 
     @classmethod
     def from_env(cls) -> "Limits":
-        """T2I_MAX_SIDE, T2I_MAX_ITERATIONS, T2I_MAX_CUTN (the web app reads these)."""
+        """T2I_MAX_SIDE, T2I_MAX_ITERATIONS, T2I_MAX_CUTN, T2I_MAX_JOB_MEMORY (the web app reads these)."""
         import os
+
+        from .memory import submit_budget
 
         return cls(max_side=int(os.environ.get("T2I_MAX_SIDE", SIDE_RANGE[1])),
                    max_iterations=int(os.environ.get("T2I_MAX_ITERATIONS", MAX_ITERATIONS)),
-                   max_cutn=int(os.environ.get("T2I_MAX_CUTN", CUTN_RANGE[1])))
+                   max_cutn=int(os.environ.get("T2I_MAX_CUTN", CUTN_RANGE[1])),
+                   max_job_memory=submit_budget())
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ the pages show. Pages and the queue import only these modules, never torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 from ..errors import SpecError
@@ -43,6 +45,13 @@ class Options(Protocol):
 
     def describe(self, spec) -> str:
         """The job's load in words, for one-line errors ("64x64, 8 cutouts")."""
+
+    def used_size(self, spec, preset) -> tuple[int, int]:
+        """The size the job is made at (the pipeline's used_size, without building it)."""
+
+    def job_bytes(self, spec, preset) -> int:
+        """The job's own peak memory on top of the process and the preset's models (t2i/memory.py):
+        fitted to measured peaks (BENCHMARKS.md, "Memory per job")."""
 
 
 SHOWN_CHARS = 40  # longest echo of a rejected value: a pasted page of digits must not become the message
@@ -107,3 +116,65 @@ def given(raw: dict, defaults: dict, name: str):
     """The raw value, or the default when it is missing, None or empty."""
     value = raw.get(name)
     return defaults[name] if value is None or value == "" else value
+
+
+# --- memory: the torch-free geometry estimates are made from (t2i/memory.py composes them) ----------
+
+FLOAT = 4  # bytes: activations are fp32 on the CPU (bf16 autocast on GPUs only makes them smaller)
+
+
+def read_config(name: str) -> dict:
+    """A model's architecture file, as the builders read it: a path under configs/ or "builtin:..."
+    (YAML or JSON; both parse as YAML). Cached: the pages ask on every rerun."""
+    return dict(_read_config(name))
+
+
+@lru_cache(maxsize=64)
+def _read_config(name: str) -> dict:
+    from omegaconf import OmegaConf
+
+    from ..paths import CONFIG_DIR, resolve_weights_file
+
+    path = Path(resolve_weights_file(name)) if name.startswith("builtin:") else Path(name)
+    if not path.is_absolute():
+        path = CONFIG_DIR / path
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+@dataclass(frozen=True)
+class TamingDecoder:
+    """A taming VQGAN decoder's shape: what its activations and attention cost at a given size."""
+
+    ch: int
+    ch_mult: tuple[int, ...]
+    num_res_blocks: int
+    attn_resolutions: tuple[int, ...]
+    resolution: int
+
+    @classmethod
+    def of(cls, config: str) -> "TamingDecoder":
+        dd = read_config(config)["model"]["params"]["ddconfig"]
+        return cls(int(dd["ch"]), tuple(int(m) for m in dd["ch_mult"]), int(dd["num_res_blocks"]),
+                   tuple(int(r) for r in dd.get("attn_resolutions") or ()), int(dd["resolution"]))
+
+    @property
+    def factor(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+    def activations(self, width: int, height: int) -> float:
+        """Channel-pixels of the decoder's res blocks, summed over levels (level i has 1/4**i of the
+        pixels): what a backward pass keeps per block."""
+        blocks = self.num_res_blocks + 1
+        return sum(self.ch * m * blocks * width * height / 4 ** i for i, m in enumerate(self.ch_mult))
+
+    def attention(self, width: int, height: int) -> float:
+        """Entries of the attention matrices (tokens x tokens): the mid block's at the lowest level,
+        quadratic in pixels (1024x1024 at factor 4 is 65536 tokens: 4.3e9 entries, 17 GB in fp32),
+        and any level the config lists in attn_resolutions."""
+        levels = len(self.ch_mult)
+        tokens = width * height / 4 ** (levels - 1)
+        total = tokens ** 2
+        for i in range(levels):
+            if self.resolution // 2 ** i in self.attn_resolutions:
+                total += (self.num_res_blocks + 1) * (width * height / 4 ** i) ** 2
+        return total

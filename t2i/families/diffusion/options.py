@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import SpecError
-from ..options import FormField, choice, given, real, whole
+from ..options import FLOAT, FormField, TamingDecoder, choice, given, read_config, real, whole
 
 SAMPLERS = ("ddpm", "ddim", "dpm++")   # ancestral, DDIM (eta), DPM-Solver++ (2nd-order multistep)
 MAX_STEPS = 1000                      # the training schedule's length
@@ -13,6 +13,16 @@ GUIDANCE_RANGE = (0.0, 30.0)          # 0: unconditional, 1: conditional without
 ETA_RANGE = (0.0, 1.0)
 SAMPLES_RANGE = (1, 64)
 DEFAULTS = dict(sampler="ddim", steps=50, guidance=3.0, eta=0.0, num_samples=1)
+
+# Memory per job, fitted to peak RSS measured on the CPU (BENCHMARKS.md, "Memory per job"). The UNet
+# runs without gradients, so what a step holds is its skip connections (bytes per channel-pixel of
+# them, per UNet row); attention goes through torch's scaled_dot_product_attention, which is not
+# quadratic on the CPU or on GPUs. A taming codec's decode (every preview and the end) holds its
+# largest activations and its mid-block attention matrices (scores, scaled, softmax) per sample.
+PER_SKIP = 40.0
+PER_DECODE = 6.0
+PER_DECODE_ATTENTION = 3 * FLOAT
+JOB_FLOOR = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -57,3 +67,46 @@ class DiffusionOptions:
         guidance = f", CFG {self.guidance:g}" if self.guidance != 1 else ""
         samples = f", {self.num_samples} samples" if self.num_samples > 1 else ""
         return f"{width}x{height}, {self.steps} {self.sampler.upper()} steps{guidance}{samples}"
+
+    def used_size(self, spec, preset) -> tuple[int, int]:
+        unet, codec = _unet_config(preset), _codec(preset)
+        cell = codec.factor if codec else 1
+        if preset.fixed_size:
+            side = int(unet["sample_size"]) * cell
+            return side, side
+        factor = cell * 2 ** (len(unet["block_out_channels"]) - 1)
+        return max(factor, spec.width // factor * factor), max(factor, spec.height // factor * factor)
+
+    def rows(self, spec) -> int:
+        """UNet rows per step: each sample once with the prompt and once without (guidance), as the
+        pipeline's start() decides."""
+        positive = any(p.weight > 0 for p in spec.parts)
+        cond = positive and self.guidance > 0
+        uncond = self.guidance != 1 or not positive
+        return self.num_samples * (int(cond) + int(uncond))
+
+    def job_bytes(self, spec, preset) -> int:
+        width, height = self.used_size(spec, preset)
+        unet, codec = _unet_config(preset), _codec(preset)
+        cell = codec.factor if codec else 1
+        cells = width * height / cell ** 2
+        blocks = int(unet.get("layers_per_block", 2)) + 1
+        skips = sum(c * blocks * cells / 4 ** i for i, c in enumerate(unet["block_out_channels"]))
+        total = JOB_FLOOR + PER_SKIP * self.rows(spec) * skips
+        if codec is not None:
+            total += self.num_samples * (PER_DECODE * codec.activations(width, height)
+                                         + PER_DECODE_ATTENTION * codec.attention(width, height))
+        return int(total)
+
+
+def _unet_config(preset) -> dict:
+    unet = preset.components["unet"]
+    if unet.weights:
+        return read_config(f"{unet.weights.rstrip('/')}/config.json")
+    return read_config(unet.params["config"])
+
+
+def _codec(preset) -> TamingDecoder | None:
+    """The taming codec's decoder (None for pixel space)."""
+    codec = preset.components["codec"]
+    return TamingDecoder.of(codec.params["config"]) if codec.target == "taming-latents" else None
