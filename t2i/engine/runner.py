@@ -25,6 +25,7 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from ..errors import Cancelled, OutOfMemory
+from ..memory import MAX_FRAMES
 from ..spec import MAX_SEED, JobSpec
 
 PRECISIONS = ("fp32", "bf16")
@@ -66,10 +67,24 @@ class Slot:
     frame_steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     start: float = field(default_factory=time.monotonic)
+    stride: int = 1             # frames kept for the GIF: every stride-th of those save_every makes
 
     @property
     def done(self) -> bool:
         return self.step >= self.total
+
+    def keep(self, frame: Image.Image, step: int) -> None:
+        """Keep a frame for the GIF, at most MAX_FRAMES of them: at the cap every second one goes and
+        only every second one is taken from then on, so a long job's GIF still runs from the first
+        step to the end without its frames piling up in memory (the executor has already written
+        each frame to the store as progress)."""
+        if step % (self.spec.save_every * self.stride):
+            return
+        self.frames.append(frame)
+        self.frame_steps.append(step)
+        if len(self.frames) >= MAX_FRAMES:
+            self.frames, self.frame_steps = self.frames[::2], self.frame_steps[::2]
+            self.stride *= 2
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -120,8 +135,7 @@ class Runner:
         for name, s, out in zip(names, slots, outs):
             frame = to_pil(out.frame) if out.frame is not None else None
             if frame is not None:
-                s.frames.append(frame)
-                s.frame_steps.append(s.step)
+                s.keep(frame, s.step)
             frame_step = s.step if frame is not None else None
             if out.metric is not None:
                 s.losses.append(out.metric)
