@@ -249,3 +249,18 @@ class Admission:
         return (f"{preset.name} needs about {gb(need.fixed + need.job)} at "
                 f"{spec.options.describe(spec, width, height)}; {where} has {gb(self.capacity())}: "
                 f"lower {spec.options.LIGHTER}")
+
+
+def size_note(preset, budget: int, max_side: int | None = None) -> str:
+    """For the Generate form: the sizes the preset makes here, with its default options."""
+    from .spec import make_spec
+
+    spec = make_spec("x", preset.name, family=preset.family, defaults=preset.defaults)
+    smallest = spec.options.used_size(spec.with_(width=1, height=1), preset)
+    if smallest == spec.options.used_size(spec.with_(width=4096, height=4096), preset):
+        return f"{preset.name} draws at {smallest[0]}x{smallest[1]} only."
+    side = largest_side(spec, preset, budget, max_side)
+    if side is None:
+        return f"{preset.name} needs more memory than jobs here get ({gb(budget)}) even at its smallest size."
+    return (f"Largest size here: {side}x{side} with the preset's default options, or about as many pixels "
+            "in another shape.")

@@ -5,6 +5,7 @@ import streamlit as st
 from t2i import jobview
 from t2i.errors import T2IError
 from t2i.families import options_class
+from t2i.memory import size_note
 from t2i.presets import get_preset
 from t2i.queue import SubmitPolicy, submit_job
 from t2i.spec import DEFAULTS, MAX_IMAGE_BYTES, MAX_PROMPT_CHARS, UPLOAD_CAP_MB, Limits, SpecError, cut_prompt
@@ -75,6 +76,8 @@ with st.form("generate"):
         left, right = st.columns(2)
         _number_input(left, "Width", "width")
         _number_input(right, "Height", "height")
+        limits = Limits.from_env()
+        st.caption(size_note(chosen, limits.max_job_memory, limits.max_side))
         for i, f in enumerate(options.FORM):
             _option_input(left if i % 2 == 0 else right, f)
         st.text_input("Seed (empty: random)", key="seed")
