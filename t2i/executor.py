@@ -27,6 +27,7 @@ from . import render
 from .engine.runner import Runner, out_of_memory
 from .errors import OutOfMemory, T2IError
 from .families import build_pipeline
+from .memory import Admission
 from .presets import get_preset
 from .spec import JobSpec, SpecError
 from .store import Job, Lease, Result, open_store
@@ -51,6 +52,7 @@ class ExecutorConfig:
     finish_fraction: float = 0.9  # on SIGTERM, a job this far along is finished rather than requeued
     batch: str = "auto"          # jobs optimised together: a number, or "auto"
     precision: str = "fp32"      # "bf16": autocast the forward passes (GPUs)
+    memory_budget: int | None = None  # bytes this executor may use (process included); None: what the device has free
 
     def __post_init__(self):
         if not self.worker_id:
@@ -182,6 +184,7 @@ class Executor:
         self.store = open_store(cfg.db)
         self.cache = ModelCache(cfg.device, cfg.cache_size)
         self.sizer = BatchSizer(cfg.batch, cfg.device)
+        self.admission = Admission(cfg.device, cfg.memory_budget)  # memory: claim only what fits (t2i/memory.py)
         self.stopping = threading.Event()
         self.done = 0
         self._seen_job, self._seen_at = None, -float("inf")
@@ -243,7 +246,8 @@ class Executor:
             batch = Runner(pipeline, self.cfg.precision)
             self._admit(batch, first, heart, active, outcomes)
             while active:
-                while self._may_take(active, outcomes):
+                while self._may_take(active, outcomes) and \
+                        self.admission.room([s.spec for s in batch.slots.values()], pipeline.preset):
                     job = self.store.claim(self.cfg.worker_id, self.cfg.lease, batch_key=batch.key)
                     if job is None:
                         break
@@ -288,7 +292,14 @@ class Executor:
     def _admit(self, batch: Runner, job: Job, heart: Heartbeat, active: dict, outcomes: dict) -> None:
         log.info("job %s claimed (attempt %d): %r", job.id, job.attempts, job.prompt[:80])
         try:
-            batch.add(job.id, JobSpec.from_dict(job.spec))
+            spec = JobSpec.from_dict(job.spec)
+            # Memory: a job that can never fit here fails with one line (TooLarge); one that does not
+            # fit beside the running jobs goes back to the queue until one of them leaves.
+            if not self.admission.admit([s.spec for s in batch.slots.values()], spec, batch.pipeline.preset):
+                log.info("job %s: no memory for it beside %d running jobs; back to the queue", job.id, len(active))
+                self.store.release(job.lease)
+                return
+            batch.add(job.id, spec)
         except Exception as error:  # noqa: BLE001 - e.g. an unreadable init image: only this job fails
             self._fail(job.lease, error, outcomes)
             return

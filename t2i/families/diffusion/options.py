@@ -19,10 +19,10 @@ DEFAULTS = dict(sampler="ddim", steps=50, guidance=3.0, eta=0.0, num_samples=1)
 # them, per UNet row); attention goes through torch's scaled_dot_product_attention, which is not
 # quadratic on the CPU or on GPUs. A taming codec's decode (every preview and the end) holds its
 # largest activations and its mid-block attention matrices (scores, scaled, softmax) per sample.
-PER_SKIP = 40.0
+PER_SKIP = 26.0
 PER_DECODE = 6.0
 PER_DECODE_ATTENTION = 3 * FLOAT
-JOB_FLOOR = 16 * 2**20
+JOB_FLOOR = 32 * 2**20
 
 
 @dataclass(frozen=True)
