@@ -63,16 +63,16 @@ def claim_new(store, worker="w-a", lease=LONG, **submit_kw):
 
 def tables(store) -> set[str]:
     if hasattr(store, "path"):   # SQLite
-        rows = store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        rows = store._all("SELECT name FROM sqlite_master WHERE type = 'table'")
     else:
-        rows = store.conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+        rows = store._all("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     return {r[0] for r in rows}
 
 
 def schema_version(store) -> list:
     if hasattr(store, "path"):
-        return [store.conn.execute("PRAGMA user_version").fetchone()[0]]
-    return [r[0] for r in store.conn.execute("SELECT version FROM schema_version").fetchall()]
+        return [store._one("PRAGMA user_version")[0]]
+    return [r[0] for r in store._all("SELECT version FROM schema_version")]
 
 
 # --- submitting and reading -----------------------------------------------------------------
@@ -761,3 +761,125 @@ def test_a_version_2_database_migrates_and_its_queued_guided_jobs_still_run(tmp_
         assert spec.batch_key == make_spec("x", PRESET, width=64, height=64, cutn=8).batch_key
     finally:
         s.close()
+
+
+# --- SQLite: readers never queue behind a writer; what is not a job database is refused -----
+
+def _returns_promptly(fn, bound: float = 5.0):
+    """fn() in a thread, joined with a generous bound (a blocked reader waits busy_timeout, 10 s,
+    and then retries for minutes); returns fn's value."""
+    out, errors = [], []
+
+    def run():
+        try:
+            out.append(fn())
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(bound)
+    assert not thread.is_alive(), "the read waited for the writer"
+    assert errors == []
+    return out[0]
+
+
+def test_sqlite_readers_and_opening_do_not_wait_for_another_connections_write_lock(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "t2i.db"
+    first = open_store(f"sqlite:///{path}")
+    job_id = submit(first, spec())
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    writer.execute("UPDATE jobs SET priority = 5")
+    try:
+        def read_through_a_new_store():  # a web app starting while an executor writes
+            s = open_store(f"sqlite:///{path}")
+            try:
+                return s.get(job_id).priority, s.counts()["queued"], len(s.gallery(status=None)[0])
+            finally:
+                s.close()
+
+        assert _returns_promptly(read_through_a_new_store) == (0, 1, 1)  # the last committed state
+        assert _returns_promptly(lambda: first.get(job_id).priority) == 0
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        first.close()
+
+
+def test_sqlite_a_transaction_in_one_thread_does_not_hold_up_reads_in_another(tmp_path):
+    """The web app's sessions share one store: one session's write must not freeze the others' pages."""
+    s = open_store(f"sqlite:///{tmp_path / 't2i.db'}")
+    job_id = submit(s, spec())
+    inside, release = threading.Event(), threading.Event()
+
+    def long_write():
+        with s.transaction():
+            s._execute("UPDATE jobs SET priority = 7 WHERE id = ?", (job_id,))
+            inside.set()
+            release.wait(60)
+
+    writer = threading.Thread(target=long_write, daemon=True)
+    writer.start()
+    try:
+        assert inside.wait(30)
+        assert _returns_promptly(lambda: (s.get(job_id).priority, s.counts()["queued"])) == (0, 1)
+    finally:
+        release.set()
+        writer.join(30)
+    assert s.get(job_id).priority == 7
+    s.close()
+
+
+@pytest.mark.parametrize("kind", ["text", "other-application", "directory", "dev-null", "newer-schema"])
+def test_sqlite_what_is_not_a_job_database_is_refused_untouched(tmp_path, kind):
+    import hashlib
+    import sqlite3
+
+    from t2i.store import StoreError
+
+    path = tmp_path / "db"
+    if kind == "text":
+        path.write_text("my notes\n" * 100)
+    elif kind in ("other-application", "newer-schema"):
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE notes (body TEXT)" if kind == "other-application" else "CREATE TABLE jobs (id)")
+        conn.execute(f"PRAGMA user_version = {0 if kind == 'other-application' else 99}")
+        conn.commit()
+        conn.close()
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path = "/dev/null"
+    digest = (lambda: hashlib.sha256(open(path, "rb").read()).hexdigest()) if kind != "directory" else (lambda: "")
+    before = digest()
+    with pytest.raises(StoreError) as caught:
+        open_store(f"sqlite:///{path}")
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message
+    assert digest() == before  # not initialised, not switched to WAL
+    if kind == "other-application":
+        assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert not (tmp_path / "db-wal").exists()
+
+
+def test_sqlite_a_missing_file_is_created_only_when_asked(tmp_path):
+    from t2i.store import StoreMissing
+
+    path = tmp_path / "not" / "there" / "t2i.db"
+    with pytest.raises(StoreMissing):
+        open_store(f"sqlite:///{path}", create=False)
+    assert not path.parent.exists()  # no folders made either
+    open_store(f"sqlite:///{path}", create=True).close()
+    s = open_store(f"sqlite:///{path}", create=False)
+    s.close()
+
+
+def test_priorities_beyond_the_column_are_refused_with_one_line(store):
+    with pytest.raises(SpecError, match=r"^priority: must be between -2147483648 and 2147483647, got 2147483648$"):
+        submit(store, spec(), priority=2**31)
+    with pytest.raises(SpecError):
+        submit(store, spec(), priority=-(2**64))
+    assert sum(store.counts().values()) == 0

@@ -1,14 +1,18 @@
 """The job store: one JobStore contract (base.py), SQLite and PostgreSQL behind one URL.
 
-    open_store("sqlite:///t2i.db")              the default, created on first use (one host)
+    open_store("sqlite:///t2i.db")              the default (one host)
     open_store("postgresql://user@host/db")     several hosts
+
+open_store(url, create=False) refuses an SQLite path where no database exists yet (the shell
+commands, unless --create); the service start (executors, web app) creates it.
 """
 
 from __future__ import annotations
 
 import os
 
-from .base import FINISHED, STATUSES, Beat, Job, JobStore, Lease, Result
+from .base import FINISHED, MAX_ID, PRIORITIES, STATUSES, Beat, Job, JobStore, Lease, Result
+from .errors import NotOurs, StoreBusy, StoreError, StoreGone, StoreMissing, StoreUnavailable
 
 DEFAULT_URL = "sqlite:///t2i.db"
 
@@ -18,17 +22,21 @@ def default_url() -> str:
     return os.environ.get("T2I_DB") or DEFAULT_URL
 
 
-def open_store(url: str | None = None) -> JobStore:
+def open_store(url: str | None = None, *, create: bool = True) -> JobStore:
+    """The store at `url`. create=False: an SQLite file that does not exist is refused (StoreMissing)
+    instead of created. Every failure to open is a StoreError with a one-line message."""
     url = url or default_url()
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(url[len("sqlite:///"):])
+        return SQLiteStore(url[len("sqlite:///"):], create=create)
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
-    raise ValueError(f"--db {url!r}: use sqlite:///path/to/t2i.db or postgresql://user:password@host/dbname")
+        return PostgresStore(url, create=create)
+    shown = url if "@" not in url else url.split("://")[0] + "://..."  # never echo a password
+    raise StoreError(f"--db {shown!r}: use sqlite:///path/to/t2i.db or postgresql://user:password@host/dbname")
 
 
-__all__ = ["Beat", "FINISHED", "Job", "JobStore", "Lease", "Result", "STATUSES", "default_url", "open_store"]
+__all__ = ["Beat", "FINISHED", "Job", "JobStore", "Lease", "MAX_ID", "NotOurs", "PRIORITIES", "Result", "STATUSES",
+           "StoreBusy", "StoreError", "StoreGone", "StoreMissing", "StoreUnavailable", "default_url", "open_store"]

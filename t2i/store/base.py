@@ -17,6 +17,8 @@ from typing import Protocol
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 VOTE_CHOICES = ("left", "right", "tie", "both_bad")
+MAX_ID = 2**63 - 1                   # job ids are 64-bit integers in both backends
+PRIORITIES = range(-2**31, 2**31)    # the priority column is a 32-bit INTEGER in PostgreSQL
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,48 @@
 
 Claims lock the chosen row with FOR UPDATE SKIP LOCKED, so concurrent executors never wait on each
 other nor take the same job. Submits and requeues NOTIFY, so idle executors wake at once.
+
+The connection outlives the server's: a restart, a failover or an idle timeout closes it, and the
+next call reopens it with backoff (for up to RECONNECT_SECONDS, then StoreUnavailable). A call is sent
+again on a new connection only when it cannot have been applied: reads, and the check that precedes
+each write or transaction (an empty query, or the BEGIN). A write whose connection dies while it is in
+flight is reported, not repeated: it may have been applied.
 """
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 import uuid
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import psycopg
 
+from .errors import StoreError, StoreUnavailable, first_line
 from .schema import POSTGRES
 from .sql import SQLStore
 
 CHANNEL = "t2i_jobs"
+CONNECT_TIMEOUT = 5        # seconds for one connection attempt (an unreachable host)
+RECONNECT_SECONDS = 5.0    # how long one call keeps reopening a lost connection before giving up
+# Server-side failures that are the store's, not a bug (SQLSTATE class or code): one line each.
+FAULTS = {"53": "the database server is out of resources (disk or memory)",
+          "25006": "the database is read-only (a standby?)",
+          "57014": "the statement was cancelled"}
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the PostgreSQL database"
+    user = f"{parts.username}@" if parts.username else ""
+    return f"postgresql://{user}{host}{port}{parts.path}"
 
 
 class PostgresStore(SQLStore):
@@ -23,57 +51,156 @@ class PostgresStore(SQLStore):
     CLAIM_LOCK = " FOR UPDATE SKIP LOCKED"
     LIKE = "ILIKE"
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, create: bool = True):
+        # create: the database itself must exist (created by its administrator); its tables are made here.
         self.url = url
-        self.conn = psycopg.connect(url, autocommit=True)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # one connection, shared by an executor's threads or a web app's sessions
+        self._depth = 0
         self._listener = None
+        self.conn = self._connect()  # one try: a wrong password or port is one line at once
         self._migrate()
+
+    # --- connections ------------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.OperationalError as e:
+            raise StoreUnavailable(f"cannot connect to the job database {safe_url(self.url)}: {_reason(e)}") from None
+        except psycopg.Error as e:  # a malformed URL (an unknown option, a port that is not a number)
+            raise StoreError(f"--db {safe_url(self.url)}: {first_line(e)}") from None
+
+    def _fault(self, e: psycopg.Error) -> StoreError | None:
+        """The store's own failure as one line, or None for a bug (left as it is)."""
+        if self.conn.broken or self.conn.closed:
+            return StoreUnavailable(f"lost the connection to the job database {safe_url(self.url)}: {_reason(e)}")
+        code = getattr(e, "sqlstate", None) or ""
+        reason = FAULTS.get(code) or FAULTS.get(code[:2])
+        return StoreError(f"the job database {safe_url(self.url)} cannot be used: {reason}") if reason else None
+
+    def _attempt(self, fn, *, replay: bool):
+        """fn(conn) on a live connection: a lost one is reopened with backoff, and fn is run again
+        only when `replay` (it cannot have been applied). Caller holds self._lock."""
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        delay = 0.05
+        while True:
+            if self.conn.closed or self.conn.broken:
+                try:
+                    self.conn = self._connect()
+                except StoreUnavailable:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(delay * (1 + random.random()))
+                    delay = min(delay * 2, 1.0)
+                    continue
+            try:
+                return fn(self.conn)
+            except psycopg.Error as e:
+                fault = self._fault(e)
+                if fault is None:
+                    raise
+                if not (replay and isinstance(fault, StoreUnavailable)) or time.monotonic() > deadline:
+                    raise fault from e
 
     def _migrate(self) -> None:
         with self.transaction():
             # One migrator at a time when several hosts start together.
-            self.conn.execute("SELECT pg_advisory_xact_lock(7423001)")
-            self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = self.conn.execute("SELECT version FROM schema_version").fetchone()
+            self._execute("SELECT pg_advisory_xact_lock(7423001)")
+            self._execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = self._one("SELECT version FROM schema_version")
             version = row[0] if row else 0
+            if version > len(POSTGRES):
+                raise StoreError(f"{safe_url(self.url)} was made by a newer t2i (schema version {version}; this "
+                                 f"one knows {len(POSTGRES)}): upgrade t2i")
             for script in POSTGRES[version:]:
                 self.conn.execute(script)
             if row is None:
-                self.conn.execute("INSERT INTO schema_version VALUES (%s)", (len(POSTGRES),))
+                self._execute("INSERT INTO schema_version VALUES (?)", (len(POSTGRES),))
             else:
-                self.conn.execute("UPDATE schema_version SET version = %s", (len(POSTGRES),))
+                self._execute("UPDATE schema_version SET version = ?", (len(POSTGRES),))
 
     def _sql(self, sql: str) -> str:
         return super()._sql(sql).replace("?", "%s")
 
     def _execute(self, sql: str, params: tuple = ()):
+        sql = self._sql(sql)
         with self._lock:
-            return self.conn.execute(self._sql(sql), params)
+            if self._depth:  # inside a transaction: a lost connection took the transaction with it
+                return self._attempt(lambda c: c.execute(sql, params), replay=False)
+            if sql.lstrip()[:6].upper() != "SELECT":
+                self._attempt(lambda c: c.execute(""), replay=True)  # a dead connection is found before the write
+            return self._attempt(lambda c: c.execute(sql, params), replay=sql.lstrip()[:6].upper() == "SELECT")
 
     @contextmanager
     def transaction(self):
-        with self._lock, self.conn.transaction():
-            yield
+        with self._lock:
+            if self._depth:  # nested: part of the outer transaction
+                yield
+                return
+            tx = self._attempt(_begin, replay=True)  # BEGIN finds (and replaces) a dead connection
+            self._depth = 1
+            try:
+                yield
+            except BaseException as e:
+                try:
+                    tx.__exit__(type(e), e, e.__traceback__)
+                except psycopg.Error:
+                    pass  # the connection is gone, and the transaction with it; the first error is the one to report
+                raise
+            else:
+                try:
+                    tx.__exit__(None, None, None)
+                except psycopg.Error as e:
+                    fault = self._fault(e)
+                    if fault is None:
+                        raise
+                    raise fault from e
+            finally:
+                self._depth = 0
 
     def _notify(self) -> None:
-        self.conn.execute(f"NOTIFY {CHANNEL}")
+        with self._lock:
+            self._attempt(lambda c: c.execute(f"NOTIFY {CHANNEL}"), replay=True)  # a repeated wake-up is harmless
 
     def listen(self) -> None:
-        if self._listener is None:
-            self._listener = psycopg.connect(self.url, autocommit=True)
-            self._listener.execute(f"LISTEN {CHANNEL}")
+        if self._listener is None or self._listener.closed or self._listener.broken:
+            self._listener = self._connect()
+            try:
+                self._listener.execute(f"LISTEN {CHANNEL}")
+            except psycopg.Error as e:
+                raise StoreUnavailable(f"cannot listen on the job database {safe_url(self.url)}: {_reason(e)}") from e
 
     def wait_for_work(self, timeout: float) -> None:
         """Block until a job may be available (a NOTIFY) or timeout seconds pass."""
         self.listen()
-        for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-            break
+        try:
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                break
+        except psycopg.Error:
+            # The listening connection was lost (a restart, a failover): listen again on the next call.
+            # A wake-up may have been missed meanwhile, so return now and let the caller look for work.
+            self._listener.close()
+            self._listener = None
 
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
         self.conn.close()
+
+
+def _begin(conn: psycopg.Connection):
+    tx = conn.transaction()
+    tx.__enter__()
+    return tx
+
+
+def _reason(e: psycopg.Error) -> str:
+    """psycopg's connection message without its preamble: "password authentication failed for user
+    "x"", "Connection refused", "terminating connection due to administrator command"."""
+    line = first_line(e)
+    for sep in ("FATAL:", "failed:"):
+        if sep in line:
+            line = line.rsplit(sep, 1)[1].strip()
+    return line
 
 
 def create_database(admin_url: str, name: str) -> str:

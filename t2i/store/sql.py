@@ -10,7 +10,8 @@ import json
 import time
 from contextlib import contextmanager
 
-from .base import FINISHED, STATUSES, Beat, Job, Lease, Result
+from ..errors import SpecError
+from .base import FINISHED, PRIORITIES, STATUSES, Beat, Job, Lease, Result
 
 JOB_COLUMNS = ("id, spec, prompt, preset, status, priority, attempts, max_attempts, worker_id, lease_expires_at, "
                "heartbeat_at, step, total, loss, error, cancel_requested, submitter, retry_of, created_at, "
@@ -59,6 +60,8 @@ class SQLStore:
     # --- submitting and reading -------------------------------------------------------------
     def submit(self, spec: dict, *, batch_key: str, total: int, priority: int = 0, max_attempts: int = 3,
                submitter: str | None = None, retry_of: int | None = None) -> int:
+        if priority not in PRIORITIES:
+            raise SpecError("priority", f"must be between {PRIORITIES[0]} and {PRIORITIES[-1]}, got {priority}")
         row = self._one(
             "INSERT INTO jobs (spec, prompt, preset, status, priority, max_attempts, total, submitter, retry_of, "
             "batch_key, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, {now}) RETURNING id",
