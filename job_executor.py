@@ -17,11 +17,12 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
     p.add_argument("--once", action="store_true", help="exit when the queue is empty")
     p.add_argument("--poll", type=float, default=0.5, help="first idle wait in seconds (doubles up to 5 s)")
-    p.add_argument("--lease", type=float, default=60.0, help="seconds a claim lasts without a heartbeat")
-    p.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
+    p.add_argument("--lease", type=float, default=60.0,
+                   help="seconds a claim lasts without a heartbeat (at least 3; renewed every third of it)")
+    p.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs (at least 1)")
     p.add_argument("--worker-id", default="", help="default: host-pid-random")
     p.add_argument("--keep-frames", action="store_true", help="keep progress frames after the GIF is written")
-    p.add_argument("--cache-size", type=int, default=1, help="presets kept loaded at once")
+    p.add_argument("--cache-size", type=int, default=1, help="presets kept loaded at once (at least 1)")
     p.add_argument("--batch", default="auto",
                    help="compatible jobs optimised together: a number, or auto (GPU: from free memory; CPU: 4)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
         cfg = ExecutorConfig(db=args.db, device=device, worker_id=args.worker_id, lease=args.lease, poll=args.poll,
                              once=args.once, max_jobs=args.max_jobs, keep_frames=args.keep_frames,
                              cache_size=args.cache_size, batch=args.batch, precision=precision)
-        executor = Executor(cfg)
+        executor = Executor(cfg)  # opens the store; the service start creates an SQLite file not there yet
     except (T2IError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,6 +7,11 @@ progress, frames, cancel and fencing. A heartbeat thread keeps every running job
 progress writes (at most every PROGRESS_EVERY seconds) also tell whether a cancel was asked. A job
 that raises is failed with a one-line reason and the executor goes on. SIGTERM/SIGINT stop at the
 next step boundary: jobs go back to the queue, or are finished when nearly done; the process exits 0.
+
+A failing store (a full disk, a read-only database, a database server restarting) is the store's
+fault, never the job's: the executor logs one line, backs off and tries again, keeps computing its
+jobs and holding their leases where the store allows, and writes their results once it can. Only an
+SQLite file that was deleted or replaced under it stops it (EXIT_STORE_GONE), with one line.
 """
 
 from __future__ import annotations
@@ -30,11 +35,14 @@ from .families import build_pipeline
 from .memory import Admission
 from .presets import get_preset
 from .spec import JobSpec, SpecError
-from .store import Job, Lease, Result, open_store
+from .store import Beat, Job, Lease, Result, StoreError, StoreGone, open_store
+from .store.retry import StoreTrouble
 
 log = logging.getLogger("t2i.executor")
 PROGRESS_EVERY = 0.5  # seconds between progress writes (frames are written as they come)
 SEEN_EVERY = 5.0      # seconds between "executor alive" records while nothing changes
+MIN_LEASE = 3.0       # below this a heartbeat (every lease/3) cannot keep up with a busy database
+EXIT_STORE_GONE = 3   # the database file was deleted or replaced: writing on would lose every result
 
 
 @dataclass
@@ -55,6 +63,17 @@ class ExecutorConfig:
     memory_budget: int | None = None  # bytes this executor may use (process included); None: what the device has free
 
     def __post_init__(self):
+        # Checked here, for every way of starting an executor: a lease of 0 (or nan) let two executors
+        # take each other's jobs back on every sweep.
+        if not MIN_LEASE <= self.lease < float("inf"):
+            raise ValueError(f"--lease {self.lease:g}: must be at least {MIN_LEASE:g} seconds (a heartbeat renews it "
+                             "every third of it)")
+        if not 0 < self.poll < float("inf"):
+            raise ValueError(f"--poll {self.poll:g}: must be a number of seconds above 0")
+        if self.max_jobs is not None and self.max_jobs < 1:
+            raise ValueError(f"--max-jobs {self.max_jobs}: must be at least 1 (leave it out for no limit)")
+        if self.cache_size < 1:
+            raise ValueError(f"--cache-size {self.cache_size}: must be at least 1")
         if not self.worker_id:
             self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -123,12 +142,13 @@ def free_memory() -> None:
 
 
 class Heartbeat(threading.Thread):
-    """Extends the leases of every running job every lease/3 seconds, on its own connection, and
-    notices leases that were lost (swept, cancelled from elsewhere, taken over)."""
+    """Extends the leases of every running job every lease/3 seconds and notices leases that were lost
+    (swept, cancelled from elsewhere, taken over). It shares the executor's store, whose connections
+    are safe to share between threads; a failing store is retried at the next beat."""
 
-    def __init__(self, cfg: ExecutorConfig):
+    def __init__(self, cfg: ExecutorConfig, store, trouble: StoreTrouble):
         super().__init__(name="heartbeat", daemon=True)
-        self.cfg = cfg
+        self.cfg, self.store, self.trouble = cfg, store, trouble
         self._leases: set[Lease] = set()
         self._lost: set[Lease] = set()
         self._lock = threading.Lock()
@@ -148,20 +168,19 @@ class Heartbeat(threading.Thread):
             return lease in self._lost
 
     def run(self) -> None:
-        store = open_store(self.cfg.db)
-        try:
-            while not self._stop_event.wait(self.cfg.lease / 3):
-                with self._lock:
-                    leases = self._leases - self._lost
-                for lease in leases:
-                    try:
-                        if not store.heartbeat(lease, self.cfg.lease).alive:
-                            with self._lock:
-                                self._lost.add(lease)
-                    except Exception:  # a transient database error: the next beat may succeed
-                        log.exception("heartbeat for job %s failed", lease.job_id)
-        finally:
-            store.close()
+        while not self._stop_event.wait(self.cfg.lease / 3):
+            with self._lock:
+                leases = self._leases - self._lost
+            for lease in leases:
+                try:
+                    if not self.store.heartbeat(lease, self.cfg.lease).alive:
+                        with self._lock:
+                            self._lost.add(lease)
+                except StoreError as error:  # the next beat may succeed; the main loop deals with a gone file
+                    self.trouble.failed(error)
+                    break
+                except Exception:  # noqa: BLE001 - a bug must not stop the beats of the other jobs
+                    log.exception("heartbeat for job %s failed", lease.job_id)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -181,11 +200,12 @@ def failure_message(error: BaseException) -> str:
 class Executor:
     def __init__(self, cfg: ExecutorConfig):
         self.cfg = cfg
-        self.store = open_store(cfg.db)
+        self.store = open_store(cfg.db)  # the service start: creates an SQLite file that is not there yet
         self.cache = ModelCache(cfg.device, cfg.cache_size)
         self.sizer = BatchSizer(cfg.batch, cfg.device)
         self.admission = Admission(cfg.device, cfg.memory_budget)  # memory: claim only what fits (t2i/memory.py)
         self.stopping = threading.Event()
+        self.trouble = StoreTrouble(self.stopping, cfg.poll)
         self.done = 0
         self._seen_job, self._seen_at = None, -float("inf")
 
@@ -200,41 +220,55 @@ class Executor:
         if job_id == self._seen_job and now - self._seen_at < SEEN_EVERY:
             return
         self._seen_job, self._seen_at = job_id, now
-        try:
-            self.store.worker_seen(self.cfg.worker_id, host=socket.gethostname(), device=self.cfg.device,
-                                   job_id=job_id)
-        except Exception:
-            log.exception("could not record this executor as seen")
+        self.trouble.optional(lambda: self.store.worker_seen(self.cfg.worker_id, host=socket.gethostname(),
+                                                       device=self.cfg.device, job_id=job_id))
 
     def run(self) -> int:
         log.info("executor %s on %s, store %s", self.cfg.worker_id, self.cfg.device, self.cfg.db.split("@")[-1])
         delay = self.cfg.poll
-        self.store.listen()
-        while not self.stopping.is_set():
-            requeued, ended = self.store.sweep()
-            if requeued or ended:
-                log.info("sweep: %d expired jobs requeued, %d failed or cancelled", requeued, ended)
-            job = self.store.claim(self.cfg.worker_id, self.cfg.lease)
-            if job is None:
-                if self.cfg.once:
+        try:
+            while not self.stopping.is_set():
+                try:
+                    job = self._next_job()
+                except StoreGone:
+                    raise
+                except StoreError as error:  # the store's fault: wait and look again
+                    self.trouble.failed(error)
+                    self.trouble.pause()
+                    continue
+                if job is None:
+                    if self.cfg.once:
+                        break
+                    self._seen(None)
+                    self.trouble.optional(lambda: self.store.wait_for_work(delay))
+                    delay = min(delay * 2, self.cfg.max_poll)
+                    continue
+                delay = self.cfg.poll
+                self.done += len(self.process(job))
+                if self.cfg.max_jobs and self.done >= self.cfg.max_jobs:
                     break
-                self._seen(None)
-                self.store.wait_for_work(delay)
-                delay = min(delay * 2, self.cfg.max_poll)
-                continue
-            delay = self.cfg.poll
-            self.done += len(self.process(job))
-            if self.cfg.max_jobs and self.done >= self.cfg.max_jobs:
-                break
+        except StoreGone as error:
+            log.error("%s; stopping", error)
+            return EXIT_STORE_GONE
         self._seen(None)
         log.info("executor %s exiting after %d jobs", self.cfg.worker_id, self.done)
         return 0
+
+    def _next_job(self) -> Job | None:
+        self.store.listen()
+        requeued, ended = self.store.sweep()
+        if requeued or ended:
+            log.info("sweep: %d expired jobs requeued, %d failed or cancelled", requeued, ended)
+        job = self.store.claim(self.cfg.worker_id, self.cfg.lease)
+        self.trouble.ok()
+        return job
+
 
     def process(self, first: Job) -> dict[int, str]:
         """Run a batch that starts with `first` and takes in compatible queued jobs at step
         boundaries until none is left running; returns each job's end state (for logs and tests)."""
         outcomes: dict[int, str] = {}
-        heart = Heartbeat(self.cfg)
+        heart = Heartbeat(self.cfg, self.store, self.trouble)
         heart.start()
         active: dict[int, tuple[Lease, dict]] = {}
         try:
@@ -248,7 +282,8 @@ class Executor:
             while active:
                 while self._may_take(active, outcomes) and \
                         self.admission.room([s.spec for s in batch.slots.values()], pipeline.preset):
-                    job = self.store.claim(self.cfg.worker_id, self.cfg.lease, batch_key=batch.key)
+                    job = self.trouble.optional(lambda: self.store.claim(self.cfg.worker_id, self.cfg.lease,
+                                                                  batch_key=batch.key))
                     if job is None:
                         break
                     self._admit(batch, job, heart, active, outcomes)
@@ -297,7 +332,7 @@ class Executor:
             # fit beside the running jobs goes back to the queue until one of them leaves.
             if not self.admission.admit([s.spec for s in batch.slots.values()], spec, batch.pipeline.preset):
                 log.info("job %s: no memory for it beside %d running jobs; back to the queue", job.id, len(active))
-                self.store.release(job.lease)
+                self.trouble.must(lambda: self.store.release(job.lease), f"job {job.id}")
                 return
             batch.add(job.id, spec)
         except Exception as error:  # noqa: BLE001 - e.g. an unreadable init image: only this job fails
@@ -316,7 +351,8 @@ class Executor:
             self.cache.clear()
         elif not isinstance(error, (T2IError, SpecError)):
             log.error("job %s raised", lease.job_id, exc_info=error)
-        outcomes[lease.job_id] = "failed" if self.store.fail(lease, failure_message(error)) else "lease lost"
+        failed = self.trouble.must(lambda: self.store.fail(lease, failure_message(error)), f"job {lease.job_id}")
+        outcomes[lease.job_id] = _ended(failed, "failed")
         log.info("job %s: %s (%s)", lease.job_id, outcomes[lease.job_id], failure_message(error))
 
     def _on_step(self, lease: Lease, step, heart: Heartbeat, state: dict) -> bool:
@@ -325,12 +361,15 @@ class Executor:
             return True
         if self.stopping.is_set() and step.step < self.cfg.finish_fraction * step.total:
             return True
-        if step.frame is not None and not self.store.add_frame(lease, step.frame_step, render.image_png(step.frame)):
-            return True
+        if step.frame is not None:
+            png = render.image_png(step.frame)
+            if not self.trouble.optional(lambda: self.store.add_frame(lease, step.frame_step, png), default=True):
+                return True
         now = time.monotonic()
         if now - state["last"] >= PROGRESS_EVERY or step.frame is not None or step.step == step.total:
             state["last"] = now
-            beat = self.store.progress(lease, step.step, step.loss)
+            beat = self.trouble.optional(lambda: self.store.progress(lease, step.step, step.loss),
+                                  default=Beat(alive=True, cancel_requested=False))
             if not beat.alive or beat.cancel_requested:
                 state["cancel"] = beat.alive
                 return True
@@ -339,10 +378,11 @@ class Executor:
     def _stopped(self, lease: Lease, heart: Heartbeat, state: dict) -> str:
         if heart.lost(lease):
             return "lease lost: wrote nothing more"
+        what = f"job {lease.job_id}"
         if state["cancel"]:
-            return "cancelled" if self.store.finish_cancelled(lease) else "lease lost"
+            return _ended(self.trouble.must(lambda: self.store.finish_cancelled(lease), what), "cancelled")
         if self.stopping.is_set():
-            return "released back to the queue" if self.store.release(lease) else "lease lost"
+            return _ended(self.trouble.must(lambda: self.store.release(lease), what), "released back to the queue")
         return "lease lost"
 
     def _complete(self, lease: Lease, spec: JobSpec, pipeline, result) -> str:
@@ -351,7 +391,14 @@ class Executor:
                         png=render.png_bytes(result.image, params), thumbnail=render.thumbnail_bytes(result.image),
                         parameters=params, width=result.width, height=result.height, seed=result.seed,
                         created_at=0.0)
-        return "done" if self.store.complete(lease, stored, keep_frames=self.cfg.keep_frames) else "lease lost"
+        done = self.trouble.must(lambda: self.store.complete(lease, stored, keep_frames=self.cfg.keep_frames),
+                          f"job {lease.job_id}")
+        return _ended(done, "done")
 
     def close(self) -> None:
         self.store.close()
+
+
+def _ended(written: bool | None, outcome: str) -> str:
+    """A job's end state from its final write: True written, False fenced off, None the store failed."""
+    return {True: outcome, False: "lease lost", None: "left running: the store failed"}[written]

@@ -98,7 +98,7 @@ def test_four_executors_drain_forty_jobs_exactly_once(store, store_url, env):
 
 def test_killed_executor_job_finished_by_another_and_late_writes_fenced(store, store_url, env):
     job_id = submit_job(store, "a long job", "tiny-vqgan-untrained", iterations=300, cutn=2, save_every=1, seed=1)
-    a = start_executor(store_url, env, "--lease", "2")
+    a = start_executor(store_url, env, "--lease", "3")
     job = wait_for(lambda: running_with_progress(store, job_id), what="executor A to make progress")
     a.kill()  # SIGKILL: no cleanup, the lease is left to expire
     a.communicate(timeout=30)
@@ -106,7 +106,7 @@ def test_killed_executor_job_finished_by_another_and_late_writes_fenced(store, s
     assert dead.status == "running" and dead.step < dead.total
     old_lease = Lease(job_id, job.worker_id, job.attempts)
 
-    b = start_executor(store_url, env, "--lease", "2", "--max-jobs", "1")
+    b = start_executor(store_url, env, "--lease", "3", "--max-jobs", "1")
     code, out = finish(b)
     assert code == 0, out[-2000:]
     done = store.get(job_id)
@@ -319,3 +319,33 @@ def test_a_diffusion_job_out_of_memory_fails_with_its_load(store, store_url, mon
         ex.close()
     assert store.get(job).error == ("out of CPU memory at 32x32, 20 DDIM steps, CFG 3, 16 samples: "
                                     "lower the size or the number of samples")
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--lease", "0"), ("--lease", "-5"), ("--lease", "nan"), ("--lease", "inf"), ("--lease", "2"),
+    ("--poll", "0"), ("--poll", "-1"), ("--poll", "nan"),
+    ("--max-jobs", "0"), ("--max-jobs", "-3"),
+    ("--cache-size", "0"),
+])
+def test_executor_options_out_of_range_are_one_line_and_open_nothing(tmp_path, capsys, option, value):
+    sys.path.insert(0, str(ROOT))
+    try:
+        import job_executor
+    finally:
+        sys.path.remove(str(ROOT))
+    path = tmp_path / "t2i.db"
+    assert job_executor.main(["--db", f"sqlite:///{path}", "--device", "cpu", "--once", option, value]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {option} {value}"), err
+    assert not path.exists()
+
+
+def test_an_unknown_executor_device_is_one_line(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    try:
+        import job_executor
+    finally:
+        sys.path.remove(str(ROOT))
+    assert job_executor.main(["--db", f"sqlite:///{tmp_path / 't2i.db'}", "--device", "gpu0", "--once"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["error: --device gpu0: use cpu, cuda or cuda:N"]
