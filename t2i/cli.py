@@ -20,13 +20,24 @@ EXIT_FAILED = 1
 
 
 def resolve_device(name: str | None) -> str:
+    """cpu, cuda or cuda:N, checked here: torch would otherwise fail later, with a traceback."""
     import torch
 
-    if name:
-        if name.startswith("cuda") and not torch.cuda.is_available():
+    if not name:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise T2IError(f"--device {name}: use cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
             raise T2IError(f"--device {name}: no CUDA device is available here; use --device cpu")
-        return name
-    return "cuda" if torch.cuda.is_available() else "cpu"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise T2IError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                           f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return name
 
 
 def _read(path: str | None, field: str) -> bytes | None:
@@ -117,11 +128,29 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _open_store(args):
+    """The store of --db. A missing SQLite file is refused unless --create: a mistyped path must not
+    quietly start an empty queue (the service start, job_executor.py and the web app, creates it)."""
+    from .store import StoreMissing, open_store
+
+    try:
+        return open_store(args.db, create=args.create)
+    except StoreMissing as e:
+        raise StoreMissing(f"{e} (start the service there, or add --create to make a new one)") from None
+
+
+def _job_id(args) -> int:
+    from .store import MAX_ID
+
+    if not 1 <= args.job <= MAX_ID:
+        raise SpecError("job", f"no job has the number {args.job} (job numbers run from 1 to {MAX_ID})")
+    return args.job
+
+
 def cmd_submit(args) -> int:
     from .queue import submit_job
-    from .store import open_store
 
-    store = open_store(args.db)
+    store = _open_store(args)
     job_id = submit_job(store, args.prompt, args.preset or default_preset(), priority=args.priority,
                         submitter=args.submitter,
                         **_spec_fields(args))
@@ -130,9 +159,9 @@ def cmd_submit(args) -> int:
 
 
 def cmd_jobs(args) -> int:
-    from .store import open_store
-
-    store = open_store(args.db)
+    if not 1 <= args.limit <= 10_000:
+        raise SpecError("--limit", f"must be between 1 and 10000, got {args.limit}")
+    store = _open_store(args)
     counts = store.counts()
     print("  ".join(f"{k} {v}" for k, v in counts.items()))
     for j in store.jobs(status=args.status, limit=args.limit):
@@ -144,9 +173,7 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from .store import open_store
-
-    outcome = open_store(args.db).cancel(args.job)
+    outcome = _open_store(args).cancel(_job_id(args))
     if outcome is None:
         raise T2IError(f"no job {args.job}")
     print(f"job {args.job}: {outcome}")
@@ -154,10 +181,9 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_retry(args) -> int:
-    from .store import open_store
-
+    job_id = _job_id(args)
     try:
-        new = open_store(args.db).retry(args.job)
+        new = _open_store(args).retry(job_id)
     except ValueError as e:
         raise T2IError(str(e)) from None
     print(f"job {args.job} retried as job {new}")
@@ -165,15 +191,19 @@ def cmd_retry(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .store import open_store
-
-    store = open_store(args.db)
-    result = store.result(args.job)
-    if result is None:
-        job = store.get(args.job)
-        raise T2IError(f"job {args.job} has no result ({job.status if job else 'no such job'})")
+    job_id = _job_id(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise SpecError("--out", f"{out} exists and is not a directory")
+    store = _open_store(args)
+    result = store.result(job_id)
+    if result is None:
+        job = store.get(job_id)
+        raise T2IError(f"job {job_id} has no result ({job.status if job else 'no such job'})")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SpecError("--out", f"cannot create {out}: {e.strerror}") from None
     stem = f"{slug(result.parameters['prompt'])}-{result.seed}"
     _write_atomic(out / f"{stem}.png", result.png)
     _write_atomic(out / f"{stem}.gif", result.gif)
@@ -370,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def db_option(sp):
         sp.add_argument("--db", default=default_url(), help="store URL (default: $T2I_DB, else sqlite:///t2i.db)")
+        sp.add_argument("--create", action="store_true",
+                        help="make a new SQLite database when none is at --db (otherwise refused)")
 
     g = sub.add_parser("generate", help="make one image from a prompt, here and now")
     spec_options(g)

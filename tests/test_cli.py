@@ -341,3 +341,101 @@ def test_train_demo_digits_then_generate_writes_a_grid_and_each_sample(tmp_path,
     assert main(["generate", "six", "--preset", "digits", "--cutn", "8", "--out", str(out)]) == 2
     if committed:
         assert sorted(p.name for p in (BUILTIN_DIR / "digits").iterdir()) == committed
+
+
+# --- --db, job numbers, priorities, --out, --device: one line each, never a traceback ----------
+
+def _one_line(capsys, argv) -> str:
+    from t2i.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.splitlines()
+    assert code in (1, 2) and len(err) == 1 and err[0].startswith("error: "), (code, err)
+    return err[0]
+
+
+@pytest.fixture
+def job_db(tmp_path):
+    from t2i.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    open_store(url).close()
+    return url
+
+
+def test_a_bad_db_is_one_line(tmp_path, capsys):
+    import sqlite3
+
+    other = tmp_path / "notes.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    (tmp_path / "text.db").write_text("not a database")
+    cases = {
+        "mysql://u:secret@host/db": "use sqlite:///",
+        "t2i.db": "use sqlite:///",
+        f"sqlite:///{tmp_path}": "is a directory",
+        f"sqlite:///{tmp_path / 'text.db'}": "not a t2i job database",
+        f"sqlite:///{other}": "not a t2i job database",
+        "sqlite:////dev/null": "not a regular file",
+        "postgresql://t2i_test:secret@127.0.0.1:1/t2i": "Connection refused",
+    }
+    for db, expect in cases.items():
+        line = _one_line(capsys, ["jobs", "--db", db])
+        assert expect in line and "secret" not in line, line
+    assert other.read_bytes() == before  # another application's file is left as it was
+
+
+def test_a_wrong_postgres_password_is_one_line(pg_admin_url, capsys):
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(pg_admin_url)
+    wrong = parts._replace(netloc=f"{parts.username}:wrong-secret@{parts.hostname}:{parts.port}").geturl()
+    line = _one_line(capsys, ["jobs", "--db", wrong])
+    assert "password authentication failed" in line and "wrong-secret" not in line, line
+
+
+def test_a_missing_db_is_refused_unless_create(tmp_path, capsys):
+    from t2i.cli import main
+
+    path = tmp_path / "typo" / "t2i.db"
+    line = _one_line(capsys, ["jobs", "--db", f"sqlite:///{path}"])
+    assert f"no job database at {path}" in line and "--create" in line
+    assert not path.parent.exists()
+    assert main(["jobs", "--db", f"sqlite:///{path}", "--create"]) == 0
+    assert path.is_file()
+    assert main(["jobs", "--db", f"sqlite:///{path}"]) == 0
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["cancel", str(2**64)], "no job has the number 18446744073709551616"),
+    (["retry", str(2**63)], "no job has the number"),
+    (["export", "0"], "no job has the number 0"),
+    (["jobs", "--limit", str(2**70)], "--limit"),
+    (["submit", "a cat", "--preset", TINY, "--priority", str(2**64)], "priority: must be between"),
+    (["submit", "a cat", "--preset", TINY, "--priority", str(2**31)], "priority: must be between"),
+])
+def test_numbers_beyond_the_store_are_one_line(job_db, capsys, argv, expect):
+    from t2i.store import open_store
+
+    line = _one_line(capsys, [*argv, "--db", job_db])
+    assert expect in line, line
+    store = open_store(job_db)
+    assert sum(store.counts().values()) == 0  # nothing queued
+    store.close()
+
+
+def test_export_to_an_existing_file_is_one_line(job_db, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    line = _one_line(capsys, ["export", "1", "--db", job_db, "--out", str(taken)])
+    assert "exists and is not a directory" in line
+    assert taken.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("device", ["gpu", "tpu", "cuda:x", "mps"])
+def test_an_unknown_device_is_one_line(device, capsys):
+    line = _one_line(capsys, ["generate", "a red circle", "--preset", TINY, "--device", device, "--quiet"])
+    assert f"--device {device}" in line
