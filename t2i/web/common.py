@@ -1,23 +1,90 @@
-"""What every page shares: the store, the visitor's id, and text that is never rendered as markup."""
+"""What every page shares: the store, the visitor's id, and text that is never rendered as markup.
+
+The store is opened once per process and shared by every session (its connections reopen themselves
+after a database restart). A store that fails ends the page with one line instead of a traceback:
+"the database is not reachable, retrying" while a database server cannot be reached (the page tries
+again by itself), "the service cannot take jobs right now" when the store fails otherwise (a full
+disk, a read-only or deleted SQLite file).
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import time
 import uuid
 
 import streamlit as st
 
-from t2i.store import default_url, open_store
+from t2i.errors import SpecError, T2IError
+from t2i.store import StoreError, StoreGone, StoreUnavailable, default_url, open_store
 
 VISITOR_PARAM = "v"
+RETRY_SECONDS = 5  # a page that found the database unreachable reruns itself this often
+UNREACHABLE = "the database is not reachable, retrying"
+CANNOT_TAKE_JOBS = "the service cannot take jobs right now; please try again later"
+log = logging.getLogger("t2i.web")
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner=False)
 def _store(url: str):
-    return open_store(url)
+    return open_store(url)  # the service start: creates an SQLite file that is not there yet
+
+
+class _Guarded:
+    """The shared store, whose every call ends the page with one line when the store fails."""
+
+    def __init__(self, target):
+        self._target = target
+
+    def __getattr__(self, name):
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def guarded(*args, **kwargs):
+            try:
+                return attr(*args, **kwargs)
+            except StoreError as error:
+                store_failed(error)
+        return guarded
 
 
 def store():
-    return _store(default_url())
+    try:
+        return _Guarded(_store(default_url()))
+    except StoreError as error:  # not cached: the next run tries to open it again
+        store_failed(error)
+    except (T2IError, SpecError) as error:  # a --db/$T2I_DB the store refuses: the operator's to fix
+        log.error("cannot open the job store: %s", error)
+        st.error(CANNOT_TAKE_JOBS)
+        st.stop()
+
+
+def store_failed(error: StoreError) -> None:
+    """Show the store's failure as one line and end this run of the page."""
+    log.warning("the job store failed: %s", error)
+    if isinstance(error, StoreGone):
+        _store.clear()  # the file at the path is another one now: the next run opens that
+    if isinstance(error, StoreUnavailable):
+        st.warning(UNREACHABLE)
+        _rerun_later()
+    else:
+        st.error(CANNOT_TAKE_JOBS)
+    st.stop()
+
+
+def _rerun_later() -> None:
+    """Rerun the page after RETRY_SECONDS, without holding this session's thread meanwhile."""
+    started = time.monotonic()
+
+    @st.fragment(run_every=RETRY_SECONDS)
+    def retry():
+        if time.monotonic() - started >= RETRY_SECONDS / 2:  # not on the fragment's first, immediate run
+            st.rerun(scope="app")
+
+    retry()
 
 
 def visitor_id() -> str:
