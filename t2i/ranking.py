@@ -4,21 +4,31 @@ This module owns the statistics of voting, none of its storage (that is the JobS
 vote_records(), the per-image tallies):
 
     next_pair(store, voter, rng)     two finished images the voter has not compared yet
+    cast_vote(store, voter, ...)     a vote within the VotePolicy's limits for the voter's address
     fit_bradley_terry(records)       a preset leaderboard with 95% intervals, from store.vote_records()
     win_rate(wins, appearances)      the smoothed per-image rate the gallery sorts "preferred" by
 
 The leaderboard is a Bradley-Terry model: preset i beats preset j with probability
 sigmoid(theta_i - theta_j). It is shown on an Elo-like scale, 1000 + 400/ln(10) * theta, so that a
 200-point gap means the stronger preset wins about 76% of the time, as in chess ratings.
+
+One client address is one ballot per pair of presets: its votes on that pair share a weight of 1
+(each of its n votes counts 1/n). Visitor ids cost nothing to make, addresses do; so one address
+voting 50 times for a preset moves the fit as much as one vote from a new address, while 50
+addresses voting move it as 50 votes.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass
 
 import numpy as np
+
+from .errors import T2IError
+from .store.base import QuotaReached, VoteQuota
 
 ELO_BASE = 1000.0
 ELO_PER_THETA = 400.0 / math.log(10.0)   # 400 points = 10:1 odds
@@ -38,24 +48,37 @@ class Rating:
     high: float
     votes: int       # informative votes (left / right / tie between two different presets)
     wins: float      # wins among them, a tie counting one half
+    ballots: float = 0.0   # what the fit counted: each address's votes on a pair of presets weigh 1 together
 
 
 # --- the fit --------------------------------------------------------------------------------
 
-def _tally(records: list[dict]) -> tuple[list[str], np.ndarray]:
-    """Presets (sorted) and W[i, j] = wins of preset i over preset j, ties split in halves."""
+def _tally(records: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Presets (sorted), W[i, j] = wins of preset i over preset j as the fit counts them (each
+    address's votes on a pair of presets weigh 1 together), and the same as cast (one per vote).
+    Ties are split in halves. A record without an address (older votes, the shell's) is a ballot of
+    its own."""
     presets = sorted({r["left_preset"] for r in records} | {r["right_preset"] for r in records})
     index = {p: i for i, p in enumerate(presets)}
-    wins = np.zeros((len(presets), len(presets)))
-    for r in records:
+    cast = np.zeros((len(presets), len(presets)))
+    ballots: dict[tuple, np.ndarray] = {}   # per ballot: its votes' wins (as cast) and their number
+    for k, r in enumerate(records):
         i, j = index[r["left_preset"]], index[r["right_preset"]]
         # Same-preset votes compare a preset with itself; both_bad prefers neither side.
         if i == j or r["choice"] not in CREDIT:
             continue
         left, right = CREDIT[r["choice"]]
-        wins[i, j] += left
-        wins[j, i] += right
-    return presets, wins
+        cast[i, j] += left
+        cast[j, i] += right
+        lo, hi = min(i, j), max(i, j)
+        who = r.get("address") or ("record", k)
+        ballot = ballots.setdefault((who, lo, hi), np.zeros(3))
+        ballot += (left, right, 1.0) if i == lo else (right, left, 1.0)
+    wins = np.zeros_like(cast)
+    for (_, lo, hi), (lo_wins, hi_wins, n) in ballots.items():
+        wins[lo, hi] += lo_wins / n
+        wins[hi, lo] += hi_wins / n
+    return presets, wins, cast
 
 
 def _reaches_all(adjacent: np.ndarray) -> bool:
@@ -126,29 +149,33 @@ def fit_bradley_terry(records: list[dict], prior_sd: float | None = 2.0) -> list
     A left/right vote is a win for that side, a tie half a win for each. Votes between two images of
     the same preset, and both_bad votes, carry no ranking information: the fit ignores them and
     Rating.votes / Rating.wins count only the informative ones; a preset seen only in such votes is
-    still listed. Fitted by maximum a posteriori with an independent N(0, prior_sd^2) prior on each
-    log-strength theta, which keeps undefeated and rarely compared presets finite (such a preset sits
-    at 1000 with a wide interval). prior_sd=None is plain maximum likelihood, which exists only when
+    still listed. Records with an "address" are ballots: all of one address's votes on one pair of
+    presets weigh 1 together (Rating.ballots); records without one weigh 1 each.
+
+    Fitted by maximum a posteriori with an independent N(0, prior_sd^2) prior on each log-strength
+    theta, which keeps undefeated and rarely compared presets finite (such a preset sits at 1000
+    with a wide interval). prior_sd=None is plain maximum likelihood, which exists only when
     every preset has both beaten and lost to (or tied) the others, directly or through a chain;
     otherwise ValueError. Intervals: theta_i +- 1.96 sd from the inverse Hessian at the optimum
     (Laplace approximation), of theta centred to mean 0 (so a single preset's interval has width 0).
     """
     if prior_sd is not None and not prior_sd > 0:
         raise ValueError(f"prior_sd must be positive or None, not {prior_sd!r}")
-    presets, wins = _tally(records)
+    presets, wins, cast = _tally(records)
     if not presets:
         return []
     if prior_sd is None:
         _check_ml_exists(presets, wins)
     theta, covariance = _newton(wins, 0.0 if prior_sd is None else 1.0 / prior_sd ** 2)
-    games = wins + wins.T
+    games, cast_games = wins + wins.T, cast + cast.T
     ratings = []
     for i, preset in enumerate(presets):
         half = Z95 * math.sqrt(max(covariance[i, i], 0.0))   # rounding can leave -1e-17 for width 0
         ratings.append(Rating(preset=preset, score=ELO_BASE + ELO_PER_THETA * theta[i],
                               low=ELO_BASE + ELO_PER_THETA * (theta[i] - half),
                               high=ELO_BASE + ELO_PER_THETA * (theta[i] + half),
-                              votes=int(round(games[i].sum())), wins=float(wins[i].sum())))
+                              votes=int(round(cast_games[i].sum())), wins=float(cast[i].sum()),
+                              ballots=float(games[i].sum())))
     ratings.sort(key=lambda r: (-r.score, r.preset))
     return ratings
 
@@ -166,8 +193,10 @@ def _unvoted_pair(ids: list[int], voted: set[tuple[int, int]], rng: random.Rando
     return (left, right) if rng.random() < 0.5 else (right, left)
 
 
-def next_pair(store, voter: str, rng: random.Random) -> tuple[int, int] | None:
-    """Two finished job ids (left, right) this voter has not voted on as a pair, or None.
+def next_pair(store, voter: str, rng: random.Random, address: str | None = None,
+              max_per_pair: int | None = None) -> tuple[int, int] | None:
+    """Two finished job ids (left, right) this voter has not voted on as a pair, nor this address
+    max_per_pair times (when given: a pair it could not vote on), or None.
 
     Two images of one prompt are preferred (then only the presets differ, so the vote compares
     them); otherwise any two finished images. Work is bounded: the voter's own pairs, a few random
@@ -175,11 +204,50 @@ def next_pair(store, voter: str, rng: random.Random) -> tuple[int, int] | None:
     was in that sample.
     """
     voted = store.voted_pairs(voter)
+    if address is not None and max_per_pair is not None:
+        voted |= store.full_pairs(address, max_per_pair)
     for prompt in store.prompts_with_results(min_results=2, limit=SAME_PROMPT_TRIES):
         pair = _unvoted_pair(store.done_jobs(prompt=prompt, limit=SAMPLE), voted, rng)
         if pair is not None:
             return pair
     return _unvoted_pair(store.done_jobs(limit=SAMPLE), voted, rng)
+
+
+# --- casting a vote ---------------------------------------------------------------------------
+
+class VoteLimit(T2IError):
+    """The voter's address reached a vote limit; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class VotePolicy:
+    """Limits for votes from the web page, per client address (like SubmitPolicy's)."""
+
+    max_per_pair: int = 1       # votes on one pair of images: a second visitor behind the address is refused
+    max_per_minute: int = 30
+
+    @classmethod
+    def from_env(cls) -> "VotePolicy":
+        """T2I_MAX_VOTES_PER_PAIR, T2I_MAX_VOTES_PER_MINUTE."""
+        d = cls()
+        return cls(int(os.environ.get("T2I_MAX_VOTES_PER_PAIR", d.max_per_pair)),
+                   int(os.environ.get("T2I_MAX_VOTES_PER_MINUTE", d.max_per_minute)))
+
+    def message(self, reached: QuotaReached) -> str:
+        if reached.bound == "pair":
+            return "this pair already has its votes from your address; your vote was not counted"
+        return f"at most {self.max_per_minute} votes a minute from one address; please wait a moment"
+
+
+def cast_vote(store, voter: str, address: str, left_job: int, right_job: int, choice: str,
+              policy: VotePolicy) -> bool:
+    """store.vote_limited with the policy's quota: False when this voter already voted on the pair;
+    VoteLimit (nothing recorded) when the address reached a limit."""
+    try:
+        return store.vote_limited(voter, address, left_job, right_job, choice,
+                                  VoteQuota(max_per_pair=policy.max_per_pair, max_per_minute=policy.max_per_minute))
+    except QuotaReached as reached:
+        raise VoteLimit(policy.message(reached)) from None
 
 
 # --- per-image rate -------------------------------------------------------------------------

@@ -22,11 +22,13 @@ from t2i.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
 from t2i.queue import submit_job
 from t2i.store import open_store
+from t2i.web.visitor import COOKIE, visitor_of
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-VISITOR = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"
+KEY = "b0" * 21 + "b"            # the visitor's cookie; the store knows them by its hash
+VISITOR = visitor_of(KEY)
 SEED_PROMPT = "a red circle on a white field"
 PROMPT = "a lighthouse in a storm, seen from the browser test"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -128,6 +130,13 @@ def browser():
         b.close()
 
 
+def visitor_page(browser, base: str, key: str, **options):
+    """A page of a browser that holds visitor cookie `key` (as the server would have set it)."""
+    context = browser.new_context(**options)
+    context.add_cookies([{"name": COOKIE, "value": key, "url": base, "httpOnly": True, "sameSite": "Lax"}])
+    return context.new_page()
+
+
 def idle(page) -> None:
     """Wait until the script run the last interaction started has finished (Streamlit marks the app)."""
     expect(page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')).to_have_count(
@@ -161,14 +170,14 @@ def go_to(page, title: str) -> None:
 
 def test_every_page_in_a_real_browser(service, browser):
     base, store, executor, exec_log = service
-    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = visitor_page(browser, base, KEY, viewport={"width": 1280, "height": 900}, accept_downloads=True)
     # Without the save-file picker (which needs a person) the grid's CSV export is a plain download.
     page.add_init_script("delete window.showSaveFilePicker")
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
 
     # Generate: fill in the form, submit, watch the job run to the end.
-    page.goto(f"{base}/?v={VISITOR}")
+    page.goto(f"{base}/")
     expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
     page.get_by_label("Prompt").fill(PROMPT)
     preset = page.get_by_role("combobox", name="Preset")
@@ -264,18 +273,20 @@ def test_every_page_in_a_real_browser(service, browser):
     page.close()
 
 
-def test_the_visitor_id_survives_sidebar_navigation(service, browser):
+def test_no_address_carries_the_visitor(service, browser):
+    """The visitor id used to ride in every address (?v=), so a shared link handed over the visitor's
+    jobs; now the cookie says who they are and no page's address names them."""
     base = service[0]
-    visitor = "c" * 32
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(f"{base}/?v={visitor}")
+    key = "c" * 43
+    page = visitor_page(browser, base, key, viewport={"width": 1280, "height": 900})
+    page.goto(f"{base}/")
     expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
     idle(page)
     try:
-        for name in ("Vote", "Queue", "Generate"):
+        for name in ("Vote", "Queue", "Previous inferences", "Generate"):
             go_to(page, name)
             idle(page)
-            assert f"v={visitor}" in page.url, f"the visitor id was lost on {name}: {page.url}"
+            assert "?" not in page.url and key not in page.url, f"{name}: {page.url}"
     finally:
         page.close()
 
@@ -283,9 +294,9 @@ def test_the_visitor_id_survives_sidebar_navigation(service, browser):
 def test_a_digits_job_from_the_browser_shows_its_denoising(service, browser):
     """The diffusion family through the real page: its own options (no cutouts), a grid of samples."""
     base, store, executor, exec_log = service
-    visitor = "b" * 32
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(f"{base}/?v={visitor}")
+    visitor = visitor_of("b" * 43)
+    page = visitor_page(browser, base, "b" * 43, viewport={"width": 1280, "height": 900})
+    page.goto(f"{base}/")
     expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
     preset = page.get_by_role("combobox", name="Preset")
     preset.click()
@@ -322,15 +333,15 @@ def test_what_the_browser_used_to_drop_is_refused_with_a_line(service, browser):
     prompt's limit left the box empty, and the number box read 1e3 as 1. Each is now refused with one
     line, and nothing is queued."""
     base, store = service[:2]
-    visitor = "d" * 32
+    visitor = visitor_of("d" * 43)
     png = io.BytesIO()
     Image.new("RGB", (8, 8), "red").save(png, format="PNG")
     huge = png.getvalue() + b"\0" * (11 * 2**20)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = visitor_page(browser, base, "d" * 43, viewport={"width": 1280, "height": 900})
     try:
         for upload, line in [(("drawing.svg", "image/svg+xml", SVG), "init_image: is not a readable image"),
                              (("huge.png", "image/png", huge), "init_image: is 11.0 MB; the limit is 10 MB")]:
-            page.goto(f"{base}/?v={visitor}")
+            page.goto(f"{base}/")
             expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
             idle(page)
             page.get_by_label("Prompt").fill("a red circle")
@@ -345,7 +356,7 @@ def test_what_the_browser_used_to_drop_is_refused_with_a_line(service, browser):
             expect(page.get_by_text(re.compile("^" + re.escape(line)))).to_be_visible(timeout=TIMEOUT_MS)
             expect(page.get_by_text("Not submitted:")).to_be_visible()
 
-        page.goto(f"{base}/?v={visitor}")
+        page.goto(f"{base}/")
         expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
         idle(page)
         prompt = page.get_by_label("Prompt")

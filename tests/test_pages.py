@@ -13,9 +13,16 @@ from t2i.paths import ROOT
 from t2i.queue import submit_job
 from t2i.spec import MAX_IMAGE_BYTES, MAX_PROMPT_CHARS, MAX_SEARCH_CHARS, UPLOAD_CAP_MB
 from t2i.store import Result, open_store
+from t2i.web.visitor import COOKIE, visitor_of
 
 PROMPTS = ["a red circle", "a red circle", "a blue square", "a green triangle", "a small cat", "a large dog"]
-VISITOR = "0123456789abcdef0123456789abcdef"
+KEY = "0123456789abcdef0123456789abcdef0123456789a"   # a visitor's cookie (43 URL-safe characters)
+VISITOR = visitor_of(KEY)                            # the id the store keeps: a hash of the key
+ADDRESS = "192.0.2.10"
+
+
+def key(c: str) -> str:
+    return c * 43
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +41,38 @@ def seeded(tmp_path_factory):
     store.close()
 
 
+class Client:
+    """What a browser's WebSocket handshake gives a session: its cookies, headers and peer address.
+    AppTest has no HTTP layer (it cannot seed st.context's cookies, headers or ip_address), so the
+    `client` fixture puts this where Streamlit looks the handshake up. Pages read it through
+    st.context as they would in a browser."""
+
+    def __init__(self):
+        self.cookies, self.headers, self.remote_ip = {}, [], None
+
+    def be(self, key: str | None, address: str | None = ADDRESS, headers=()) -> None:
+        self.cookies = {COOKIE: key} if key else {}
+        self.remote_ip, self.headers = address, list(headers)
+
+
 @pytest.fixture
-def app(seeded, monkeypatch):
+def client(monkeypatch):
+    c = Client()
+    monkeypatch.setattr("streamlit.runtime.context._get_client_context", lambda: c)
+    return c
+
+
+@pytest.fixture
+def app(seeded, monkeypatch, client):
     url, _ = seeded
     monkeypatch.setenv("T2I_DB", url)
 
-    def make(page=None, visitor=VISITOR):
+    def make(page=None, visitor=KEY, address=ADDRESS, query=None, headers=()):
+        """A fresh session (a new tab, or a reload) of the browser holding cookie `visitor`."""
+        client.be(visitor, address, headers)
         at = AppTest.from_file(str(ROOT / "webapp.py"), default_timeout=60)
-        at.query_params["v"] = visitor
+        for name, value in (query or {}).items():
+            at.query_params[name] = value
         at.run()
         if page:
             at.switch_page(f"t2i/web/{page}.py").run()
@@ -104,7 +135,7 @@ def test_the_advanced_options_are_the_chosen_presets_family(app, seeded):
 def test_a_diffusion_option_out_of_range_is_refused_on_the_page(app, seeded):
     _, store = seeded
     before = sum(store.counts().values())
-    at = app(visitor="d" * 32)
+    at = app(visitor=key("d"))
     at.selectbox(key="preset").select("tiny-diffusion-untrained").run()
     at.text_area(key="prompt").input("a six")
     at.text_input(key="num_samples").input("65")
@@ -129,7 +160,7 @@ def test_a_diffusion_option_out_of_range_is_refused_on_the_page(app, seeded):
 def test_bad_input_shows_a_message_and_inserts_nothing(app, seeded, field, value, message):
     _, store = seeded
     before = sum(store.counts().values())
-    at = app(visitor="f" * 32)
+    at = app(visitor=key("f"))
     at.text_area(key="prompt").input("a cat" if field != "prompt" else value)
     if field != "prompt":
         at.text_input(key=field).input(value)
@@ -151,7 +182,7 @@ def refused(at, store, before, message):
 def test_a_huge_seed_is_refused_with_a_short_message(app, seeded):
     _, store = seeded
     before = sum(store.counts().values())
-    at = app(visitor="f" * 32)
+    at = app(visitor=key("f"))
     at.text_area(key="prompt").input("a cat")
     at.text_input(key="seed").input("7" * 5000)
     button(at, "Generate").click().run()
@@ -178,7 +209,7 @@ def test_an_upload_the_spec_refuses_stops_the_submission(app, seeded, name, cont
     file it refuses without telling the server, which then queued the job without the image."""
     _, store = seeded
     before = sum(store.counts().values())
-    at = app(visitor="f" * 32)
+    at = app(visitor=key("f"))
     uploader = at.file_uploader(key="init_image")
     assert not uploader.allowed_type and uploader.proto.max_upload_size_mb == UPLOAD_CAP_MB
     assert UPLOAD_CAP_MB * 2**20 > MAX_IMAGE_BYTES
@@ -196,7 +227,7 @@ def test_a_prompt_over_the_limit_is_cut_in_the_box_and_not_submitted(app, seeded
     first MAX_PROMPT_CHARS characters, a line says so, and nothing is queued until Generate again."""
     _, store = seeded
     before = sum(store.counts().values())
-    at = app(visitor="f" * 32)
+    at = app(visitor=key("f"))
     pasted = "a lighthouse in a storm " * 60
     at.text_area(key="prompt").input(pasted)
     button(at, "Generate").click().run()
@@ -207,7 +238,7 @@ def test_a_prompt_over_the_limit_is_cut_in_the_box_and_not_submitted(app, seeded
                for w in at.warning), [w.value for w in at.warning]
     assert sum(store.counts().values()) == before
     button(at, "Generate").click().run()
-    job = store.jobs(submitter="f" * 32, limit=1)[0]
+    job = store.jobs(submitter=visitor_of(key("f")), limit=1)[0]
     assert job.prompt == kept and sum(store.counts().values()) == before + 1
     store.cancel(job.id)
 
@@ -215,7 +246,7 @@ def test_a_prompt_over_the_limit_is_cut_in_the_box_and_not_submitted(app, seeded
 def test_generate_again_fills_the_text_fields_with_the_jobs_settings(app, seeded):
     _, store = seeded
     done = store.gallery(search="blue square", limit=1)[0][0]["id"]
-    at = app(visitor="9" * 32)
+    at = app(visitor=key("9"))
     at.session_state["watching"] = done
     at.run()
     button(at, "Generate again with these settings").click().run()
@@ -228,9 +259,8 @@ def test_generate_again_fills_the_text_fields_with_the_jobs_settings(app, seeded
 def test_markup_in_prompts_is_shown_as_literal_text(app, seeded):
     _, store = seeded
     nasty = "<script>alert(1)</script> **bold** [link](http://x) <img src=x onerror=alert(2)>"
-    visitor = "e" * 32
-    job_id = submit_job(store, nasty, "tiny-vqgan-untrained", submitter=visitor, iterations=2)
-    at = app(visitor=visitor)
+    job_id = submit_job(store, nasty, "tiny-vqgan-untrained", submitter=visitor_of(key("e")), iterations=2)
+    at = app(visitor=key("e"))
     assert nasty in texts(at)  # "your recent jobs" lists it as st.text
     assert not any("<script>" in m or "**bold**" in m for m in markdown(at))
     store.cancel(job_id)
@@ -302,8 +332,8 @@ def test_gallery_detail_loads_gif_and_png_on_demand(app, seeded):
 
 def test_a_vote_is_stored_once_and_a_second_vote_on_the_pair_is_refused(app, seeded):
     _, store = seeded
-    voter = "a" * 32
-    at = app("vote", visitor=voter)
+    voter = visitor_of(key("a"))
+    at = app("vote", visitor=key("a"))
     pair = at.session_state["vote_pair"]
     assert pair is not None and store.get(pair[0]).prompt == store.get(pair[1]).prompt == "a red circle"
     button(at, "Left is better").click().run()
@@ -311,7 +341,7 @@ def test_a_vote_is_stored_once_and_a_second_vote_on_the_pair_is_refused(app, see
     assert f"Left was: {store.get(pair[0]).preset}" in texts(at)  # presets revealed only now
     assert store.voted_pairs(voter) == {tuple(sorted(pair))}
     # The same visitor sees the same pair again (e.g. a second tab) and votes: refused, nothing stored.
-    at2 = app("vote", visitor=voter)
+    at2 = app("vote", visitor=key("a"))
     at2.session_state["vote_pair"] = pair
     at2.run()
     button(at2, "Right is better").click().run()
@@ -346,7 +376,6 @@ def test_leaderboard_matches_a_hand_computed_fit(tmp_path, monkeypatch):
     assert store.vote("voter9", a[0], a[1], "left")  # same preset: no information
     monkeypatch.setenv("T2I_DB", url)
     at = AppTest.from_file(str(ROOT / "webapp.py"), default_timeout=60)
-    at.query_params["v"] = VISITOR
     at.run()
     at.switch_page("t2i/web/leaderboard.py").run()
     assert not at.exception, at.exception
@@ -390,7 +419,6 @@ def queue_app(tmp_path, monkeypatch):
 
     def make(operator=None):
         at = AppTest.from_file(str(ROOT / "webapp.py"), default_timeout=60)
-        at.query_params["v"] = VISITOR
         if operator is not None:
             at.query_params["operator"] = operator
         at.run()
@@ -447,3 +475,117 @@ def test_a_failed_jobs_error_in_the_gallery_is_whole_for_the_operator_only(queue
         [b for b in at.button if b.key == f"detail-{failed}"][0].click().run()
         assert not at.exception, at.exception
         assert shown in texts(at) and (operator or LONG_ERROR not in texts(at))
+
+
+# --- identity and limits: a cookie says who a visitor is, the address what they may do ------------
+
+def submit_on_page(at, prompt: str):
+    at.text_area(key="prompt").input(prompt)
+    at.text_input(key="iterations").input("1")
+    button(at, "Generate").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_no_page_puts_a_credential_in_its_address(app):
+    """The visitor id was in every address (?v=), so any shared link handed over the visitor's jobs."""
+    for page in (None, "gallery", "vote", "leaderboard", "queue_page"):
+        at = app(page)
+        assert not dict(at.query_params), (page, dict(at.query_params))
+
+
+def test_an_old_v_link_grants_nothing(app, seeded):
+    _, store = seeded
+    owner = submit_on_page(app(visitor=key("o"), address="198.51.100.20"), "the owner's own job")
+    job = store.jobs(submitter=visitor_of(key("o")), limit=1)[0]
+    assert job.prompt == "the owner's own job"
+    # Someone else follows a link naming the owner the old way (and one with the owner's very key).
+    for query in ({"v": visitor_of(key("o"))}, {"v": key("o")}):
+        other = app(visitor=key("t"), address="198.51.100.21", query=query)
+        assert "v" not in other.query_params                       # dropped from the address, unread
+        assert "the owner's own job" not in texts(other)            # not "your recent jobs"
+        other.session_state["watching"] = job.id
+        other.run()
+        assert "the owner's own job" in texts(other)                # watching is public
+        assert not [b for b in other.button if b.label == "Cancel"]  # cancelling is not
+    assert store.get(job.id).status == "queued"
+    # The owner's browser (the cookie, in a new session) still holds it, and may cancel it.
+    owner = app(visitor=key("o"), address="198.51.100.20")
+    assert "the owner's own job" in texts(owner)
+    button(owner, "Show").click().run()
+    button(owner, "Cancel").click().run()
+    assert store.get(job.id).status == "cancelled"
+
+
+def test_without_a_cookie_the_jobs_are_the_sessions(app, seeded):
+    _, store = seeded
+    at = submit_on_page(app(visitor=None, address="198.51.100.22"), "a job of a cookieless tab")
+    assert "a job of a cookieless tab" in texts(at)
+    assert any("sent no cookie" in c.value for c in at.caption), [c.value for c in at.caption]
+    (job,) = [j for j in store.jobs(limit=20) if j.prompt == "a job of a cookieless tab"]
+    again = app(visitor=None, address="198.51.100.22")                # a reload: a new session, a new key
+    assert "a job of a cookieless tab" not in texts(again)
+    store.cancel(job.id)
+
+
+def test_submission_limits_bind_to_the_address_not_the_visitor(app, seeded, monkeypatch):
+    """With a fresh id per request, 12 of 12 submissions were accepted."""
+    _, store = seeded
+    monkeypatch.setenv("T2I_MAX_ACTIVE_PER_ADDRESS", "3")
+    mine = []
+    for c in "123":
+        at = submit_on_page(app(visitor=key(c), address="198.51.100.30"), f"address limit {c}")
+        assert any("is queued at position" in m.value for m in at.success)
+        mine.append(store.jobs(submitter=visitor_of(key(c)), limit=1)[0].id)
+    before = sum(store.counts().values())
+    at = submit_on_page(app(visitor=key("4"), address="198.51.100.30"), "address limit 4")
+    assert not at.success and "your address already has 3 jobs queued or running; wait for one to finish " \
+        "or cancel one" in texts(at)
+    assert sum(store.counts().values()) == before
+    at = submit_on_page(app(visitor=key("4"), address="198.51.100.31"), "address limit 4")  # another address
+    assert any("is queued at position" in m.value for m in at.success)
+    mine.append(store.jobs(submitter=visitor_of(key("4")), limit=1)[0].id)
+    assert [store._one("SELECT address FROM jobs WHERE id = ?", (i,))[0] for i in mine] == \
+        ["198.51.100.30"] * 3 + ["198.51.100.31"]
+    for job_id in mine:
+        store.cancel(job_id)
+
+
+@pytest.mark.parametrize("trusted,address", [(None, "local"), ("X-Forwarded-For", "203.0.113.77")])
+def test_the_address_comes_from_the_proxy_header_only_when_trusted(app, seeded, monkeypatch, trusted, address):
+    """Behind a proxy on the same host every peer is loopback; the header it adds names the visitor.
+    Without the operator's word the header is not read (a client can send any), and the left-most
+    entries, which the client wrote, never are."""
+    _, store = seeded
+    if trusted:
+        monkeypatch.setenv("T2I_TRUSTED_PROXY_HEADER", trusted)
+    visitor = key("x" if trusted else "y")
+    submit_on_page(app(visitor=visitor, address=None, headers=[("X-Forwarded-For", "6.6.6.6, 203.0.113.77")]),
+                   "through a proxy")
+    job = store.jobs(submitter=visitor_of(visitor), limit=1)[0]
+    assert store._one("SELECT address FROM jobs WHERE id = ?", (job.id,))[0] == address
+    store.cancel(job.id)
+
+
+def test_a_second_visitor_behind_one_address_cannot_vote_the_same_pair(app, seeded):
+    """15 ids cast 15 votes, 5 on one pair; now one address has one vote per pair."""
+    _, store = seeded
+    first = app("vote", visitor=key("m"), address="198.51.100.40")
+    pair = first.session_state["vote_pair"]
+    button(first, "Left is better").click().run()
+    assert any("Recorded" in s.value for s in first.success)
+    second = app("vote", visitor=key("n"), address="198.51.100.40")
+    offered = second.session_state["vote_pair"]
+    assert offered is None or set(offered) != set(pair)           # not offered a pair it cannot vote on
+    second.session_state["vote_pair"] = pair                       # a tab opened earlier still shows it
+    second.run()
+    button(second, "Right is better").click().run()
+    assert not at_exception(second)
+    assert any("this pair already has its votes from your address" in w.value for w in second.warning), \
+        [w.value for w in second.warning]
+    votes = [r for r in store.vote_records() if r["address"] == "198.51.100.40"]
+    assert [(r["choice"], {r["left_job"], r["right_job"]} == set(pair)) for r in votes] == [("left", True)]
+
+
+def at_exception(at):
+    return list(at.exception)

@@ -11,7 +11,7 @@ import pytest
 from scipy.optimize import minimize
 
 from t2i.queue import submit_job
-from t2i.ranking import Z95, fit_bradley_terry, next_pair, win_rate
+from t2i.ranking import Z95, VotePolicy, cast_vote, fit_bradley_terry, next_pair, win_rate
 from t2i.store import Result, open_store
 
 PRESET = "tiny-vqgan-untrained"
@@ -231,7 +231,7 @@ def test_a_vote_is_stored_once_per_voter_and_pair(store):
     assert store.vote("alice", b, a, "tie") is False                 # the pair is unordered
     records = store.vote_records()
     assert records == [{"left_job": a, "right_job": b, "left_preset": PRESET, "right_preset": PRESET,
-                        "choice": "left"}]
+                        "choice": "left", "address": None}]
     assert store.voted_pairs("alice") == {(a, b)}
     tallies = {g["id"]: (g["wins"], g["appearances"]) for g in store.gallery(sort="preferred")[0]}
     assert tallies == {a: (1.0, 1), b: (0.0, 1)}                     # the rejected votes changed nothing
@@ -272,6 +272,87 @@ def test_fit_from_store_records(store):
     assert store.vote("alice", a, b, "left")
     (only,) = fit_bradley_terry(store.vote_records())
     assert (only.preset, only.score, only.votes) == (PRESET, 1000.0, 0)
+
+
+# --- ballot stuffing: one address is one ballot per pair of presets -----------------------------
+
+STUFFING_BOUND = 30.0   # Elo points: the most one address's 50 votes may move a preset (one ballot: about 15)
+
+
+def from_addresses(left: str, right: str, choice: str, addresses) -> list[dict]:
+    return [dict(r, address=a) for r, a in zip(vote(left, right, choice, len(addresses)), addresses)]
+
+
+def score(records, preset="A") -> float:
+    return by_preset(fit_bradley_terry(records))[preset].score
+
+
+def test_one_address_voting_fifty_times_moves_the_leaderboard_as_one_vote():
+    base = (from_addresses("A", "B", "left", [f"10.0.0.{i}" for i in range(5)])
+            + from_addresses("A", "B", "right", [f"10.0.1.{i}" for i in range(5)]))
+    assert score(base) == pytest.approx(1000, abs=1e-9)
+    stuffing = from_addresses("A", "B", "left", ["203.0.113.66"] * 50)
+    stuffed = score(base + stuffing)
+    one_more = score(base + from_addresses("A", "B", "left", ["203.0.113.67"]))
+    crowd = score(base + from_addresses("A", "B", "left", [f"192.0.2.{i}" for i in range(50)]))
+    assert stuffed == pytest.approx(one_more, abs=1e-6)           # 50 votes from one address = 1 ballot
+    assert 0 < stuffed - 1000 < STUFFING_BOUND
+    assert crowd - 1000 > 6 * STUFFING_BOUND                      # 50 addresses are 50 ballots (about +200)
+    a = by_preset(fit_bradley_terry(base + stuffing))["A"]
+    assert (a.votes, a.wins, a.ballots) == (60, 55.0, 11.0)       # as cast, and as counted
+
+
+def map_gap(wins: float, losses: float, prior_sd: float = 2.0) -> float:
+    """Two presets: the MAP gap d solves wins - (wins + losses) sigmoid(d) - d / (2 sd^2) = 0 (bisection)."""
+    lo, hi = -20.0, 20.0
+    for _ in range(200):
+        d = (lo + hi) / 2
+        lo, hi = (d, hi) if wins - (wins + losses) / (1 + math.exp(-d)) - d / (2 * prior_sd ** 2) > 0 else (lo, d)
+    return PER_THETA * d
+
+
+def test_an_address_votes_on_a_pair_of_presets_are_averaged_into_one_ballot():
+    """3 wins and 1 loss from one address weigh 3/4 of a win and 1/4 of a loss; votes without an address
+    (cast before addresses were kept, or from the shell) weigh 1 each, as before."""
+    one_address = from_addresses("A", "B", "left", ["x"] * 3) + from_addresses("B", "A", "left", ["x"])
+    a, b = fit_bradley_terry(one_address)
+    assert a.score - b.score == pytest.approx(map_gap(0.75, 0.25), abs=1e-6)
+    assert (a.votes, a.wins, a.ballots) == (4, 3.0, 1.0)
+    no_address = vote("A", "B", "left", 3) + vote("B", "A", "left")
+    a, b = fit_bradley_terry(no_address)
+    assert a.score - b.score == pytest.approx(map_gap(3, 1), abs=1e-6) and a.ballots == 4.0
+    # The same ballot on another pair of presets is another ballot.
+    three = fit_bradley_terry(one_address + from_addresses("A", "C", "left", ["x"] * 5))
+    assert by_preset(three)["A"].ballots == 2.0
+
+
+def test_stuffing_through_the_store_is_bounded(store):
+    """From the page's path: one address casts a vote on every one of 36 image pairs (its quota allows one
+    per pair) for preset A; the leaderboard from store.vote_records() moves less than the bound."""
+    jobs = {p: [] for p in ("tiny-vqgan-untrained", "tiny-gumbel-untrained")}
+    for preset in jobs:
+        for i in range(6):
+            job_id = submit_job(store, f"p{i}", preset, iterations=1)
+            job = store.claim("w", 60)
+            assert store.complete(job.lease, Result(job_id, b"g", b"p", b"t", {}, 8, 8, 1, 0.0))
+            jobs[preset].append(job_id)
+    a, b = jobs["tiny-vqgan-untrained"], jobs["tiny-gumbel-untrained"]
+    policy = VotePolicy(max_per_pair=1, max_per_minute=1000)
+    for i in range(4):   # an even start from four addresses
+        assert cast_vote(store, f"v{i}", f"10.0.0.{i}", a[i], b[i], "left" if i % 2 else "right", policy)
+    start = store.vote_records()
+    before = score(start, "tiny-vqgan-untrained")
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            assert cast_vote(store, f"stuffer-{i}-{j}", "203.0.113.66", x, y, "left", policy)
+    records = store.vote_records()
+    assert len(records) == 40
+    stuffed = score(records, "tiny-vqgan-untrained")
+    # As much as one ballot from a new address (on this small 2:2 start, about 32 points), not 36 ballots.
+    assert stuffed == pytest.approx(score(start + [records[-1]], "tiny-vqgan-untrained"), abs=1e-6)
+    assert 0 < stuffed - before < 40
+    unweighted = score([dict(r, address=None) for r in records], "tiny-vqgan-untrained")
+    assert unweighted - before > 200                               # what the 36 votes did before
 
 
 # --- the gallery's rate ------------------------------------------------------------------------

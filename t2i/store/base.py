@@ -82,6 +82,33 @@ class Beat:
     cancel_requested: bool
 
 
+@dataclass(frozen=True)
+class Quota:
+    """What one client address may have queued, checked in the same transaction as the insert
+    (submit_limited): public pages only; the operator's shell has no quota."""
+
+    max_active: int        # the address's queued + running jobs
+    max_per_minute: int    # the address's jobs created in the last 60 s
+    max_queued: int        # the whole queue's queued jobs
+
+
+@dataclass(frozen=True)
+class VoteQuota:
+    """What one client address may vote, checked in the vote's transaction (vote_limited)."""
+
+    max_per_pair: int      # votes on one pair of images, whoever the visitors behind the address are
+    max_per_minute: int    # votes in the last 60 s
+
+
+class QuotaReached(Exception):
+    """A quota held: `bound` names which ("queued", "active", "per_minute", "pair", "votes_per_minute"),
+    `limit` is its value. Nothing was written."""
+
+    def __init__(self, bound: str, limit: int):
+        super().__init__(f"the {bound} limit of {limit} is reached")
+        self.bound, self.limit = bound, limit
+
+
 class JobStore(Protocol):
     # --- submitting and reading -------------------------------------------------------------
     def submit(self, spec: dict, *, batch_key: str, total: int, priority: int = 0, max_attempts: int = 3,
@@ -164,12 +191,6 @@ class JobStore(Protocol):
         """(step, png) in step order."""
 
     # --- visitors, gallery, votes -----------------------------------------------------------
-    def active_jobs(self, submitter: str) -> int:
-        """The submitter's queued and running jobs."""
-
-    def submitted_since(self, submitter: str, seconds: float) -> int:
-        """The submitter's jobs created in the last `seconds`."""
-
     def gallery(self, *, search: str | None = None, preset: str | None = None, status: str | None = "done",
                 since: float | None = None, sort: str = "newest", limit: int = 24, offset: int = 0
                 ) -> tuple[list[dict], int]:
@@ -185,11 +206,28 @@ class JobStore(Protocol):
         transaction. One vote per voter and unordered pair: a second returns False and changes nothing.
         ValueError when the two are the same job or not both finished images."""
 
+    def submit_limited(self, spec: dict, *, address: str, quota: Quota, batch_key: str, total: int,
+                       priority: int = 0, max_attempts: int = 3, submitter: str | None = None) -> int:
+        """submit(), for a public page: in one transaction, check the quota against the queue and this
+        client address's jobs, then insert the job with its address. Checks and insert are atomic with
+        respect to every other submit_limited, from any thread, process or host. QuotaReached: nothing
+        was inserted."""
+
+    def vote_limited(self, voter: str, address: str, left_job: int, right_job: int, choice: str,
+                     quota: VoteQuota) -> bool:
+        """vote(), for a public page: in one transaction, False when this voter already voted on the
+        pair (nothing changes); QuotaReached when this client address has reached its quota on the
+        pair or per minute; else the vote is recorded with its address. Atomic like submit_limited."""
+
+    def full_pairs(self, address: str, at_least: int) -> set[tuple[int, int]]:
+        """(lower id, higher id) of the pairs this address has voted on at least `at_least` times."""
+
     def voted_pairs(self, voter: str) -> set[tuple[int, int]]:
         """(lower id, higher id) of every pair this voter voted on."""
 
     def vote_records(self) -> list[dict]:
-        """All votes with both sides' presets, oldest first."""
+        """All votes with both sides' presets and the client address (None for votes older than
+        addresses, or cast from the shell), oldest first."""
 
     def prompts_with_results(self, min_results: int = 2, limit: int = 20) -> list[str]:
         """Random prompts with at least min_results finished images."""

@@ -49,6 +49,7 @@ def safe_url(url: str) -> str:
 class PostgresStore(SQLStore):
     NOW = "extract(epoch from clock_timestamp())::double precision"
     CLAIM_LOCK = " FOR UPDATE SKIP LOCKED"
+    LIMITS_LOCK = "SELECT pg_advisory_xact_lock(7423002)"  # one quota check at a time, across hosts
     LIKE = "ILIKE"
 
     def __init__(self, url: str, *, create: bool = True):

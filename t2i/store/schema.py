@@ -88,6 +88,15 @@ _VERSIONS = [
     ALTER TABLE jobs ADD COLUMN batch_key TEXT NOT NULL DEFAULT '';
     CREATE INDEX jobs_batch ON jobs (status, batch_key, priority DESC, id);
     """,
+    # version 4: public limits bind to the client address (t2i/web/visitor.py), not to the visitor id,
+    # which a visitor can rotate for free; NULL for jobs and votes from the shell or from before
+    """
+    ALTER TABLE jobs ADD COLUMN address TEXT;
+    ALTER TABLE votes ADD COLUMN address TEXT;
+    CREATE INDEX jobs_address ON jobs (address, created_at);
+    CREATE INDEX votes_address_pair ON votes (address, job_lo, job_hi);
+    CREATE INDEX votes_address_created ON votes (address, created_at);
+    """,
 ]
 
 _TYPES = {

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from ..errors import SpecError
 from .base import FINISHED, PRIORITIES, STATUSES, Beat, Job, Lease, Result
+from .base import Quota, QuotaReached, VoteQuota
 
 JOB_COLUMNS = ("id, spec, prompt, preset, status, priority, attempts, max_attempts, worker_id, lease_expires_at, "
                "heartbeat_at, step, total, loss, error, cancel_requested, submitter, retry_of, created_at, "
@@ -35,6 +36,7 @@ class SQLStore:
     NOW = "0"            # SQL expression for seconds since the epoch on the database's clock
     LIKE = "LIKE"        # case-insensitive substring match
     CLAIM_LOCK = ""      # appended to the claim's inner SELECT
+    LIMITS_LOCK = ""     # serialises quota checks across connections; SQLite's BEGIN IMMEDIATE already does
 
     # --- backend hooks ----------------------------------------------------------------------
     def _execute(self, sql: str, params: tuple = ()):
@@ -238,15 +240,6 @@ class SQLStore:
         return [(int(s), bytes(p)) for s, p in self._all("SELECT step, png FROM frames WHERE job_id = ? ORDER BY step",
                                                          (job_id,))]
 
-    # --- visitors (per-visitor limits) -----------------------------------------------------
-    def active_jobs(self, submitter: str) -> int:
-        return int(self._one("SELECT COUNT(*) FROM jobs WHERE submitter = ? AND status IN ('queued', 'running')",
-                             (submitter,))[0])
-
-    def submitted_since(self, submitter: str, seconds: float) -> int:
-        return int(self._one("SELECT COUNT(*) FROM jobs WHERE submitter = ? AND created_at > {now} - ?",
-                             (submitter, seconds))[0])
-
     # --- gallery ----------------------------------------------------------------------------
     GALLERY_SORTS = {"newest": "j.id DESC",
                      # Laplace-smoothed win rate: one lucky vote does not top the gallery.
@@ -319,11 +312,12 @@ class SQLStore:
         return {(int(a), int(b)) for a, b in self._all("SELECT job_lo, job_hi FROM votes WHERE voter = ?", (voter,))}
 
     def vote_records(self) -> list[dict]:
-        """Every vote with the presets of both sides (for the leaderboard fit)."""
+        """Every vote with the presets of both sides and its address (for the leaderboard fit)."""
         rows = self._all(
-            "SELECT v.left_job, v.right_job, l.preset, r.preset, v.choice FROM votes v "
+            "SELECT v.left_job, v.right_job, l.preset, r.preset, v.choice, v.address FROM votes v "
             "JOIN jobs l ON l.id = v.left_job JOIN jobs r ON r.id = v.right_job ORDER BY v.id")
-        return [dict(zip(("left_job", "right_job", "left_preset", "right_preset", "choice"), r)) for r in rows]
+        return [dict(zip(("left_job", "right_job", "left_preset", "right_preset", "choice", "address"), r))
+                for r in rows]
 
     def prompts_with_results(self, min_results: int = 2, limit: int = 20) -> list[str]:
         """Random prompts that have at least min_results finished images (for same-prompt pairs)."""
@@ -338,6 +332,59 @@ class SQLStore:
                                                  (limit,))]
         return [int(r[0]) for r in self._all(
             "SELECT id FROM jobs WHERE status = 'done' AND prompt = ? ORDER BY random() LIMIT ?", (prompt, limit))]
+
+    # --- public limits: checked in the transaction that writes -------------------------------
+    # Check, then insert, as two statements let concurrent submitters all pass the check (12 threads
+    # got 7 to 10 jobs past a limit of 3). Here both happen in one transaction that holds the write
+    # lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: LIMITS_LOCK, an advisory lock), so the next one
+    # counts what this one wrote.
+    def _limits_lock(self) -> None:
+        if self.LIMITS_LOCK:
+            self._execute(self.LIMITS_LOCK)
+
+    def _count(self, sql: str, params: tuple) -> int:
+        return int(self._one(sql, params)[0])
+
+    def submit_limited(self, spec: dict, *, address: str, quota: Quota, batch_key: str, total: int,
+                       priority: int = 0, max_attempts: int = 3, submitter: str | None = None) -> int:
+        with self.transaction():
+            self._limits_lock()
+            checks = [("queued", quota.max_queued, "SELECT COUNT(*) FROM jobs WHERE status = 'queued'", ()),
+                      ("active", quota.max_active,
+                       "SELECT COUNT(*) FROM jobs WHERE address = ? AND status IN ('queued', 'running')", (address,)),
+                      ("per_minute", quota.max_per_minute,
+                       "SELECT COUNT(*) FROM jobs WHERE address = ? AND created_at > {now} - 60", (address,))]
+            for bound, limit, sql, params in checks:
+                if self._count(sql, params) >= limit:
+                    raise QuotaReached(bound, limit)
+            job_id = self.submit(spec, batch_key=batch_key, total=total, priority=priority,
+                                 max_attempts=max_attempts, submitter=submitter)
+            self._execute("UPDATE jobs SET address = ? WHERE id = ?", (address, job_id))
+        return job_id
+
+    def vote_limited(self, voter: str, address: str, left_job: int, right_job: int, choice: str,
+                     quota: VoteQuota) -> bool:
+        lo, hi = sorted((left_job, right_job))
+        with self.transaction():
+            self._limits_lock()
+            if self._count("SELECT COUNT(*) FROM votes WHERE voter = ? AND job_lo = ? AND job_hi = ?", (voter, lo, hi)):
+                return False  # this visitor's first vote stands, whatever the address's quota
+            if self._count("SELECT COUNT(*) FROM votes WHERE address = ? AND job_lo = ? AND job_hi = ?",
+                           (address, lo, hi)) >= quota.max_per_pair:
+                raise QuotaReached("pair", quota.max_per_pair)
+            if self._count("SELECT COUNT(*) FROM votes WHERE address = ? AND created_at > {now} - 60",
+                           (address,)) >= quota.max_per_minute:
+                raise QuotaReached("votes_per_minute", quota.max_per_minute)
+            if not self.vote(voter, left_job, right_job, choice):
+                return False
+            self._execute("UPDATE votes SET address = ? WHERE voter = ? AND job_lo = ? AND job_hi = ?",
+                          (address, voter, lo, hi))
+        return True
+
+    def full_pairs(self, address: str, at_least: int) -> set[tuple[int, int]]:
+        return {(int(a), int(b)) for a, b in self._all(
+            "SELECT job_lo, job_hi FROM votes WHERE address = ? GROUP BY job_lo, job_hi HAVING COUNT(*) >= ?",
+            (address, at_least))}
 
     # --- executors --------------------------------------------------------------------------
     def worker_seen(self, worker_id: str, *, host: str, device: str, job_id: int | None) -> None:

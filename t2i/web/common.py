@@ -12,12 +12,13 @@ from __future__ import annotations
 import functools
 import logging
 import time
-import uuid
 
 import streamlit as st
 
 from t2i.errors import SpecError, T2IError
 from t2i.store import StoreError, StoreGone, StoreUnavailable, default_url, open_store
+from t2i.web.visitor import COOKIE, LOCAL, PROXY_HEADER_ENV, new_key, trusted_header, valid_key, visitor_of
+from t2i.web.visitor import client_address as address_of
 
 VISITOR_PARAM = "v"
 RETRY_SECONDS = 5  # a page that found the database unreachable reruns itself this often
@@ -88,16 +89,38 @@ def _rerun_later() -> None:
 
 
 def visitor_id() -> str:
-    """A random id per visitor, kept in the session (page switches) and in the URL (?v=..., reloads
-    and bookmarks); no cookie needed. Sidebar links drop query parameters, so it is written back on
-    every run (webapp.py calls this before any page)."""
-    vid = st.session_state.get("visitor_id") or st.query_params.get(VISITOR_PARAM)
-    if not vid or len(vid) != 32 or not all(c in "0123456789abcdef" for c in vid):
-        vid = uuid.uuid4().hex
-    st.session_state["visitor_id"] = vid
-    if st.query_params.get(VISITOR_PARAM) != vid:
-        st.query_params[VISITOR_PARAM] = vid
+    """The visitor's id: a hash of the key in their HttpOnly cookie (t2i/web/visitor.py), which the
+    server sets on the first page load. It is never in an address, so no link hands it over; an old
+    `?v=` link's id is dropped from the address unread. Without the cookie (cookies blocked, or a
+    server without webapp.py's middleware) the key is this session's alone: "your jobs" last until
+    the tab is reloaded or closed. webapp.py calls this before any page."""
+    if VISITOR_PARAM in st.query_params:
+        del st.query_params[VISITOR_PARAM]
+    vid = st.session_state.get("visitor_id")
+    if vid is None:
+        key = st.context.cookies.get(COOKIE)
+        kept = valid_key(key)
+        vid = visitor_of(key if kept else new_key())
+        st.session_state.update(visitor_id=vid, visitor_kept=kept)
     return vid
+
+
+_warned_proxy = False
+
+
+def client_address() -> str:
+    """The address this session's limits are keyed on (t2i/web/visitor.py): the peer's, or the one the
+    operator's trusted proxy header names."""
+    global _warned_proxy
+    header = trusted_header()
+    values = st.context.headers.get_all(header) if header else []
+    peer = st.context.ip_address
+    address = address_of(peer if isinstance(peer, str) else None, values, header)
+    if address == LOCAL and not header and not _warned_proxy and st.context.headers.get("X-Forwarded-For"):
+        _warned_proxy = True  # every visitor shares one address's limits until the operator says which header
+        log.warning("requests come through a proxy on this host: set %s (e.g. X-Forwarded-For) so that limits "
+                    "apply per visitor's address, not to everyone at once", PROXY_HEADER_ENV)
+    return address
 
 
 def plain(text: str) -> None:

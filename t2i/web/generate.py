@@ -10,7 +10,7 @@ from t2i.presets import get_preset
 from t2i.queue import SubmitPolicy, submit_job
 from t2i.spec import DEFAULTS, MAX_IMAGE_BYTES, MAX_PROMPT_CHARS, UPLOAD_CAP_MB, Limits, SpecError, cut_prompt
 from t2i.weights import ready_presets
-from t2i.web.common import plain, store, visitor_id
+from t2i.web.common import client_address, plain, store, visitor_id
 
 SYNTAX = ("Separate parts with `|`; give each an optional weight and stop as `text:weight:stop`. "
           "A negative weight pushes away, e.g. `a lighthouse at dusk | oil painting:0.5 | blurry:-0.5`.")
@@ -99,7 +99,8 @@ elif submitted:
     s = st.session_state
     fields = [*COMMON, *(f.name for f in options.FORM)]
     try:
-        job_id = submit_job(db, s.prompt, chosen.name, submitter=visitor, limits=Limits.from_env(),
+        job_id = submit_job(db, s.prompt, chosen.name, submitter=visitor, address=client_address(),
+                            limits=Limits.from_env(),
                             policy=SubmitPolicy.from_env(), **{f: s.get(f) for f in fields},
                             init_image=_read(init_image),
                             image_prompts=[b for b in [_read(image_prompt)] if b is not None])
@@ -151,7 +152,8 @@ def watch(job_id: int) -> None:
         plain(job.error or "no reason recorded")
     else:
         st.warning("This job was cancelled.")
-    if job.status in ("queued", "running") and st.button("Cancel", key=f"cancel-{job.id}"):
+    # Only the submitter may cancel (their cookie, which no link carries, says who they are).
+    if job.status in ("queued", "running") and job.submitter == visitor and st.button("Cancel", key=f"cancel-{job.id}"):
         db.cancel(job.id)
         st.rerun()
     key = f"status-{job.id}"
@@ -174,6 +176,8 @@ if watching:
 mine = db.jobs(submitter=visitor, limit=10)
 if mine:
     st.subheader("Your recent jobs")
+    if not st.session_state.get("visitor_kept"):
+        st.caption("Your browser sent no cookie: these jobs are yours until this tab is reloaded or closed.")
     for job in mine:
         cols = st.columns([1, 2, 5, 2])
         cols[0].text(f"#{job.id}")

@@ -4,12 +4,14 @@ import random
 
 import streamlit as st
 
-from t2i.ranking import next_pair
-from t2i.web.common import plain, store, visitor_id
+from t2i.ranking import VoteLimit, VotePolicy, cast_vote, next_pair
+from t2i.web.common import client_address, plain, store, visitor_id
 
 CHOICES = {"left": "Left is better", "right": "Right is better", "tie": "About the same", "both_bad": "Both bad"}
 
 visitor = visitor_id()
+address = client_address()
+policy = VotePolicy.from_env()
 db = store()
 st.title("Vote")
 st.caption("Which image matches its prompt better? The presets are shown after you vote.")
@@ -21,6 +23,8 @@ if state.get("vote_outcome"):
     outcome = state["vote_outcome"]
     if outcome == "refused":
         st.warning("You already voted on this pair; your first vote stands.")
+    elif outcome == "limited":
+        st.warning(f"Not recorded: {state.pop('vote_limit', 'a vote limit was reached')}.")
     else:
         st.success(f"Recorded: {CHOICES[outcome].lower()}.")
     a, b = st.columns(2)
@@ -32,7 +36,7 @@ if state.get("vote_outcome"):
     st.stop()
 
 if state.get("vote_pair") is None:
-    state["vote_pair"] = next_pair(db, visitor, random.Random())
+    state["vote_pair"] = next_pair(db, visitor, random.Random(), address=address, max_per_pair=policy.max_per_pair)
 pair = state["vote_pair"]
 if pair is None:
     st.info("No pair left to vote on: come back when more images are finished.")
@@ -47,5 +51,9 @@ for column, job_id in zip(st.columns(2), pair):
 
 for column, (choice, label) in zip(st.columns(len(CHOICES)), CHOICES.items()):
     if column.button(label, key=f"vote-{choice}"):
-        state["vote_outcome"] = choice if db.vote(visitor, left_job, right_job, choice) else "refused"
+        try:
+            state["vote_outcome"] = choice if cast_vote(db, visitor, address, left_job, right_job, choice,
+                                                        policy) else "refused"
+        except VoteLimit as limit:
+            state.update(vote_outcome="limited", vote_limit=str(limit))
         st.rerun()

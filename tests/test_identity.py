@@ -1,0 +1,230 @@
+"""Who a request comes from (t2i/web/visitor.py): the client address limits are keyed on, the visitor
+cookie the real server sets, and, in a real browser, that a link copied from a page hands over nothing."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from t2i.paths import ROOT
+from t2i.store import open_store
+from t2i.web.visitor import COOKIE, LOCAL, client_address, new_key, valid_key, visitor_of
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+TIMEOUT_MS = 30_000
+XFF = "X-Forwarded-For"
+
+
+# --- the key and the address ----------------------------------------------------------------------
+
+def test_the_store_keeps_a_hash_of_the_key_not_the_key():
+    key = new_key()
+    assert valid_key(key) and len(visitor_of(key)) == 32 and key not in visitor_of(key)
+    assert visitor_of(key) == visitor_of(key) != visitor_of(new_key())
+    assert not valid_key("0123456789abcdef" * 2) and not valid_key(None) and not valid_key(key + "=")
+
+
+@pytest.mark.parametrize("peer,values,header,expected", [
+    ("198.51.100.7", [], None, "198.51.100.7"),
+    (None, [], None, LOCAL),                                             # loopback, as Streamlit reports it
+    (None, ["203.0.113.9"], None, LOCAL),                                # a header nobody trusted is not read
+    (None, ["6.6.6.6, 203.0.113.9"], XFF, "203.0.113.9"),                # the right-most: what the proxy added
+    (None, ["6.6.6.6", "7.7.7.7, 203.0.113.9"], XFF, "203.0.113.9"),     # repeated header lines
+    (None, ["203.0.113.9, not-an-address"], XFF, LOCAL),                 # a broken last entry: not the one left of it
+    ("198.51.100.7", [], XFF, "198.51.100.7"),                           # no header: the peer
+    ("2001:db8:1:2:aaaa::1", [], None, "2001:db8:1:2::/64"),             # IPv6 per /64
+    (None, ["2001:db8:1:2:bbbb::9"], XFF, "2001:db8:1:2::/64"),
+    ("::ffff:198.51.100.7", [], None, "198.51.100.7"),                   # IPv4-mapped IPv6
+    (None, ["[2001:db8::1]"], XFF, "2001:db8::/64"),
+])
+def test_client_address(peer, values, header, expected):
+    assert client_address(peer, values, header) == expected
+
+
+def test_a_visitor_rotating_ipv6_addresses_in_their_prefix_stays_one_address():
+    seen = {client_address(f"2001:db8:aa:bb:{i:x}::{i:x}", [], None) for i in range(1, 50)}
+    assert seen == {"2001:db8:aa:bb::/64"}
+
+
+# --- the real server -------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`streamlit run webapp.py`, as run_webapp.sh starts it, on a fresh database (no executor: the
+    jobs stay queued, which is all these tests need)."""
+    tmp = tmp_path_factory.mktemp("identity")
+    url = f"sqlite:///{tmp / 't2i.db'}"
+    store = open_store(url)
+    env = dict(os.environ, T2I_DB=url, OMP_NUM_THREADS="1", STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    env.pop("T2I_TRUSTED_PROXY_HEADER", None)
+    port, log = free_port(), tmp / "web.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(ROOT / ".venv/bin/streamlit"), "run", "webapp.py", "--server.port", str(port),
+                                 "--server.address", "127.0.0.1", "--server.headless", "true"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(f"{base}/_stcore/health", proc, log)
+        yield base, store
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        store.close()
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, deadline_s: float = 90) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)  # polling a process's start-up, not synchronising with it
+    pytest.fail(f"streamlit did not answer {url} within {deadline_s} s:\n{log.read_text()}")
+
+
+def get(url: str, **headers):
+    """The status and the visitor cookies the answer sets (Streamlit sets its own XSRF cookie too)."""
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+        return r.status, [c for c in r.headers.get_all("Set-Cookie") or [] if c.startswith(f"{COOKIE}=")]
+
+
+def test_a_page_load_sets_an_httponly_key_once(server):
+    base, _ = server
+    status, cookies = get(f"{base}/", Accept="text/html,application/xhtml+xml,*/*;q=0.8")
+    assert status == 200 and len(cookies) == 1
+    name_value, *attributes = [part.strip() for part in cookies[0].split(";")]
+    name, value = name_value.split("=", 1)
+    assert name == COOKIE and valid_key(value)
+    assert {"HttpOnly", "SameSite=Lax", "Path=/"} <= set(attributes)
+    assert any(a.startswith("Max-Age=") and int(a.split("=")[1]) > 86400 * 300 for a in attributes)
+    # A browser that has one keeps it; and a page's scripts, styles and images never get one.
+    assert get(f"{base}/gallery", Accept="text/html", Cookie=f"{COOKIE}={value}")[1] == []
+    assert get(f"{base}/_stcore/health", Accept="*/*")[1] == []
+    # A malformed key is replaced.
+    assert len(get(f"{base}/", Accept="text/html", Cookie=f"{COOKIE}=guessed")[1]) == 1
+
+
+# --- in a real browser -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if sync_playwright is None or not os.path.exists(CHROMIUM):
+        reason = "needs Chromium and playwright: run tests/setup_browser.sh and install requirements-dev.txt"
+        if os.environ.get("CI"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def open_app(context, url: str):
+    from playwright.sync_api import expect
+
+    page = context.new_page()
+    page.goto(url)
+    expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')).to_have_count(
+        1, timeout=TIMEOUT_MS)
+    return page
+
+
+def test_a_copied_link_hands_over_nothing(server, browser):
+    """The owner's jobs, their Cancel button and their quota rest on a cookie page scripts cannot read
+    and links do not carry: another browser opening the owner's address (or an old ?v= link naming the
+    owner) sees none of it, while the owner's own browser keeps it across reloads."""
+    from playwright.sync_api import expect
+
+    base, store = server
+    owner = browser.new_context()
+    page = open_app(owner, f"{base}/")
+    [cookie] = [c for c in owner.cookies() if c["name"] == COOKIE]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and valid_key(cookie["value"])
+    assert COOKIE not in page.evaluate("document.cookie")          # page scripts cannot read it
+    visitor = visitor_of(cookie["value"])
+
+    page.get_by_label("Prompt").fill("the owner's lighthouse")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_text("Your recent jobs")).to_be_visible(timeout=TIMEOUT_MS)
+    job = store.jobs(submitter=visitor, limit=1)[0]
+    assert job.prompt == "the owner's lighthouse"
+    shared = page.url
+    assert cookie["value"] not in shared and visitor not in shared and "v=" not in shared
+
+    page.reload()                                                      # the same browser: still theirs
+    expect(page.get_by_text("Your recent jobs")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text("the owner's lighthouse")).to_be_visible()
+
+    stranger = browser.new_context()
+    for link in (shared, f"{base}/?v={visitor}"):
+        other = open_app(stranger, link)
+        expect(other.get_by_text("Your recent jobs")).to_have_count(0)
+        expect(other.get_by_text("the owner's lighthouse")).to_have_count(0)
+        expect(other.get_by_role("button", name="Cancel")).to_have_count(0)
+        assert "v=" not in other.url                                   # an old link's id is dropped
+        other.close()
+    [theirs] = [c for c in stranger.cookies() if c["name"] == COOKIE]
+    assert theirs["value"] != cookie["value"]
+    assert store.jobs(submitter=visitor_of(theirs["value"]), limit=5) == []
+
+    page.get_by_role("button", name="Show").click()
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_text("This job was cancelled.")).to_be_visible(timeout=TIMEOUT_MS)
+    assert store.get(job.id).status == "cancelled"
+    owner.close()
+    stranger.close()
+
+
+def test_the_servers_address_limits_hold_for_fresh_browsers(server, browser):
+    """Four browsers (four cookies) from one address: the fourth is refused; rotating the visitor
+    is free, rotating the address is not."""
+    from playwright.sync_api import expect
+
+    base, store = server
+    assert store.counts()["queued"] == 0
+    contexts = [browser.new_context() for _ in range(4)]
+    try:
+        for i, context in enumerate(contexts):
+            page = open_app(context, f"{base}/")
+            page.get_by_label("Prompt").fill(f"fresh browser {i}")
+            page.get_by_role("button", name="Generate").click()
+            if i < 3:
+                expect(page.get_by_text("Your recent jobs")).to_be_visible(timeout=TIMEOUT_MS)
+            else:
+                expect(page.get_by_text("your address already has 3 jobs queued or running")).to_be_visible(
+                    timeout=TIMEOUT_MS)
+        assert store.counts()["queued"] == 3
+    finally:
+        for context in contexts:
+            context.close()
+        for job in store.jobs(status="queued", limit=10):
+            store.cancel(job.id)
+
