@@ -327,7 +327,8 @@ class Executor:
     def _admit(self, batch: Runner, job: Job, heart: Heartbeat, active: dict, outcomes: dict) -> None:
         log.info("job %s claimed (attempt %d): %r", job.id, job.attempts, job.prompt[:80])
         try:
-            spec = JobSpec.from_dict(job.spec)
+            # Images are references to uploads, loaded now; a failing store is waited out, not the job's fault.
+            spec = JobSpec.from_dict(job.spec, load=self._upload)
             # Memory: a job that can never fit here fails with one line (TooLarge); one that does not
             # fit beside the running jobs goes back to the queue until one of them leaves.
             if not self.admission.admit([s.spec for s in batch.slots.values()], spec, batch.pipeline.preset):
@@ -340,6 +341,9 @@ class Executor:
             return
         heart.add(job.lease)
         active[job.id] = (job.lease, {"cancel": False, "last": 0.0})
+
+    def _upload(self, sha256: str) -> bytes | None:
+        return self.trouble.must(lambda: self.store.upload(sha256), f"image {sha256[:12]}")
 
     def _leave(self, batch: Runner, job_id: int, heart: Heartbeat, active: dict) -> None:
         lease, _ = active.pop(job_id)

@@ -30,27 +30,36 @@ class SubmitPolicy:
     max_active_per_address: int = 3   # queued + running at once
     max_per_minute: int = 10
     max_queued: int = 500             # the whole queue
+    # images (init image, image prompts) of the address's jobs queued, running or submitted in the
+    # last 24 hours, each distinct image counted once (t2i/store/uploads.py)
+    max_upload_bytes_per_address: int = 100 * 2**20
 
     @classmethod
     def from_env(cls) -> "SubmitPolicy":
-        """T2I_MAX_ACTIVE_PER_ADDRESS (formerly T2I_MAX_ACTIVE_PER_VISITOR), T2I_MAX_PER_MINUTE, T2I_MAX_QUEUED."""
+        """T2I_MAX_ACTIVE_PER_ADDRESS (formerly T2I_MAX_ACTIVE_PER_VISITOR), T2I_MAX_PER_MINUTE, T2I_MAX_QUEUED,
+        T2I_MAX_UPLOAD_BYTES_PER_ADDRESS."""
         d = cls()
         active = os.environ.get("T2I_MAX_ACTIVE_PER_ADDRESS") or os.environ.get("T2I_MAX_ACTIVE_PER_VISITOR")
         return cls(int(active or d.max_active_per_address),
                    int(os.environ.get("T2I_MAX_PER_MINUTE", d.max_per_minute)),
-                   int(os.environ.get("T2I_MAX_QUEUED", d.max_queued)))
+                   int(os.environ.get("T2I_MAX_QUEUED", d.max_queued)),
+                   max_upload_bytes_per_address=int(os.environ.get("T2I_MAX_UPLOAD_BYTES_PER_ADDRESS",
+                                                                   d.max_upload_bytes_per_address)))
 
     @property
     def quota(self) -> Quota:
         return Quota(max_active=self.max_active_per_address, max_per_minute=self.max_per_minute,
-                     max_queued=self.max_queued)
+                     max_queued=self.max_queued, max_upload_bytes=self.max_upload_bytes_per_address)
 
     def message(self, reached: QuotaReached) -> str:
         messages = {
             "queued": f"the queue is full ({self.max_queued} jobs waiting); please try again in a few minutes",
             "active": f"your address already has {self.max_active_per_address} jobs queued or running; "
                       "wait for one to finish or cancel one",
-            "per_minute": f"at most {self.max_per_minute} submissions a minute; please wait a moment"}
+            "per_minute": f"at most {self.max_per_minute} submissions a minute; please wait a moment",
+            "upload_bytes": f"your address's images of the last 24 hours would pass "
+                            f"{self.max_upload_bytes_per_address / 2**20:g} MB; reuse an image already sent "
+                            "(each counts once) or wait for older jobs to age out"}
         return messages[reached.bound]
 
 
@@ -62,12 +71,13 @@ def submit_job(store: JobStore, prompt, preset: str, *, priority: int = 0, submi
 
     Validation first (the fields, then the memory the job needs: t2i/memory.py), then one insert;
     with a policy, the policy's limits for `address` are checked in the insert's transaction (a
-    submission without an address counts against "anonymous")."""
+    submission without an address counts against "anonymous"). The images are stored once each, by
+    their hash, in that same transaction; the spec refers to them."""
     p = get_preset(preset)
     spec = make_spec(prompt, p.name, family=p.family, limits=limits, defaults=p.defaults, **fields)
     check_submit(spec, p, limits.max_job_memory, limits.max_side)
     job = dict(batch_key=spec.batch_key, total=spec.total_steps, priority=priority, submitter=submitter,
-               max_attempts=max_attempts)
+               max_attempts=max_attempts, uploads=spec.uploads())
     if policy is None:
         return store.submit(spec.to_dict(), **job)
     try:

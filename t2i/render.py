@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from . import __version__
+from .store.uploads import ref
 
 PARAMETERS_KEY = "parameters"
 _VERSIONED = ("torch", "open_clip_torch", "taming-transformers-rom1504", "pytorch-pretrained-biggan", "diffusers")
@@ -32,13 +33,16 @@ def versions() -> dict[str, str]:
 
 
 def parameters(spec, result, preset) -> dict:
-    """What the PNG records: enough to repeat the run (images are noted, not embedded)."""
+    """What the PNG records: enough to repeat the run. Images are noted by their SHA-256 (the key of
+    their upload in the job database), never embedded."""
     return {
         "prompt": spec.prompt, "preset": spec.preset, "family": spec.family, "models": preset.models_label,
         "untrained": preset.untrained, "seed": result.seed,
         "size": [result.width, result.height], "requested_size": [spec.width, spec.height],
         **asdict(spec.options), "save_every": spec.save_every,
         "init_image": spec.init_image is not None, "image_prompts": len(spec.image_prompts),
+        "init_image_sha256": ref(spec.init_image)["upload"] if spec.init_image is not None else None,
+        "image_prompts_sha256": [ref(b)["upload"] for b in spec.image_prompts],
         "versions": versions(),
     }
 

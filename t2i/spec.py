@@ -21,6 +21,7 @@ from PIL import Image
 from .errors import SpecError
 from .families import DEFAULT_FAMILY, option_names, options_class
 from .families.options import shown, whole
+from .store.uploads import Upload, UploadRef, ref
 
 # Limits. `Limits` lets an operator lower the caps (never raise them past the hard ones).
 MAX_PROMPT_CHARS = 1000
@@ -80,7 +81,8 @@ class JobSpec:
     """A validated request: the common fields, and the family's own in `options`.
 
     The family's fields read as attributes too (spec.iterations, spec.steps), so code that knows
-    the family needs no `.options.`. Images are kept as their (checked) encoded bytes."""
+    the family needs no `.options.`. Images are kept as their (checked) encoded bytes; a spec read
+    from the store without its images (from_dict without `load`) has UploadRefs in their place."""
 
     prompt: str
     preset: str
@@ -90,8 +92,8 @@ class JobSpec:
     options: object                   # the family's Options (t2i/families/<family>/options.py)
     family: str = DEFAULT_FAMILY
     seed: int | None = None
-    init_image: bytes | None = None
-    image_prompts: tuple[bytes, ...] = field(default_factory=tuple)
+    init_image: bytes | UploadRef | None = None
+    image_prompts: tuple[bytes | UploadRef, ...] = field(default_factory=tuple)
 
     def __getattr__(self, name):
         if name != "options" and name in option_names(self.__dict__.get("family", DEFAULT_FAMILY)):
@@ -112,22 +114,35 @@ class JobSpec:
         return self.options.total_steps(self)
 
     def to_dict(self) -> dict:
-        """JSON-safe, flat form (images base64) for the queue and the PNG metadata: the common
-        fields, `family`, then the family's fields."""
-        d = {k: v for k, v in asdict(self).items() if k != "options"}
+        """JSON-safe, flat form for the queue: the common fields, `family`, then the family's fields.
+        Images are references to uploads ({"upload": "<sha256>"}, t2i/store/uploads.py), never
+        their bytes: the store keeps those once, in `uploads()`."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("options", "init_image", "image_prompts")}
         d.update(asdict(self.options))
-        d["init_image"] = _b64(self.init_image) if self.init_image else None
-        d["image_prompts"] = [_b64(b) for b in self.image_prompts]
+        d["init_image"] = ref(self.init_image) if self.init_image is not None else None
+        d["image_prompts"] = [ref(b) for b in self.image_prompts]
         return d
 
+    def uploads(self) -> list[Upload]:
+        """The images to store with the job (each once); images known by reference only are stored already."""
+        found = {}
+        for data in (self.init_image, *self.image_prompts):
+            if isinstance(data, bytes):
+                upload = Upload.of(data)
+                found.setdefault(upload.sha256, upload)
+        return list(found.values())
+
     @classmethod
-    def from_dict(cls, d: dict) -> "JobSpec":
-        """The inverse of to_dict; a spec stored before families existed is a guided one."""
+    def from_dict(cls, d: dict, load=None) -> "JobSpec":
+        """The inverse of to_dict; a spec stored before families existed is a guided one. load(sha256)
+        -> bytes | None resolves image references (the executor: JobStore.upload); without it they stay
+        UploadRefs. Base64 images (specs before uploads existed) are decoded as they are."""
         d = dict(d)
         family = d.pop("family", None) or DEFAULT_FAMILY
         options = options_class(family)(**{k: d.pop(k) for k in option_names(family)})
-        d["init_image"] = base64.b64decode(d["init_image"]) if d.get("init_image") else None
-        d["image_prompts"] = tuple(base64.b64decode(b) for b in d.get("image_prompts") or ())
+        d["init_image"] = _image("init_image", d.get("init_image"), load)
+        d["image_prompts"] = tuple(_image(f"image_prompt {i}", b, load)
+                                   for i, b in enumerate(d.get("image_prompts") or (), 1))
         return cls(options=options, family=family, **d)
 
     def with_(self, **changes) -> "JobSpec":
@@ -137,8 +152,17 @@ class JobSpec:
         return replace(self, options=options, **{k: v for k, v in changes.items() if k not in names})
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+def _image(name: str, value, load) -> bytes | UploadRef | None:
+    if not value:
+        return None
+    if not isinstance(value, dict):
+        return base64.b64decode(value)
+    if load is None:
+        return UploadRef(value["upload"])
+    data = load(value["upload"])
+    if data is None:
+        raise SpecError(name, f"refers to the upload {value['upload'][:12]}..., which is not in the job database")
+    return data
 
 
 # --- prompt -------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Unit tests for t2i/spec.py: the one place that validates user input."""
 
+import hashlib
 import io
 import json
 import math
@@ -451,10 +452,14 @@ def test_to_dict_from_dict_round_trip_with_images():
                   cutn=3, lr=0.2, save_every=2, seed=MAX_SEED, init_image=png, image_prompts=[jpg, png])
     d = s.to_dict()
     text = json.dumps(d)
-    back = JobSpec.from_dict(json.loads(text))
+    # The spec refers to its images by hash (each stored once, by the store); loading resolves them.
+    stored = {u.sha256: u.data for u in s.uploads()}
+    assert len(stored) == 2 and len(text) < 2000
+    back = JobSpec.from_dict(json.loads(text), load=stored.get)
     assert back == s
     assert back.init_image == png and back.image_prompts == (jpg, png)
-    assert isinstance(d["init_image"], str) and all(isinstance(b, str) for b in d["image_prompts"])
+    assert d["init_image"] == {"upload": hashlib.sha256(png).hexdigest()}
+    assert d["image_prompts"] == [{"upload": hashlib.sha256(jpg).hexdigest()}, d["init_image"]]
     assert back.parts == s.parts
 
 

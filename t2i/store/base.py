@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from .uploads import Upload
+
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 VOTE_CHOICES = ("left", "right", "tie", "both_bad")
@@ -90,6 +92,9 @@ class Quota:
     max_active: int        # the address's queued + running jobs
     max_per_minute: int    # the address's jobs created in the last 60 s
     max_queued: int        # the whole queue's queued jobs
+    # bytes of the distinct uploads of the address's jobs queued, running or submitted within
+    # UPLOAD_WINDOW (t2i/store/uploads.py), this submission's new ones included; None: no bound
+    max_upload_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ class VoteQuota:
 
 
 class QuotaReached(Exception):
-    """A quota held: `bound` names which ("queued", "active", "per_minute", "pair", "votes_per_minute"),
+    """A quota held: `bound` names which ("queued", "active", "per_minute", "upload_bytes", "pair", "votes_per_minute"),
     `limit` is its value. Nothing was written."""
 
     def __init__(self, bound: str, limit: int):
@@ -112,10 +117,15 @@ class QuotaReached(Exception):
 class JobStore(Protocol):
     # --- submitting and reading -------------------------------------------------------------
     def submit(self, spec: dict, *, batch_key: str, total: int, priority: int = 0, max_attempts: int = 3,
-               submitter: str | None = None, retry_of: int | None = None) -> int:
+               submitter: str | None = None, retry_of: int | None = None, uploads: list[Upload] = ()) -> int:
         """Insert a queued job; returns its id. `spec` is opaque job data (JSON) of which the store
         reads only "prompt" and "preset" (shown and filtered on by the pages); the caller says which
-        batch the job fits (`batch_key`, matched by claim) and how many steps it takes (`total`)."""
+        batch the job fits (`batch_key`, matched by claim) and how many steps it takes (`total`).
+        `uploads` are the images the spec refers to: each is stored once (by its hash; one already
+        there is not written again) and linked to the job, in the insert's transaction."""
+
+    def upload(self, sha256: str) -> bytes | None:
+        """An upload's bytes by its hash, or None. Only this loads image bytes: job listings never do."""
 
     def get(self, job_id: int) -> Job | None:
         """The job, or None."""
@@ -165,7 +175,8 @@ class JobStore(Protocol):
         ('cancel_requested'); a finished one is left alone (its status is returned). None: no job."""
 
     def retry(self, job_id: int) -> int:
-        """Queue a new job with the same spec, linked by retry_of; only for failed or cancelled jobs."""
+        """Queue a new job with the same spec, linked by retry_of; only for failed or cancelled jobs.
+        The new job uses the same uploads (nothing is copied but the links)."""
 
     def sweep(self) -> tuple[int, int]:
         """Requeue running jobs whose lease expired, or fail them after max_attempts; a job whose
@@ -207,11 +218,12 @@ class JobStore(Protocol):
         ValueError when the two are the same job or not both finished images."""
 
     def submit_limited(self, spec: dict, *, address: str, quota: Quota, batch_key: str, total: int,
-                       priority: int = 0, max_attempts: int = 3, submitter: str | None = None) -> int:
+                       priority: int = 0, max_attempts: int = 3, submitter: str | None = None,
+                       uploads: list[Upload] = ()) -> int:
         """submit(), for a public page: in one transaction, check the quota against the queue and this
-        client address's jobs, then insert the job with its address. Checks and insert are atomic with
-        respect to every other submit_limited, from any thread, process or host. QuotaReached: nothing
-        was inserted."""
+        client address's jobs (and their uploads), then insert the job with its address. Checks and
+        insert are atomic with respect to every other submit_limited, from any thread, process or
+        host. QuotaReached: nothing was inserted, no upload either."""
 
     def vote_limited(self, voter: str, address: str, left_job: int, right_job: int, choice: str,
                      quota: VoteQuota) -> bool:

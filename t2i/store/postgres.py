@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 from .errors import StoreError, StoreUnavailable, first_line
-from .schema import POSTGRES
+from .schema import AFTER, POSTGRES
 from .sql import SQLStore
 
 CHANNEL = "t2i_jobs"
@@ -112,8 +112,10 @@ class PostgresStore(SQLStore):
             if version > len(POSTGRES):
                 raise StoreError(f"{safe_url(self.url)} was made by a newer t2i (schema version {version}; this "
                                  f"one knows {len(POSTGRES)}): upgrade t2i")
-            for script in POSTGRES[version:]:
+            for number, script in enumerate(POSTGRES[version:], version + 1):
                 self.conn.execute(script)
+                if number in AFTER:
+                    getattr(self, AFTER[number])()
             if row is None:
                 self._execute("INSERT INTO schema_version VALUES (?)", (len(POSTGRES),))
             else:

@@ -2,7 +2,8 @@
 Version N's script takes the schema from version N-1; stores apply the ones they lack on open.
 
 Images live in the database (one URL is all a host needs): frames while a job runs, then the GIF,
-the final PNG and a small thumbnail. Indexes cover what pages filter and sort on.
+the final PNG and a small thumbnail. Uploaded images are rows of their own, once per content (version 5),
+never inside a job's spec. Indexes cover what pages filter and sort on.
 """
 
 _VERSIONS = [
@@ -97,7 +98,30 @@ _VERSIONS = [
     CREATE INDEX votes_address_pair ON votes (address, job_lo, job_hi);
     CREATE INDEX votes_address_created ON votes (address, created_at);
     """,
+    # version 5: uploaded images stored once by their SHA-256, outside the job rows (t2i/store/uploads.py);
+    # specs refer to them. Then, in the same transaction, AFTER[5] moves the base64 images of older specs here.
+    """
+    CREATE TABLE uploads (
+        sha256 TEXT PRIMARY KEY,
+        data {BLOB} NOT NULL,
+        size INTEGER NOT NULL,
+        media_type TEXT NOT NULL,
+        created_at {REAL} NOT NULL,
+        submitter TEXT,
+        address TEXT
+    );
+    CREATE TABLE job_uploads (
+        job_id {BIGINT} NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        sha256 TEXT NOT NULL REFERENCES uploads(sha256),
+        PRIMARY KEY (job_id, sha256)
+    );
+    CREATE INDEX job_uploads_sha256 ON job_uploads (sha256);
+    """,
 ]
+
+# Steps that need more than SQL, run right after a version's script in its transaction: the name of
+# the SQLStore method that does it.
+AFTER = {5: "_uploads_from_specs"}
 
 _TYPES = {
     "sqlite": dict(ID="INTEGER PRIMARY KEY AUTOINCREMENT", BIGINT="INTEGER", REAL="REAL", BLOB="BLOB"),

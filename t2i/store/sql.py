@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from ..errors import SpecError
 from .base import FINISHED, PRIORITIES, STATUSES, Beat, Job, Lease, Result
 from .base import Quota, QuotaReached, VoteQuota
+from .uploads import UPLOAD_WINDOW, Upload, inline_images
 
 JOB_COLUMNS = ("id, spec, prompt, preset, status, priority, attempts, max_attempts, worker_id, lease_expires_at, "
                "heartbeat_at, step, total, loss, error, cancel_requested, submitter, retry_of, created_at, "
@@ -61,16 +62,53 @@ class SQLStore:
 
     # --- submitting and reading -------------------------------------------------------------
     def submit(self, spec: dict, *, batch_key: str, total: int, priority: int = 0, max_attempts: int = 3,
-               submitter: str | None = None, retry_of: int | None = None) -> int:
+               submitter: str | None = None, retry_of: int | None = None, uploads: list[Upload] = (),
+               address: str | None = None) -> int:
+        # address: submit_limited's (the jobs row and the first uploader of each new upload)
         if priority not in PRIORITIES:
             raise SpecError("priority", f"must be between {PRIORITIES[0]} and {PRIORITIES[-1]}, got {priority}")
-        row = self._one(
-            "INSERT INTO jobs (spec, prompt, preset, status, priority, max_attempts, total, submitter, retry_of, "
-            "batch_key, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, {now}) RETURNING id",
-            (json.dumps(spec), spec["prompt"], spec["preset"], priority, max_attempts, total,
-             submitter, retry_of, batch_key))
+        with self.transaction() if uploads else nullcontext():  # a job never refers to a missing upload
+            self._put_uploads(uploads, submitter, address)
+            row = self._one(
+                "INSERT INTO jobs (spec, prompt, preset, status, priority, max_attempts, total, submitter, retry_of, "
+                "batch_key, address, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, {now}) RETURNING id",
+                (json.dumps(spec), spec["prompt"], spec["preset"], priority, max_attempts, total,
+                 submitter, retry_of, batch_key, address))
+            for sha in dict.fromkeys(u.sha256 for u in uploads):
+                self._execute("INSERT INTO job_uploads (job_id, sha256) VALUES (?, ?)", (int(row[0]), sha))
         self._notify()
         return int(row[0])
+
+    def _put_uploads(self, uploads: list[Upload], submitter: str | None, address: str | None) -> None:
+        """Store the uploads not stored yet (inside the caller's transaction). Those already there
+        are neither sent again nor rewritten: the first uploader stays recorded."""
+        for upload in {u.sha256: u for u in uploads}.values():
+            if self._one("SELECT 1 FROM uploads WHERE sha256 = ?", (upload.sha256,)) is None:
+                self._execute(
+                    "INSERT INTO uploads (sha256, data, size, media_type, created_at, submitter, address) "
+                    "VALUES (?, ?, ?, ?, {now}, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                    (upload.sha256, upload.data, len(upload.data), upload.media_type, submitter, address))
+
+    def upload(self, sha256: str) -> bytes | None:
+        row = self._one("SELECT data FROM uploads WHERE sha256 = ?", (sha256,))
+        return bytes(row[0]) if row else None
+
+    def _uploads_from_specs(self) -> None:
+        """Schema version 5, in the migration's transaction: the base64 images of older specs move to
+        `uploads` (once per content) and the specs refer to them. One job at a time, so a database
+        that took a gigabyte to list is not read into memory at once. Older specs were written by
+        json.dumps, so an inline image reads `"init_image": "` or `"image_prompts": ["`."""
+        ids = [int(r[0]) for r in self._all("SELECT id FROM jobs WHERE spec LIKE ? OR spec LIKE ? ORDER BY id",
+                                            ('%"init_image": "%', '%"image_prompts": ["%'))]
+        for job_id in ids:
+            text, submitter, address = self._one("SELECT spec, submitter, address FROM jobs WHERE id = ?", (job_id,))
+            spec, uploads = inline_images(json.loads(text))
+            if not uploads:
+                continue
+            self._put_uploads(uploads, submitter, address)
+            self._execute("UPDATE jobs SET spec = ? WHERE id = ?", (json.dumps(spec), job_id))
+            for upload in uploads:
+                self._execute("INSERT INTO job_uploads (job_id, sha256) VALUES (?, ?)", (job_id, upload.sha256))
 
     def _notify(self) -> None:
         """Wake idle executors (PostgreSQL LISTEN/NOTIFY); nothing to do for SQLite."""
@@ -194,8 +232,12 @@ class SQLStore:
             raise ValueError(f"job {job_id} is {job.status if job else 'unknown'}; only failed or cancelled jobs "
                              "can be retried")
         (key,) = self._one("SELECT batch_key FROM jobs WHERE id = ?", (job_id,))
-        return self.submit(job.spec, batch_key=key, total=job.total, priority=job.priority,
-                           max_attempts=job.max_attempts, submitter=job.submitter, retry_of=job.id)
+        with self.transaction():  # the spec refers to the same uploads: the new job is linked to them too
+            new = self.submit(job.spec, batch_key=key, total=job.total, priority=job.priority,
+                              max_attempts=job.max_attempts, submitter=job.submitter, retry_of=job.id)
+            self._execute("INSERT INTO job_uploads (job_id, sha256) SELECT ?, sha256 FROM job_uploads WHERE job_id = ?",
+                          (new, job_id))
+        return new
 
     def sweep(self) -> tuple[int, int]:
         expired = "status = 'running' AND lease_expires_at < {now}"
@@ -346,7 +388,8 @@ class SQLStore:
         return int(self._one(sql, params)[0])
 
     def submit_limited(self, spec: dict, *, address: str, quota: Quota, batch_key: str, total: int,
-                       priority: int = 0, max_attempts: int = 3, submitter: str | None = None) -> int:
+                       priority: int = 0, max_attempts: int = 3, submitter: str | None = None,
+                       uploads: list[Upload] = ()) -> int:
         with self.transaction():
             self._limits_lock()
             checks = [("queued", quota.max_queued, "SELECT COUNT(*) FROM jobs WHERE status = 'queued'", ()),
@@ -357,10 +400,23 @@ class SQLStore:
             for bound, limit, sql, params in checks:
                 if self._count(sql, params) >= limit:
                     raise QuotaReached(bound, limit)
+            if quota.max_upload_bytes is not None and uploads:
+                self._check_upload_bytes(address, uploads, quota.max_upload_bytes)
             job_id = self.submit(spec, batch_key=batch_key, total=total, priority=priority,
-                                 max_attempts=max_attempts, submitter=submitter)
-            self._execute("UPDATE jobs SET address = ? WHERE id = ?", (address, job_id))
+                                 max_attempts=max_attempts, submitter=submitter, uploads=uploads, address=address)
         return job_id
+
+    def _check_upload_bytes(self, address: str, uploads: list[Upload], limit: int) -> None:
+        """The address's images: the distinct uploads of its jobs queued, running or submitted in the
+        last UPLOAD_WINDOW, each counted once however many jobs use it, plus this submission's
+        others. Only a submission that adds images to that set can be refused."""
+        held = dict(self._all(
+            "SELECT u.sha256, u.size FROM uploads u WHERE u.sha256 IN (SELECT ju.sha256 FROM job_uploads ju "
+            "JOIN jobs j ON j.id = ju.job_id WHERE j.address = ? AND "
+            "(j.status IN ('queued', 'running') OR j.created_at > {now} - ?))", (address, UPLOAD_WINDOW)))
+        new = {u.sha256: len(u.data) for u in uploads if u.sha256 not in held}
+        if new and sum(held.values()) + sum(new.values()) > limit:
+            raise QuotaReached("upload_bytes", limit)
 
     def vote_limited(self, voter: str, address: str, left_job: int, right_job: int, choice: str,
                      quota: VoteQuota) -> bool:

@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .errors import NotOurs, StoreBusy, StoreError, StoreGone, StoreMissing
-from .schema import SQLITE
+from .schema import AFTER, SQLITE
 from .sql import SQLStore
 
 BUSY_TIMEOUT_MS = 10_000
@@ -173,6 +173,8 @@ class SQLiteStore(SQLStore):
             for number, script in enumerate(SQLITE[version:], version + 1):
                 for statement in filter(str.strip, script.split(";")):
                     self._execute(statement)
+                if number in AFTER:
+                    getattr(self, AFTER[number])()
                 self._execute(f"PRAGMA user_version = {number}")
 
     # --- statements and transactions ----------------------------------------------------------
