@@ -187,6 +187,13 @@ class Heartbeat(threading.Thread):
         self.join()
 
 
+def load_of(spec: dict) -> str:
+    """A job's load in words ("64x64 with 8 cutouts"), from its stored spec without building models:
+    the sweep names it when the job's executor kept dying under it."""
+    job = JobSpec.from_dict(spec)
+    return job.options.describe(job, *job.options.used_size(job, get_preset(job.preset)))
+
+
 def failure_message(error: BaseException) -> str:
     """One line a user can act on; internals get their type and first line, never a traceback."""
     if isinstance(error, (T2IError, SpecError)):
@@ -256,7 +263,7 @@ class Executor:
 
     def _next_job(self) -> Job | None:
         self.store.listen()
-        requeued, ended = self.store.sweep()
+        requeued, ended = self.store.sweep(describe=load_of)
         if requeued or ended:
             log.info("sweep: %d expired jobs requeued, %d failed or cancelled", requeued, ended)
         job = self.store.claim(self.cfg.worker_id, self.cfg.lease)
@@ -279,8 +286,10 @@ class Executor:
                 return outcomes
             batch = Runner(pipeline, self.cfg.precision)
             self._admit(batch, first, heart, active, outcomes)
+            if first.alone:  # the store adds nothing to it either; asking every step would be wasted
+                log.info("job %s runs alone: its executor died while it ran in a batch", first.id)
             while active:
-                while self._may_take(active, outcomes) and \
+                while not first.alone and self._may_take(active, outcomes) and \
                         self.admission.room([s.spec for s in batch.slots.values()], pipeline.preset):
                     job = self.trouble.optional(lambda: self.store.claim(self.cfg.worker_id, self.cfg.lease,
                                                                   batch_key=batch.key))

@@ -16,7 +16,7 @@ from t2i import executor as executor_module
 from t2i.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
 from t2i.queue import submit_job
-from t2i.store import Lease, Result, open_store
+from t2i.store import FINISHED, Lease, Result, open_store
 
 TINY = dict(iterations=2, cutn=2, save_every=1)
 
@@ -121,6 +121,64 @@ def test_killed_executor_job_finished_by_another_and_late_writes_fenced(store, s
     assert not store.fail(old_lease, "late failure")
     assert store.get(job_id).status == "done" and store.result(job_id).gif == result.gif
     assert store.frames(job_id) == []
+
+
+def test_an_executor_killed_under_a_batch_charges_only_the_job_that_kills_it_alone(tmp_path, env):
+    """Four compatible jobs run as one batch; whenever the culprit has taken a step in an executor,
+    the test SIGKILLs that executor, as the kernel's OOM killer kills the process whichever of its
+    jobs made it grow. The death in the batch charges nobody and sends all four back to run alone;
+    the three innocents then finish, and the culprit dies alone max_attempts times and fails with one
+    line naming its load. (Before, three deaths in the batch failed all four.) SQLite only: the store
+    tests run the same sweep and claim on PostgreSQL."""
+    url = f"sqlite:///{tmp_path / 't2i.db'}"
+    store = open_store(url)
+    jobs = [submit_job(store, f"batched {i}", "tiny-vqgan-untrained", iterations=4, cutn=2, save_every=2, seed=i)
+            for i in range(4)]
+    culprit = jobs[-1]  # the last in the queue: alone, the innocents run before it
+    kills, proc = [], None
+
+    def culprit_stepped_in(pid):
+        job = store.get(culprit)
+        if job.status in FINISHED or (job.status == "running" and job.step >= 1
+                                      and job.worker_id.split("-")[-2] == str(pid)):
+            return job
+        return None
+
+    try:
+        for _ in range(6):  # 1 death in the batch, then 3 alone; the sixth executor would be one too many
+            proc = start_executor(url, env, "--lease", "3", "--batch", "4")
+            job = wait_for(lambda: culprit_stepped_in(proc.pid), what="the culprit to step or end")
+            if job.status in FINISHED:
+                break
+            proc.kill()  # SIGKILL: no cleanup; the leases are left to expire
+            proc.communicate(timeout=30)
+            kills.append({j: (s.status, s.worker_id == job.worker_id, s.step < s.total)
+                          for j in jobs for s in [store.get(j)]})
+        else:
+            raise AssertionError(f"the culprit never ended: {kills}")
+        proc.send_signal(signal.SIGTERM)
+        code, out = finish(proc, timeout=60)
+        assert code == 0, out[-2000:]
+
+        # The first death was in the batch: all four running unfinished in the executor killed.
+        assert kills[0] == {j: ("running", True, True) for j in jobs}
+        # Then only the culprit, alone, three times: the innocents had finished by then.
+        assert len(kills) == 4 and all(k[culprit][:2] == ("running", True) for k in kills[1:])
+        assert all(k[j][0] == "done" for k in kills[1:] for j in jobs[:-1]), kills
+        for j in jobs[:-1]:
+            innocent = store.get(j)
+            assert (innocent.status, innocent.attempts, innocent.alone) == ("done", 1, True), innocent
+            assert innocent.batch_key.startswith("alone after a batch of 4: ")
+            assert store.result(j).seed == j - jobs[0]
+        failed = store.get(culprit)
+        assert (failed.status, failed.attempts, failed.alone) == ("failed", 3, True)
+        assert failed.error == ("the executor died while running this job alone at 64x64 with 2 cutouts (3 times): "
+                                "probably out of memory")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+        store.close()
 
 
 def test_cancel_before_claim_during_run_and_after_completion(store, store_url, env):

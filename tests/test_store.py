@@ -389,7 +389,7 @@ def test_sweep(store):
 
     j = store.get(give_up.id)
     assert j.status == "failed"
-    assert "\n" not in j.error and "stopped responding" in j.error
+    assert j.error == "the executor died while running this job alone (1 time): probably out of memory"
     assert j.finished_at is not None
 
     j = store.get(cancelled.id)
@@ -411,8 +411,72 @@ def test_sweep_fails_after_max_attempts(store):
         assert store.sweep() == expected
     job = store.get(job_id)
     assert job.status == "failed"
-    assert "stopped responding" in job.error and "2" in job.error
+    assert job.error == "the executor died while running this job alone (2 times): probably out of memory"
     assert store.claim("w-3", LONG) is None
+
+
+def test_a_death_in_a_batch_is_not_charged_and_the_job_runs_alone_next(store):
+    """Four jobs of one worker expire together: none is charged, each is marked alone (with the
+    batch's size); an alone job is claimed only by an idle worker and nothing joins it. Its deaths
+    alone are charged, and after max_attempts it fails with its load named by the caller."""
+    ids = [submit(store, spec(f"job {i}"), max_attempts=2) for i in range(4)]
+    key = store.get(ids[0]).batch_key
+    first = store.claim("w-dead", EXPIRED)
+    batch = [first] + [store.claim("w-dead", LONG, batch_key=key) for _ in range(3)]
+    assert [j.id for j in batch] == ids and not any(j.alone for j in batch)
+    assert store.add_frame(batch[1].lease, 1, b"lost frame")
+    # One lease expired: the worker is gone for all four, the ones still leased included.
+    assert store.sweep(describe=lambda sp: f"64x64 ({sp['prompt']})") == (4, 0)
+    for job_id in ids:
+        j = store.get(job_id)
+        assert (j.status, j.attempts, j.worker_id, j.alone) == ("queued", 0, None, True)
+        assert j.batch_key == f"alone after a batch of 4: {key}"
+    assert store.frames(ids[1]) == []
+
+    # Claimed only into an empty batch; nothing joins it (whatever key is asked for).
+    busy = submit(store, spec("busy"))
+    held = store.claim("w-busy", LONG, batch_key=key)
+    assert held.id == busy and not held.alone
+    assert store.claim("w-busy", LONG) is None                  # w-busy runs a job: no alone job for it
+    a = store.claim("w-a", EXPIRED)
+    assert a.id == ids[0] and a.alone and a.attempts == 1
+    assert store.claim("w-a", LONG, batch_key=key) is None      # nothing joins an alone job...
+    assert store.claim("w-a", LONG, batch_key=a.batch_key) is None
+    assert store.claim("w-a", LONG) is None                     # ...nor is a second one taken beside it
+
+    # Died alone: charged; after max_attempts (2) it fails with one line naming its load.
+    assert store.sweep(describe=lambda sp: f"64x64 ({sp['prompt']})") == (1, 0)
+    assert store.get(ids[0]).attempts == 1 and store.get(ids[0]).status == "queued"
+    again = store.claim("w-b", EXPIRED)
+    assert again.id == ids[0] and again.attempts == 2
+    assert store.sweep(describe=lambda sp: f"64x64 ({sp['prompt']})") == (0, 1)
+    failed = store.get(ids[0])
+    assert failed.status == "failed" and failed.attempts == 2
+    assert failed.error == ("the executor died while running this job alone at 64x64 (job 0) (2 times): "
+                            "probably out of memory")
+    # A retry keeps running alone; the others, alone too, finish one at a time.
+    assert store.get(store.retry(ids[0])).alone
+    assert store.complete(held.lease, make_result(busy))
+    for job_id in ids[1:]:
+        j = store.claim("w-c", LONG)
+        assert j.id == job_id and j.alone and j.attempts == 1
+        assert store.claim("w-c", LONG, batch_key=key) is None
+        assert store.complete(j.lease, make_result(job_id))
+
+
+def test_an_alone_job_killed_in_a_batch_anyway_is_charged(store):
+    """The loop guard: a job is uncharged at most once. Should an alone job still die in a batch (an
+    executor from before alone jobs took it with others), that death counts."""
+    ids = [submit(store, spec(f"job {i}"), max_attempts=1) for i in range(2)]
+    key = store.get(ids[0]).batch_key
+    store.claim("w-1", EXPIRED), store.claim("w-1", EXPIRED, batch_key=key)
+    assert store.sweep() == (2, 0)
+    with store.transaction():  # as an old executor would: both alone jobs in one batch
+        store._execute("UPDATE jobs SET status = 'running', worker_id = 'w-old', attempts = 1, "
+                       "lease_expires_at = 0 WHERE id IN (?, ?)", tuple(ids))
+    assert store.sweep(describe=lambda sp: 1 / 0) == (0, 2)  # a describe that fails still fails the job
+    assert [store.get(i).error for i in ids] == \
+        ["the executor died while running this job alone (1 time): probably out of memory"] * 2
 
 
 # --- complete -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ Times are seconds since the epoch on the database's clock, so hosts with skewed 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from .uploads import Upload
 
@@ -21,6 +21,9 @@ FINISHED = ("done", "failed", "cancelled")
 VOTE_CHOICES = ("left", "right", "tie", "both_bad")
 MAX_ID = 2**63 - 1                   # job ids are 64-bit integers in both backends
 PRIORITIES = range(-2**31, 2**31)    # the priority column is a 32-bit INTEGER in PostgreSQL
+# The batch key of a job whose executor died while it ran in a batch: "alone after a batch of 4: <key>".
+# It matches no batch, so the job runs by itself next time, and a death then is its own (see sweep).
+ALONE = "alone after a batch of "
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,16 @@ class Job:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    batch_key: str = ""        # what claim(batch_key=...) matches; ALONE... when the job must run by itself
 
     @property
     def lease(self) -> Lease:
         return Lease(self.id, self.worker_id, self.attempts)
+
+    @property
+    def alone(self) -> bool:
+        """Runs by itself: its executor died while it ran in a batch (see sweep)."""
+        return self.batch_key.startswith(ALONE)
 
 
 @dataclass
@@ -143,7 +152,9 @@ class JobStore(Protocol):
     def claim(self, worker_id: str, lease_seconds: float, batch_key: str | None = None) -> Job | None:
         """Atomically take the highest-priority, oldest queued job (with this batch_key, when given:
         one that fits a running batch): status running, attempts + 1, lease until now +
-        lease_seconds. None when nothing (matching) is queued. Never gives one job to two workers."""
+        lease_seconds. None when nothing (matching) is queued. Never gives one job to two workers.
+        A job marked alone (Job.alone) is taken only by a worker that runs nothing else, and
+        nothing joins a worker that runs one."""
 
     def heartbeat(self, lease: Lease, lease_seconds: float) -> Beat:
         """Extend the lease to now + lease_seconds. alive=False when the lease was lost (swept,
@@ -178,9 +189,14 @@ class JobStore(Protocol):
         """Queue a new job with the same spec, linked by retry_of; only for failed or cancelled jobs.
         The new job uses the same uploads (nothing is copied but the links)."""
 
-    def sweep(self) -> tuple[int, int]:
-        """Requeue running jobs whose lease expired, or fail them after max_attempts; a job whose
-        cancel was requested becomes cancelled. Returns (requeued, failed_or_cancelled)."""
+    def sweep(self, describe: Callable[[dict], str] | None = None) -> tuple[int, int]:
+        """Requeue the running jobs of every worker that let a lease expire (its heartbeat serves
+        all its jobs, so it is dead for all of them); a job whose cancel was requested becomes
+        cancelled. A job that died in a batch (with others of the same worker) is requeued
+        uncharged and marked alone (Job.alone), since any of the batch may have killed it; a job
+        that died alone is charged an attempt and, after max_attempts, fails with one line naming
+        its load: describe(spec) says it in words ("64x64 with 8 cutouts"), as the store keeps job
+        data opaque. Returns (requeued, failed_or_cancelled)."""
 
     def listen(self) -> None:
         """Subscribe to new-work wake-ups now (before the first claim) so none is missed."""

@@ -11,13 +11,13 @@ import time
 from contextlib import contextmanager, nullcontext
 
 from ..errors import SpecError
-from .base import FINISHED, PRIORITIES, STATUSES, Beat, Job, Lease, Result
+from .base import ALONE, FINISHED, PRIORITIES, STATUSES, Beat, Job, Lease, Result
 from .base import Quota, QuotaReached, VoteQuota
 from .uploads import UPLOAD_WINDOW, Upload, inline_images
 
 JOB_COLUMNS = ("id, spec, prompt, preset, status, priority, attempts, max_attempts, worker_id, lease_expires_at, "
                "heartbeat_at, step, total, loss, error, cancel_requested, submitter, retry_of, created_at, "
-               "started_at, finished_at")
+               "started_at, finished_at, batch_key")
 # Fencing: a write is accepted only from the current holder of a running job's lease.
 FENCE = "id = ? AND status = 'running' AND worker_id = ? AND attempts = ?"
 
@@ -31,6 +31,16 @@ def _job(row) -> Job:
 
 def _fence(lease: Lease) -> tuple:
     return (lease.job_id, lease.worker_id, lease.attempt)
+
+
+def _died_alone(spec: dict, times: int, describe) -> str:
+    """The failure line of a job whose executor kept dying while it ran by itself."""
+    try:  # the caller's words for the load; the job fails all the same when they cannot be had
+        load = f" at {describe(spec)}" if describe else ""
+    except Exception:  # noqa: BLE001
+        load = ""
+    return (f"the executor died while running this job alone{load} ({times} time{'s' if times != 1 else ''}): "
+            "probably out of memory")
 
 
 class SQLStore:
@@ -149,7 +159,13 @@ class SQLStore:
 
     # --- the lifecycle ----------------------------------------------------------------------
     def claim(self, worker_id: str, lease_seconds: float, batch_key: str | None = None) -> Job | None:
-        match, params = ("AND batch_key = ? ", (batch_key,)) if batch_key is not None else ("", ())
+        # A job marked alone (see sweep) starts only on a worker that runs nothing, and nothing joins it.
+        mine = "SELECT 1 FROM jobs r WHERE r.status = 'running' AND r.worker_id = ?"
+        if batch_key is None:
+            match, params = f"AND (batch_key NOT LIKE ? OR NOT EXISTS ({mine})) ", (ALONE + "%", worker_id)
+        else:
+            match, params = (f"AND batch_key = ? AND NOT EXISTS ({mine} AND r.batch_key LIKE ?) ",
+                             (batch_key, worker_id, ALONE + "%"))
         row = self._one(
             "UPDATE jobs SET status = 'running', worker_id = ?, attempts = attempts + 1, step = 0, loss = NULL, "
             "lease_expires_at = {now} + ?, heartbeat_at = {now}, started_at = {now} "
@@ -239,24 +255,42 @@ class SQLStore:
                           (new, job_id))
         return new
 
-    def sweep(self) -> tuple[int, int]:
-        expired = "status = 'running' AND lease_expires_at < {now}"
+    def sweep(self, describe=None) -> tuple[int, int]:
+        # A worker's heartbeat serves all its jobs: one lease expired means the worker is gone, and all
+        # its jobs are taken back now. Counting them tells a death in a batch (any of the batch may be
+        # the culprit: not charged, the job runs alone next) from a death alone (charged).
+        requeued = ended = 0
         with self.transaction():
-            ended = self._rowcount(
-                "UPDATE jobs SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'failed' END, "
-                "error = CASE WHEN cancel_requested = 1 THEN NULL ELSE "
-                "'its executor stopped responding ' || attempts || ' times; giving up' END, "
-                f"finished_at = {{now}}, lease_expires_at = NULL WHERE {expired} "
-                "AND (cancel_requested = 1 OR attempts >= max_attempts)")
-            requeued = self._rowcount(
-                "UPDATE jobs SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, step = 0, loss = NULL "
-                f"WHERE {expired}")
-            if requeued:
-                # Frames of the lost attempt would mix with the next attempt's.
-                self._execute("DELETE FROM frames WHERE job_id IN (SELECT id FROM jobs WHERE status = 'queued')")
+            rows = self._all(
+                "SELECT id, worker_id, attempts, max_attempts, cancel_requested, batch_key, spec FROM jobs "
+                "WHERE status = 'running' AND worker_id IN "
+                "(SELECT worker_id FROM jobs WHERE status = 'running' AND lease_expires_at < {now})")
+            batch = {}
+            for row in rows:
+                batch[row[1]] = batch.get(row[1], 0) + 1
+            for job_id, worker, attempts, max_attempts, cancel, key, spec in rows:
+                lease = (job_id, worker, attempts)
+                if cancel:
+                    ended += self._finish(Lease(*lease), "cancelled", None)
+                elif batch[worker] > 1 and not key.startswith(ALONE):
+                    # Uncharged at most once: an alone job is never batched (claim), so the alone runs
+                    # that follow are bounded by max_attempts.
+                    requeued += self._requeue(lease, ", attempts = attempts - 1, batch_key = ?",
+                                              (f"{ALONE}{batch[worker]}: {key}",))
+                elif attempts >= max_attempts:
+                    ended += self._finish(Lease(*lease), "failed", _died_alone(json.loads(spec), attempts, describe))
+                else:
+                    requeued += self._requeue(lease)
         if requeued:
             self._notify()
         return requeued, ended
+
+    def _requeue(self, lease: tuple, also: str = "", params: tuple = ()) -> int:
+        back = self._rowcount("UPDATE jobs SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, "
+                              f"step = 0, loss = NULL{also} WHERE {FENCE}", (*params, *lease))
+        if back:  # frames of the lost attempt would mix with the next attempt's
+            self._execute("DELETE FROM frames WHERE job_id = ?", (lease[0],))
+        return back
 
     # --- results ----------------------------------------------------------------------------
     def result(self, job_id: int, *, heavy: bool = True) -> Result | None:
