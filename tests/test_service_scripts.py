@@ -160,6 +160,40 @@ def test_supervise_on_failure_ends_with_a_clean_exit():
     assert done.returncode == 0 and "restarting" not in done.stderr
 
 
+def test_supervise_stops_on_a_code_it_was_told_to_stop_on(tmp_path):
+    """--stop-on CODE:WHY: that exit ends the loop with one line and the same code; others restart."""
+    starts = tmp_path / "starts"
+    command = f'echo $$ >> {starts}; [[ $(wc -l < {starts}) -lt 2 ]] && exit 1; exit 3'
+    done = subprocess.run(["bash", str(ROOT / "scripts/supervise.sh"), "demo", "on-failure",
+                           "--stop-on", "4:not this one", "--stop-on", "3:its file is gone", "bash", "-c", command],
+                          env=dict(os.environ, T2I_RESTART_DELAY="0.1"), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 3 and len(starts.read_text().split()) == 2
+    assert done.stderr.splitlines() == ["supervise: demo exited with code 1; restarting in 0.1 s",
+                                        "supervise: demo exited with code 3: its file is gone; not restarting"]
+    bad = subprocess.run(["bash", str(ROOT / "scripts/supervise.sh"), "demo", "always", "--stop-on", "x", "true"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and bad.stderr.startswith("usage:")
+
+
+def test_run_executor_stops_when_the_executor_finds_its_database_gone(tree):
+    """Exit 3: the executor found its SQLite file deleted or replaced. Restarted, it would create an
+    empty database at the path and take jobs into it; the supervisor stops instead, with one line."""
+    root, env, log, started = tree
+    executable(root / ".venv/bin/python", """#!/usr/bin/env bash
+echo "python $$ $*" >> "$T2I_FAKE_LOG"
+echo "ERROR t2i.executor: the database file was replaced; stopping" >&2
+exit 3
+""")
+    done = subprocess.run(["bash", "run_executor.sh", "cpu"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 3, done.stderr
+    assert len(lines(log, "python")) == 1
+    assert done.stderr.splitlines()[-1] == ("supervise: executor exited with code 3: its database file was deleted "
+                                            "or replaced (a restart would create an empty one at the path); "
+                                            "not restarting")
+    assert "restarting in" not in done.stderr
+
+
 @pytest.mark.parametrize("address", [None, "0.0.0.0"])
 def test_run_webapp_listens_on_localhost_unless_told(tree, address):
     root, env, log, started = tree
