@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import T2IError
-from .spec import SpecError
+from .spec import MAX_IMAGE_BYTES, SpecError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -41,12 +41,19 @@ def resolve_device(name: str | None) -> str:
 
 
 def _read(path: str | None, field: str) -> bytes | None:
+    """The file's bytes, read up to one byte past the image limit: a larger file (or an endless one,
+    /dev/zero) is refused without being read in full."""
     if path is None:
         return None
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)
     except OSError as e:
         raise SpecError(field, f"cannot read {path}: {e.strerror}") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise SpecError(field, f"{path} is larger than the limit of {MAX_IMAGE_BYTES // 2**20} MB "
+                               f"({MAX_IMAGE_BYTES:,} bytes)")
+    return data
 
 
 FAMILY_FLAGS = ("iterations", "cutn", "lr", "sampler", "steps", "guidance", "eta", "num_samples")

@@ -439,3 +439,21 @@ def test_export_to_an_existing_file_is_one_line(job_db, tmp_path, capsys):
 def test_an_unknown_device_is_one_line(device, capsys):
     line = _one_line(capsys, ["generate", "a red circle", "--preset", TINY, "--device", device, "--quiet"])
     assert f"--device {device}" in line
+
+
+def test_an_endless_image_file_is_refused_without_reading_it_whole():
+    """`--init-image /dev/zero` used to be read in full before the 10 MB check (23 GB before the
+    kernel stepped in). Under a 3 GB address-space cap the old code died with a MemoryError traceback;
+    now at most the limit plus one byte is read and the refusal is one line."""
+    import resource
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+
+    code = ("import sys\nfrom t2i.cli import _read\nfrom t2i.errors import SpecError\n"
+            "try:\n    _read('/dev/zero', 'init_image')\nexcept SpecError as e:\n    print(e); sys.exit(2)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          preexec_fn=cap)
+    assert proc.returncode == 2, proc.stderr[-500:]
+    line = proc.stdout.strip()
+    assert "\n" not in line and "init_image" in line and "larger than the limit of 10 MB" in line, line
