@@ -2,18 +2,15 @@
 cookie the real server sets, and, in a real browser, that a link copied from a page hands over nothing."""
 
 import os
-import signal
-import socket
 import subprocess
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from t2i.paths import ROOT
 from t2i.store import open_store
 from t2i.web.visitor import COOKIE, LOCAL, client_address, new_key, valid_key, visitor_of
+from webserver import free_port, stop, wait_healthy
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -55,11 +52,6 @@ def test_a_visitor_rotating_ipv6_addresses_in_their_prefix_stays_one_address():
 
 # --- the real server -------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -80,29 +72,8 @@ def server(tmp_path_factory):
         wait_healthy(f"{base}/_stcore/health", proc, log)
         yield base, store
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         store.close()
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, deadline_s: float = 90) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)  # polling a process's start-up, not synchronising with it
-    pytest.fail(f"streamlit did not answer {url} within {deadline_s} s:\n{log.read_text()}")
 
 
 def get(url: str, **headers):
