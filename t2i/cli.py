@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_download)
 
     t = sub.add_parser("train-demo", help="train the built-in offline worlds' models (CPU; shapes about 8 minutes, "
-                                          "shapes-ldm and digits about 11 each)")
+                                          "shapes-ldm about 9, digits about 7)")
     t.add_argument("--world", choices=[*WORLDS, "all"], default="all",
                    help="shapes: CLIP, sketch net, VQGAN; shapes-ldm: latent diffusion on those; digits: "
                         "char-level CLIP, classifier, pixel DDPM (default: all, in that order)")
