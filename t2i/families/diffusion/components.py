@@ -98,10 +98,12 @@ def pixels(params: dict, weights: Path | None, hint: str):
 
 
 def taming_latents(params: dict, weights: Path | None, hint: str):
-    from ...engine.vq_codec import build_vq_codec, load_vq_codec
+    from ...engine.vq_codec import VQLatentCodec, build_vq_codec, load_vq_codec
 
     config = _config_file(params["config"])
     if weights is None:
+        if "scale_file" in params:  # a trained preset's latent: random VQGAN, the trainer's projection
+            return VQLatentCodec(build_vq_codec(config).model, **_codec(params, hint))
         return build_vq_codec(config, float(params.get("scale", 1.0)), params.get("channels"))
     if not config.is_file():
         raise WeightsMissing(f"missing {config}: run `{hint}`")
@@ -134,7 +136,12 @@ def build_component(role: str, component, hint: str, random_weights: bool = Fals
         raise ValueError(f"components.{role}: unknown target {component.target!r}; "
                          f"known: {', '.join(ROLES[role])}")
     weights = None if random_weights else _path(component.weights, hint)
-    return REGISTRY[component.target](component.params, weights, hint).eval().requires_grad_(False)
+    params = component.params
+    if random_weights and component.target == "diffusers-unet" and "config" not in params and component.weights:
+        # A trained preset's architecture is the config.json saved beside its weights (the bench builds
+        # random weights of the real architecture).
+        params = {**params, "config": f"{component.weights.rstrip('/')}/config.json"}
+    return REGISTRY[component.target](params, weights, hint).eval().requires_grad_(False)
 
 
 def scheduler_config(preset, hint: str) -> dict:
