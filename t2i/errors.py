@@ -9,6 +9,10 @@ class WeightsMissing(T2IError):
     """A weights file is absent; the message names the file and the download command."""
 
 
+class BrokenWeights(WeightsMissing):
+    """A weights file or folder exists but does not load (missing keys, truncated, wrong shapes)."""
+
+
 class PresetError(T2IError):
     """Unknown or malformed preset."""
 

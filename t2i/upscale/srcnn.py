@@ -19,8 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..errors import SpecError, WeightsMissing
-from ..families.diffusion.components import BrokenWeights  # TODO: belongs in errors.py (a leaf)
+from ..errors import BrokenWeights, SpecError, WeightsMissing
 from . import FACTORS
 
 

@@ -23,12 +23,8 @@ from pathlib import Path
 
 import torch
 
-from ...errors import WeightsMissing
+from ...errors import BrokenWeights, WeightsMissing
 from ...paths import CONFIG_DIR, resolve_weights_file
-
-
-class BrokenWeights(WeightsMissing):
-    """A weights file or folder exists but does not load (missing keys, truncated, wrong shapes)."""
 
 
 def _path(ref: str | None, hint: str) -> Path | None:
