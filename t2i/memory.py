@@ -251,9 +251,12 @@ class Admission:
                 f"lower {spec.options.LIGHTER}")
 
 
-def size_note(preset, budget: int, max_side: int | None = None) -> str:
-    """For the Generate form: the sizes the preset makes here, with its default options."""
+def size_note(preset, budget: int | None = None, max_side: int | None = None) -> str:
+    """For the Generate form: the sizes the preset makes here, with its default options (budget:
+    default submit_budget())."""
     from .spec import make_spec
+
+    budget = submit_budget() if budget is None else budget
 
     spec = make_spec("x", preset.name, family=preset.family, defaults=preset.defaults)
     smallest = spec.options.used_size(spec.with_(width=1, height=1), preset)

@@ -58,15 +58,14 @@ class Limits:
 
     @classmethod
     def from_env(cls) -> "Limits":
-        """T2I_MAX_SIDE, T2I_MAX_ITERATIONS, T2I_MAX_CUTN, T2I_MAX_JOB_MEMORY (the web app reads these)."""
+        """T2I_MAX_SIDE, T2I_MAX_ITERATIONS, T2I_MAX_CUTN (the web app reads these)."""
         import os
 
-        from .memory import submit_budget
-
+        # max_job_memory stays None: t2i.memory.submit_budget() reads T2I_MAX_JOB_MEMORY where the
+        # budget is used (memory builds on the spec; the spec does not import it).
         return cls(max_side=int(os.environ.get("T2I_MAX_SIDE", SIDE_RANGE[1])),
                    max_iterations=int(os.environ.get("T2I_MAX_ITERATIONS", MAX_ITERATIONS)),
-                   max_cutn=int(os.environ.get("T2I_MAX_CUTN", CUTN_RANGE[1])),
-                   max_job_memory=submit_budget())
+                   max_cutn=int(os.environ.get("T2I_MAX_CUTN", CUTN_RANGE[1])))
 
 
 @dataclass(frozen=True)
