@@ -152,6 +152,17 @@ def render_batch(digits: np.ndarray, rng: np.random.Generator, split: str = "tra
     return img.mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
+def to_float(images) -> torch.Tensor:
+    """uint8 or float images, (n, 32, 32) or (n, 1, 32, 32) -> float (n, 1, 32, 32) in [0, 1]: what the
+    digits models (CharCLIP's image tower, the classifier) take."""
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"digit images must be (n, 32, 32) or (n, 1, 32, 32), got {tuple(x.shape)}")
+    return x.float().div(255) if x.dtype == torch.uint8 else x.float()
+
+
 def render(digit: int, rng: np.random.Generator, split: str = "train") -> np.ndarray:
     """uint8 (32, 32): one white-on-black render of `digit` with the split's distortions."""
     if not isinstance(digit, (int, np.integer)) or not 0 <= digit <= 9:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..data import digits
 from ..engine.charclip import CharCLIP, build_char_clip
-from .schedule import one_cycle
+from .schedule import optimise
 
 STEPS = 120
 BATCH = 128
@@ -43,10 +42,6 @@ def contrastive_loss(model: CharCLIP, images: torch.Tensor, captions: list[str],
                   + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean())
 
 
-def images_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).float().div(255)[:, None]
-
-
 def train_char_clip(steps: int = STEPS, seed: int = 0, data: digits.Sampler | None = None, batch: int = BATCH,
                     progress: bool = True, config: dict | None = None) -> tuple[CharCLIP, list[float]]:
     """A CharCLIP trained on fresh batches from `data` (the digits world's train split by default)."""
@@ -55,17 +50,12 @@ def train_char_clip(steps: int = STEPS, seed: int = 0, data: digits.Sampler | No
     gen = torch.Generator().manual_seed(seed * 1000 + 1)
     torch.manual_seed(seed * 1000 + 1)  # the initial weights
     model = build_char_clip(**(config or CONFIG))
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
-    sched = one_cycle(opt, LR, steps)
-    losses = []
-    for _ in tqdm(range(steps), desc="CharCLIP", disable=not progress):
+
+    def step_loss():
         images, labels, captions = data(batch, rng)
-        loss = contrastive_loss(model, augment(images_tensor(images), gen), captions, torch.from_numpy(labels))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        return contrastive_loss(model, augment(digits.to_float(images), gen), captions, torch.from_numpy(labels))
+
+    losses = optimise(model.parameters(), step_loss, steps, LR, 0.01, "CharCLIP", progress)
     return model.eval().requires_grad_(False), losses
 
 
@@ -77,7 +67,7 @@ def retrieval_accuracy(model: CharCLIP, n: int = 1000, seed: int = 12345) -> dic
     (template, digit) captions whose closest canonical prompt asks for the same digit."""
     rng = np.random.default_rng(seed)
     images, labels, captions = digits.sample(n, rng, "test")
-    img = model.encode_image(images_tensor(images))
+    img = model.encode_image(digits.to_float(images))
     prompts = model.encode_text(list(digits.PROMPTS))
     zero_shot = float(((img @ prompts.T).argmax(1).numpy() == labels).mean())
     caption_to_image = float((labels[(model.encode_text(captions) @ img.T).argmax(1).numpy()] == labels).mean())

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ..data import digits
+from ..data.digits import to_float
 from ..engine.charclip import load_checkpoint, load_state
 from ..fp16 import save_checkpoint
-from .schedule import one_cycle
+from .schedule import optimise
 
 STEPS = 200
 BATCH = 128
@@ -47,16 +47,6 @@ class DigitClassifier(nn.Module):
         return self.net(x)
 
 
-def to_float(images) -> torch.Tensor:
-    """uint8 or float images, (n, 32, 32) or (n, 1, 32, 32) -> float (n, 1, 32, 32) in [0, 1]."""
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
-    if x.ndim == 3:
-        x = x[:, None]
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"digit images must be (n, 32, 32) or (n, 1, 32, 32), got {tuple(x.shape)}")
-    return x.float().div(255) if x.dtype == torch.uint8 else x.float()
-
-
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Noise, a little blur on some images, and contrast changes (see the module docstring)."""
     n = x.shape[0]
@@ -76,17 +66,12 @@ def train_classifier(steps: int = STEPS, seed: int = 0, data: digits.Sampler | N
     gen = torch.Generator().manual_seed(seed * 1000 + 2)
     torch.manual_seed(seed * 1000 + 2)  # the initial weights
     model = DigitClassifier()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
-    sched = one_cycle(opt, LR, steps)
-    losses = []
-    for _ in tqdm(range(steps), desc="digit classifier", disable=not progress):
+
+    def step_loss():
         images, labels, _ = data(batch, rng)
-        loss = F.cross_entropy(model(augment(to_float(images), gen)), torch.from_numpy(labels))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        return F.cross_entropy(model(augment(to_float(images), gen)), torch.from_numpy(labels))
+
+    losses = optimise(model.parameters(), step_loss, steps, LR, 1e-4, "digit classifier", progress)
     return model.eval().requires_grad_(False), losses
 
 

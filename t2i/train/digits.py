@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..data import digits
 from ..engine.charclip import CharClipText, save_char_clip
@@ -38,7 +37,7 @@ from ..paths import MODEL_CONFIG_DIR
 from .charclip import STEPS as CLIP_STEPS, retrieval_accuracy, train_char_clip
 from .denoiser import denoiser_loss
 from .digit_classifier import STEPS as CLASSIFIER_STEPS, held_out_accuracy, save_classifier, train_classifier
-from .schedule import one_cycle
+from .schedule import optimise
 from .threads import THREADS, torch_threads
 
 UNET_CONFIG = MODEL_CONFIG_DIR / "digits-unet.json"
@@ -75,19 +74,13 @@ def train_unet(text: CharClipText, steps: int = UNET_STEPS, seed: int = 0, data:
     gen = torch.Generator().manual_seed(seed * 1000 + 3)
     unet = build_unet(seed=seed * 1000 + 3)
     scheduler = make_scheduler()
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
-    sched = one_cycle(opt, lr, steps)
-    losses = []
-    for _ in tqdm(range(steps), desc="digits DDPM", disable=not progress):
+
+    def step_loss():
         images, _, captions = data(batch, rng)
         x0 = torch.from_numpy(np.ascontiguousarray(images)).float().div(127.5).sub(1)[:, None]
-        loss = denoiser_loss(unet, scheduler, x0, text.encode(captions), text.null(batch), gen)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        return denoiser_loss(unet, scheduler, x0, text.encode(captions), text.null(batch), gen)
+
+    losses = optimise(unet.parameters(), step_loss, steps, lr, 0.0, "digits DDPM", progress, clip_norm=1.0)
     return unet.eval().requires_grad_(False), scheduler, losses
 
 

@@ -35,14 +35,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..data import shapes
 from ..engine.clip_tokens import ClipTokenStates, load_clip_tokens
 from ..engine.vq_codec import VQLatentCodec, load_vq_codec, principal_basis
 from ..paths import MODEL_CONFIG_DIR, builtin_dir
 from .denoiser import denoiser_loss
-from .schedule import one_cycle
+from .schedule import optimise
 from .threads import THREADS, torch_threads
 
 ARCH = MODEL_CONFIG_DIR / "shapes-ldm-unet.json"
@@ -131,24 +130,18 @@ def train(unet, scheduler, text: ClipTokenStates, latents: torch.Tensor, tokens:
     """latents: scaled (n, C, h, w); tokens: (n, k, L) caption ids. Returns the EMA model (the trained
     one when ema_decay is 0) and every step's loss."""
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
-    schedule = one_cycle(opt, lr, steps)
     ema = EMA(unet, ema_decay) if ema_decay > 0 else None
     unet.train().requires_grad_(True)
     null = text.null(batch)
-    losses = []
-    for _ in tqdm(range(steps), desc="training the shapes LDM", disable=not progress):
+
+    def step_loss():
         idx = torch.randint(len(latents), (batch,), generator=gen)
         which = torch.randint(tokens.shape[1], (batch,), generator=gen)
         cond = text.encode_tokens(tokens[idx, which])
-        loss = denoiser_loss(unet, scheduler, latents[idx], cond, null, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
-        if ema is not None:
-            ema.update(unet)
-        losses.append(float(loss.detach()))
+        return denoiser_loss(unet, scheduler, latents[idx], cond, null, gen)
+
+    losses = optimise(unet.parameters(), step_loss, steps, lr, 0.01, "training the shapes LDM", progress,
+                      after_step=None if ema is None else lambda: ema.update(unet))
     unet.eval().requires_grad_(False)
     return (ema.model if ema is not None else unet), losses
 
