@@ -13,6 +13,7 @@ from .errors import StoreError, StoreGone
 
 log = logging.getLogger("t2i.executor")
 RETRY_MAX = 10.0  # seconds between tries at most while the store fails
+_FAILED = object()  # what _try returns when the store failed (None is a value calls return)
 
 
 class StoreTrouble:
@@ -40,35 +41,32 @@ class StoreTrouble:
         self.stopping.wait(self.wait)
         self.wait = min(self.wait * 2, RETRY_MAX)
 
-    def optional(self, call, default=None):
-        """A call the work can do without (progress, a frame, an alive record): on a store failure the
-        work goes on with `default` and the next call tries again."""
+    def _try(self, call):
+        """call()'s value, or _FAILED after a store failure (noted); a gone store is raised."""
         try:
             value = call()
         except StoreGone:
             raise
         except StoreError as error:
             self.failed(error)
-            return default
+            return _FAILED
         self.ok()
         return value
+
+    def optional(self, call, default=None):
+        """A call the work can do without (progress, a frame, an alive record): on a store failure the
+        work goes on with `default` and the next call tries again."""
+        value = self._try(call)
+        return default if value is _FAILED else value
 
     def must(self, call, what: str):
         """A call that decides a job's end (complete, fail, cancel, release): tried until it goes
         through, so a job is neither lost nor charged an attempt for the store's fault. On a stop
         request it gives up after one more try and returns None: the job stays running until its
         lease expires, and the next sweep requeues it."""
-        while True:
-            try:
-                value = call()
-            except StoreGone:
-                raise
-            except StoreError as error:
-                self.failed(error)
-                if self.stopping.is_set():
-                    log.warning("%s: the store failed while stopping; left for a sweep to requeue", what)
-                    return None
-                self.pause()
-                continue
-            self.ok()
-            return value
+        while (value := self._try(call)) is _FAILED:
+            if self.stopping.is_set():
+                log.warning("%s: the store failed while stopping; left for a sweep to requeue", what)
+                return None
+            self.pause()
+        return value
