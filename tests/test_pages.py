@@ -132,6 +132,31 @@ def test_the_advanced_options_are_the_chosen_presets_family(app, seeded):
     store.cancel(job.id)
 
 
+def test_a_shapes_ldm_job_from_the_page_is_queued_with_the_presets_defaults_and_runs(app, tmp_path, monkeypatch):
+    """The trained latent diffusion preset end to end from the Generate page: its defaults (64x64,
+    DDIM, guidance 5) reach the job, and the real executor finishes it into a 64x64 result. On a
+    database of its own: the shared one's gallery counts stay as the other tests expect."""
+    url = f"sqlite:///{tmp_path / 't2i.db'}"
+    monkeypatch.setenv("T2I_DB", url)
+    store = open_store(url)
+    at = app()
+    at.selectbox(key="preset").select("shapes-ldm").run()
+    at.text_area(key="prompt").input("a large red circle on the left")
+    at.text_input(key="steps").input("4")
+    button(at, "Generate").click().run()
+    assert not at.exception, at.exception
+    job = store.jobs(submitter=VISITOR, limit=1)[0]
+    assert (job.preset, job.total, job.spec["sampler"], job.spec["guidance"], job.spec["width"]) == \
+        ("shapes-ldm", 4, "ddim", 5.0, 64)
+    executor = Executor(ExecutorConfig(db=url, once=True, cache_size=1))
+    executor.run()
+    executor.close()
+    assert store.get(job.id).status == "done", store.get(job.id).error
+    result = store.result(job.id)
+    assert (result.width, result.height) == (64, 64) and result.parameters["family"] == "diffusion"
+    store.close()
+
+
 def test_a_diffusion_option_out_of_range_is_refused_on_the_page(app, seeded):
     _, store = seeded
     before = sum(store.counts().values())
