@@ -66,6 +66,7 @@ class Preset:
     components: dict = field(default_factory=dict)   # diffusion: role -> Component
     scheduler: dict = field(default_factory=dict)    # diffusion: the training noise schedule (diffusers config)
     fixed_size: bool = False     # diffusion: the model draws at its own size only
+    post: tuple[str, ...] = ()   # upscalers run after the image is made (names of configs/weights.yaml entries)
 
     @property
     def models_label(self) -> str:
@@ -107,18 +108,32 @@ def _parse(name: str, raw: dict) -> Preset:
     return Preset(name=name, description=str(raw.get("description", "")), generator_kind=kind,
                   weights=weights, arch=CONFIG_DIR / gen.pop("arch"), perceptors=perceptors,
                   defaults=dict(raw.get("defaults") or {}), cutouts=dict(raw.get("cutouts") or {}),
-                  generator_options=gen, untrained=untrained, sketch=raw.get("sketch"), init_weight=init_weight)
+                  generator_options=gen, untrained=untrained, sketch=raw.get("sketch"), init_weight=init_weight,
+                  post=_post(name, raw))
+
+
+def _post(name: str, raw: dict) -> tuple[str, ...]:
+    post = raw.get("post") or []
+    if isinstance(post, str):
+        post = [post]
+    if not isinstance(post, list) or not all(isinstance(p, str) and p for p in post):
+        raise PresetError(f"preset {name}: post must be a list of upscaler names, got {raw.get('post')!r}")
+    return tuple(post)
 
 
 DIFFUSION_ROLES = ("unet", "text", "codec")
+OPTIONAL_ROLES = ("upsampler",)   # GLIDE's second stage (base 64px, then the text-conditional upsampler)
 
 
 def _parse_diffusion(name: str, raw: dict) -> Preset:
     comps = raw.get("components") or {}
-    if set(comps) != set(DIFFUSION_ROLES):
-        raise PresetError(f"preset {name}: components must be exactly {', '.join(DIFFUSION_ROLES)}")
+    if not set(DIFFUSION_ROLES) <= set(comps) <= set(DIFFUSION_ROLES + OPTIONAL_ROLES):
+        raise PresetError(f"preset {name}: components must be {', '.join(DIFFUSION_ROLES)} "
+                          f"(and optionally {', '.join(OPTIONAL_ROLES)})")
     components = {}
-    for role in DIFFUSION_ROLES:
+    for role in DIFFUSION_ROLES + OPTIONAL_ROLES:
+        if role not in comps:
+            continue
         c = comps[role] or {}
         if "target" not in c:
             raise PresetError(f"preset {name}: components.{role}.target is required")
@@ -130,9 +145,14 @@ def _parse_diffusion(name: str, raw: dict) -> Preset:
             (not untrained and any(not c.weights for c in needs_weights)):
         raise PresetError(f"preset {name}: random weights are allowed only in presets named '*untrained*' "
                           "with `untrained: true`, and such presets must not name trained weights")
+    defaults = dict(raw.get("defaults") or {})
+    if "samplers" in raw:
+        # The samplers that are correct for this model (DiffusionOptions.parse refuses the others).
+        defaults["samplers"] = tuple(raw["samplers"])
     return Preset(name=name, description=str(raw.get("description", "")), family="diffusion",
-                  untrained=untrained, defaults=dict(raw.get("defaults") or {}), components=components,
-                  scheduler=dict(raw.get("scheduler") or {}), fixed_size=bool(raw.get("fixed_size", False)))
+                  untrained=untrained, defaults=defaults, components=components,
+                  scheduler=dict(raw.get("scheduler") or {}), fixed_size=bool(raw.get("fixed_size", False)),
+                  post=_post(name, raw))
 
 
 # Components with nothing to train (the pixel "codec" of a pixel-space model).

@@ -323,7 +323,8 @@ def make_spec(prompt, preset: str, *, family: str = DEFAULT_FAMILY, width=None, 
         raise SpecError("image_prompts", f"at most {MAX_IMAGE_PROMPTS}, got {len(image_prompts)}")
     max_side = min(limits.max_side, SIDE_RANGE[1])
     min_side = MIN_SIDE.get(family, SIDE_RANGE[0])
-    family_defaults = {k: v for k, v in d.items() if k in own}
+    # The family's defaults, and what the preset allows of them (e.g. the samplers correct for its model).
+    family_defaults = {k: v for k, v in d.items() if k in own or k in getattr(cls, "PRESET_LIMITS", ())}
     return JobSpec(
         prompt=clean_prompt(prompt),
         preset=preset.strip(),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import SpecError
+from . import glide_sizes
+from .glide_sizes import is_glide
 from ..options import FLOAT, FormField, TamingDecoder, choice, given, read_config, real, whole
 
 SAMPLERS = ("ddpm", "ddim", "dpm++")   # ancestral, DDIM (eta), DPM-Solver++ (2nd-order multistep)
@@ -69,6 +71,8 @@ class DiffusionOptions:
         return f"{width}x{height}, {self.steps} {self.sampler.upper()} steps{guidance}{samples}"
 
     def used_size(self, spec, preset) -> tuple[int, int]:
+        if is_glide(preset):
+            return glide_sizes.used_size(preset)
         unet, codec = _unet_config(preset), _codec(preset)
         cell = codec.factor if codec else 1
         if preset.fixed_size:
@@ -86,6 +90,8 @@ class DiffusionOptions:
         return self.num_samples * (int(cond) + int(uncond))
 
     def job_bytes(self, spec, preset) -> int:
+        if is_glide(preset):
+            return glide_sizes.job_bytes(self, spec, preset)
         width, height = self.used_size(spec, preset)
         unet, codec = _unet_config(preset), _codec(preset)
         cell = codec.factor if codec else 1

@@ -27,6 +27,7 @@ from ...spec import JobSpec, round_size
 from ...untrained import UNTRAINED_SEED
 from ..base import Finished, StepOut
 from .components import build_component, scheduler_config
+from .glide_sizes import GLIDE_TARGETS
 
 
 def make_scheduler(sampler: str, config: dict):
@@ -183,5 +184,10 @@ def grid(images: torch.Tensor) -> torch.Tensor:
     return make_grid(images, nrow=math.ceil(math.sqrt(len(images))), padding=2, pad_value=0.0)[None]
 
 
-def build(preset, device="cpu", random_weights: bool = False) -> DiffusionPipeline:
+def build(preset, device="cpu", random_weights: bool = False):
+    if preset.components["unet"].target in GLIDE_TARGETS:
+        # GLIDE's own networks and respaced Gaussian diffusion (no diffusers equivalent): glide/pipeline.py.
+        from .glide.pipeline import GlidePipeline
+
+        return GlidePipeline.build(preset, device, random_weights)
     return DiffusionPipeline.build(preset, device, random_weights)
