@@ -64,12 +64,12 @@ def frame_bytes(spec, preset) -> int:
 def model_bytes(preset) -> int:
     """The preset's weight files as found on disk (fp16 files grow to fp32 when loaded: counted twice
     over, which errs on the safe side for the small ones here)."""
-    from .paths import resolve_weights_file
+    from .paths import component_weights, resolve_weights_file
 
-    refs = [c.weights for c in preset.components.values() if c.weights]
-    refs += [p.pretrained for p in preset.perceptors if p.pretrained]
+    refs = [p.pretrained for p in preset.perceptors if p.pretrained]
     refs += [preset.sketch] if preset.sketch else []
-    paths = [Path(resolve_weights_file(r)) for r in refs]
+    paths = [component_weights(c.weights) for c in preset.components.values() if c.weights]
+    paths += [Path(resolve_weights_file(r)) for r in refs]
     if preset.family == "guided" and preset.weights:
         try:
             from .weights import entry

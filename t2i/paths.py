@@ -25,6 +25,14 @@ def resolve_weights_file(name: str) -> str:
     return str(builtin_dir() / name[len(BUILTIN_PREFIX):]) if name.startswith(BUILTIN_PREFIX) else name
 
 
+def component_weights(ref: str) -> Path:
+    """A diffusion component's `weights`: "builtin:..." (trained here), an absolute path, or a path under
+    checkpoints/ (where `python -m t2i download` puts it)."""
+    if ref.startswith(BUILTIN_PREFIX) or Path(ref).is_absolute():
+        return Path(resolve_weights_file(ref))
+    return checkpoints_dir() / ref
+
+
 def checkpoints_dir() -> Path:
     return Path(os.environ.get("T2I_CHECKPOINTS") or ROOT / "checkpoints")
 

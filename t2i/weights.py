@@ -13,7 +13,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from .errors import PresetError, WeightsMissing
-from .paths import BUILTIN_PREFIX, builtin_dir, checkpoints_dir, clip_cache_dir, resolve_weights_file, weights_registry
+from .paths import (BUILTIN_PREFIX, builtin_dir, checkpoints_dir, clip_cache_dir, component_weights, resolve_weights_file,
+                    weights_registry)
 from .presets import Preset, all_presets
 
 
@@ -71,8 +72,8 @@ def download_command(preset_name: str) -> str:
 
 def _missing_generator_files(preset: Preset) -> list[str]:
     if preset.family == "diffusion":
-        paths = [resolve_weights_file(c.weights) for c in preset.components.values() if c.weights]
-        return [p for p in paths if not Path(p).exists()]
+        paths = [component_weights(c.weights) for c in preset.components.values() if c.weights]
+        return [str(p) for p in paths if not p.exists()]
     e = entry(preset.weights)
     return [str(e.base / f) for f in e.files if not (e.base / f).is_file()]
 

@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 
 from ...errors import BrokenWeights, WeightsMissing
-from ...paths import CONFIG_DIR, resolve_weights_file
+from ...paths import CONFIG_DIR, component_weights, resolve_weights_file
 
 
 def _path(ref: str | None, hint: str) -> Path | None:
     if ref is None:
         return None
-    path = Path(resolve_weights_file(ref))
+    path = component_weights(ref)
     if not path.exists():
         raise WeightsMissing(f"missing {path}: run `{hint}`")
     return path
