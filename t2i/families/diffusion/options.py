@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import SpecError
+from ...paths import component_weights
 from . import glide_sizes
 from .glide_sizes import is_glide
-from ..options import FLOAT, FormField, TamingDecoder, choice, given, read_config, real, whole
+from ..options import FLOAT, FormField, TamingDecoder, choice, given, read_config, real, shown, whole
 
-SAMPLERS = ("ddpm", "ddim", "dpm++")   # ancestral, DDIM (eta), DPM-Solver++ (2nd-order multistep)
+# ancestral, DDIM (eta), DPM-Solver++ (2nd-order multistep), PLMS (the LDM paper's pseudo linear multistep)
+SAMPLERS = ("ddpm", "ddim", "dpm++", "plms")
+# Samplers over sigmas (k-diffusion's): our loop's previews and per-job schedule steps assume alphas, so
+# they are refused by name rather than run wrong.
+SIGMA_SAMPLERS = ("euler", "euler_a", "euler-a", "heun", "lms", "dpm2", "dpm2_a")
 MAX_STEPS = 1000                      # the training schedule's length
 GUIDANCE_RANGE = (0.0, 30.0)          # 0: unconditional, 1: conditional without guidance
 ETA_RANGE = (0.0, 1.0)
@@ -36,9 +41,12 @@ class DiffusionOptions:
     num_samples: int
 
     FAMILY = "diffusion"
+    # What a preset may narrow (its YAML's `samplers:` and `defaults.max_steps`), passed in by make_spec.
+    PRESET_LIMITS = ("samplers", "max_steps")
     LIGHTER = "the size or the number of samples"
     FORM = (FormField("sampler", "Sampler", "choice", choices=SAMPLERS,
-                      help="ddpm: ancestral; ddim: deterministic at eta 0; dpm++: good images in few steps"),
+                      help="ddpm: ancestral; ddim: deterministic at eta 0; dpm++: good images in few steps; "
+                           "plms: the LDM paper's sampler"),
             FormField("steps", "Steps", "int", step=10),
             FormField("guidance", "Guidance scale", "float", step=0.5,
                       help="0: ignore the prompt; 1: conditional, no guidance; higher: follow the prompt harder"),
@@ -47,12 +55,13 @@ class DiffusionOptions:
     @classmethod
     def parse(cls, raw: dict, limits, defaults: dict) -> "DiffusionOptions":
         d = {**DEFAULTS, **defaults}
-        sampler = choice("sampler", given(raw, d, "sampler"), SAMPLERS)
+        sampler = _sampler(given(raw, d, "sampler"), tuple(d.get("samplers") or SAMPLERS))
         eta = real("eta", given(raw, d, "eta"), *ETA_RANGE)
         if eta and sampler != "ddim":
             raise SpecError("eta", f"applies to the ddim sampler only, not {sampler}")
+        max_steps = min(limits.max_iterations, MAX_STEPS, int(d.get("max_steps") or MAX_STEPS))
         return cls(sampler=sampler,
-                   steps=whole("steps", given(raw, d, "steps"), 1, min(limits.max_iterations, MAX_STEPS)),
+                   steps=whole("steps", given(raw, d, "steps"), 1, max_steps),
                    guidance=real("guidance", given(raw, d, "guidance"), *GUIDANCE_RANGE),
                    eta=eta,
                    num_samples=whole("num_samples", given(raw, d, "num_samples"), *SAMPLES_RANGE))
@@ -63,7 +72,8 @@ class DiffusionOptions:
         return f"{spec.preset}|{spec.width}x{spec.height}"
 
     def total_steps(self, spec) -> int:
-        return self.steps
+        # PLMS's first step is two model calls at the first timestep (pipeline.make_scheduler).
+        return self.steps + 1 if self.sampler == "plms" else self.steps
 
     def describe(self, spec, width: int, height: int) -> str:
         guidance = f", CFG {self.guidance:g}" if self.guidance != 1 else ""
@@ -105,14 +115,36 @@ class DiffusionOptions:
         return int(total)
 
 
+def _sampler(value, allowed: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text in SIGMA_SAMPLERS:
+        raise SpecError("sampler", f"must be one of {', '.join(allowed)}, got {shown(value)} (a sigma-space "
+                                   "sampler: not supported, as our loop steps and previews in alpha space)")
+    sampler = choice("sampler", value, SAMPLERS)
+    if sampler not in allowed:
+        raise SpecError("sampler", f"must be one of {', '.join(allowed)} for this preset's model, got {shown(value)}")
+    return sampler
+
+
 def _unet_config(preset) -> dict:
+    """The UNet's architecture (torch-free, weights need not be present): the committed `params.config`,
+    else the config.json saved beside the weights (the built-in models)."""
     unet = preset.components["unet"]
-    if unet.weights:
-        return read_config(f"{unet.weights.rstrip('/')}/config.json")
-    return read_config(unet.params["config"])
+    if "config" in unet.params:
+        return read_config(unet.params["config"])
+    return read_config(str(component_weights(unet.weights) / "config.json"))
 
 
 def _codec(preset) -> TamingDecoder | None:
-    """The taming codec's decoder (None for pixel space)."""
+    """The latent codec's decoder shape (None for pixel space). A diffusers AutoencoderKL's decoder is
+    the LDM autoencoder's: ch = the first of block_out_channels, ch_mult the rest over it, attention in
+    the mid block only."""
     codec = preset.components["codec"]
-    return TamingDecoder.of(codec.params["config"]) if codec.target == "taming-latents" else None
+    if codec.target == "taming-latents":
+        return TamingDecoder.of(codec.params["config"])
+    if codec.target == "diffusers-vae":
+        vae = read_config(codec.params["config"])
+        channels = [int(c) for c in vae["block_out_channels"]]
+        return TamingDecoder(channels[0], tuple(c // channels[0] for c in channels), int(vae.get("layers_per_block", 1)),
+                             (), int(vae.get("sample_size", 32)))
+    return None

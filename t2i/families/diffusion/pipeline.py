@@ -32,12 +32,16 @@ from .glide_sizes import GLIDE_TARGETS
 
 def make_scheduler(sampler: str, config: dict):
     """A fresh scheduler of the job's sampler over the preset's training schedule."""
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
 
     if sampler == "ddpm":
         return DDPMScheduler.from_config(config)
     if sampler == "ddim":
         return DDIMScheduler.from_config(config)
+    if sampler == "plms":
+        # PLMS as the LDM paper samples (crowsonkb's, CompVis/latent-diffusion#51): its first step takes two
+        # model calls at the first timestep, so it has steps + 1 timesteps (options.total_steps counts them).
+        return PNDMScheduler.from_config(config, skip_prk_steps=True)
     return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
 
 
@@ -77,7 +81,7 @@ class DiffusionPipeline:
             parts = {role: build_component(role, c, hint, random_weights) for role, c in preset.components.items()}
         device = torch.device(device)
         return cls(preset, parts["unet"].to(device), parts["text"].to(device), parts["codec"].to(device),
-                   scheduler_config(preset, hint), device)
+                   scheduler_config(preset, hint, random_weights), device)
 
     # --- sizes and words ----------------------------------------------------------------------
     @property
@@ -118,8 +122,7 @@ class DiffusionPipeline:
         outs = []
         for job, e, want in zip(jobs, eps, frames):
             frame = self._preview(self._x0(job, e)) if want else None
-            kwargs = {"eta": job.spec.eta} if job.spec.sampler == "ddim" else {}
-            job.x = job.scheduler.step(e, job.t, job.x, generator=job.gen, **kwargs).prev_sample
+            job.x = job.scheduler.step(e, job.t, job.x, **_step_kwargs(job)).prev_sample
             job.index += 1
             outs.append(StepOut(None, frame))
         return outs
@@ -175,6 +178,15 @@ class DiffusionPipeline:
             samples = [to_pil(images[i:i + 1]) for i in range(len(images))] if len(images) > 1 else []
             done.append(Finished(to_pil(grid(images)), samples))
         return done
+
+
+def _step_kwargs(job: DiffusionJob) -> dict:
+    """What the job's scheduler step takes: the job's own generator (PLMS draws nothing and takes none),
+    and DDIM's eta."""
+    sampler = job.spec.sampler
+    if sampler == "plms":
+        return {}
+    return {"generator": job.gen, "eta": job.spec.eta} if sampler == "ddim" else {"generator": job.gen}
 
 
 def grid(images: torch.Tensor) -> torch.Tensor:
