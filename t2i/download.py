@@ -1,9 +1,11 @@
-"""Fetching one large file (e.g. model weights) over HTTP(S) from a list of mirrors.
+"""Fetching one large file (e.g. model weights) over HTTP(S) from a list of mirrors, or from a
+Hugging Face hub repository through huggingface_hub.
 
 This module owns the transfer mechanics only: mirror fallback, resuming from a
-``<dest>.part`` file, length verification, atomic placement and the progress
-bar. It does not know which files exist or where they are hosted; callers pass
-the mirror URLs and the destination path.
+``<dest>.part`` file, length verification (against the length the caller expects,
+when it knows one, and the length the server announces), atomic placement and the
+progress bar. It does not know which files exist or where they are hosted; callers
+pass the mirror URLs (or hub repository and endpoints) and the destination path.
 """
 from __future__ import annotations
 
@@ -32,11 +34,17 @@ class _Dropped(Exception):
     """The transfer ended early; the same mirror is worth another try from the .part."""
 
 
-def fetch(urls: list[str], dest: Path, *, progress: bool = True, timeout: float = 30.0,
-          chunk_size: int = 1 << 20) -> Path:
-    """Download dest from the first mirror that works; returns dest."""
+class _WrongFile(Exception):
+    """The mirror serves a file of another length than expected: another try there cannot help."""
+
+
+def fetch(urls: list[str], dest: Path, *, size: int | None = None, progress: bool = True,
+          timeout: float = 30.0, chunk_size: int = 1 << 20) -> Path:
+    """Download dest from the first mirror that works; returns dest. With `size`, a file of any other
+    length is refused (the mirror after it is tried) and never gets the real name."""
     dest = Path(dest)
     if dest.exists():
+        _check_existing(dest, size)
         return dest
     if not urls:
         raise DownloadError(f"could not download {dest.name}: no mirror URLs given")
@@ -46,10 +54,12 @@ def fetch(urls: list[str], dest: Path, *, progress: bool = True, timeout: float 
     for url in urls:
         for _ in range(TRIES_PER_MIRROR):
             try:
-                _transfer(url, part, dest.name, progress, timeout, chunk_size)
+                _transfer(url, part, dest.name, progress, timeout, chunk_size, size)
             except _Dropped as e:
                 last = f"{e} from {url}"
                 continue
+            except _WrongFile as e:
+                last = f"{e} from {url}"
             except urllib.error.HTTPError as e:
                 last = f"HTTP {e.code} from {url}"
             except urllib.error.URLError as e:
@@ -58,8 +68,11 @@ def fetch(urls: list[str], dest: Path, *, progress: bool = True, timeout: float 
                 # Timeouts and resets here mean a sick mirror; a different one is a better bet.
                 last = f"{_describe(e)} from {url}"
             else:
-                os.replace(part, dest)  # only a verified-complete file ever gets the real name
-                return dest
+                if size is None or part.stat().st_size == size:
+                    os.replace(part, dest)  # only a verified-complete file ever gets the real name
+                    return dest
+                last = f"{part.stat().st_size} bytes received, {size} expected from {url}"
+                part.unlink()  # the whole of a file of the wrong length: no use as a prefix
             break
     n = len(urls)
     kept = "; partial data kept, re-run to resume" if part.exists() else ""
@@ -67,10 +80,21 @@ def fetch(urls: list[str], dest: Path, *, progress: bool = True, timeout: float 
                         f"(last: {last}){kept}")
 
 
+def _check_existing(dest: Path, size: int | None) -> None:
+    """A file already at the real name: kept when its length is right (or unknown), else refused,
+    not deleted: it was put there by hand or by an older registry, and may be someone's only copy."""
+    have = dest.stat().st_size
+    if size is not None and have != size:
+        raise DownloadError(f"{dest} has {have} bytes, not the {size} expected: move it away and run again")
+
+
 def _transfer(url: str, part: Path, name: str, progress: bool, timeout: float,
-              chunk_size: int) -> None:
+              chunk_size: int, size: int | None = None) -> None:
     """One attempt against one mirror; returns normally only when part is complete."""
     have = part.stat().st_size if part.exists() else 0
+    if size is not None and have > size:
+        part.unlink()  # longer than the file we want, so it cannot be a prefix of it
+        have = 0
     headers = {"User-Agent": USER_AGENT}
     if have:
         headers["Range"] = f"bytes={have}-"
@@ -79,6 +103,8 @@ def _transfer(url: str, part: Path, name: str, progress: bool, timeout: float,
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:
             start, total = _parse_range(e.headers.get("Content-Range"))
+            if size is not None and total is not None and total != size:
+                raise _WrongFile(f"{total} bytes offered, {size} expected") from None
             if total == have:
                 return  # nothing past what we hold: the .part is already the whole file
             if total is not None and have > total:
@@ -97,6 +123,10 @@ def _transfer(url: str, part: Path, name: str, progress: bool, timeout: float,
             have, mode = 0, "wb"
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+        if size is not None and total is not None and total != size:
+            # Another file (an error page, another release): refused before a byte is written.
+            raise _WrongFile(f"{total} bytes offered, {size} expected")
+        total = size if total is None else total  # no announced length: the expected one decides
         if total is not None and have >= total:
             return
         got = have
@@ -113,6 +143,50 @@ def _transfer(url: str, part: Path, name: str, progress: bool, timeout: float,
     # http.client returns a silent short read when the peer closes early.
     if total is not None and got < total:
         raise _Dropped(f"connection dropped after {got} of {total} bytes")
+
+
+def fetch_hub(repo: str, filename: str, local_dir: Path, *, endpoints: list[str], revision: str = "main",
+              size: int | None = None, progress: bool = True) -> Path:
+    """One file of a hub repository into local_dir/filename through huggingface_hub, from the first
+    endpoint that works; returns its path. huggingface_hub downloads into a temporary .incomplete file
+    and renames it only when complete, checks the length the hub announces, resumes within a run after
+    a dropped connection (not across runs: it starts a file again) and reuses an HF_HOME/HF_HUB_CACHE
+    copy; with `size`, a file of another length is refused here as well."""
+    from huggingface_hub import hf_hub_download
+
+    dest = Path(local_dir) / filename
+    if dest.exists():
+        _check_existing(dest, size)  # present: no request at all, as for fetch()
+        return dest
+    if not endpoints:
+        raise DownloadError(f"could not download {filename} from {repo}: no hub endpoints given")
+    last = "unknown error"
+    for endpoint in endpoints:
+        try:
+            hf_hub_download(repo, filename, revision=revision, local_dir=local_dir, endpoint=endpoint.rstrip("/"),
+                            tqdm_class=None if progress else _Silent)
+        except Exception as e:  # noqa: BLE001 - any failure of one endpoint (HTTP, network, consistency) means: next
+            last = f"{type(e).__name__}: {_first_line(e)} from {endpoint}"
+            continue
+        have = dest.stat().st_size if dest.is_file() else None
+        if size is None and have is not None or have == size:
+            return dest
+        last = f"{have} bytes received, {size} expected from {endpoint}"
+        dest.unlink(missing_ok=True)  # the wrong file must not stand at the real name
+    n = len(endpoints)
+    raise DownloadError(f"could not download {filename} from {repo} on {n} endpoint{'s' * (n != 1)} (last: {last})")
+
+
+class _Silent(tqdm):
+    """huggingface_hub's progress bar, switched off (`progress=False`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["disable"] = True
+        super().__init__(*args, **kwargs)
+
+
+def _first_line(err: BaseException) -> str:
+    return _describe((str(err).strip().splitlines() or [type(err).__name__])[0])[:300]
 
 
 def _parse_range(header: str | None) -> tuple[int | None, int | None]:

@@ -6,38 +6,88 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .download import fetch
+from .download import fetch, fetch_hub
 from .paths import checkpoints_dir, clip_cache_dir
 from .presets import all_presets
-from .weights import WeightsEntry, entry, is_builtin
+from .errors import PresetError
+from .weights import WeightsEntry, entry, is_builtin, needed_entries
+
+UPSCALER_KINDS = ("esrgan", "srcnn")
+PRESET_PARTS = ("hf", "glide")  # entries that are parts of a diffusion preset: proved by building one
 
 
 def fetch_entry(e: WeightsEntry, progress: bool = True) -> list[Path]:
-    return [fetch(urls, checkpoints_dir() / rel, progress=progress) for rel, urls in e.files.items()]
+    """Every file of the entry in place at its listed length (a hub entry through huggingface_hub)."""
+    if e.kind == "hf":
+        folder = checkpoints_dir() / e.name
+        return [fetch_hub(e.repo, e.hub_path(rel), folder, endpoints=e.hub_endpoints(), revision=e.revision,
+                          size=spec.size, progress=progress) for rel, spec in e.files.items()]
+    return [fetch(list(spec.urls), checkpoints_dir() / rel, size=spec.size, progress=progress)
+            for rel, spec in e.files.items()]
 
 
 def download(name: str, progress: bool = True, verify: bool = True) -> list[str]:
     """Fetch a preset's weights (or one weights entry's) and prove them by loading. Returns lines to print."""
-    from .families import build_pipeline
-    from .clip_cache import download_weights
-
     presets = all_presets()
     if name in presets:
-        preset = presets[name]
-        if preset.untrained:
-            return [f"{name}: untrained preset, nothing to download"]
-        if is_builtin(preset):
-            return [f"{name}: built in (checkpoints/); `python -m t2i train-demo` makes it again"]
-        fetched = fetch_entry(entry(preset.weights), progress)
-        for ref in preset.perceptors:
-            fetched.append(download_weights(ref.model, ref.pretrained, clip_cache_dir()))
-        if verify:
-            build_pipeline(preset, device="cpu")
-        return [f"{name}: {len(fetched)} files present and loaded"]
+        return _download_preset(presets[name], progress, verify)
     e = entry(name)
     fetched = fetch_entry(e, progress)
+    if not verify:
+        return [f"{name}: {len(fetched)} files present"]
+    if e.kind in PRESET_PARTS:
+        return [f"{name}: {len(fetched)} files present; {_prove_part(e)}"]
+    prove_entry(e)
+    return [f"{name}: {len(fetched)} files present and loaded"]
+
+
+def _download_preset(preset, progress: bool, verify: bool) -> list[str]:
+    from .clip_cache import download_weights
+    from .families import build_pipeline
+
+    name = preset.name
+    if preset.untrained:
+        return [f"{name}: untrained preset, nothing to download"]
+    if is_builtin(preset):
+        return [f"{name}: built in (checkpoints/); `python -m t2i train-demo` makes it again"]
+    fetched = [path for e in needed_entries(preset) for path in fetch_entry(e, progress)]
+    for ref in preset.perceptors:
+        fetched.append(download_weights(ref.model, ref.pretrained, clip_cache_dir()))
     if verify:
+        build_pipeline(preset, device="cpu")
+        for up in preset.post:  # the pipeline may build its upscalers lazily: prove them here
+            prove_entry(entry(up))
+    return [f"{name}: {len(fetched)} files present and loaded"]
+
+
+def prove_entry(e: WeightsEntry) -> None:
+    """Load one entry's files through the loader its kind names (a broken file raises BrokenWeights)."""
+    if e.kind in UPSCALER_KINDS:
+        from .upscale import build
+
+        build(e.name, "cpu")
+    else:
         from .families.guided.build import load_generator_weights
 
         load_generator_weights(e)
-    return [f"{name}: {len(fetched)} files present and loaded"]
+
+
+def _prove_part(e: WeightsEntry) -> str:
+    """A diffusion preset's part is proved by building a preset that uses it, once all its parts are here."""
+    from .families import build_pipeline
+
+    users = [p for p in all_presets().values() if not p.untrained and e.name in _entry_names(p)]
+    ready = [p for p in users if not any(x.missing() for x in needed_entries(p))]
+    if ready:
+        build_pipeline(ready[0], device="cpu")
+        return f"loaded as preset {ready[0].name}"
+    if users:
+        return f"not loaded yet: `python -m t2i download {users[0].name}` fetches the rest of a preset using it"
+    return "not loaded: no preset uses it"
+
+
+def _entry_names(preset) -> set[str]:
+    try:
+        return {x.name for x in needed_entries(preset)}
+    except PresetError:  # another preset's broken reference is not this download's business
+        return set()

@@ -1,4 +1,5 @@
-"""Weights on disk: which files a preset needs, whether they are present, and fetching them.
+"""Weights on disk: configs/weights.yaml's entries, which of them a preset needs, and whether their
+files are present (at the listed length, where the registry knows it).
 
 Files live under checkpoints/ (or $T2I_CHECKPOINTS) at the paths configs/weights.yaml gives; CLIP
 weights live in open_clip's own cache under checkpoints/clip. Nothing here builds models (the
@@ -7,6 +8,7 @@ pipelines import this module): t2i/install.py fetches a preset's files and prove
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +20,25 @@ from .paths import (BUILTIN_PREFIX, builtin_dir, checkpoints_dir, clip_cache_dir
 from .presets import Preset, all_presets
 
 
+HF_ENDPOINT = "https://huggingface.co"
+ENTRY_KEYS = {"kind", "files", "builtin", "repo", "revision", "endpoints"}
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    urls: tuple[str, ...] = ()     # mirrors, tried in order (hub entries: none, the endpoints serve them)
+    size: int | None = None        # bytes; None where no source confirms it (the server's length is checked then)
+
+
 @dataclass(frozen=True)
 class WeightsEntry:
     name: str
-    kind: str                      # taming | biggan
-    files: dict[str, list[str]]    # path under checkpoints/ -> mirror URLs
+    kind: str                      # taming | biggan | glide | esrgan | srcnn | hf
+    files: dict[str, WeightsFile]  # path under checkpoints/ -> where it comes from and its length
     builtin: bool = False          # committed in the repository, made by `train-demo`
+    repo: str | None = None        # hf: the hub repository; its files go to checkpoints/<name>/
+    revision: str = "main"         # hf: branch, tag or commit
+    endpoints: tuple[str, ...] = ()  # hf: hub endpoints tried in order
 
     @property
     def base(self) -> Path:
@@ -37,11 +52,63 @@ class WeightsEntry:
     def directory(self) -> Path:
         return (self.base / next(iter(self.files))).parent
 
+    def hub_path(self, rel: str) -> str:
+        """hf: the repository path of a file listed under checkpoints/<name>/."""
+        return rel[len(self.name) + 1:]
+
+    def hub_endpoints(self) -> list[str]:
+        """$HF_ENDPOINT first when set (an operator's mirror), then the entry's own, huggingface.co by default."""
+        ours = [os.environ["HF_ENDPOINT"]] if os.environ.get("HF_ENDPOINT") else []
+        return list(dict.fromkeys(ours + list(self.endpoints or (HF_ENDPOINT,))))
+
+    def problem(self, rel: str) -> str | None:
+        """Why this file is not usable yet (its path, or its path and wrong length); None when present."""
+        path, size = self.base / rel, self.files[rel].size
+        if not path.is_file():
+            return str(path)
+        have = path.stat().st_size
+        if size is not None and have != size:
+            return f"{path} ({have} bytes, should be {size})"
+        return None
+
+    def missing(self) -> list[str]:
+        return [p for p in map(self.problem, self.files) if p]
+
 
 def registry(path: Path | None = None) -> dict[str, WeightsEntry]:
-    raw = OmegaConf.to_container(OmegaConf.load(path or weights_registry()), resolve=True)
-    return {name: WeightsEntry(name, e["kind"], {f: list(u) for f, u in e["files"].items()}, bool(e.get("builtin")))
-            for name, e in raw.items()}
+    """configs/weights.yaml (or $T2I_WEIGHTS_REGISTRY); a malformed entry is one line naming it."""
+    source = path or weights_registry()
+    raw = OmegaConf.to_container(OmegaConf.load(source), resolve=True) or {}
+    return {name: _entry(name, e, source) for name, e in raw.items()}
+
+
+def _entry(name: str, raw, source) -> WeightsEntry:
+    def bad(what: str):
+        return PresetError(f"{source}: entry {name}: {what}")
+
+    if not isinstance(raw, dict) or not isinstance(raw.get("files"), dict) or not raw["files"] or "kind" not in raw:
+        raise bad("needs `kind` and a non-empty `files` mapping")
+    if set(raw) - ENTRY_KEYS:
+        raise bad(f"unknown keys {sorted(set(raw) - ENTRY_KEYS)}")
+    hub = raw["kind"] == "hf"
+    if hub and not raw.get("repo"):
+        raise bad("kind hf needs `repo` (the hub repository)")
+    files = {}
+    for rel, spec in raw["files"].items():
+        if isinstance(spec, list):  # the older form: a plain list of mirror URLs, length unknown
+            spec = {"urls": spec}
+        if not isinstance(spec, dict) or set(spec) - {"urls", "size"}:
+            raise bad(f"file {rel}: give `urls` (a list) and `size` (bytes, or null where unknown)")
+        urls, size = spec.get("urls") or [], spec.get("size")
+        if not isinstance(urls, list) or not all(isinstance(u, str) and u for u in urls) or (hub and urls):
+            raise bad(f"file {rel}: `urls` must be a list of URLs" + (" (none for kind hf)" if hub else ""))
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise bad(f"file {rel}: size must be a number of bytes or null, got {size!r}")
+        # Hub files are listed by their repository path and kept under checkpoints/<name>/, so every
+        # entry's `files` is keyed the same way: by the path under checkpoints/.
+        files[f"{name}/{rel}" if hub else rel] = WeightsFile(tuple(urls), size)
+    return WeightsEntry(name, str(raw["kind"]), files, bool(raw.get("builtin")), raw.get("repo"),
+                        str(raw.get("revision") or "main"), tuple(raw.get("endpoints") or ()))
 
 
 def entry(name: str) -> WeightsEntry:
@@ -60,6 +127,73 @@ def is_builtin(preset: Preset) -> bool:
     return entry(preset.weights).builtin
 
 
+# --- which files a preset needs: the one place that maps a preset to configs/weights.yaml entries ---
+
+def _downloaded(ref) -> bool:
+    """A reference to a path under checkpoints/ (not built in, not absolute)."""
+    return isinstance(ref, str) and bool(ref) and not ref.startswith(BUILTIN_PREFIX) and not Path(ref).is_absolute()
+
+
+def _refs(preset: Preset) -> tuple[list[str], list[str]]:
+    """A diffusion preset's paths under checkpoints/: (named ones: component weights and the scheduler's
+    `from:`, which an entry must cover; string params, e.g. a tokenizer folder, which count only when
+    an entry covers them, since most params are not weights: a config under configs/, a model name)."""
+    named = [c.weights for c in preset.components.values() if _downloaded(c.weights)]
+    if _downloaded(preset.scheduler.get("from")):
+        named.append(preset.scheduler["from"])
+    params = [v for c in preset.components.values() for v in c.params.values() if _downloaded(v)]
+    return named, params
+
+
+def _covering(ref: str, reg: dict[str, WeightsEntry]) -> tuple[list[WeightsEntry], bool]:
+    """(entries holding `ref`: the one listing that file, else those with files in that folder; exact?)."""
+    ref = ref.strip("/")
+    exact = [e for e in reg.values() if not e.builtin and ref in e.files]
+    if exact:
+        return exact, True
+    return [e for e in reg.values() if not e.builtin and any(f.startswith(ref + "/") for f in e.files)], False
+
+
+def _get(reg: dict[str, WeightsEntry], name: str) -> WeightsEntry:
+    return reg[name] if name in reg else entry(name)  # entry() says which registry lacks it
+
+
+def _resolve(preset: Preset, reg: dict[str, WeightsEntry]) -> tuple[list[WeightsEntry], list[str]]:
+    """(the entries the preset's files come from, in order; named paths no entry covers)."""
+    chosen: dict[str, WeightsEntry] = {}
+    uncovered = []
+    if preset.family == "diffusion":
+        named, params = _refs(preset)
+        refs = [(ref, *_covering(ref, reg)) for ref in dict.fromkeys(named + params)]
+        # Files first, then folders: a folder holding files of several entries (glide/ holds the base
+        # model's files and the upsampler's) is covered by an entry already chosen for a file in it,
+        # so a base-only preset does not fetch the upsampler for its tokenizer folder.
+        for ref, found, _ in sorted(refs, key=lambda r: not r[2]):
+            if not found and ref in named:
+                uncovered.append(ref)
+            elif found and not any(e.name in chosen for e in found):
+                chosen.update((e.name, e) for e in found)
+    elif preset.weights:
+        chosen[preset.weights] = _get(reg, preset.weights)
+    for name in preset.post:  # upscalers the preset runs after each image
+        chosen.setdefault(name, _get(reg, name))
+    return list(chosen.values()), uncovered
+
+
+def needed_entries(preset: Preset) -> list[WeightsEntry]:
+    """The configs/weights.yaml entries a preset's weights come from (what `download` fetches): a guided
+    preset's generator entry; for a diffusion preset, the entries covering its components' weights,
+    its scheduler's `from:` and any path params; for both, its post-step upscalers. A named path no
+    entry covers is one line naming it."""
+    if preset.untrained:
+        return []
+    entries, uncovered = _resolve(preset, registry())
+    if uncovered:
+        raise PresetError(f"preset {preset.name}: {uncovered[0]} is in no entry of {weights_registry()} "
+                          "(add one with its mirrors, or put the file there yourself)")
+    return entries
+
+
 def download_command(preset_name: str) -> str:
     try:
         preset = all_presets().get(preset_name)
@@ -70,12 +204,17 @@ def download_command(preset_name: str) -> str:
     return f"python -m t2i download {preset_name}"
 
 
-def _missing_generator_files(preset: Preset) -> list[str]:
+def _missing_weights(preset: Preset) -> list[str]:
+    """The preset's weight files (not CLIP's) that are absent or of the wrong length, torch-free."""
+    reg = registry()
+    entries, uncovered = _resolve(preset, reg)
+    direct = []  # paths no entry lists: built in, absolute, or put under checkpoints/ by hand
     if preset.family == "diffusion":
-        paths = [component_weights(c.weights) for c in preset.components.values() if c.weights]
-        return [str(p) for p in paths if not p.exists()]
-    e = entry(preset.weights)
-    return [str(e.base / f) for f in e.files if not (e.base / f).is_file()]
+        source = preset.scheduler.get("from")
+        refs = [c.weights for c in preset.components.values() if c.weights and not _downloaded(c.weights)]
+        refs += [source] if isinstance(source, str) and not _downloaded(source) else []
+        direct = [str(p) for p in map(component_weights, refs + uncovered) if not p.exists()]
+    return direct + [p for e in entries for p in e.missing()]
 
 
 def missing_files(preset: Preset) -> list[str]:
@@ -84,7 +223,7 @@ def missing_files(preset: Preset) -> list[str]:
 
     if preset.untrained:
         return []
-    missing = _missing_generator_files(preset)
+    missing = _missing_weights(preset)
     for ref in preset.perceptors:
         if cached_weights(ref.model, resolve_weights_file(ref.pretrained), clip_cache_dir()) is None:
             missing.append(f"CLIP {ref.label} (in {clip_cache_dir()})")
@@ -104,7 +243,7 @@ def is_ready(preset: Preset) -> bool:
     """Whether the preset can run now. The generator's files are checked first: asking open_clip
     whether a CLIP is cached imports open_clip and torch (seconds), which a page listing presets
     should not pay for presets whose generator is not even downloaded."""
-    return preset.untrained or (not _missing_generator_files(preset) and not missing_files(preset))
+    return preset.untrained or (not _missing_weights(preset) and not missing_files(preset))
 
 
 def ready_presets() -> list[str]:

@@ -114,8 +114,8 @@ def test_registry_covers_the_published_weights():
     reg = weights.registry(CONFIG_DIR / "weights.yaml")
     for name in ("vqgan_imagenet_f16_1024", "vqgan_imagenet_f16_16384", "wikiart_16384", "vqgan_gumbel_f8_8192"):
         assert reg[name].kind == "taming" and {Path(f).suffix for f in reg[name].files} == {".yaml", ".ckpt"}
-        assert all(urls for urls in reg[name].files.values())
-    assert any("pixray" in u for urls in reg["wikiart_16384"].files.values() for u in urls)
+        assert all(spec.urls for spec in reg[name].files.values())
+    assert any("pixray" in u for spec in reg["wikiart_16384"].files.values() for u in spec.urls)
     for r in (128, 256, 512):
         assert set(reg[f"biggan-deep-{r}"].files) == {f"biggan-deep-{r}/config.json", f"biggan-deep-{r}/pytorch_model.bin"}
 
