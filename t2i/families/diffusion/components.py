@@ -45,15 +45,14 @@ def _config_file(name: str) -> Path:
     return Path(resolve_weights_file(name)) if name.startswith("builtin:") else CONFIG_DIR / name
 
 
-# What a from_pretrained of a broken or foreign folder raises (diffusers and transformers alike).
-LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError)
-
-
 def _from_pretrained(cls, folder: Path, what: str, hint: str, **kwargs):
     """cls.from_pretrained(folder), refusing anything but a complete match in one line naming the folder."""
     try:
         model, info = cls.from_pretrained(folder, output_loading_info=True, **kwargs)
-    except LOAD_ERRORS as e:
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file fails in its parser's own way
+        # (OSError, struct.error, UnpicklingError, safetensors' errors, KeyError on a foreign config...)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise BrokenWeights(f"{folder} does not load as {what} ({first}): run `{hint}`") from None
     # from_pretrained initialises missing tensors at random with only a warning; a model with random
@@ -129,7 +128,9 @@ def ldm_bert(params: dict, weights: Path | None, hint: str):
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise BrokenWeights(f"{weights / 'tokenizer'} does not load as a BERT tokenizer ({first}): run `{hint}`") \
             from None
-    if len(tokenizer) > bert.config.vocab_size:
+    # Without its vocab.txt the tokenizer still loads, with the special tokens only (every word [UNK]):
+    # the vocabulary must be the one the text encoder embeds.
+    if len(tokenizer) != bert.config.vocab_size:
         raise BrokenWeights(f"{weights / 'tokenizer'}: {len(tokenizer)} tokens, but {weights / 'bert'} embeds "
                             f"{bert.config.vocab_size}: run `{hint}`")
     return LDMBertText(bert, tokenizer)
