@@ -10,11 +10,37 @@ GLIDE_TARGETS = ("glide-base",)
 UPSAMPLER_TARGETS = ("glide-upsample",)
 RELEASE_SIZES = {"glide-base": 64, "glide-upsample": 256}
 
-# Memory per job, per UNet row and output pixel (fp32 activations of the ADM UNet without gradients),
-# a first estimate from the base model's skip connections: 192 channels x 4 levels; refined by
-# scripts/measure_memory.py like the other families.
-PER_ROW_PIXEL = 192 * 4 * 4 * 4.0
+# Memory per job: what one model call adds per UNet row and output pixel (fp32, no gradients), fitted to
+# peak RSS on the CPU with random weights of the release's architectures (BENCHMARKS.md, "GLIDE"):
+# base at 64x64, 2 and 8 rows: +251 / +874 MiB; upsampler at 256x256, 1 and 2 rows: +633 / +1211 MiB.
+PER_PIXEL = {"glide-base": 26.6e3, "glide-upsample": 9.3e3}
 JOB_FLOOR = 64 * 2**20
+
+
+def space_timesteps(num_timesteps: int, spacing: str) -> list[int]:
+    """The original timesteps kept by a respacing: "100" (evenly), "10,10,3,2,2" (per section), "fast27"."""
+    if spacing == "fast27":
+        # The release's 27-step upsampler spacing, which avoids the very noisiest step.
+        kept = set(space_timesteps(num_timesteps, "10,10,3,2,2"))
+        return sorted(kept - {num_timesteps - 1} | {num_timesteps - 3})
+    counts = [int(c) for c in spacing.split(",")]
+    size_per, extra = divmod(num_timesteps, len(counts))
+    kept, start = [], 0
+    for i, count in enumerate(counts):
+        size = size_per + (1 if i < extra else 0)
+        if count > size:
+            raise ValueError(f"cannot take {count} steps from a section of {size}")
+        stride = 1 if count <= 1 else (size - 1) / (count - 1)
+        kept += [start + round(stride * j) for j in range(count)]
+        start += size
+    return sorted(set(kept))
+
+
+def upsampler_steps(preset) -> int:
+    """Steps of the upsampler stage (0 without one): its respacing's length, "fast27" in the release."""
+    if "upsampler" not in preset.components:
+        return 0
+    return len(space_timesteps(1000, preset.components["upsampler"].params.get("respacing", "fast27")))
 
 
 def is_glide(preset) -> bool:
@@ -34,5 +60,11 @@ def used_size(preset) -> tuple[int, int]:
 
 
 def job_bytes(options, spec, preset) -> int:
-    side = max(stage_sizes(preset))
-    return int(JOB_FLOOR + PER_ROW_PIXEL * options.rows(spec) * side * side)
+    """The larger stage's activations: the base stage runs cond and uncond rows (options.rows), the
+    upsampler one row per sample."""
+    roles = ["unet"] + (["upsampler"] if "upsampler" in preset.components else [])
+    peaks = []
+    for role, side in zip(roles, stage_sizes(preset)):
+        rows = options.rows(spec) if role == "unet" else options.num_samples
+        peaks.append(PER_PIXEL[preset.components[role].target] * rows * side * side)
+    return int(JOB_FLOOR + max(peaks))

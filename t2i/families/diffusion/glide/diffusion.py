@@ -8,6 +8,8 @@ import math
 
 import torch
 
+from ..glide_sizes import space_timesteps
+
 
 def betas(schedule: str, steps: int = 1000) -> torch.Tensor:
     """float64 betas of the release's named schedules ("linear" for the upsampler, "squaredcos_cap_v2" for base)."""
@@ -20,25 +22,6 @@ def betas(schedule: str, steps: int = 1000) -> torch.Tensor:
         return torch.tensor([min(1 - alpha_bar((i + 1) / steps) / alpha_bar(i / steps), 0.999)
                              for i in range(steps)], dtype=torch.float64)
     raise ValueError(f"unknown noise schedule {schedule!r} (linear, squaredcos_cap_v2)")
-
-
-def space_timesteps(num_timesteps: int, spacing: str) -> list[int]:
-    """The original timesteps kept by a respacing: "100" (evenly), "10,10,3,2,2" (per section), "fast27"."""
-    if spacing == "fast27":
-        # The release's 27-step upsampler spacing, which avoids the very noisiest step.
-        kept = set(space_timesteps(num_timesteps, "10,10,3,2,2"))
-        return sorted(kept - {num_timesteps - 1} | {num_timesteps - 3})
-    counts = [int(c) for c in spacing.split(",")]
-    size_per, extra = divmod(num_timesteps, len(counts))
-    kept, start = [], 0
-    for i, count in enumerate(counts):
-        size = size_per + (1 if i < extra else 0)
-        if count > size:
-            raise ValueError(f"cannot take {count} steps from a section of {size}")
-        stride = 1 if count <= 1 else (size - 1) / (count - 1)
-        kept += [start + round(stride * j) for j in range(count)]
-        start += size
-    return sorted(set(kept))
 
 
 class GlideDiffusion:
@@ -56,6 +39,7 @@ class GlideDiffusion:
         ac = torch.cumprod(1 - b, dim=0)
         ac_prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
         self.alphas_cumprod = ac
+        self.alphas_cumprod_prev = ac_prev
         self.sqrt_recip_alphas_cumprod = torch.sqrt(1 / ac)
         self.sqrt_recipm1_alphas_cumprod = torch.sqrt(1 / ac - 1)
         posterior_variance = b * (1 - ac_prev) / (1 - ac)

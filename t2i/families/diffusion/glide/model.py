@@ -191,6 +191,7 @@ class Text2ImUNet(nn.Module):
                  vocab_size: int = VOCAB_SIZE, dropout: float = 0.0):
         super().__init__()
         self.in_channels, self.model_channels, self.text_ctx = in_channels, model_channels, text_ctx
+        self.image_size = image_size
         attention_ds = {image_size // r for r in attention_resolutions}
         emb_dim = model_channels * 4
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -234,6 +235,10 @@ class Text2ImUNet(nn.Module):
         self.positional_embedding = nn.Parameter(torch.empty(text_ctx, xf_width))
         self.transformer_proj = nn.Linear(xf_width, emb_dim)
         self.padding_embedding = nn.Parameter(torch.empty(text_ctx, xf_width))
+        # The release leaves these two uninitialised (torch.empty), harmless when base.pt is loaded over
+        # them but NaN-prone for random weights (the fixtures' tiny models show it): start them small.
+        for p in (self.positional_embedding, self.padding_embedding):
+            nn.init.normal_(p, std=0.01)
 
     def text_embedding(self, tokens: torch.Tensor, mask: torch.Tensor):
         """(xf_proj (B, 4*model_channels), xf_out (B, xf_width, text_ctx)) for padded tokens and their mask."""
