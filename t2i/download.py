@@ -145,21 +145,36 @@ def _transfer(url: str, part: Path, name: str, progress: bool, timeout: float,
         raise _Dropped(f"connection dropped after {got} of {total} bytes")
 
 
-def fetch_hub(repo: str, filename: str, local_dir: Path, *, endpoints: list[str], revision: str = "main",
-              size: int | None = None, progress: bool = True) -> Path:
-    """One file of a hub repository into local_dir/filename through huggingface_hub, from the first
-    endpoint that works; returns its path. huggingface_hub downloads into a temporary .incomplete file
-    and renames it only when complete, checks the length the hub announces, resumes within a run after
-    a dropped connection (not across runs: it starts a file again) and reuses an HF_HOME/HF_HUB_CACHE
-    copy; with `size`, a file of another length is refused here as well."""
+def fetch_hub(repo: str, files: dict[str, int | None], local_dir: Path, *, endpoints: list[str],
+              revision: str = "main", progress: bool = True) -> list[Path]:
+    """Files of a hub repository (path in the repo -> expected length or None) into local_dir through
+    huggingface_hub, each from the first endpoint that works; returns their paths. huggingface_hub
+    downloads into a temporary .incomplete file and renames it only when complete, checks the length
+    the hub announces, resumes within a run after a dropped connection (not across runs: a file cut
+    short starts again) and reuses an HF_HOME/HF_HUB_CACHE copy; with a length, a file of another
+    length is refused here as well."""
+    endpoints = list(endpoints)
+    if not endpoints:
+        raise DownloadError(f"could not download {repo}: no hub endpoints given")
+    paths = []
+    for filename, size in files.items():
+        dest, served = _fetch_hub_file(repo, filename, Path(local_dir), endpoints, revision, size, progress)
+        if served is not None:
+            # huggingface_hub retries a dead endpoint for about 20 s per file: the one that worked goes first.
+            endpoints.remove(served)
+            endpoints.insert(0, served)
+        paths.append(dest)
+    return paths
+
+
+def _fetch_hub_file(repo: str, filename: str, local_dir: Path, endpoints: list[str], revision: str,
+                    size: int | None, progress: bool) -> tuple[Path, str | None]:
     from huggingface_hub import hf_hub_download
 
-    dest = Path(local_dir) / filename
+    dest = local_dir / filename
     if dest.exists():
         _check_existing(dest, size)  # present: no request at all, as for fetch()
-        return dest
-    if not endpoints:
-        raise DownloadError(f"could not download {filename} from {repo}: no hub endpoints given")
+        return dest, None
     last = "unknown error"
     for endpoint in endpoints:
         try:
@@ -169,12 +184,12 @@ def fetch_hub(repo: str, filename: str, local_dir: Path, *, endpoints: list[str]
             last = f"{type(e).__name__}: {_first_line(e)} from {endpoint}"
             continue
         have = dest.stat().st_size if dest.is_file() else None
-        if size is None and have is not None or have == size:
-            return dest
+        if have is not None and size in (None, have):
+            return dest, endpoint
         last = f"{have} bytes received, {size} expected from {endpoint}"
         dest.unlink(missing_ok=True)  # the wrong file must not stand at the real name
     n = len(endpoints)
-    raise DownloadError(f"could not download {filename} from {repo} on {n} endpoint{'s' * (n != 1)} (last: {last})")
+    raise DownloadError(f"could not download {filename} of {repo} from {n} endpoint{'s' * (n != 1)} (last: {last})")
 
 
 class _Silent(tqdm):

@@ -19,9 +19,9 @@ PRESET_PARTS = ("hf", "glide")  # entries that are parts of a diffusion preset: 
 def fetch_entry(e: WeightsEntry, progress: bool = True) -> list[Path]:
     """Every file of the entry in place at its listed length (a hub entry through huggingface_hub)."""
     if e.kind == "hf":
-        folder = checkpoints_dir() / e.name
-        return [fetch_hub(e.repo, e.hub_path(rel), folder, endpoints=e.hub_endpoints(), revision=e.revision,
-                          size=spec.size, progress=progress) for rel, spec in e.files.items()]
+        files = {e.hub_path(rel): spec.size for rel, spec in e.files.items()}
+        return fetch_hub(e.repo, files, checkpoints_dir() / e.name, endpoints=e.hub_endpoints(), revision=e.revision,
+                         progress=progress)
     return [fetch(list(spec.urls), checkpoints_dir() / rel, size=spec.size, progress=progress)
             for rel, spec in e.files.items()]
 

@@ -11,13 +11,15 @@ import pytest
 from t2i.download import DownloadError, fetch
 
 PAYLOAD = random.Random(1234).randbytes(300_000)
+OTHER = random.Random(99).randbytes(1_000)  # /other.bin: another file (an error page, another release)
 DROP_AT = 123_457  # bytes sent before /drop/ closes the socket
 DROP_ALWAYS_AT = 50_000  # per response on /dropalways/, so 3 tries stay short of the file
 
 
 class _Handler(BaseHTTPRequestHandler):
     """Paths: /a.bin (honours Range), /norange/a.bin (ignores it), /drop/a.bin (first
-    response cut after DROP_AT bytes), /dropalways/a.bin (every response cut); else 404."""
+    response cut after DROP_AT bytes), /dropalways/a.bin (every response cut), /nolength/a.bin
+    (no Content-Length, ignores Range, every response cut), /other.bin (OTHER); else 404."""
 
     def log_message(self, *args):  # keep pytest output clean
         pass
@@ -29,6 +31,18 @@ class _Handler(BaseHTTPRequestHandler):
             srv.requests.append((self.path, rng))
             first = self.path not in srv.seen
             srv.seen.add(self.path)
+        if self.path == "/other.bin":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(OTHER)))
+            self.end_headers()
+            self.wfile.write(OTHER)
+            return
+        if self.path == "/nolength/a.bin":
+            # HTTP/1.0 without a length: the body ends when the server closes, so a cut looks complete.
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(PAYLOAD[:DROP_ALWAYS_AT])
+            return
         if self.path not in ("/a.bin", "/norange/a.bin", "/drop/a.bin", "/dropalways/a.bin"):
             self.send_error(404)
             return
@@ -179,3 +193,60 @@ def test_all_mirrors_fail(server, tmp_path):
 def test_no_urls_is_a_download_error(tmp_path):
     with pytest.raises(DownloadError, match="a.bin"):
         fetch([], tmp_path / "a.bin", progress=False)
+
+
+# --- the expected length (configs/weights.yaml's `size`) ---------------------------------------------
+
+def test_known_size_downloads_and_resumes(server, tmp_path):
+    dest = tmp_path / "a.bin"
+    _part(dest).write_bytes(PAYLOAD[:100_000])
+    fetch([server.base + "/a.bin"], dest, size=len(PAYLOAD), progress=False)
+    assert server.requests == [("/a.bin", "bytes=100000-")]
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_mirror_with_a_file_of_another_length_falls_through_at_once(server, tmp_path):
+    dest = tmp_path / "a.bin"
+    fetch([server.base + "/other.bin", server.base + "/a.bin"], dest, size=len(PAYLOAD), progress=False)
+    assert dest.read_bytes() == PAYLOAD
+    # Refused on its announced length, before any byte was written, and not retried: it would not change.
+    assert [p for p, _ in server.requests] == ["/other.bin", "/a.bin"]
+
+
+def test_size_mismatch_is_refused_and_never_takes_the_real_name(server, tmp_path):
+    dest = tmp_path / "vqgan.ckpt"
+    with pytest.raises(DownloadError) as info:
+        fetch([server.base + "/a.bin"], dest, size=len(PAYLOAD) + 1, progress=False)
+    msg = str(info.value)
+    assert "\n" not in msg and "vqgan.ckpt" in msg
+    assert f"{len(PAYLOAD)} bytes offered, {len(PAYLOAD) + 1} expected from {server.base}/a.bin" in msg
+    assert not dest.exists() and not _part(dest).exists()
+
+
+def test_truncated_download_without_a_length_is_not_renamed(server, tmp_path):
+    # The server closes early and never said how long the file is: only the registry's size tells.
+    dest = tmp_path / "a.bin"
+    with pytest.raises(DownloadError, match=f"connection dropped after {DROP_ALWAYS_AT} of {len(PAYLOAD)} bytes"):
+        fetch([server.base + "/nolength/a.bin"], dest, size=len(PAYLOAD), progress=False)
+    assert not dest.exists()
+    assert _part(dest).read_bytes() == PAYLOAD[:DROP_ALWAYS_AT]  # kept for a later run from a better mirror
+    fetch([server.base + "/a.bin"], dest, size=len(PAYLOAD), progress=False)
+    assert server.requests[-1] == ("/a.bin", f"bytes={DROP_ALWAYS_AT}-")
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_part_longer_than_the_file_starts_again(server, tmp_path):
+    dest = tmp_path / "a.bin"
+    _part(dest).write_bytes(PAYLOAD + b"junk")
+    fetch([server.base + "/a.bin"], dest, size=len(PAYLOAD), progress=False)
+    assert server.requests == [("/a.bin", None)]
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_existing_file_of_the_wrong_length_is_refused_untouched(server, tmp_path):
+    dest = tmp_path / "a.bin"
+    dest.write_bytes(b"short")
+    with pytest.raises(DownloadError) as info:
+        fetch([server.base + "/a.bin"], dest, size=len(PAYLOAD), progress=False)
+    assert str(info.value) == f"{dest} has 5 bytes, not the {len(PAYLOAD)} expected: move it away and run again"
+    assert dest.read_bytes() == b"short" and server.requests == []

@@ -131,3 +131,194 @@ def test_listing_ready_presets_does_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          check=True).stdout.split("\n")
     assert out[:2] == ["shapes", "False False"]
+
+
+# --- the registry's format, and the one mapping from a preset to its entries --------------------------
+
+from t2i.errors import BrokenWeights, WeightsMissing  # noqa: E402
+from t2i.presets import Component, Preset  # noqa: E402
+
+PARTS = {  # a test registry shaped like the real one: a hub folder, two entries sharing glide/, an upscaler
+    "big-ldm": {"kind": "hf", "repo": "org/big-ldm", "files": {
+        "unet/config.json": {"size": 3}, "unet/w.bin": {"size": None}, "tokenizer/vocab.txt": {"size": 2},
+        "scheduler/scheduler_config.json": {"size": 2}}},
+    "glide-base": {"kind": "glide", "files": {"glide/base.pt": {"urls": ["http://x/base.pt"], "size": 4},
+                                              "glide/encoder.json": {"urls": ["http://x/e.json"], "size": 2}}},
+    "glide-upsample": {"kind": "glide", "files": {"glide/upsample.pt": {"urls": ["http://x/up.pt"], "size": 4}}},
+    "up-x2": {"kind": "srcnn", "files": {"upscale/up_x2.pth": ["http://x/up_x2.pth"]}},  # the older list form
+}
+
+
+def _diffusion(name, post=(), scheduler=None, **components):
+    return Preset(name=name, description="", family="diffusion", components=components, post=post,
+                  scheduler=scheduler or {})
+
+
+@pytest.fixture
+def parts(tmp_path, monkeypatch):
+    path = tmp_path / "weights.yaml"
+    path.write_text(yaml.safe_dump(PARTS, sort_keys=False))
+    monkeypatch.setenv("T2I_WEIGHTS_REGISTRY", str(path))
+    monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path / "ck"))
+    return tmp_path / "ck"
+
+
+def test_registry_reads_sizes_and_the_older_list_form(parts):
+    reg = weights.registry()
+    assert reg["glide-base"].files["glide/base.pt"] == weights.WeightsFile(("http://x/base.pt",), 4)
+    assert reg["up-x2"].files["upscale/up_x2.pth"] == weights.WeightsFile(("http://x/up_x2.pth",), None)
+    # Hub files are listed by repository path and kept under checkpoints/<name>/.
+    assert list(reg["big-ldm"].files)[0] == "big-ldm/unet/config.json"
+    assert reg["big-ldm"].hub_path("big-ldm/unet/config.json") == "unet/config.json"
+
+
+@pytest.mark.parametrize("bad, says", [
+    ({"kind": "glide", "files": {"a.pt": {"urls": ["http://x/a"], "size": "4 GB"}}}, "file a.pt: size must be a number"),
+    ({"kind": "glide", "files": {"a.pt": {"urls": ["http://x/a"], "sha": "ab"}}}, "file a.pt: give `urls`"),
+    ({"kind": "hf", "files": {"a.bin": {"size": 1}}}, "kind hf needs `repo`"),
+    ({"kind": "hf", "repo": "o/r", "files": {"a.bin": {"urls": ["http://x/a"]}}}, "(none for kind hf)"),
+    ({"kind": "glide", "files": {}}, "needs `kind` and a non-empty `files`"),
+    ({"kind": "glide", "mirror": "x", "files": {"a.pt": []}}, "unknown keys ['mirror']"),
+])
+def test_a_malformed_entry_is_one_line_naming_it(tmp_path, bad, says):
+    path = tmp_path / "weights.yaml"
+    path.write_text(yaml.safe_dump({"broken": bad}))
+    with pytest.raises(PresetError) as info:
+        weights.registry(path)
+    assert str(info.value).startswith(f"{path}: entry broken: ") and says in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_diffusion_preset_maps_to_the_entries_that_hold_its_files(parts):
+    ldm = _diffusion("ldm", unet=Component("diffusers-unet", {"config": "models/x.json"}, "big-ldm/unet"),
+                     text=Component("ldm-bert", {"tokenizer": "big-ldm/tokenizer"}, "big-ldm"),
+                     codec=Component("pixels"), scheduler={"from": "big-ldm/scheduler"})
+    assert [e.name for e in weights.needed_entries(ldm)] == ["big-ldm"]
+    # A file names its entry; the glide/ folder is then covered by that entry, not by the upsampler's too.
+    base = _diffusion("g64", unet=Component("glide-base", {}, "glide/base.pt"),
+                      text=Component("glide-bpe", {"folder": "glide"}, "glide/encoder.json"), codec=Component("pixels"))
+    assert [e.name for e in weights.needed_entries(base)] == ["glide-base"]
+    both = _diffusion("g256", post=("up-x2",), unet=Component("glide-base", {}, "glide/base.pt"),
+                      text=Component("glide-bpe", {}, "glide"), codec=Component("pixels"),
+                      upsampler=Component("glide-upsample", {}, "glide/upsample.pt"))
+    assert [e.name for e in weights.needed_entries(both)] == ["glide-base", "glide-upsample", "up-x2"]
+    # Built-in and absolute paths are not downloads; a path under checkpoints/ that no entry holds is one line.
+    assert weights.needed_entries(_diffusion("b", unet=Component("diffusers-unet", {}, "builtin:shapes-ldm/unet"),
+                                             codec=Component("pixels"))) == []
+    lost = _diffusion("lost", unet=Component("diffusers-unet", {}, "nowhere/unet"), codec=Component("pixels"))
+    with pytest.raises(PresetError, match=r"^preset lost: nowhere/unet is in no entry of .*weights.yaml"):
+        weights.needed_entries(lost)
+
+
+def test_missing_files_name_the_first_file_and_the_command(parts):
+    preset = _diffusion("g256", unet=Component("glide-base", {}, "glide/base.pt"),
+                        text=Component("glide-bpe", {}, "glide/encoder.json"), codec=Component("pixels"),
+                        upsampler=Component("glide-upsample", {}, "glide/upsample.pt"))
+    assert weights.missing_files(preset) == [str(parts / "glide/base.pt"), str(parts / "glide/encoder.json"),
+                                             str(parts / "glide/upsample.pt")]
+    with pytest.raises(WeightsMissing) as info:
+        weights.require(preset)
+    assert str(info.value) == f"preset g256 needs {parts}/glide/base.pt and 2 more: run `python -m t2i download g256`"
+    (parts / "glide").mkdir(parents=True)
+    (parts / "glide/base.pt").write_bytes(b"base")
+    (parts / "glide/encoder.json").write_bytes(b"{}")
+    (parts / "glide/upsample.pt").write_bytes(b"up")  # cut short: present, but not the listed length
+    assert weights.missing_files(preset) == [f"{parts}/glide/upsample.pt (2 bytes, should be 4)"]
+    assert not weights.is_ready(preset)
+    (parts / "glide/upsample.pt").write_bytes(b"upup")
+    assert weights.missing_files(preset) == [] and weights.is_ready(preset)
+    weights.require(preset)
+
+
+def test_real_registry_covers_every_pretrained_diffusion_preset():
+    reg = weights.registry(CONFIG_DIR / "weights.yaml")
+    for name, p in all_presets().items():
+        if p.family != "diffusion" or p.untrained or weights.is_builtin(p):
+            continue
+        entries = weights.needed_entries(p)  # raises for a component path no entry holds
+        files = {f for e in entries for f in e.files}
+        for c in p.components.values():
+            if c.weights:
+                assert c.weights in files or any(f.startswith(c.weights.rstrip("/") + "/") for f in files), (name, c)
+        assert all(reg[u].kind in ("esrgan", "srcnn") for u in p.post), name
+    assert [e.name for e in weights.needed_entries(get_preset("ldm-text2im-large-256"))] == ["ldm-text2im-large-256"]
+    assert [e.name for e in weights.needed_entries(get_preset("glide-base-64"))] == ["glide-base"]
+    assert [e.name for e in weights.needed_entries(get_preset("glide-256"))] == ["glide-base", "glide-upsample"]
+
+
+def test_real_registry_lists_a_length_or_null_for_every_new_file():
+    reg = weights.registry(CONFIG_DIR / "weights.yaml")
+    raw = yaml.safe_load((CONFIG_DIR / "weights.yaml").read_text())
+    for name in ("ldm-text2im-large-256", "glide-base", "glide-upsample", "realesrgan-x4plus",
+                 "srcnn-x2", "srcnn-x3", "srcnn-x4"):
+        assert all("size" in spec for spec in raw[name]["files"].values()), name  # said, even when null
+        assert all(spec.urls for spec in reg[name].files.values()) == (reg[name].kind != "hf"), name
+    assert reg["realesrgan-x4plus"].files["upscale/RealESRGAN_x4plus.pth"].size == 67040989
+    assert reg["glide-base"].files["glide/encoder.json"].size == 1042301
+    assert reg["glide-base"].files["glide/vocab.bpe"].size == 456318
+    for factor in (2, 3, 4):
+        assert set(reg[f"srcnn-x{factor}"].files) == {f"upscale/srcnn_x{factor}.pth"}
+
+
+def test_gpt2_bpe_sizes_match_the_release_files():
+    # The lengths the registry gives encoder.json and vocab.bpe are those of the release's files.
+    import gzip
+
+    fixtures = ROOT.parent / "shared" / "fixtures" / "glide"
+    if not fixtures.is_dir():
+        pytest.skip("../shared/fixtures/glide is not here")
+    files = weights.registry(CONFIG_DIR / "weights.yaml")["glide-base"].files
+    for name in ("encoder.json", "vocab.bpe"):
+        assert len(gzip.decompress((fixtures / f"{name}.gz").read_bytes())) == files[f"glide/{name}"].size
+
+
+def test_presets_listing_says_what_to_download(tmp_path, monkeypatch, capsys):
+    from t2i.cli import cmd_presets
+
+    monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path))
+    cmd_presets(None)
+    out = capsys.readouterr().out
+    assert "weights missing (10 files): python -m t2i download ldm-text2im-large-256" in out
+    assert "weights missing (3 files): python -m t2i download glide-base-64" in out
+    assert "weights missing (4 files): python -m t2i download glide-256" in out
+
+
+# --- upscalers: fetched, then proved by t2i.upscale.build ----------------------------------------------
+
+@pytest.fixture
+def srcnn_mirror(tmp_path, monkeypatch):
+    """A loopback mirror serving a real 9-5-5 SRCNN state dict, and a registry naming it with its length."""
+    from t2i.upscale.srcnn import SRCNN
+
+    served = tmp_path / "served"
+    served.mkdir()
+    torch.manual_seed(3)
+    torch.save(SRCNN().state_dict(), served / "srcnn_x2.pth")
+    (served / "garbage.pth").write_bytes(b"\0" * (served / "srcnn_x2.pth").stat().st_size)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    size = (served / "srcnn_x2.pth").stat().st_size
+    registry = tmp_path / "weights.yaml"
+    registry.write_text(yaml.safe_dump({
+        "test-srcnn-x2": {"kind": "srcnn", "files": {"upscale/test_srcnn_x2.pth": {
+            "urls": [f"{base}/missing.pth", f"{base}/srcnn_x2.pth"], "size": size}}},
+        "broken-srcnn-x2": {"kind": "srcnn", "files": {"upscale/broken_srcnn_x2.pth": {
+            "urls": [f"{base}/garbage.pth"], "size": size}}}}))
+    monkeypatch.setenv("T2I_WEIGHTS_REGISTRY", str(registry))
+    monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path / "ck"))
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    yield tmp_path / "ck"
+    server.shutdown()
+    server.server_close()
+
+
+def test_upscaler_download_is_proved_by_building_it(srcnn_mirror):
+    assert install.download("test-srcnn-x2", progress=False) == ["test-srcnn-x2: 1 files present and loaded"]
+    assert (srcnn_mirror / "upscale/test_srcnn_x2.pth").is_file()
+    with pytest.raises(BrokenWeights) as info:  # the right length, but not a state dict: the loader says so
+        install.download("broken-srcnn-x2", progress=False)
+    assert "broken_srcnn_x2.pth" in str(info.value) and "\n" not in str(info.value)
