@@ -45,14 +45,30 @@ def _specs(preset, batch: int, iterations: int, size, cutn) -> list:
 
 
 def _flops_per_job_step(models, spec, precision: str) -> float:
-    """Matmul/conv FLOPs of one step of one job (guided: forward and backward), as counted by torch."""
+    """Matmul/conv FLOPs of one step of one job (guided: forward and backward), as counted by torch. The
+    first step makes a frame (step 0): the second is counted, so a latent model's decode is not."""
     from torch.utils.flop_counter import FlopCounterMode
 
     batch = Runner(models, precision)
     batch.add(0, spec)
+    batch.step()
     with FlopCounterMode(display=False) as counter:
         batch.step()
     return float(counter.get_total_flops())
+
+
+def _frame_seconds(models, spec, precision: str) -> tuple[float, float]:
+    """Seconds of one job's step without a frame and with one (the preview a latent model decodes every
+    save_every steps), through the pipeline contract."""
+    batch = Runner(models, precision)
+    batch.add(0, spec)
+    batch.step()  # warm-up (and step 0's frame)
+    job, times = batch.slots[0].state, []
+    for frame in (False, True):
+        start = _synced_clock(models.device)
+        models.step([job], [frame], batch.autocast)
+        times.append(_synced_clock(models.device) - start)
+    return times[0], times[1]
 
 
 def _bench_batch(models, preset, batch_size: int, steps: int, size, cutn, precision: str):
@@ -89,7 +105,7 @@ def _bench_reference(models, spec, steps: int):
 
 
 def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cutn=None, precision: str = "fp32",
-          batches=(1,), reference: bool = False, plot: str | None = None) -> list[str]:
+          batches=(1,), reference: bool = False, plot: str | None = None, frames: bool = True) -> list[str]:
     preset = get_preset(preset_name)
     models = build_pipeline(preset, device=device, random_weights=True)
     spec = _specs(preset, 1, steps + WARMUP_STEPS, size, cutn)[0]
@@ -105,6 +121,10 @@ def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cut
         "| jobs in batch | job-steps/s | ms per batch step | achieved GFLOP/s | peak memory |",
         "| --- | --- | --- | --- | --- |",
     ]
+    if frames:
+        plain, framed = _frame_seconds(models, spec, precision)
+        lines[3:3] = [f"one job's step: {plain * 1000:.0f} ms without a frame, {framed * 1000:.0f} ms with one "
+                      f"(a frame costs {(framed - plain) * 1000:.0f} ms, made every save_every steps)"]
     rates = {}
     for b in batches:
         rate, step_seconds, peak = _bench_batch(models, preset, b, steps, size, cutn, precision)
