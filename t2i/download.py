@@ -181,6 +181,8 @@ def _fetch_hub_file(repo: str, filename: str, local_dir: Path, endpoints: list[s
             hf_hub_download(repo, filename, revision=revision, local_dir=local_dir, endpoint=endpoint.rstrip("/"),
                             tqdm_class=None if progress else _Silent)
         except Exception as e:  # noqa: BLE001 - any failure of one endpoint (HTTP, network, consistency) means: next
+            while e.__cause__ is not None:  # "cannot find the file in the local cache" hides the network's reason
+                e = e.__cause__
             last = f"{type(e).__name__}: {_first_line(e)} from {endpoint}"
             continue
         have = dest.stat().st_size if dest.is_file() else None

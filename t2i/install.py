@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .download import fetch, fetch_hub
-from .paths import checkpoints_dir, clip_cache_dir
+from .paths import clip_cache_dir
 from .presets import all_presets
 from .errors import PresetError
 from .weights import WeightsEntry, entry, is_builtin, needed_entries
@@ -20,9 +20,9 @@ def fetch_entry(e: WeightsEntry, progress: bool = True) -> list[Path]:
     """Every file of the entry in place at its listed length (a hub entry through huggingface_hub)."""
     if e.kind == "hf":
         files = {e.hub_path(rel): spec.size for rel, spec in e.files.items()}
-        return fetch_hub(e.repo, files, checkpoints_dir() / e.name, endpoints=e.hub_endpoints(), revision=e.revision,
+        return fetch_hub(e.repo, files, e.base / e.name, endpoints=e.hub_endpoints(), revision=e.revision,
                          progress=progress)
-    return [fetch(list(spec.urls), checkpoints_dir() / rel, size=spec.size, progress=progress)
+    return [fetch(list(spec.urls), e.base / rel, size=spec.size, progress=progress)
             for rel, spec in e.files.items()]
 
 
