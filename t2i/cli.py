@@ -64,7 +64,9 @@ def _spec_fields(args) -> dict:
     are passed only when given, so that make_spec can refuse one that does not apply to the preset."""
     size = args.size or (None, None)
     given = {name: getattr(args, name) for name in FAMILY_FLAGS if getattr(args, name) is not None}
-    return dict(width=size[0], height=size[1], save_every=args.save_every, seed=args.seed,
+    # --upscale, repeatable or a comma list; absent: the preset's post-steps (make_spec checks the names)
+    upscale = ",".join(args.upscale) if args.upscale is not None else None
+    return dict(width=size[0], height=size[1], save_every=args.save_every, seed=args.seed, upscale=upscale,
                 init_image=_read(args.init_image, "init_image"),
                 image_prompts=[_read(p, "image_prompt") for p in args.image_prompt or []], **given)
 
@@ -97,7 +99,7 @@ def cmd_generate(args) -> int:
     from .spec import make_spec
 
     preset = get_preset(args.preset or default_preset())
-    spec = make_spec(args.prompt, preset.name, family=preset.family, defaults=preset.defaults,
+    spec = make_spec(args.prompt, preset.name, family=preset.family, defaults=preset.defaults, post=preset.post,
                      **_spec_fields(args))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -122,12 +124,15 @@ def cmd_generate(args) -> int:
     for path, image in zip(samples, result.samples):
         _write_atomic(path, render.png_bytes(image, params))
     _write_atomic(png, render.png_bytes(result.image, params))
-    resized = "" if (result.width, result.height) == (spec.width, spec.height) else \
-        (f" (asked for {spec.width}x{spec.height}; {preset.name} draws at {result.width}x{result.height} only)"
+    made = result.upscaled_from or (result.width, result.height)
+    resized = "" if made == (spec.width, spec.height) else \
+        (f" (asked for {spec.width}x{spec.height}; {preset.name} draws at {made[0]}x{made[1]} only)"
          if preset.fixed_size else
          f" (asked for {spec.width}x{spec.height}; the generator works in multiples of {pipeline.factor})")
+    upscaled = f", upscaled by {' and '.join(spec.upscale)} to {result.width}x{result.height}" \
+        if result.upscaled_from else ""
     loss = f", final loss {result.losses[-1]:.4f}" if result.losses else ""
-    print(f"size {result.width}x{result.height}{resized}, seed {result.seed}{loss}")
+    print(f"size {made[0]}x{made[1]}{resized}{upscaled}, seed {result.seed}{loss}")
     print(f"wrote {png}" + (f" (a grid of {len(samples)} samples)" if samples else ""))
     if samples:
         print(f"wrote {samples[0]} ... {samples[-1].name} (each sample)")
@@ -404,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--init-image", help="PNG/JPEG/WebP to start from")
         sp.add_argument("--image-prompt", action="append", help="image to steer towards (repeatable)")
         sp.add_argument("--save-every", help="a GIF frame every K steps")
+        sp.add_argument("--upscale", action="append", metavar="NAME",
+                        help="upscaler(s) run on the finished image, in order (repeatable or a comma list; "
+                             "`none`: not even the preset's); default: the preset's post-steps")
 
     def db_option(sp):
         sp.add_argument("--db", default=default_url(), help="store URL (default: $T2I_DB, else sqlite:///t2i.db)")

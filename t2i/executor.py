@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import render
+from . import render, upscale
 from .engine.runner import Runner, out_of_memory
 from .errors import OutOfMemory, T2IError
 from .families import build_pipeline
@@ -98,6 +98,7 @@ class ModelCache:
 
     def clear(self) -> None:
         self._models.clear()
+        upscale.clear()
         free_memory()
 
 
@@ -191,7 +192,7 @@ def load_of(spec: dict) -> str:
     """A job's load in words ("64x64 with 8 cutouts"), from its stored spec without building models:
     the sweep names it when the job's executor kept dying under it."""
     job = JobSpec.from_dict(spec)
-    return job.options.describe(job, *job.options.used_size(job, get_preset(job.preset)))
+    return job.describe(*job.options.used_size(job, get_preset(job.preset)))
 
 
 def failure_message(error: BaseException) -> str:
@@ -314,7 +315,10 @@ class Executor:
                 self.sizer.observe(len(active), pipeline.device)
                 for job_id, step in steps.items():
                     lease, state = active[job_id]
-                    if self._on_step(lease, step, heart, state):
+                    if step.error is not None:  # a post-step (upscaler) failed: this job alone
+                        self._fail(lease, step.error, outcomes, clear=False)
+                        free_memory()
+                    elif self._on_step(lease, step, heart, state):
                         outcomes[job_id] = self._stopped(lease, heart, state)
                     elif batch.slots[job_id].done:
                         spec = batch.slots[job_id].spec
@@ -359,8 +363,10 @@ class Executor:
         heart.remove(lease)
         batch.remove(job_id)
 
-    def _fail(self, lease: Lease, error: BaseException, outcomes: dict) -> None:
-        if isinstance(error, (OutOfMemory, torch.OutOfMemoryError)):
+    def _fail(self, lease: Lease, error: BaseException, outcomes: dict, clear: bool = True) -> None:
+        """`clear`: drop the cached models after running out of memory (not when the batch that
+        holds them goes on: an upscaler ran out on its own, t2i/engine/runner.py)."""
+        if clear and isinstance(error, (OutOfMemory, torch.OutOfMemoryError)):
             self.cache.clear()
         elif not isinstance(error, (T2IError, SpecError)):
             log.error("job %s raised", lease.job_id, exc_info=error)

@@ -52,7 +52,18 @@ class Estimate:
 
 
 def estimate(spec, preset) -> Estimate:
-    return Estimate(RUNTIME_BYTES + model_bytes(preset), spec.options.job_bytes(spec, preset) + frame_bytes(spec, preset))
+    return Estimate(RUNTIME_BYTES + model_bytes(preset),
+                    spec.options.job_bytes(spec, preset) + frame_bytes(spec, preset) + post_bytes(spec, preset))
+
+
+def post_bytes(spec, preset) -> int:
+    """The job's upscalers (post-steps, t2i/upscale/), run after its steps on the size it is made at.
+    Counted on top of the steps' peak, though the two never meet: an upper bound, kept simple."""
+    if not spec.upscale:
+        return 0
+    from .upscale import post_bytes as upscaling
+
+    return upscaling(spec.upscale, *spec.options.used_size(spec, preset), getattr(spec.options, "num_samples", 1))
 
 
 def frame_bytes(spec, preset) -> int:
@@ -155,7 +166,7 @@ def check_submit(spec, preset, budget: int | None = None, max_side: int | None =
     if need.total <= budget:
         return need
     width, height = spec.options.used_size(spec, preset)
-    load = spec.options.describe(spec, width, height)
+    load = spec.describe(width, height)
     head = f"{preset.name} needs about {gb(need.total)} at {load}"
     smaller = spec.options.used_size(spec.with_(width=1, height=1), preset)
     if smaller == (width, height):  # the size is the model's own: only the other options can change
@@ -247,7 +258,7 @@ class Admission:
             f"this executor's {'GPU' if self.cuda else 'RAM'}"
         width, height = spec.options.used_size(spec, preset)
         return (f"{preset.name} needs about {gb(need.fixed + need.job)} at "
-                f"{spec.options.describe(spec, width, height)}; {where} has {gb(self.capacity())}: "
+                f"{spec.describe(width, height)}; {where} has {gb(self.capacity())}: "
                 f"lower {spec.options.LIGHTER}")
 
 

@@ -66,15 +66,15 @@ class SubmitPolicy:
 def submit_job(store: JobStore, prompt, preset: str, *, priority: int = 0, submitter: str | None = None,
                address: str | None = None, limits: Limits = Limits(), policy: SubmitPolicy | None = None,
                max_attempts: int = 3, **fields) -> int:
-    """fields: the common ones (width, height, save_every, seed, init_image, image_prompts) and the
-    preset's family's options (iterations, cutn, lr | sampler, steps, guidance, ...), raw.
+    """fields: the common ones (width, height, save_every, seed, init_image, image_prompts, upscale:
+    default the preset's post-steps) and the preset's family's options (iterations, cutn, lr | sampler, steps, guidance, ...), raw.
 
     Validation first (the fields, then the memory the job needs: t2i/memory.py), then one insert;
     with a policy, the policy's limits for `address` are checked in the insert's transaction (a
     submission without an address counts against "anonymous"). The images are stored once each, by
     their hash, in that same transaction; the spec refers to them."""
     p = get_preset(preset)
-    spec = make_spec(prompt, p.name, family=p.family, limits=limits, defaults=p.defaults, **fields)
+    spec = make_spec(prompt, p.name, family=p.family, limits=limits, defaults=p.defaults, post=p.post, **fields)
     check_submit(spec, p, limits.max_job_memory, limits.max_side)
     job = dict(batch_key=spec.batch_key, total=spec.total_steps, priority=priority, submitter=submitter,
                max_attempts=max_attempts, uploads=spec.uploads())

@@ -39,6 +39,8 @@ def parameters(spec, result, preset) -> dict:
         "prompt": spec.prompt, "preset": spec.preset, "family": spec.family, "models": preset.models_label,
         "untrained": preset.untrained, "seed": result.seed,
         "size": [result.width, result.height], "requested_size": [spec.width, spec.height],
+        # the post-steps, and the size the family made before them (the PNG is `size`)
+        "upscale": list(spec.upscale), "generated_size": list(result.upscaled_from or (result.width, result.height)),
         **asdict(spec.options), "save_every": spec.save_every,
         "init_image": spec.init_image is not None, "image_prompts": len(spec.image_prompts),
         "init_image_sha256": ref(spec.init_image)["upload"] if spec.init_image is not None else None,

@@ -40,6 +40,9 @@ UPLOAD_CAP_MB = 32
 MAX_IMAGE_SIDE = 4096
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_IMAGE_PROMPTS = 4
+# The largest side post-step upscalers may make (a 1024x1024 image through one x4 upscaler): the
+# result is held, encoded and stored whole, and each x4 multiplies its pixels by 16.
+MAX_UPSCALED_SIDE = 4096
 # A gallery search longer than the longest prompt matches nothing, and SQLite refuses LIKE patterns
 # over 50,000 bytes: longer searches are refused with a line instead.
 MAX_SEARCH_CHARS = MAX_PROMPT_CHARS
@@ -93,6 +96,7 @@ class JobSpec:
     seed: int | None = None
     init_image: bytes | UploadRef | None = None
     image_prompts: tuple[bytes | UploadRef, ...] = field(default_factory=tuple)
+    upscale: tuple[str, ...] = ()     # post-steps: upscalers (t2i/upscale/) run on the finished image, in order
 
     def __getattr__(self, name):
         if name != "options" and name in option_names(self.__dict__.get("family", DEFAULT_FAMILY)):
@@ -109,8 +113,20 @@ class JobSpec:
         return self.options.batch_key(self)
 
     @property
-    def total_steps(self) -> int:
+    def family_steps(self) -> int:
+        """The steps of the family's pipeline; the post-steps follow them."""
         return self.options.total_steps(self)
+
+    @property
+    def total_steps(self) -> int:
+        """What the job's progress counts to: the family's steps, then one per upscaler."""
+        return self.options.total_steps(self) + len(self.upscale)
+
+    def describe(self, width: int, height: int) -> str:
+        """The job's load in words at the size it is made at, with its upscalers: "64x64, 50 DDIM
+        steps, then realesrgan-x4plus"."""
+        load = self.options.describe(self, width, height)
+        return f"{load}, then {' and '.join(self.upscale)}" if self.upscale else load
 
     def to_dict(self) -> dict:
         """JSON-safe, flat form for the queue: the common fields, `family`, then the family's fields.
@@ -120,6 +136,7 @@ class JobSpec:
         d.update(asdict(self.options))
         d["init_image"] = ref(self.init_image) if self.init_image is not None else None
         d["image_prompts"] = [ref(b) for b in self.image_prompts]
+        d["upscale"] = list(self.upscale)
         return d
 
     def uploads(self) -> list[Upload]:
@@ -142,6 +159,7 @@ class JobSpec:
         d["init_image"] = _image("init_image", d.get("init_image"), load)
         d["image_prompts"] = tuple(_image(f"image_prompt {i}", b, load)
                                    for i, b in enumerate(d.get("image_prompts") or (), 1))
+        d["upscale"] = tuple(d.get("upscale") or ())  # specs from before post-steps have none
         return cls(options=options, family=family, **d)
 
     def with_(self, **changes) -> "JobSpec":
@@ -292,6 +310,38 @@ def decode_image(data: bytes) -> Image.Image:
         return im.convert("RGB")
 
 
+# --- post-steps -----------------------------------------------------------------------------------
+
+def check_upscale(value, default: tuple[str, ...], width: int, height: int) -> tuple[str, ...]:
+    """The upscalers a job runs after its family's steps: names of the weights registry's upscaler
+    entries, a comma-separated text or a list (None or "": the preset's `post`; "none" or an empty
+    list: no upscaler), checked against t2i.upscale.names() (torch-free) and against the size they
+    would make from the requested one."""
+    from . import upscale
+
+    if value is None or value == "":
+        value = default
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise SpecError("upscale", f"must be upscaler names, got {shown(value)}")
+    names = [v.strip() for v in value if v.strip()]
+    if upscale.NONE in (n.lower() for n in names):
+        if len(names) > 1:
+            raise SpecError("upscale", f"'{upscale.NONE}' cannot be combined with upscalers ({', '.join(names)})")
+        return ()
+    if len(names) > upscale.MAX_UPSCALERS:
+        raise SpecError("upscale", f"at most {upscale.MAX_UPSCALERS} upscalers, got {len(names)}")
+    names = [upscale.check(n) for n in names]
+    factor = math.prod(upscale.scale_hint(n) for n in names)
+    side = max(width, height) * factor
+    if side > MAX_UPSCALED_SIDE:
+        raise SpecError("upscale", f"{' and '.join(names)} would make {width * factor}x{height * factor} from "
+                                   f"{width}x{height}; the largest result is {MAX_UPSCALED_SIDE} pixels a side, so "
+                                   f"ask for {MAX_UPSCALED_SIDE // factor} or less, or fewer upscalers")
+    return tuple(names)
+
+
 # --- the one entry point ------------------------------------------------------------------------
 
 DEFAULTS = dict(width=300, height=300, save_every=10)  # the common fields' defaults; families add theirs
@@ -299,10 +349,11 @@ DEFAULTS = dict(width=300, height=300, save_every=10)  # the common fields' defa
 
 def make_spec(prompt, preset: str, *, family: str = DEFAULT_FAMILY, width=None, height=None, save_every=None,
               seed=None, init_image: bytes | None = None, image_prompts=(), limits: Limits = Limits(),
-              defaults: dict | None = None, **options) -> JobSpec:
-    """Validate raw input (strings or numbers) into a JobSpec. `family` and `defaults` come from the
-    preset; `options` are the family's own fields (None or "" means the default). A field of another
-    family is refused with one line saying so, rather than silently ignored."""
+              defaults: dict | None = None, upscale=None, post: tuple[str, ...] = (), **options) -> JobSpec:
+    """Validate raw input (strings or numbers) into a JobSpec. `family`, `defaults` and `post` (the
+    upscalers `upscale` defaults to) come from the preset; `options` are the family's own fields
+    (None or "" means the default). A field of another family is refused with one line saying so,
+    rather than silently ignored."""
     d = {**DEFAULTS, **(defaults or {})}
     pick = lambda v, k: d[k] if v is None or v == "" else v  # noqa: E731
     if not isinstance(preset, str) or not preset.strip():
@@ -325,15 +376,18 @@ def make_spec(prompt, preset: str, *, family: str = DEFAULT_FAMILY, width=None, 
     min_side = MIN_SIDE.get(family, SIDE_RANGE[0])
     # The family's defaults, and what the preset allows of them (e.g. the samplers correct for its model).
     family_defaults = {k: v for k, v in d.items() if k in own or k in getattr(cls, "PRESET_LIMITS", ())}
+    width = whole("width", pick(width, "width"), min_side, max_side)
+    height = whole("height", pick(height, "height"), min_side, max_side)
     return JobSpec(
         prompt=clean_prompt(prompt),
         preset=preset.strip(),
-        width=whole("width", pick(width, "width"), min_side, max_side),
-        height=whole("height", pick(height, "height"), min_side, max_side),
+        width=width,
+        height=height,
         save_every=save_every,
         options=cls.parse({k: v for k, v in options.items() if k in own}, limits, family_defaults),
         family=family,
         seed=None if seed is None or seed == "" else whole("seed", seed, 0, MAX_SEED),
         init_image=None if init_image is None else check_image("init_image", init_image),
         image_prompts=tuple(check_image(f"image_prompt {i}", b) for i, b in enumerate(image_prompts, 1)),
+        upscale=check_upscale(upscale, tuple(post), width, height),
     )

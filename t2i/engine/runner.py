@@ -2,7 +2,15 @@
 
 It owns what every family shares: slots (one per job: its spec, seed, generator, state, step count,
 frames and metrics), jobs joining and leaving between steps, the frame cadence (`save_every`),
-timing, autocast and results. The maths lives in the preset's pipeline (t2i/families/base.py).
+timing, autocast, post-steps and results. The maths lives in the preset's pipeline
+(t2i/families/base.py).
+
+Post-steps: a job's upscalers (spec.upscale, t2i/upscale/) run after its family's steps, one per
+step boundary, each one more step of the job's progress with the upscaled image as its frame. The
+family's pipelines do not know of them. A job in its post-steps leaves the family's batched step and
+runs its upscaler beside it, so its batch-mates wait for at most one upscaler per step; one that
+runs out of memory there fails alone (its Step carries the error), since the others' state is not
+at fault.
 
     runner = Runner(pipeline)
     runner.add(name, spec)        # starts the job from its own seed; it takes part from the next step
@@ -15,6 +23,7 @@ timing, autocast and results. The maths lives in the preset's pipeline (t2i/fami
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -24,6 +33,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
+from .. import upscale
 from ..errors import Cancelled, OutOfMemory
 from ..memory import MAX_FRAMES
 from ..spec import MAX_SEED, JobSpec
@@ -39,6 +49,7 @@ class Step:
     frame: Image.Image | None   # set every save_every steps
     frame_step: int | None      # the step count the frame shows
     elapsed: float
+    error: Exception | None = None  # set when a post-step failed: this job alone ends with it
 
 
 @dataclass
@@ -53,6 +64,7 @@ class Generation:
     height: int
     losses: list[float] = field(default_factory=list)
     samples: list[Image.Image] = field(default_factory=list)  # each sample of a several-sample job
+    upscaled_from: tuple[int, int] | None = None  # the size the family made, when upscalers enlarged it
 
 
 @dataclass
@@ -61,17 +73,29 @@ class Slot:
     seed: int
     gen: torch.Generator
     state: object
-    total: int
+    total: int                  # the family's steps and the post-steps
+    post: list = field(default_factory=list)  # the job's Upscalers, in order
     step: int = 0
     frames: list = field(default_factory=list)
     frame_steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     start: float = field(default_factory=time.monotonic)
     stride: int = 1             # frames kept for the GIF: every stride-th of those save_every makes
+    finished: object = None     # the family's Finished once its steps are over; upscaled by the post-steps
+    made: object = None         # the family's image, before any post-step
+    failed: bool = False        # a post-step raised (its Step says why)
 
     @property
     def done(self) -> bool:
-        return self.step >= self.total
+        return self.step >= self.total or self.failed
+
+    @property
+    def family_total(self) -> int:
+        return self.total - len(self.post)
+
+    @property
+    def in_post(self) -> bool:
+        return self.step >= self.family_total
 
     def keep(self, frame: Image.Image, step: int) -> None:
         """Keep a frame for the GIF, at most MAX_FRAMES of them: at the cap every second one goes and
@@ -92,11 +116,14 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 
 class Runner:
-    def __init__(self, pipeline, precision: str = "fp32"):
+    def __init__(self, pipeline, precision: str = "fp32", upscalers: Callable | None = None):
+        """`upscalers(name, device)` gives a loaded Upscaler (default: t2i.upscale.load, cached per
+        process)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         self.pipeline = pipeline
         self.precision = precision
+        self.upscalers = upscalers or upscale.load
         self.slots: dict[object, Slot] = {}
         self.key: str | None = None
 
@@ -110,9 +137,11 @@ class Runner:
         """Start a job (everything random from its own seed); it takes part from the next step on."""
         if not self.accepts(spec):
             raise ValueError(f"job {name} does not fit this batch ({spec.batch_key} vs {self.key})")
+        # Upscalers are loaded first: a missing or broken file fails the job before it has cost anything.
+        post = [self.upscalers(n, self.pipeline.device) for n in spec.upscale]
         seed = spec.seed if spec.seed is not None else secrets.randbelow(MAX_SEED + 1)
         gen = torch.Generator(device=self.pipeline.device).manual_seed(seed)
-        slot = Slot(spec, seed, gen, self.pipeline.start(spec, gen), spec.total_steps)
+        slot = Slot(spec, seed, gen, self.pipeline.start(spec, gen), spec.total_steps, post)
         self.key = self.key or spec.batch_key
         self.slots[name] = slot
         return slot
@@ -124,14 +153,16 @@ class Runner:
         return slot
 
     def step(self) -> dict:
-        """One step of every unfinished job; returns {name: Step}."""
-        names = [n for n, s in self.slots.items() if not s.done]
+        """One step of every unfinished job: the family's step for those still in it, one upscaler
+        for those past it; returns {name: Step}."""
+        result = {n: self._post_step(s) for n, s in self.slots.items() if not s.done and s.in_post}
+        names = [n for n, s in self.slots.items() if not s.done and not s.in_post and n not in result]
         slots = [self.slots[n] for n in names]
         if not slots:
-            return {}
+            return result
         want = [s.step % s.spec.save_every == 0 for s in slots]
         outs = self.pipeline.step([s.state for s in slots], want, self.autocast)
-        result, now = {}, time.monotonic()
+        now = time.monotonic()
         for name, s, out in zip(names, slots, outs):
             frame = to_pil(out.frame) if out.frame is not None else None
             if frame is not None:
@@ -143,13 +174,46 @@ class Runner:
             result[name] = Step(s.step, s.total, out.metric, frame, frame_step, now - s.start)
         return result
 
+    def _finish(self, s: Slot):
+        if s.finished is None:
+            (s.finished,) = self.pipeline.finish([s.state])
+            s.made = s.finished.image  # the GIF ends on it: frames keep the size the family made
+        return s.finished
+
+    def _post_step(self, s: Slot) -> Step:
+        """The job's next upscaler on its image (and on each sample of a several-sample job, which
+        the CLI writes one by one)."""
+        finished, upscaler = self._finish(s), s.post[s.step - s.family_total]
+        error = None
+        try:
+            finished.image = upscaler(finished.image)
+            finished.samples = [upscaler(sample) for sample in finished.samples]
+        except torch.OutOfMemoryError:
+            s.failed, error = True, self._post_out_of_memory(s, upscaler)
+        except Exception as e:  # noqa: BLE001 - an upscaler's fault is this job's, not its batch-mates'
+            s.failed, error = True, e
+        s.step += 1
+        if error is not None:
+            return Step(s.step, s.total, None, None, None, time.monotonic() - s.start, error)
+        return Step(s.step, s.total, None, finished.image, s.step - 1, time.monotonic() - s.start)
+
+    def _post_out_of_memory(self, s: Slot, upscaler) -> OutOfMemory:
+        width, height = s.finished.image.size
+        return OutOfMemory(f"out of {self.pipeline.device.type.upper()} memory at {upscaler.describe(width, height)}, "
+                           f"after {self.pipeline.describe(s.spec)}: lower the size, or choose a smaller upscaler "
+                           f"or {upscale.NONE}")
+
     def result(self, name) -> Generation:
-        """The finished job's final image, frames and figures."""
+        """The finished job's final image (upscaled when it has post-steps), frames and figures."""
         s = self.slots[name]
-        (final,) = self.pipeline.finish([s.state])
+        final = self._finish(s)
         width, height = self.pipeline.used_size(s.spec)
-        return Generation(final.image, [*s.frames, final.image], [*s.frame_steps, s.step], s.seed, width, height,
-                          s.losses, final.samples)
+        made = None
+        if s.post:  # the image is the family's size times every upscaler's scale
+            made, factor = (width, height), math.prod(u.scale for u in s.post)
+            width, height = width * factor, height * factor
+        return Generation(final.image, [*s.frames, s.made], [*s.frame_steps, s.family_total], s.seed, width, height,
+                          s.losses, final.samples, made)
 
     def autocast(self):
         # bf16 for the heavy forward passes; the pipeline keeps its state and losses in fp32.
@@ -164,6 +228,8 @@ def run(spec: JobSpec, pipeline, on_step: Callable[[Step], bool | None] | None =
         runner.add(0, spec)
         while not runner.slots[0].done:
             step = runner.step()[0]
+            if step.error:
+                raise step.error
             if on_step and on_step(step):
                 raise Cancelled(f"stopped after {step.step} of {step.total} steps")
         return runner.result(0)
@@ -181,7 +247,9 @@ def run_batches(specs: list[JobSpec], pipeline, batch: int = 16, precision: str 
             for i, spec in enumerate(group):
                 runner.add(i, spec)
             while not all(slot.done for slot in runner.slots.values()):
-                runner.step()
+                for step in runner.step().values():
+                    if step.error:
+                        raise step.error
         except torch.OutOfMemoryError:
             raise out_of_memory(pipeline, group[0]) from None
         for i in range(len(group)):

@@ -21,6 +21,15 @@ from torch import nn
 
 from ..errors import BrokenWeights, SpecError, WeightsMissing
 from . import FACTORS
+from . import TILE as TILES
+from .tiles import tiled
+
+# The bicubic image's luma goes through the network 512x512 pixels at a time (about 0.2 GB of fp32
+# activations, measured: t2i/upscale/__init__.py; conv1's 64 channels dominate) instead of whole: a
+# 4096x4096 result would need 13 GB. The 9-5-5 network sees 8 pixels to each side, so 8 pixels of
+# overlap make tiling exact.
+TILE = TILES["srcnn"]
+OVERLAP = 8
 
 
 class SRCNN(nn.Module):
@@ -93,7 +102,7 @@ def check_factor(factor) -> int:
 
 
 @torch.no_grad()
-def upscale(image: Image.Image, model: SRCNN, factor: int) -> Image.Image:
+def upscale(image: Image.Image, model: SRCNN, factor: int, tile: int = TILE) -> Image.Image:
     """The image enlarged `factor` times: bicubic, then the network's luma with the bicubic chroma.
     The model should be the one trained for this factor (the port publishes one file per factor)."""
     check_factor(factor)
@@ -102,8 +111,8 @@ def upscale(image: Image.Image, model: SRCNN, factor: int) -> Image.Image:
     big_rgb = torch.from_numpy(np.asarray(big, dtype=np.float32))
     ycbcr = rgb_to_ycbcr(big_rgb)
     device = next(model.parameters()).device
-    y = (ycbcr[..., 0] / 255.0)[None, None].to(device)
-    luma = model(y).clamp(0.0, 1.0)[0, 0].cpu() * 255.0
+    y = (ycbcr[..., 0] / 255.0)[None, None]
+    luma = tiled(y, lambda t: model(t.to(device)).clamp(0.0, 1.0), 1, tile, OVERLAP)[0, 0] * 255.0
     # The port's two conversions are not exact inverses (its Y takes 64.738 R where BT.601 has
     # 65.738; the network was trained on that Y, so it is kept), so converting (luma, Cb, Cr) back
     # would tint every image by up to a level. Only the change of luma is converted back, onto the

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from t2i import jobview
+from t2i import jobview, upscale
 from t2i.errors import T2IError
 from t2i.families import options_class
 from t2i.memory import size_note
@@ -29,6 +29,8 @@ def _again(params: dict) -> None:
     choices = {f.name: params[f.name] for f in family.FORM if f.name in params and f.kind == "choice"}
     st.session_state.update(prompt=params["prompt"], preset=params["preset"], width=str(params["requested_size"][0]),
                             height=str(params["requested_size"][1]), seed=str(params["seed"]), **numbers, **choices)
+    if "upscale" in params:  # results from before post-steps say nothing: the preset's default stays
+        st.session_state["upscale"] = ",".join(params["upscale"]) or upscale.NONE
 
 
 def _number_input(column, label: str, name: str, help: str | None = None) -> None:
@@ -59,6 +61,27 @@ def _fit_prompt() -> None:
         s.prompt, s.prompt_cut = kept, length
 
 
+def _upscale_choices(preset) -> list:
+    """None (the preset's post-steps), "none", each known upscaler, and the preset's own chain when
+    it has several (so "Generate again" can show it). Listed from the registry without torch."""
+    try:
+        known = upscale.names()
+    except Exception:  # noqa: BLE001 - an unreadable registry must not take the page down: offer none
+        known = []
+    chain = [",".join(preset.post)] if len(preset.post) > 1 else []
+    return [None, upscale.NONE, *known, *chain]
+
+
+def _upscale_label(choice) -> str:
+    if choice is None:
+        return f"preset default ({', '.join(chosen.post) or upscale.NONE})"
+    if choice == upscale.NONE:
+        return "none"
+    names = choice.split(",")
+    missing = [n for n in names if n in _known and not upscale.is_ready(n)]
+    return " then ".join(names) + (" (weights not downloaded)" if missing else "")
+
+
 def _read(upload) -> bytes | None:
     return upload.getvalue() if upload is not None else None
 
@@ -72,6 +95,13 @@ options = options_class(chosen.family)
 with st.form("generate"):
     st.text_area("Prompt", key="prompt", placeholder="a lighthouse in a storm, oil painting")
     st.caption(f"{SYNTAX} At most {MAX_PROMPT_CHARS} characters.")
+    upscale_choices = _upscale_choices(chosen)
+    _known = set(upscale_choices[2:])
+    if st.session_state.get("upscale") not in upscale_choices:
+        st.session_state["upscale"] = None  # another preset's chain, or an upscaler no longer configured
+    st.selectbox("Upscale the result", upscale_choices, key="upscale", format_func=_upscale_label,
+                 help="An upscaler enlarges the finished image (ESRGAN / Real-ESRGAN: x4; SRCNN: x2, x3 or x4); "
+                      "each counts as one more step of the job.")
     with st.expander(f"Advanced options for {chosen.family} presets (empty: the preset's defaults)"):
         left, right = st.columns(2)
         _number_input(left, "Width", "width")
@@ -97,7 +127,7 @@ if submitted and st.session_state.get("prompt_cut"):
                f"{MAX_PROMPT_CHARS}; check its end and press Generate again.")
 elif submitted:
     s = st.session_state
-    fields = [*COMMON, *(f.name for f in options.FORM)]
+    fields = [*COMMON, "upscale", *(f.name for f in options.FORM)]
     try:
         job_id = submit_job(db, s.prompt, chosen.name, submitter=visitor, address=client_address(),
                             limits=Limits.from_env(),
