@@ -188,10 +188,8 @@ class Runner:
         try:
             finished.image = upscaler(finished.image)
             finished.samples = [upscaler(sample) for sample in finished.samples]
-        except torch.OutOfMemoryError:
-            s.failed, error = True, self._post_out_of_memory(s, upscaler)
         except Exception as e:  # noqa: BLE001 - an upscaler's fault is this job's, not its batch-mates'
-            s.failed, error = True, e
+            s.failed, error = True, self._post_out_of_memory(s, upscaler) if out_of_memory_error(e) else e
         s.step += 1
         if error is not None:
             return Step(s.step, s.total, None, None, None, time.monotonic() - s.start, error)
@@ -254,6 +252,13 @@ def run_batches(specs: list[JobSpec], pipeline, batch: int = 16, precision: str 
             raise out_of_memory(pipeline, group[0]) from None
         for i in range(len(group)):
             yield runner.result(i)
+
+
+def out_of_memory_error(error: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError of its own (when the kernel
+    refuses the allocation rather than killing the process)."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(error))
 
 
 def out_of_memory(pipeline, spec: JobSpec) -> OutOfMemory:

@@ -60,7 +60,10 @@ def load_esrgan(path: str | Path, device="cpu", download_hint: str = ""):
 
 
 def _first_line(error: BaseException) -> str:
-    text = (str(error).strip().splitlines() or [""])[0][:200]
+    # Whitespace collapsed rather than the first line kept: load_state_dict's first line is only
+    # "Error(s) in loading state_dict for RRDBNet:", the reason follows on the next.
+    text = " ".join(str(error).split())
+    text = text if len(text) <= 200 else text[:197] + "..."
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
