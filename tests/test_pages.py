@@ -13,6 +13,7 @@ from t2i.paths import ROOT
 from t2i.queue import submit_job
 from t2i.spec import MAX_IMAGE_BYTES, MAX_PROMPT_CHARS, MAX_SEARCH_CHARS, UPLOAD_CAP_MB
 from t2i.store import Result, open_store
+from t2i.upscale import names as upscale_names
 from t2i.web.visitor import COOKIE, visitor_of
 
 PROMPTS = ["a red circle", "a red circle", "a blue square", "a green triangle", "a small cat", "a large dog"]
@@ -155,6 +156,38 @@ def test_a_shapes_ldm_job_from_the_page_is_queued_with_the_presets_defaults_and_
     result = store.result(job.id)
     assert (result.width, result.height) == (64, 64) and result.parameters["family"] == "diffusion"
     store.close()
+
+
+def test_the_generate_page_offers_the_upscalers_and_queues_the_chosen_one(app, seeded, tmp_path, monkeypatch):
+    """The upscalers of the weights registry (plus "none" and the preset's default) in a select; the
+    chosen one reaches the job and counts as one more step."""
+    import torch
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    registry = tmp_path / "weights.yaml"
+    registry.write_text((ROOT / "configs" / "weights.yaml").read_text() + "\n"
+                        "tiny-x2: {kind: esrgan, files: {upscale/tiny_x2.pth: []}}\n"
+                        "absent-x4: {kind: esrgan, files: {upscale/absent_x4.pth: []}}\n")
+    (tmp_path / "upscale").mkdir()
+    torch.save(dict(ESRGAN(num_filters=8, num_blocks=1, scale=2).state_dict()), tmp_path / "upscale" / "tiny_x2.pth")
+    monkeypatch.setenv("T2I_WEIGHTS_REGISTRY", str(registry))
+    monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path))
+    _, store = seeded
+    at = app()
+    at.selectbox(key="preset").select("tiny-vqgan-untrained").run()
+    select = at.selectbox(key="upscale")
+    assert select.value is None and select.options[:2] == ["preset default (none)", "none"]
+    names = [n for n in upscale_names() if n in ("tiny-x2", "absent-x4")]
+    assert names == ["tiny-x2", "absent-x4"]
+    assert "tiny-x2" in select.options and "absent-x4 (weights not downloaded)" in select.options
+    at.text_area(key="prompt").input("a red circle")
+    at.text_input(key="iterations").input("3")
+    select.select("tiny-x2")
+    button(at, "Generate").click().run()
+    assert not at.exception, at.exception
+    job = store.jobs(submitter=VISITOR, limit=1)[0]
+    assert (job.prompt, job.total, job.spec["upscale"]) == ("a red circle", 4, ["tiny-x2"])
+    store.cancel(job.id)
 
 
 def test_a_diffusion_option_out_of_range_is_refused_on_the_page(app, seeded):

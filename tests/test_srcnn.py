@@ -148,3 +148,12 @@ def test_other_factors_refused(factor):
     with pytest.raises(SpecError) as e:
         upscale(_image(), SRCNN(), factor)
     assert "\n" not in str(e.value) and "upscale" in str(e.value)
+
+
+def test_tiles_give_the_whole_images_result(tmp_path):
+    # The 9-5-5 network sees 8 pixels to each side; 8 pixels of overlap make tiling exact.
+    model = load_srcnn(_save(tmp_path, _published(5)))
+    image = _image(40, 33, seed=5)
+    whole, tiled = upscale(image, model, 3, tile=4096), upscale(image, model, 3, tile=20)
+    assert tiled.size == (120, 99)
+    assert np.abs(np.asarray(whole, dtype=np.int16) - np.asarray(tiled, dtype=np.int16)).max() <= 1
