@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from .errors import PresetError
 from .families import DEFAULT_FAMILY, FAMILIES
+from .families.diffusion.glide_sizes import upsampler_steps
 from .paths import CONFIG_DIR
 
 GENERATOR_KINDS = ("vqgan", "biggan")
@@ -146,6 +147,9 @@ def _parse_diffusion(name: str, raw: dict) -> Preset:
         raise PresetError(f"preset {name}: random weights are allowed only in presets named '*untrained*' "
                           "with `untrained: true`, and such presets must not name trained weights")
     defaults = dict(raw.get("defaults") or {})
+    if "upsampler" in components:
+        # A second stage's steps count in the job's progress (DiffusionOptions.total_steps).
+        defaults["upsample_steps"] = upsampler_steps(components["upsampler"].params)
     if "samplers" in raw:
         # The samplers that are correct for this model (DiffusionOptions.parse refuses the others).
         defaults["samplers"] = tuple(raw["samplers"])

@@ -155,7 +155,8 @@ class JobSpec:
         UploadRefs. Base64 images (specs before uploads existed) are decoded as they are."""
         d = dict(d)
         family = d.pop("family", None) or DEFAULT_FAMILY
-        options = options_class(family)(**{k: d.pop(k) for k in option_names(family)})
+        # Fields a family added later (with a default) are absent from older jobs.
+        options = options_class(family)(**{k: d.pop(k) for k in option_names(family) if k in d})
         d["init_image"] = _image("init_image", d.get("init_image"), load)
         d["image_prompts"] = tuple(_image(f"image_prompt {i}", b, load)
                                    for i, b in enumerate(d.get("image_prompts") or (), 1))

@@ -160,3 +160,189 @@ def test_damaged_state_dicts_fail_in_one_line(tmp_path):
         load(junk, "base")
     with pytest.raises(WeightsMissing, match="missing"):
         load(tmp_path / "absent.pt", "base")
+
+
+# --- tokenizer, presets and sampling ---------------------------------------------------------------
+
+import gzip  # noqa: E402
+import shutil  # noqa: E402
+
+from t2i.families.diffusion.glide.tokenizer import GlideTokenizer  # noqa: E402
+
+TINY_BPE = ROOT / "configs/models/tiny-glide"
+
+
+def release_tokenizer_files(folder: Path) -> Path:
+    """The release's encoder.json / vocab.bpe, unzipped from the fixtures into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("encoder.json", "vocab.bpe"):
+        with gzip.open(fixture(f"{name}.gz")) as src, open(folder / name, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return folder
+
+
+def test_tokens_of_the_fixture_prompt_match_the_release(tmp_path):
+    ref = torch.load(fixture("tiny-base-reference.pt"), weights_only=True)
+    tok = GlideTokenizer(release_tokenizer_files(tmp_path), ref["options"]["text_ctx"])
+    assert tok.padded(ref["prompt"]) == (ref["tokens"], ref["mask"])
+    assert tok.padded("") == (ref["uncond_tokens"], ref["uncond_mask"])
+    # The release lower-cases before encoding; 50256 pads.
+    assert tok.padded(ref["prompt"].upper()) == (ref["tokens"], ref["mask"])
+    assert tok.end == 50256 and tok.vocab_size == 50257
+
+
+def test_long_prompts_are_cut_to_the_context():
+    tok = GlideTokenizer(TINY_BPE, 8)
+    tokens, mask = tok.padded("a red circle next to a red square")
+    assert len(tokens) == 8 and all(mask)
+
+
+def test_tokenizer_files_missing_or_damaged_fail_in_one_line(tmp_path):
+    with pytest.raises(WeightsMissing) as e:
+        GlideTokenizer(tmp_path, 8, hint="python -m t2i download glide-256")
+    assert "encoder.json" in str(e.value) and "python -m t2i download glide-256" in str(e.value)
+    shutil.copy(TINY_BPE / "encoder.json", tmp_path / "encoder.json")
+    with pytest.raises(WeightsMissing, match="vocab.bpe"):
+        GlideTokenizer(tmp_path, 8)
+    (tmp_path / "vocab.bpe").write_text("#version: 0.2\n")
+    (tmp_path / "encoder.json").write_text('{"a": 0, "b"')  # truncated
+    with pytest.raises(BrokenWeights) as e:
+        GlideTokenizer(tmp_path, 8)
+    assert "\n" not in str(e.value) and "do not load" in str(e.value)
+
+
+from contextlib import nullcontext  # noqa: E402
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from t2i.families import build_pipeline  # noqa: E402
+from t2i.presets import get_preset  # noqa: E402
+from t2i.spec import make_spec  # noqa: E402
+
+TINY = "tiny-glide-untrained"
+
+
+def tiny_spec(prompt="a red circle", **kw):
+    p = get_preset(TINY)
+    return make_spec(prompt, TINY, family=p.family, defaults=p.defaults, **{"seed": 5, **kw})
+
+
+def test_guidance_is_the_releases(monkeypatch):
+    """One base step by hand: uncond + s * (cond - uncond) for eps, the conditional rows' own variance,
+    the learned-range posterior, then mean + exp(log_variance / 2) * noise from the job's generator."""
+    pipe = build_pipeline(get_preset(TINY))
+    spec = tiny_spec(guidance=4.0)
+    job = pipe.start(spec, torch.Generator().manual_seed(1))
+    x, gen_state = job.x.clone(), job.gen.get_state()
+    stage = pipe.stages[0]
+    d = stage.diffusion(spec.steps)
+    last = len(d) - 1
+    with torch.no_grad():
+        out = stage.model(torch.cat([x, x]), d.timestep_map[[last, last]], job.tokens, job.mask)
+        cond, uncond = out.split(1)
+        model_out = torch.cat([uncond[:, :3] + 4.0 * (cond[:, :3] - uncond[:, :3]), cond[:, 3:]], dim=1)
+        p = d.p_mean_variance(model_out, x, torch.tensor([last]), clip_denoised=True)
+        noise = torch.randn(x.shape, generator=torch.Generator().set_state(gen_state))
+        want = p["mean"] + torch.exp(0.5 * p["log_variance"]) * noise
+    pipe.step([job], [False], nullcontext)
+    assert torch.allclose(job.x, want, atol=1e-6)
+    # The unconditional input is all padding, masked out; the prompt's tokens are the release's.
+    assert job.tokens[1].tolist() == [pipe.tokenizer.end] * 8 and not job.mask[1].any()
+
+
+def test_the_base_image_conditions_the_upsampler_at_8_bits():
+    pipe = build_pipeline(get_preset(TINY))
+    spec = tiny_spec(steps=2)
+    job = pipe.start(spec, torch.Generator().manual_seed(2))
+    for _ in range(2):
+        pipe.step([job], [False], nullcontext)
+    assert job.stage == 1 and job.index == 0 and job.x.shape[-1] == 32
+    levels = (job.low_res + 1) * 127.5
+    assert job.low_res.shape[-1] == 16 and torch.allclose(levels, levels.round(), atol=1e-4)
+    # The upsampler's noise is scaled by the preset's temperature (0.997): its spread is below 1.
+    assert pipe.stages[1].temperature == 0.997
+
+
+def trained_preset(tmp_path, monkeypatch, swap=False):
+    """A GLIDE preset over files in the release's layout (state dicts saved with torch.save), as a
+    download leaves them under checkpoints/glide/."""
+    tiny = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / f"{TINY}.yaml"))
+    # Not "glide/": configs/weights.yaml knows the release's files there (and their sizes).
+    glide = tmp_path / "checkpoints" / "glide-tiny"
+    glide.mkdir(parents=True)
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copy(TINY_BPE / name, glide / name)
+    pipe = build_pipeline(get_preset(TINY))
+    files = {"unet": "base.pt", "upsampler": "upsample.pt"}
+    if swap:
+        files = {"unet": "upsample.pt", "upsampler": "base.pt"}
+    for stage, role in zip(pipe.stages, ("unet", "upsampler")):
+        torch.save(stage.model.state_dict(), glide / files[role])
+    config = {**tiny, "untrained": False}
+    config["components"] = {**tiny["components"]}
+    config["components"]["unet"] = {**tiny["components"]["unet"], "weights": "glide-tiny/base.pt"}
+    config["components"]["upsampler"] = {**tiny["components"]["upsampler"], "weights": "glide-tiny/upsample.pt"}
+    config["components"]["text"] = {"target": "glide-bpe", "weights": "glide-tiny/encoder.json", "params": {"text_ctx": 8}}
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "tiny-glide-files.yaml").write_text(OmegaConf.to_yaml(config))
+    monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    return pipe, get_preset("tiny-glide-files", configs)
+
+
+def test_a_preset_loads_the_release_layout(tmp_path, monkeypatch):
+    made, preset = trained_preset(tmp_path, monkeypatch)
+    loaded = build_pipeline(preset)
+    for a, b in zip(made.stages, loaded.stages):
+        sa, sb = a.model.state_dict(), b.model.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert [s.respacing for s in loaded.stages] == [None, "3"]
+
+
+def test_a_base_model_offered_as_the_upsampler_is_named(tmp_path, monkeypatch):
+    _, preset = trained_preset(tmp_path, monkeypatch, swap=True)
+    with pytest.raises(BrokenWeights) as e:
+        build_pipeline(preset)
+    msg = str(e.value)
+    # base.pt (holding the upsampler) is loaded first and named.
+    assert "\n" not in msg and "base.pt is the GLIDE upsampler" in msg and "offered as the base model" in msg
+
+
+def test_a_missing_checkpoint_names_the_file_and_the_command(tmp_path, monkeypatch):
+    _, preset = trained_preset(tmp_path, monkeypatch)
+    (tmp_path / "checkpoints/glide-tiny/upsample.pt").unlink()
+    with pytest.raises(WeightsMissing) as e:
+        build_pipeline(preset)
+    assert "upsample.pt" in str(e.value) and "python -m t2i download tiny-glide-files" in str(e.value)
+
+
+def test_both_stages_count_in_progress_and_frames():
+    from t2i.engine import run
+
+    pipe = build_pipeline(get_preset(TINY))
+    job = tiny_spec(steps=4, save_every=2)
+    assert job.total_steps == 4 + 3  # the tiny upsampler's respacing is "3" (the release's fast27: 27)
+    seen = []
+    result = run(job, pipe, on_step=seen.append)
+    assert [s.step for s in seen] == list(range(1, 8)) and {s.total for s in seen} == {7}
+    # Base-stage frames are shown at the final size, so the GIF holds both stages.
+    assert result.frame_steps == [0, 2, 4, 6, 7] and {f.size for f in result.frames} == {(32, 32)}
+    assert result.image.size == (32, 32)
+
+
+def test_glide_options_refused_in_one_line():
+    from t2i.errors import SpecError
+
+    p = get_preset("glide-256")
+    base = dict(family=p.family, defaults=p.defaults)
+    with pytest.raises(SpecError, match="sampler: must be one of ddpm, ddim"):
+        make_spec("a cat", "glide-256", sampler="plms", **base)
+    with pytest.raises(SpecError, match="upsample_steps: is the preset's"):
+        make_spec("a cat", "glide-256", upsample_steps=3, **base)
+    for bad in ("nan", "inf", 31):
+        with pytest.raises(SpecError, match="guidance"):
+            make_spec("a cat", "glide-256", guidance=bad, **base)
+    spec = make_spec("a cat", "glide-256", **base)
+    assert (spec.steps, spec.guidance, spec.total_steps) == (100, 3.0, 127)
+    assert spec.options.used_size(spec, p) == (256, 256)
+    assert "then 27 upsampler steps" in spec.describe(256, 256)

@@ -36,11 +36,9 @@ def space_timesteps(num_timesteps: int, spacing: str) -> list[int]:
     return sorted(set(kept))
 
 
-def upsampler_steps(preset) -> int:
-    """Steps of the upsampler stage (0 without one): its respacing's length, "fast27" in the release."""
-    if "upsampler" not in preset.components:
-        return 0
-    return len(space_timesteps(1000, preset.components["upsampler"].params.get("respacing", "fast27")))
+def upsampler_steps(params: dict) -> int:
+    """Steps of an upsampler stage with these params: its respacing's length ("fast27" in the release)."""
+    return len(space_timesteps(1000, str(params.get("respacing", "fast27"))))
 
 
 def is_glide(preset) -> bool:

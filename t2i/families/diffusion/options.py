@@ -39,10 +39,13 @@ class DiffusionOptions:
     guidance: float
     eta: float
     num_samples: int
+    # Set by the preset, not the user: the steps of a second (upsampler) stage, GLIDE's 256px presets.
+    upsample_steps: int = 0
 
     FAMILY = "diffusion"
-    # What a preset may narrow (its YAML's `samplers:` and `defaults.max_steps`), passed in by make_spec.
-    PRESET_LIMITS = ("samplers", "max_steps")
+    # What a preset may narrow or fix (its YAML's `samplers:`, `defaults.max_steps`, an upsampler's
+    # steps), passed in by make_spec.
+    PRESET_LIMITS = ("samplers", "max_steps", "upsample_steps")
     LIGHTER = "the size or the number of samples"
     FORM = (FormField("sampler", "Sampler", "choice", choices=SAMPLERS,
                       help="ddpm: ancestral; ddim: deterministic at eta 0; dpm++: good images in few steps; "
@@ -59,12 +62,15 @@ class DiffusionOptions:
         eta = real("eta", given(raw, d, "eta"), *ETA_RANGE)
         if eta and sampler != "ddim":
             raise SpecError("eta", f"applies to the ddim sampler only, not {sampler}")
+        if raw.get("upsample_steps") not in (None, ""):
+            raise SpecError("upsample_steps", "is the preset's (its upsampler's respacing), not an option")
         max_steps = min(limits.max_iterations, MAX_STEPS, int(d.get("max_steps") or MAX_STEPS))
         return cls(sampler=sampler,
                    steps=whole("steps", given(raw, d, "steps"), 1, max_steps),
                    guidance=real("guidance", given(raw, d, "guidance"), *GUIDANCE_RANGE),
                    eta=eta,
-                   num_samples=whole("num_samples", given(raw, d, "num_samples"), *SAMPLES_RANGE))
+                   num_samples=whole("num_samples", given(raw, d, "num_samples"), *SAMPLES_RANGE),
+                   upsample_steps=int(d.get("upsample_steps") or 0))
 
     def batch_key(self, spec) -> str:
         # One UNet call takes any mix of samplers, steps, guidance and sample counts; only the
@@ -73,12 +79,13 @@ class DiffusionOptions:
 
     def total_steps(self, spec) -> int:
         # PLMS's first step is two model calls at the first timestep (pipeline.make_scheduler).
-        return self.steps + 1 if self.sampler == "plms" else self.steps
+        return (self.steps + 1 if self.sampler == "plms" else self.steps) + self.upsample_steps
 
     def describe(self, spec, width: int, height: int) -> str:
         guidance = f", CFG {self.guidance:g}" if self.guidance != 1 else ""
         samples = f", {self.num_samples} samples" if self.num_samples > 1 else ""
-        return f"{width}x{height}, {self.steps} {self.sampler.upper()} steps{guidance}{samples}"
+        upsampler = f", then {self.upsample_steps} upsampler steps" if self.upsample_steps else ""
+        return f"{width}x{height}, {self.steps} {self.sampler.upper()} steps{guidance}{samples}{upsampler}"
 
     def used_size(self, spec, preset) -> tuple[int, int]:
         if is_glide(preset):

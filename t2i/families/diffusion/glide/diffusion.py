@@ -43,8 +43,11 @@ class GlideDiffusion:
         self.sqrt_recip_alphas_cumprod = torch.sqrt(1 / ac)
         self.sqrt_recipm1_alphas_cumprod = torch.sqrt(1 / ac - 1)
         posterior_variance = b * (1 - ac_prev) / (1 - ac)
-        # The first posterior variance is 0; the release repeats the second before taking the log.
-        self.posterior_log_variance_clipped = torch.log(torch.cat([posterior_variance[1:2], posterior_variance[1:]]))
+        # The first posterior variance is 0; the release repeats the second before taking the log. A
+        # one-step respacing has no second (the release fails there): its only step adds no noise, so
+        # beta stands in.
+        clipped = torch.cat([posterior_variance[1:2], posterior_variance[1:]]) if len(b) > 1 else b
+        self.posterior_log_variance_clipped = torch.log(clipped)
         self.posterior_mean_coef1 = b * torch.sqrt(ac_prev) / (1 - ac)
         self.posterior_mean_coef2 = (1 - ac_prev) * torch.sqrt(1 - b) / (1 - ac)
         self.log_betas = torch.log(b)
