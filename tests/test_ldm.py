@@ -20,7 +20,7 @@ from t2i.errors import WeightsMissing
 from t2i.families import build_pipeline
 from t2i.families.diffusion.components import build_component
 from t2i.paths import CONFIG_DIR, ROOT
-from t2i.presets import Component, _parse, get_preset
+from t2i.presets import _parse, get_preset
 from t2i.spec import SpecError, make_spec
 
 REAL = "ldm-text2im-large-256"
@@ -221,7 +221,7 @@ def test_the_committed_architecture_is_the_release(tmp_path):
                                                 ("codec", "vqvae", "diffusion_pytorch_model.bin"),
                                                 ("text", "bert", "pytorch_model.bin")])
 def test_a_broken_folder_is_one_line_naming_it(release, tmp_path, role, part, weights):
-    root, preset = tmp_path / REAL, release[1]
+    root = tmp_path / REAL
     shutil.copytree(release[0], root)
     component = release_preset(root).components[role]
     state = torch.load(root / part / weights)
