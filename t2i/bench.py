@@ -17,6 +17,7 @@ import torch
 
 from .engine import Runner
 from .families import build_pipeline
+from .families.diffusion.glide_sizes import is_glide
 from .presets import get_preset
 from .spec import make_spec
 
@@ -36,9 +37,12 @@ def _synced_clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def _specs(preset, batch: int, iterations: int, size, cutn) -> list:
+def _specs(preset, batch: int, iterations: int, size, cutn, stage: int = 0) -> list:
+    """Jobs for the bench. stage 1 (a preset with an upsampler stage): one base step, so that the
+    warm-up steps carry every job into the upsampler and the timed steps are its own."""
     width, height = size or (None, None)
-    steps = dict(iterations=iterations, cutn=cutn) if preset.family == "guided" else dict(steps=iterations)
+    steps = dict(iterations=iterations, cutn=cutn) if preset.family == "guided" else \
+        dict(steps=1 if stage else iterations)
     return [make_spec(f"a painting of a lighthouse in a storm, take {i}", preset.name, family=preset.family,
                       width=width, height=height, save_every=iterations, seed=i, defaults=preset.defaults, **steps)
             for i in range(batch)]
@@ -57,12 +61,13 @@ def _flops_per_job_step(models, spec, precision: str) -> float:
     return float(counter.get_total_flops())
 
 
-def _frame_seconds(models, spec, precision: str) -> tuple[float, float]:
+def _frame_seconds(models, spec, precision: str, stage: int = 0) -> tuple[float, float]:
     """Seconds of one job's step without a frame and with one (the preview a latent model decodes every
     save_every steps), through the pipeline contract."""
     batch = Runner(models, precision)
     batch.add(0, spec)
-    batch.step()  # warm-up (and step 0's frame)
+    for _ in range(1 + stage):
+        batch.step()  # warm-up (and step 0's frame); stage 1: the base step, then the upsampler's first
     job, times = batch.slots[0].state, []
     for frame in (False, True):
         start = _synced_clock(models.device)
@@ -71,13 +76,13 @@ def _frame_seconds(models, spec, precision: str) -> tuple[float, float]:
     return times[0], times[1]
 
 
-def _bench_batch(models, preset, batch_size: int, steps: int, size, cutn, precision: str):
+def _bench_batch(models, preset, batch_size: int, steps: int, size, cutn, precision: str, stage: int = 0):
     """Job-steps/s of `batch_size` jobs optimised together, and the peak memory."""
     device = models.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     batch = Runner(models, precision)
-    for i, spec in enumerate(_specs(preset, batch_size, steps + WARMUP_STEPS, size, cutn)):
+    for i, spec in enumerate(_specs(preset, batch_size, steps + WARMUP_STEPS, size, cutn, stage)):
         batch.add(i, spec)
     for _ in range(WARMUP_STEPS):
         batch.step()
@@ -108,7 +113,20 @@ def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cut
           batches=(1,), reference: bool = False, plot: str | None = None, frames: bool = True) -> list[str]:
     preset = get_preset(preset_name)
     models = build_pipeline(preset, device=device, random_weights=True)
-    spec = _specs(preset, 1, steps + WARMUP_STEPS, size, cutn)[0]
+    lines = []
+    # A preset of two stages (GLIDE's base, then its upsampler) gets a table per stage.
+    stages = 2 if "upsampler" in preset.components else 1
+    for stage in range(stages):
+        if stage:
+            lines += ["", f"stage {stage + 1}: the upsampler (jobs carried into it by the warm-up steps)"]
+        lines += _bench_stage(models, preset, device, steps, size, cutn, precision, batches, reference, plot,
+                              frames, stage)
+    return lines
+
+
+def _bench_stage(models, preset, device, steps, size, cutn, precision, batches, reference, plot, frames,
+                 stage) -> list[str]:
+    spec = _specs(preset, 1, steps + WARMUP_STEPS, size, cutn, stage)[0]
     flops = _flops_per_job_step(models, spec, precision)
     where = torch.cuda.get_device_name(models.device) if models.device.type == "cuda" else \
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
@@ -122,12 +140,12 @@ def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cut
         "| --- | --- | --- | --- | --- |",
     ]
     if frames:
-        plain, framed = _frame_seconds(models, spec, precision)
+        plain, framed = _frame_seconds(models, spec, precision, stage)
         lines[3:3] = [f"one job's step: {plain * 1000:.0f} ms without a frame, {framed * 1000:.0f} ms with one "
                       f"(a frame costs {(framed - plain) * 1000:.0f} ms, made every save_every steps)"]
     rates = {}
     for b in batches:
-        rate, step_seconds, peak = _bench_batch(models, preset, b, steps, size, cutn, precision)
+        rate, step_seconds, peak = _bench_batch(models, preset, b, steps, size, cutn, precision, stage)
         rates[b] = rate
         lines.append(f"| {b} | {rate:.3f} | {step_seconds * 1000:.1f} | {rate * flops / 1e9:.1f} | {peak} |")
     if plot and len(rates) > 1:
@@ -136,7 +154,10 @@ def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cut
         scaling_plot(sorted(rates.items()), f"{preset.name}, {models.describe(spec)}, "
                                             f"{precision}, {models.device}").save(plot)
         lines.append(f"plot written to {plot}")
-    if reference:
+    if reference and preset.family == "diffusion" and is_glide(preset):
+        # GLIDE's release samples one prompt at a time with its CFG pair in one call: the batch of 1 above.
+        lines += ["", "reference loop: the release's (one job, CFG as one batch of 2) is the 1-job row above"]
+    elif reference:
         ref_rate, ref_peak = _bench_reference(models, spec, steps)
         how = ("diffusers-pipeline-style loop, CFG as one batch of 2, fp32, one job" if spec.family == "diffusion"
                else "per-cutout Python loop + kornia, fp32, one job")

@@ -346,3 +346,13 @@ def test_glide_options_refused_in_one_line():
     assert (spec.steps, spec.guidance, spec.total_steps) == (100, 3.0, 127)
     assert spec.options.used_size(spec, p) == (256, 256)
     assert "then 27 upsampler steps" in spec.describe(256, 256)
+
+
+def test_bench_times_each_stage():
+    from t2i.bench import bench
+
+    lines = bench(TINY, steps=1, batches=(1, 2), frames=False, reference=True)
+    text = "\n".join(lines)
+    assert text.count("| 2 |") == 2 and "stage 2: the upsampler" in text
+    # The upsampler's table is of upsampler steps: one base step carried the jobs into it.
+    assert "32x32, 1 DDPM steps, CFG 3, then 3 upsampler steps" in text

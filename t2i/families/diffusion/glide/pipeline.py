@@ -32,11 +32,11 @@ from ..pipeline import grid
 from .diffusion import GlideDiffusion
 from .load import load
 from .model import Text2ImUNet, glide_base, glide_upsample
+from .tokenizer import FILES as TOKENIZER_FILES
 from .tokenizer import GlideTokenizer
 
 KINDS = {"glide-base": ("base", glide_base), "glide-upsample": ("upsample", glide_upsample)}
-# Options of a stage that are not network arguments.
-STAGE_PARAMS = ("schedule", "respacing", "temperature")
+STAND_IN_BPE = "models/tiny-glide"  # the byte-level vocabulary of tiny-glide-untrained
 
 
 @lru_cache(maxsize=32)
@@ -83,7 +83,7 @@ class GlidePipeline:
         hint = W.download_command(preset.name)
         if not random_weights:
             W.require(preset)
-        tokenizer = _tokenizer(preset.components["text"], hint)
+        tokenizer, own = _tokenizer(preset.components["text"], hint, random_weights)
         roles = ["unet"] + (["upsampler"] if "upsampler" in preset.components else [])
         defaults = {"unet": ("squaredcos_cap_v2", None, 1.0), "upsampler": ("linear", "fast27", 0.997)}
         stages = []
@@ -97,7 +97,8 @@ class GlidePipeline:
                 schedule = params.pop("schedule", schedule)
                 respacing = params.pop("respacing", respacing)
                 temperature = float(params.pop("temperature", temperature))
-                params.setdefault("vocab_size", tokenizer.vocab_size)
+                if own:  # (a stand-in tokenizer's vocabulary says nothing of the model's)
+                    params.setdefault("vocab_size", tokenizer.vocab_size)
                 if params.get("text_ctx", tokenizer.text_ctx) != tokenizer.text_ctx:
                     raise ValueError(f"preset {preset.name}: {role}.text_ctx differs from the tokenizer's")
                 params["text_ctx"] = tokenizer.text_ctx
@@ -248,11 +249,17 @@ class GlidePipeline:
         return done
 
 
-def _tokenizer(component, hint: str) -> GlideTokenizer:
-    """The release's BPE files: `weights` (a folder under checkpoints/), or params.files (a folder of
-    configs/, for the tiny preset's byte-level vocabulary made here)."""
-    if component.weights:
-        folder = component_weights(component.weights).parent
-    else:
-        folder = CONFIG_DIR / component.params["files"]
-    return GlideTokenizer(folder, int(component.params.get("text_ctx", 128)), hint)
+def _tokenizer(component, hint: str, random_weights: bool) -> tuple[GlideTokenizer, bool]:
+    """The release's BPE files: `weights` (encoder.json under checkpoints/, vocab.bpe beside it), or
+    params.files (a folder of configs/: the tiny preset's byte-level vocabulary made here). Random
+    weights of a downloadable preset (the bench) tokenise with the tiny vocabulary when the release's
+    files are absent: any token ids below its size drive the real architecture alike. Returns the
+    tokenizer and whether it is the preset's own."""
+    if not component.weights:
+        return GlideTokenizer(CONFIG_DIR / component.params["files"], int(component.params.get("text_ctx", 8)),
+                              hint), True
+    folder = component_weights(component.weights).parent
+    text_ctx = int(component.params.get("text_ctx", 128))
+    if random_weights and not all((folder / name).is_file() for name in TOKENIZER_FILES):
+        return GlideTokenizer(CONFIG_DIR / STAND_IN_BPE, text_ctx, hint), False
+    return GlideTokenizer(folder, text_ctx, hint), True
