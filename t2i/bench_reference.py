@@ -79,7 +79,7 @@ def reference_steps(models, width: int, height: int, cutn: int, steps: int, on_s
 
 def diffusion_reference_steps(pipeline, spec, steps: int, on_step) -> None:
     """`steps` denoising steps of one job the way a diffusers pipeline runs them (on_step() after each)."""
-    from .families.diffusion.pipeline import make_scheduler
+    from .families.diffusion.pipeline import make_scheduler, step_kwargs
 
     unet, text = pipeline.unet, pipeline.text
     scheduler = make_scheduler(spec.sampler, pipeline.schedule)
@@ -95,5 +95,6 @@ def diffusion_reference_steps(pipeline, spec, steps: int, on_step) -> None:
         for t in scheduler.timesteps:
             x_in = scheduler.scale_model_input(torch.cat([x] * 2), t)
             eps_u, eps_c = unet(x_in, t, encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
-            x = scheduler.step(eps_u + spec.guidance * (eps_c - eps_u), t, x, generator=gen).prev_sample
+            x = scheduler.step(eps_u + spec.guidance * (eps_c - eps_u), t, x,
+                               **step_kwargs(spec.sampler, gen, spec.eta)).prev_sample
             on_step()

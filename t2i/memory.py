@@ -89,13 +89,15 @@ def model_bytes(preset) -> int:
             paths += [weights.base / f for f in weights.files]
         except T2IError:
             pass
-    return 2 * sum(_size(p) for p in paths)
-
-
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size if path.exists() else 0
+    # Files, each once: a component may name a folder that holds others' (LDM's text encoder names the
+    # release's root, with bert/ and tokenizer/ beside unet/ and vqvae/).
+    files = set()
+    for path in paths:
+        if path.is_dir():
+            files.update(f.resolve() for f in path.rglob("*") if f.is_file() and ".cache" not in f.parts)
+        elif path.exists():
+            files.add(path.resolve())
+    return 2 * sum(f.stat().st_size for f in files)
 
 
 # --- words and numbers ---------------------------------------------------------------------------

@@ -216,3 +216,18 @@ def test_memory_the_generate_page_states_the_largest_size_and_refuses_a_larger_o
         assert sum(s.counts().values()) == 0
     finally:
         s.close()
+
+
+def test_model_bytes_counts_a_file_once_when_components_share_a_folder(tmp_path, monkeypatch):
+    """LDM's text encoder names the release's root folder, which also holds the UNet's and VAE's."""
+    from t2i.memory import model_bytes
+    from t2i.presets import Component, Preset
+
+    monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path))
+    for sub, size in (("unet", 1000), ("bert", 300), ("vqvae", 200)):
+        (tmp_path / "ldm" / sub).mkdir(parents=True)
+        (tmp_path / "ldm" / sub / "weights.bin").write_bytes(b"x" * size)
+    preset = Preset(name="p", description="", family="diffusion", components={
+        "unet": Component("diffusers-unet", weights="ldm/unet"), "text": Component("ldm-bert", weights="ldm"),
+        "codec": Component("diffusers-vae", weights="ldm/vqvae")})
+    assert model_bytes(preset) == 2 * 1500  # fp16 files counted twice over, each file once

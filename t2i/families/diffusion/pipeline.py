@@ -181,12 +181,15 @@ class DiffusionPipeline:
 
 
 def _step_kwargs(job: DiffusionJob) -> dict:
-    """What the job's scheduler step takes: the job's own generator (PLMS draws nothing and takes none),
-    and DDIM's eta."""
-    sampler = job.spec.sampler
+    return step_kwargs(job.spec.sampler, job.gen, job.spec.eta)
+
+
+def step_kwargs(sampler: str, gen: torch.Generator, eta: float) -> dict:
+    """What a sampler's scheduler step takes: the job's own generator (PLMS draws nothing and takes
+    none), and DDIM's eta."""
     if sampler == "plms":
         return {}
-    return {"generator": job.gen, "eta": job.spec.eta} if sampler == "ddim" else {"generator": job.gen}
+    return {"generator": gen, "eta": eta} if sampler == "ddim" else {"generator": gen}
 
 
 def grid(images: torch.Tensor) -> torch.Tensor:
