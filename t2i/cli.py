@@ -400,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--iterations", help="guided presets: optimisation steps")
         sp.add_argument("--cutn", help="guided presets: cutouts per step")
         sp.add_argument("--lr", help="guided presets: Adam learning rate")
-        sp.add_argument("--sampler", help="diffusion presets: ddpm, ddim or dpm++")
+        sp.add_argument("--sampler", help="diffusion presets: ddpm, ddim, dpm++ or plms (a preset may allow fewer)")
         sp.add_argument("--steps", help="diffusion presets: sampling steps")
         sp.add_argument("--guidance", help="diffusion presets: classifier-free guidance scale (0: unconditional)")
         sp.add_argument("--eta", help="diffusion presets, ddim: noise per step (0: deterministic)")

@@ -133,6 +133,26 @@ def test_the_advanced_options_are_the_chosen_presets_family(app, seeded):
     store.cancel(job.id)
 
 
+def test_a_preset_narrows_the_sampler_choices_and_a_glide_job_counts_both_stages(app, seeded):
+    """tiny-glide-untrained allows ddpm and ddim only; a sampler chosen for another preset falls back to
+    the preset's default; the job's total is the base steps plus the upsampler's."""
+    _, store = seeded
+    at = app()
+    at.selectbox(key="preset").select("tiny-diffusion-untrained").run()
+    at.selectbox(key="sampler").select("dpm++").run()
+    at.selectbox(key="preset").select("tiny-glide-untrained").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="sampler").options == ["(preset default)", "ddpm", "ddim"]
+    at.text_area(key="prompt").input("a red circle")
+    at.text_input(key="steps").input("4")
+    button(at, "Generate").click().run()
+    assert not at.exception, at.exception
+    job = store.jobs(submitter=VISITOR, limit=1)[0]
+    assert (job.preset, job.total, job.spec["sampler"], job.spec["upsample_steps"]) == \
+        ("tiny-glide-untrained", 4 + 3, "ddpm", 3)
+    store.cancel(job.id)
+
+
 def test_a_shapes_ldm_job_from_the_page_is_queued_with_the_presets_defaults_and_runs(app, tmp_path, monkeypatch):
     """The trained latent diffusion preset end to end from the Generate page: its defaults (64x64,
     DDIM, guidance 5) reach the job, and the real executor finishes it into a 64x64 result. On a

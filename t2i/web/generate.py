@@ -45,7 +45,11 @@ def _number_input(column, label: str, name: str, help: str | None = None) -> Non
 def _option_input(column, f) -> None:
     """One of the family's advanced options; empty means the preset's default."""
     if f.kind == "choice":
-        column.selectbox(f.label, [None, *f.choices], key=f.name, help=f.help or None,
+        # A preset may allow fewer choices than its family (the samplers correct for its model).
+        choices = chosen.defaults.get(f"{f.name}s") or f.choices
+        if st.session_state.get(f.name) not in (None, *choices):
+            st.session_state[f.name] = None  # chosen for another preset: back to this one's default
+        column.selectbox(f.label, [None, *choices], key=f.name, help=f.help or None,
                          format_func=lambda c: "(preset default)" if c is None else c)
     else:
         _number_input(column, f.label, f.name, f.help or None)
