@@ -45,3 +45,26 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 't2i.db'}"
     return request.getfixturevalue("pg_url")
+
+
+def serve_http(handler, monkeypatch, **state):
+    """A loopback HTTP server for `handler` (a BaseHTTPRequestHandler class) in a thread, with no proxy
+    in the way; `state` becomes attributes of the server (what the handler reads). A generator: use
+    it from a fixture with `yield from`."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    srv.lock = threading.Lock()
+    for name, value in state.items():
+        setattr(srv, name, value)
+    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=5)

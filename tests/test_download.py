@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import random
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from t2i.download import DownloadError, fetch
+
+from conftest import serve_http
 
 PAYLOAD = random.Random(1234).randbytes(300_000)
 OTHER = random.Random(99).randbytes(1_000)  # /other.bin: another file (an error page, another release)
@@ -71,19 +72,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server(monkeypatch):
-    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    srv.lock = threading.Lock()
-    srv.requests, srv.seen = [], set()
-    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
+    yield from serve_http(_Handler, monkeypatch, requests=[], seen=set())
 
 
 def _closed_port() -> int:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import yaml
@@ -16,6 +15,8 @@ from t2i import install, weights
 from t2i.download import DownloadError
 from t2i.errors import WeightsMissing
 from t2i.paths import CONFIG_DIR
+
+from conftest import serve_http
 
 REPO = "org/tiny-ldm"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -57,22 +58,11 @@ class _Hub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hub(monkeypatch):
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "HF_ENDPOINT",
-                "HF_HUB_OFFLINE"):
+    for var in ("HF_ENDPOINT", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    srv.daemon_threads = True
-    srv.lock = threading.Lock()
-    srv.requests = []
-    srv.files = {"unet/config.json": b'{"sample_size": 8}', "unet/weights.bin": bytes(range(256)) * 40,
-                 "scheduler/scheduler_config.json": b'{"num_train_timesteps": 1000}'}
-    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
+    yield from serve_http(_Hub, monkeypatch, requests=[], files={
+        "unet/config.json": b'{"sample_size": 8}', "unet/weights.bin": bytes(range(256)) * 40,
+        "scheduler/scheduler_config.json": b'{"num_train_timesteps": 1000}'})
 
 
 def _registry(tmp_path, monkeypatch, hub, sizes=None, endpoints=None):

@@ -72,10 +72,7 @@ class DiffusionPipeline:
     @classmethod
     def build(cls, preset, device="cpu", random_weights: bool = False) -> "DiffusionPipeline":
         """The one place that decides where a diffusion preset's weights come from."""
-        random_weights = random_weights or preset.untrained
-        hint = W.download_command(preset.name)
-        if not random_weights:
-            W.require(preset)  # one clear message before any loading starts
+        random_weights, hint = weights_plan(preset, random_weights)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(UNTRAINED_SEED)
             parts = {role: build_component(role, c, hint, random_weights) for role, c in preset.components.items()}
@@ -178,6 +175,15 @@ class DiffusionPipeline:
             samples = [to_pil(images[i:i + 1]) for i in range(len(images))] if len(images) > 1 else []
             done.append(Finished(to_pil(grid(images)), samples))
         return done
+
+
+def weights_plan(preset, random_weights: bool) -> tuple[bool, str]:
+    """Whether the preset is built with random weights, and the command that fetches its files; a
+    trained preset's missing files are one clear message before any loading starts."""
+    random_weights = random_weights or preset.untrained
+    if not random_weights:
+        W.require(preset)
+    return random_weights, W.download_command(preset.name)
 
 
 def _step_kwargs(job: DiffusionJob) -> dict:

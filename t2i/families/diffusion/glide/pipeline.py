@@ -21,14 +21,13 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from .... import weights as W
 from ....engine.runner import to_pil
 from ....errors import BrokenWeights, WeightsMissing
 from ....paths import CONFIG_DIR, component_weights
 from ....spec import JobSpec
 from ....untrained import UNTRAINED_SEED
 from ...base import Finished, StepOut
-from ..pipeline import grid
+from ..pipeline import grid, weights_plan
 from .diffusion import GlideDiffusion
 from .load import load
 from .model import Text2ImUNet, glide_base, glide_upsample
@@ -79,10 +78,7 @@ class GlidePipeline:
     @classmethod
     def build(cls, preset, device="cpu", random_weights: bool = False) -> "GlidePipeline":
         """The one place that decides where a GLIDE preset's weights come from."""
-        random_weights = random_weights or preset.untrained
-        hint = W.download_command(preset.name)
-        if not random_weights:
-            W.require(preset)
+        random_weights, hint = weights_plan(preset, random_weights)
         tokenizer, own = _tokenizer(preset.components["text"], hint, random_weights)
         roles = ["unet"] + (["upsampler"] if "upsampler" in preset.components else [])
         defaults = {"unet": ("squaredcos_cap_v2", None, 1.0), "upsampler": ("linear", "fast27", 0.997)}
