@@ -3,6 +3,7 @@
 A preset says its `family` (guided when absent: the presets written before families existed).
 A diffusion preset names its components (`target` from t2i/families/diffusion/components.py's
 registry, `params`, `weights`) and its noise schedule; nothing is imported from a path in YAML.
+A gan preset names its generator and text encoder the same way (t2i/families/gan/components.py).
 A guided preset names its generator (a weights entry from configs/weights.yaml, or an architecture file for
 untrained presets), its perceptors (open_clip model + pretrained tag; several make an ensemble), the
 job defaults and the cutout augmentations. A preset with random weights must say `untrained` in its
@@ -22,6 +23,7 @@ from omegaconf import OmegaConf
 from .errors import PresetError
 from .families import DEFAULT_FAMILY, FAMILIES
 from .families.diffusion.glide_sizes import upsampler_steps
+from .families.gan.options import UNTRAINED_TARGETS
 from .paths import CONFIG_DIR
 
 GENERATOR_KINDS = ("vqgan", "biggan")
@@ -83,6 +85,8 @@ def _parse(name: str, raw: dict) -> Preset:
         raise PresetError(f"preset {name}: family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if family == "diffusion":
         return _parse_diffusion(name, raw)
+    if family == "gan":
+        return _parse_gan(name, raw)
     gen = dict(raw.get("generator") or {})
     kind = gen.pop("kind", None)
     if kind not in GENERATOR_KINDS:
@@ -157,6 +161,34 @@ def _parse_diffusion(name: str, raw: dict) -> Preset:
                   untrained=untrained, defaults=defaults, components=components,
                   scheduler=dict(raw.get("scheduler") or {}), fixed_size=bool(raw.get("fixed_size", False)),
                   post=_post(name, raw))
+
+
+GAN_ROLES = ("generator", "text")
+
+
+def _parse_gan(name: str, raw: dict) -> Preset:
+    """A gan preset: a generator (`gan-int-cls`) and a text encoder, named as t2i/families/gan/components.py's
+    REGISTRY names them (checked when it is built: the registry imports torch, this module must not); the
+    DCGAN draws 64x64 only (fixed_size), so the spec's size defaults to it."""
+    comps = raw.get("components") or {}
+    if set(comps) != set(GAN_ROLES):
+        raise PresetError(f"preset {name}: components must be {', '.join(GAN_ROLES)}")
+    components = {}
+    for role in GAN_ROLES:
+        c = comps[role] or {}
+        if "target" not in c:
+            raise PresetError(f"preset {name}: components.{role}.target is required")
+        components[role] = Component(str(c["target"]), dict(c.get("params") or {}), c.get("weights"))
+    untrained = bool(raw.get("untrained", False))
+    random_parts = [c for c in components.values() if not c.weights or c.target in UNTRAINED_TARGETS]
+    if untrained != ("untrained" in name) or (untrained and any(c.weights for c in components.values())) or \
+            (not untrained and random_parts):
+        raise PresetError(f"preset {name}: random weights (and the untrained text encoders: "
+                          f"{', '.join(UNTRAINED_TARGETS)}) are allowed only in presets named '*untrained*' with "
+                          "`untrained: true`, and such presets must not name trained weights")
+    defaults = {"width": 64, "height": 64, **(raw.get("defaults") or {})}
+    return Preset(name=name, description=str(raw.get("description", "")), family="gan", untrained=untrained,
+                  defaults=defaults, components=components, fixed_size=True, post=_post(name, raw))
 
 
 # Components with nothing to train (the pixel "codec" of a pixel-space model).

@@ -49,7 +49,7 @@ def png(image):
 
 
 def test_every_family_has_a_tiny_preset():
-    assert {get_preset(n).family for n in TINY} == {"guided", "diffusion"}
+    assert {get_preset(n).family for n in TINY} == {"guided", "diffusion", "gan"}
 
 
 @pytest.mark.parametrize("name", TINY)

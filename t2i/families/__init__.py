@@ -2,6 +2,7 @@
 
     guided     a latent optimised by Adam until CLIPs see the prompt (VQGAN / BigGAN)
     diffusion  a denoising UNet sampled by a diffusers scheduler (pixel or latent space)
+    gan        a text-conditioned GAN generator (GAN-INT-CLS): one forward pass per frame
 
 This module is torch-free: it maps a family name to its Options (what pages, the CLI and the queue
 need) and, on demand, to the module whose `build(preset, device, random_weights)` makes its pipeline
@@ -13,12 +14,14 @@ from __future__ import annotations
 from importlib import import_module
 
 from .diffusion.options import DiffusionOptions
+from .gan.options import GanOptions
 from .guided.options import GuidedOptions
 
-OPTIONS = {o.FAMILY: o for o in (GuidedOptions, DiffusionOptions)}
+OPTIONS = {o.FAMILY: o for o in (GuidedOptions, DiffusionOptions, GanOptions)}
 FAMILIES = tuple(OPTIONS)
 DEFAULT_FAMILY = "guided"
-_BUILDERS = {"guided": "t2i.families.guided.build", "diffusion": "t2i.families.diffusion.pipeline"}
+_BUILDERS = {"guided": "t2i.families.guided.build", "diffusion": "t2i.families.diffusion.pipeline",
+             "gan": "t2i.families.gan.pipeline"}
 
 
 def options_class(family: str):

@@ -1,0 +1,199 @@
+"""GAN-INT-CLS (Reed et al. 2016): a DCGAN generator and discriminator for 64x64 RGB, conditioned on a
+text embedding projected to 128 dimensions.
+
+    G(e, z):  projection(e) (Linear + BatchNorm1d + LeakyReLU) concatenated with z (100) as a 1x1 map,
+              then five ConvTranspose layers to 64x64, tanh
+    D(x, e):  four strided convs to (ndf*8, 4, 4) = the features (for feature matching), the projected
+              embedding replicated over the 4x4 cells and concatenated, then a 4x4 conv to one score
+
+Module and attribute names are those of the widely used PyTorch port (aelnouby/Text-to-Image-Synthesis,
+models/gan_cls.py and utils.py's Concat_embed, read through the code search): `projection`, `netG`;
+`netD_1`, `projector.projection`, `netD_2` with the same Sequential indices, so its checkpoints load
+unchanged. Two differences that change no key: D returns the logit (the port's netD_2 ends in a
+Sigmoid, which has no parameters; we use BCE-with-logits, which is stable where BCE on a saturated
+sigmoid is not), and the projection's LeakyReLU is not in-place. `batch_norm=False` is the port's
+"improved" (WGAN) critic without BatchNorm in netD_1, whose Sequential indices differ accordingly.
+Minibatch discrimination (Salimans et al. 2016, the port's `minibatch_discriminator`, which it never
+wired in) is an option: its B features per sample are replicated at 4x4 beside the projection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import BrokenWeights
+
+IMAGE_SIZE = 64
+NOISE_DIM = 100
+PROJECTED_DIM = 128
+EMBED_DIM = 1024     # the original char-CNN-RNN embeddings (the port's and the paper's)
+NGF = NDF = 64       # the port's widths: the "full-width" DCGAN
+
+
+def _projection(embed_dim: int, projected_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(embed_dim, projected_dim), nn.BatchNorm1d(projected_dim), nn.LeakyReLU(0.2))
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN's initialisation, as the port's Utils.weights_init: convs N(0, 0.02), BatchNorm scale
+    N(1, 0.02) and bias 0 (Linear layers keep torch's default, as there)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+@torch.no_grad()
+def settle(generator: "Generator", batches: int = 4, n: int = 64) -> "Generator":
+    """Random weights made runnable: BatchNorm's running statistics are those of a fresh module (mean 0,
+    variance 1), under which DCGAN's N(0, 0.02) convs shrink the signal layer by layer to a flat grey
+    image. A few train-mode passes on N(0, 1) embeddings and noise give them the statistics training
+    would have started from (a cumulative average: momentum None). Returns the generator in eval mode."""
+    norms = [m for m in generator.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    generator.train()
+    for _ in range(batches):
+        generator(torch.randn(n, generator.embed_dim), torch.randn(n, generator.noise_dim))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return generator.eval()
+
+
+class Generator(nn.Module):
+    """The port's `generator`: G(embedding (n, d), z (n, 100) or (n, 100, 1, 1)) -> (n, 3, 64, 64) in [-1, 1]."""
+
+    def __init__(self, embed_dim: int = EMBED_DIM, ngf: int = NGF, noise_dim: int = NOISE_DIM,
+                 projected_dim: int = PROJECTED_DIM):
+        super().__init__()
+        self.config = dict(embed_dim=embed_dim, ngf=ngf, noise_dim=noise_dim, projected_dim=projected_dim)
+        self.embed_dim, self.noise_dim = embed_dim, noise_dim
+        self.projection = _projection(embed_dim, projected_dim)
+        widths = [ngf * 8, ngf * 4, ngf * 2, ngf]
+        layers = [nn.ConvTranspose2d(noise_dim + projected_dim, widths[0], 4, 1, 0, bias=False),
+                  nn.BatchNorm2d(widths[0]), nn.ReLU(True)]                       # 4x4
+        for a, b in zip(widths, widths[1:]):                                        # 8, 16, 32
+            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False), nn.Tanh()]    # 64x64
+        self.netG = nn.Sequential(*layers)
+
+    def forward(self, embed: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        projected = self.projection(embed)[:, :, None, None]
+        # The port's order: the projection first, then the noise.
+        return self.netG(torch.cat([projected, z.reshape(len(z), -1, 1, 1)], 1))
+
+
+class ConcatEmbed(nn.Module):
+    """The port's Concat_embed: the projected embedding replicated over the 4x4 cells, after the features."""
+
+    def __init__(self, embed_dim: int, projected_dim: int):
+        super().__init__()
+        self.projection = _projection(embed_dim, projected_dim)
+
+    def forward(self, features: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
+        projected = self.projection(embed)[:, :, None, None].expand(-1, -1, *features.shape[2:])
+        return torch.cat([features, projected], 1)
+
+
+class MinibatchDiscrimination(nn.Module):
+    """Salimans et al.'s minibatch features: each sample's L1 closeness to every other sample in B
+    learned projections of C dims (the port's minibatch_discriminator, parameter `T_tensor`). A
+    collapsed generator makes samples close to each other, which D then sees."""
+
+    def __init__(self, channels: int, b_dim: int = 128, c_dim: int = 16):
+        super().__init__()
+        self.b_dim, self.c_dim = b_dim, c_dim
+        self.T_tensor = nn.Parameter(torch.randn(channels * 16, b_dim * c_dim) * 0.1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        m = (features.flatten(1) @ self.T_tensor).view(-1, self.b_dim, self.c_dim)
+        distance = (m[:, None] - m[None]).abs().sum(-1)            # (n, n, B)
+        return torch.exp(-distance).sum(1) - 1                      # less the sample's own exp(0)
+
+
+class Discriminator(nn.Module):
+    """The port's `discriminator`: D(images (n, 3, 64, 64), embedding (n, d)) -> (logits (n,), features
+    (n, ndf*8, 4, 4)); the features are what feature matching compares."""
+
+    def __init__(self, embed_dim: int = EMBED_DIM, ndf: int = NDF, projected_dim: int = PROJECTED_DIM,
+                 batch_norm: bool = True, minibatch: bool = False, b_dim: int = 128, c_dim: int = 16):
+        super().__init__()
+        self.config = dict(embed_dim=embed_dim, ndf=ndf, projected_dim=projected_dim, batch_norm=batch_norm,
+                           minibatch=minibatch, b_dim=b_dim, c_dim=c_dim)
+        widths = [ndf, ndf * 2, ndf * 4, ndf * 8]
+        layers = [nn.Conv2d(3, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]   # 32x32, no norm (DCGAN)
+        for a, b in zip(widths, widths[1:]):                                          # 16, 8, 4
+            layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False)]
+            layers += [nn.BatchNorm2d(b)] if batch_norm else []
+            layers += [nn.LeakyReLU(0.2, True)]
+        self.netD_1 = nn.Sequential(*layers)
+        self.projector = ConcatEmbed(embed_dim, projected_dim)
+        self.minibatch = MinibatchDiscrimination(ndf * 8, b_dim, c_dim) if minibatch else None
+        extra = b_dim if minibatch else 0
+        self.netD_2 = nn.Sequential(nn.Conv2d(ndf * 8 + projected_dim + extra, 1, 4, 1, 0, bias=False))
+
+    def forward(self, images: torch.Tensor, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.netD_1(images)
+        x = self.projector(features, embed)
+        if self.minibatch is not None:
+            x = torch.cat([x, self.minibatch(features)[:, :, None, None].expand(-1, -1, 4, 4)], 1)
+        return self.netD_2(x).view(-1), features
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+
+def read_state(path: str | Path) -> dict:
+    """A state dict from a file: a bare one (the port's torch.save(net.state_dict())), or one under
+    "state_dict" (t2i.fp16.save_checkpoint's format); one line when the file is not a checkpoint."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - truncated files and foreign formats fail in the unpickler's own ways
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise BrokenWeights(f"{path} is not a readable checkpoint ({first})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BrokenWeights(f"{path} holds no state dict of tensors")
+    return state
+
+
+def strip_data_parallel(state: dict) -> dict:
+    """Keys without DataParallel's `module.` prefix, when every key has it (the port trains its nets
+    wrapped in DataParallel and saves the wrapper's state)."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_state(module: nn.Module, state: dict, what: str) -> nn.Module:
+    """Load strictly, floats cast to the module's fp32 (our committed files are fp16); a checkpoint of
+    another architecture is one line naming its first missing, unexpected or mis-shaped key."""
+    state = strip_data_parallel(state)
+    own = module.state_dict()
+    problems = [("missing", sorted(set(own) - set(state))), ("unexpected", sorted(set(state) - set(own))),
+                ("mis-shaped", sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape))]
+    for kind, keys in problems:
+        if keys:
+            first = keys[0]
+            shapes = f" ({tuple(state[first].shape)} in the file, {tuple(own[first].shape)} here)" \
+                if kind == "mis-shaped" else ""
+            raise BrokenWeights(f"{what} is not this GAN-INT-CLS architecture ({module.config}): {len(keys)} "
+                                f"{kind} key(s), the first {first}{shapes}")
+    module.load_state_dict({k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in state.items()})
+    return module
+
+
+def load_generator(path: str | Path, **config) -> Generator:
+    """A generator of the given architecture (Generator's arguments) with the file's weights, in eval
+    mode (BatchNorm on its running statistics, so each sample is independent of its batch)."""
+    return load_state(Generator(**config), read_state(path), str(path)).eval()
