@@ -1,9 +1,11 @@
-"""CharCLIP: the digits world's small CLIP, and the text encoder the digits DDPM is conditioned on.
+"""CharCLIP: the digits world's small CLIP, and the text encoder the digits DDPM is conditioned on;
+also the flowers world's text encoder (t2i/train/flowers_text.py: 64x64 RGB images, longer captions).
 
 A character-level text encoder (embedding over lower-cased printable ASCII, a bidirectional LSTM over
-the packed sequence, mean-pooled, projected) and a small CNN image encoder (32x32 grey in [0, 1]),
-each giving L2-normalised embeddings of `dim`, with CLIP's learnable temperature. Characters, not
-words: "6", "six" and "a handwritten 6" all arrive as plain strings, with no vocabulary to outgrow.
+the packed sequence, mean-pooled, projected) and a small CNN image encoder (32x32 grey in [0, 1], or
+64x64 RGB through a strided stem), each giving L2-normalised embeddings of `dim`, with CLIP's
+learnable temperature. Characters, not words: "6", "six" and "a handwritten 6" all arrive as plain
+strings, with no vocabulary to outgrow.
 
 The checkpoint is `{"config": {build_char_clip arguments}, "state_dict": ...}`, fp16 on disk (the
 repository's committed weights) and fp32 once loaded. `CharClipText` is the diffusion family's text
@@ -68,11 +70,22 @@ class TextEncoder(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """32x32 grey -> three conv stages (32 -> 16 -> 8 -> 4) -> a linear projection."""
+    """32x32 -> three conv stages (32 -> 16 -> 8 -> 4) -> a linear projection. Larger images (32 * 2^k:
+    the flowers world's 64x64 RGB) first pass k strided convolutions down to 32x32 (the stem, cheap
+    next to full-resolution stages); at 32x32 the stem is empty and holds no weights, so the digits
+    world's checkpoints (grey 32x32, no stem) load unchanged."""
 
-    def __init__(self, dim: int, width: int):
+    def __init__(self, dim: int, width: int, channels: int = 1, image_size: int = 32):
         super().__init__()
-        chans = (1, width, 2 * width, 4 * width)
+        k = math.log2(image_size / 32) if image_size >= 32 else -1
+        if k != int(k):
+            raise ValueError(f"image_size must be 32 times a power of two, got {image_size}")
+        stem, cin = [], channels
+        for _ in range(int(k)):
+            stem += [nn.Conv2d(cin, width, 4, stride=2, padding=1), nn.GroupNorm(8, width), nn.GELU()]
+            cin = width
+        self.stem = nn.Sequential(*stem)
+        chans = (cin, width, 2 * width, 4 * width)
         layers = []
         for cin, cout in zip(chans, chans[1:]):
             # GroupNorm, not BatchNorm: an image's embedding never depends on its batch-mates.
@@ -82,18 +95,20 @@ class ImageEncoder(nn.Module):
         self.proj = nn.Linear(4 * width * 16, dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj(self.net(images).flatten(1)), dim=-1)
+        return F.normalize(self.proj(self.net(self.stem(images)).flatten(1)), dim=-1)
 
 
 class CharCLIP(nn.Module):
     def __init__(self, dim: int = 64, char_dim: int = 32, hidden: int = 128, layers: int = 1,
-                 image_width: int = 32, max_length: int = MAX_LENGTH):
+                 image_width: int = 32, max_length: int = MAX_LENGTH, channels: int = 1, image_size: int = 32):
         super().__init__()
         self.config = {"dim": dim, "char_dim": char_dim, "hidden": hidden, "layers": layers,
                        "image_width": image_width, "max_length": max_length}
+        if (channels, image_size) != (1, 32):  # the digits world's configs stay as they were written
+            self.config.update(channels=channels, image_size=image_size)
         self.dim = dim
         self.text = TextEncoder(dim, char_dim, hidden, layers, max_length)
-        self.image = ImageEncoder(dim, image_width)
+        self.image = ImageEncoder(dim, image_width, channels, image_size)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature
 
     @property
@@ -105,7 +120,7 @@ class CharCLIP(nn.Module):
         return self.text(ids.to(self.device), lengths)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """(n, 1, 32, 32) floats in [0, 1] -> (n, dim) unit embeddings."""
+        """(n, channels, image_size, image_size) floats in [0, 1] -> (n, dim) unit embeddings."""
         return self.image(images)
 
     def logits(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
@@ -117,7 +132,7 @@ class CharCLIP(nn.Module):
 def build_char_clip(**params) -> CharCLIP:
     try:
         return CharCLIP(**params)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ValueError(f"bad CharCLIP config: {e}") from None
 
 
@@ -157,7 +172,7 @@ def load_char_clip(path: str | os.PathLike, device="cpu", hint: str = "") -> Cha
     ckpt = load_checkpoint(path, "CharCLIP", hint)
     try:
         model = CharCLIP(**ckpt["config"])
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: bad CharCLIP config ({e})") from None
     load_state(model, ckpt["state_dict"], path, "CharCLIP")
     return model.eval().requires_grad_(False).to(device)

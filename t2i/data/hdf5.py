@@ -1,0 +1,286 @@
+"""Text-image datasets in the GAN-INT-CLS seed's HDF5 layout (its converted flowers.hd5), read and written.
+
+The seed's converter writes, for each image and each of 5 of its captions, one group:
+
+    /<split>/<example name>_<c>/   split: train | valid | test
+        name        the image's name (string)
+        img         the encoded image file's bytes, as a numpy void scalar (np.void(open(jpg).read()))
+        embeddings  the caption's text embedding, float32 (d,) (Reed et al.'s char-CNN-RNN: d = 1024)
+        class       the image's class (string, "class_00001")
+        txt         the caption (variable-length string)
+
+and its trainer opens `img` with PIL, so any format PIL reads works there; we write JPEG (as the seed)
+or PNG (lossless: what round-trip tests compare). A group whose `embeddings` is (k, d) with `txt`
+holding k strings is read as k examples. Anything malformed (not HDF5, truncated, a split or field
+missing, embeddings of another size than the rest) raises HDF5Error, one line naming the file and
+the field, as idx.py does for MNIST. `write` goes through a temporary file: a failed write leaves
+the old file (or none) in place.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from PIL import Image
+
+from ..errors import T2IError
+from . import flowers
+
+SPLITS = ("train", "valid", "test")
+FIELDS = ("name", "img", "embeddings", "class", "txt")
+CAPTIONS_PER_IMAGE = 5  # the seed keeps 5 of each Oxford-102 image's 10 captions
+# The flowers world's split behind each of the seed's: valid draws train combinations with other
+# seeds; test holds the held-out combinations.
+WORLD_SPLITS = {"train": "train", "valid": "train", "test": "heldout"}
+
+
+class HDF5Error(T2IError):
+    """A malformed or missing dataset file; the message names it and the field."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One image with its captions: what `write` takes. `image` is uint8 (h, w, 3) or encoded bytes;
+    `embeddings` float32 (len(captions), d)."""
+    name: str
+    image: np.ndarray | bytes
+    captions: Sequence[str]
+    embeddings: np.ndarray
+    cls: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One (image, caption) pair as read: the unit the seed's trainer samples."""
+    name: str
+    image: np.ndarray  # uint8 (h, w, 3)
+    embedding: np.ndarray  # float32 (d,)
+    caption: str
+    cls: str
+
+
+def _text(value) -> str:
+    """A string field as h5py 3 returns it (bytes, str or a 0-d object array) -> str."""
+    value = value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def encode_image(image: np.ndarray, image_format: str = "jpeg") -> bytes:
+    """uint8 (h, w, 3) -> JPEG (quality 95, as the Oxford files are stored) or PNG bytes."""
+    buf = io.BytesIO()
+    if image_format == "jpeg":
+        Image.fromarray(image).save(buf, "JPEG", quality=95)
+    elif image_format == "png":
+        Image.fromarray(image).save(buf, "PNG")
+    else:
+        raise ValueError(f"image_format must be jpeg or png, got {image_format!r}")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _check_examples(path: Path, split: str, examples: Sequence[Example]) -> int | None:
+    """The examples' embedding width (None for no examples); HDF5Error naming the first bad one."""
+    width = None
+    for ex in examples:
+        emb = np.asarray(ex.embeddings)
+        if emb.ndim != 2 or emb.shape[0] != len(ex.captions):
+            raise HDF5Error(f"{path}: {split}/{ex.name}: embeddings must be (captions={len(ex.captions)}, d), "
+                            f"got {emb.shape}")
+        if width is not None and emb.shape[1] != width:
+            raise HDF5Error(f"{path}: {split}/{ex.name}: embeddings of {emb.shape[1]} values, earlier examples "
+                            f"have {width}")
+        width = emb.shape[1]
+    return width
+
+
+def write(path: str | os.PathLike, split: str, examples: Sequence[Example], image_format: str = "jpeg") -> None:
+    """Write (or replace) `split` of the file at `path` in the seed's layout, keeping its other splits;
+    through a temporary file renamed into place, so nothing is ever half-written."""
+    path = Path(path)
+    if split not in SPLITS:
+        raise ValueError(f"{path}: unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    width = _check_examples(path, split, examples)
+    if path.exists() and width is not None:
+        for other in SPLITS:  # the splits of one file feed one model: one embedding width
+            if other != split:
+                theirs = _first_width(path, other)
+                if theirs is not None and theirs != width:
+                    raise HDF5Error(f"{path}: {split}: embeddings of {width} values, the file's {other} split "
+                                    f"has {theirs}")
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        if path.exists():
+            shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "a" if path.exists() else "w") as f:
+            if split in f:
+                del f[split]
+            group = f.create_group(split)
+            text = h5py.string_dtype("utf-8")
+            for ex in examples:
+                data = ex.image if isinstance(ex.image, bytes) else encode_image(np.asarray(ex.image), image_format)
+                for c, (caption, emb) in enumerate(zip(ex.captions, np.asarray(ex.embeddings, np.float32))):
+                    g = group.create_group(f"{ex.name}_{c}")
+                    g.create_dataset("name", data=ex.name, dtype=text)
+                    g.create_dataset("img", data=np.void(data))
+                    g.create_dataset("embeddings", data=emb)
+                    g.create_dataset("class", data=ex.cls, dtype=text)
+                    g.create_dataset("txt", data=caption, dtype=text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _first_width(path: Path, split: str) -> int | None:
+    with _open(path) as f:
+        if split not in f or not len(f[split]):
+            return None
+        first = f[split][next(iter(f[split]))]
+        return int(first["embeddings"].shape[-1]) if "embeddings" in first else None
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.is_file():
+        raise HDF5Error(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:  # h5py: "file signature not found", "truncated file: eof = ..."
+        raise HDF5Error(f"{path}: not a readable HDF5 file ({str(e).splitlines()[0]})") from None
+
+
+class Dataset:
+    """The (image, caption) records of one split, read lazily (images decoded on access). Opening
+    checks every group's fields and embedding sizes, so a bad file fails at once, in one line."""
+
+    def __init__(self, path: str | os.PathLike, split: str):
+        self.path, self.split = Path(path), split
+        self.file = _open(self.path)
+        try:
+            self.width, self._index = self._check()
+        except Exception:
+            self.file.close()
+            raise
+
+    def _check(self) -> tuple[int | None, list[tuple[str, int]]]:
+        if self.split not in self.file:
+            raise HDF5Error(f"{self.path}: no split {self.split!r} (has: {', '.join(sorted(self.file)) or 'none'})")
+        index, width = [], None
+        try:
+            for key in sorted(self.file[self.split]):
+                g = self.file[self.split][key]
+                where = f"{self.path}: {self.split}/{key}"
+                if not isinstance(g, h5py.Group):
+                    raise HDF5Error(f"{where}: not an example group")
+                for field in FIELDS:
+                    if field not in g:
+                        raise HDF5Error(f"{where}: no field {field!r}")
+                shape = g["embeddings"].shape
+                if len(shape) not in (1, 2) or g["embeddings"].dtype.kind != "f":
+                    raise HDF5Error(f"{where}: embeddings must be float (d,) or (k, d), got {g['embeddings'].dtype} {shape}")
+                k = 1 if len(shape) == 1 else shape[0]
+                if k != (g["txt"].size if len(shape) == 2 else 1):
+                    raise HDF5Error(f"{where}: {k} embeddings for {g['txt'].size} captions in txt")
+                if width is not None and shape[-1] != width:
+                    raise HDF5Error(f"{where}: embeddings of {shape[-1]} values, other examples have {width}")
+                width = shape[-1]
+                index += [(key, c) for c in range(k)]
+        except (OSError, RuntimeError, KeyError) as e:  # a truncated file can open and fail here
+            raise HDF5Error(f"{self.path}: {self.split}: unreadable ({str(e).splitlines()[0]})") from None
+        return width, index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, i: int) -> Record:
+        key, c = self._index[i]
+        g = self.file[self.split][key]
+        try:
+            data = g["img"][()]
+            raw = data.tobytes() if isinstance(data, (np.void, np.ndarray)) else bytes(data)
+            emb = np.asarray(g["embeddings"][()], np.float32)
+            txt = g["txt"][()]
+            caption = _text(txt[c] if np.ndim(txt) else txt)
+            name, cls = _text(g["name"][()]), _text(g["class"][()])
+        except (OSError, RuntimeError) as e:
+            raise HDF5Error(f"{self.path}: {self.split}/{key}: unreadable ({str(e).splitlines()[0]})") from None
+        try:
+            image = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
+        except (OSError, ValueError) as e:
+            raise HDF5Error(f"{self.path}: {self.split}/{key}: img is not an image ({e})") from None
+        return Record(name, image, emb[c] if emb.ndim == 2 else emb, caption.strip(), cls)
+
+    def __iter__(self) -> Iterator[Record]:
+        return (self[i] for i in range(len(self)))
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read(path: str | os.PathLike, split: str) -> Dataset:
+    """The split's records (Record: name, image uint8 HWC, embedding (d,), caption, cls); close it
+    (or use `with`) when done."""
+    return Dataset(path, split)
+
+
+# --------------------------------------------------------------------------- the flowers world
+
+
+TextEncoder = Callable[[list[str]], np.ndarray]
+
+
+def _encoder(text_encoder) -> TextEncoder | None:
+    if text_encoder is None or not hasattr(text_encoder, "encode_text"):
+        return text_encoder
+    import torch
+
+    def encode(captions: list[str]) -> np.ndarray:  # a CharCLIP: its unit text embeddings
+        with torch.no_grad():
+            return text_encoder.encode_text(captions).float().cpu().numpy()
+    return encode
+
+
+def world_examples(n: int, split: str, seed: int = 0, text_encoder=None,
+                   captions_per_image: int = CAPTIONS_PER_IMAGE) -> list[Example]:
+    """n flowers-world images of the seed's `split` (WORLD_SPLITS), each with captions_per_image
+    captions of different templates and their embeddings ((k, 0) without a text encoder)."""
+    rng = np.random.default_rng([seed, SPLITS.index(split), 102])
+    encode = _encoder(text_encoder)
+    out = []
+    for i in range(n):
+        scene = flowers.sample_scene(rng, WORLD_SPLITS[split])
+        templates = rng.choice(len(flowers.TEMPLATES), captions_per_image, replace=False)
+        captions = [flowers.caption(scene, int(t), rng) for t in templates]
+        emb = np.asarray(encode(captions), np.float32) if encode else np.zeros((len(captions), 0), np.float32)
+        f = scene.flower
+        out.append(Example(f"flower_{split}_{i:05d}", flowers.render(scene), captions, emb,
+                           f"{f.colour}-{f.centre}-{f.petals}-{f.shape}"))
+    return out
+
+
+def export_world(path: str | os.PathLike, n_per_split: int | dict, text_encoder=None, seed: int = 0,
+                 image_format: str = "jpeg") -> None:
+    """The flowers world as a seed-layout file: train, valid and test splits (n_per_split images each,
+    or a {split: n} dict), embeddings from text_encoder (a CharCLIP, or captions -> (k, d) array)
+    when given, else (0,)-sized (a trainer then encodes txt itself). Classes name the species
+    ("pink-yellow-5-round"): the seed's trainer draws its mismatched images from another class."""
+    counts = n_per_split if isinstance(n_per_split, dict) else {s: n_per_split for s in SPLITS}
+    for split in SPLITS:
+        if split in counts:
+            write(path, split, world_examples(counts[split], split, seed, text_encoder), image_format)
