@@ -1,0 +1,353 @@
+"""Training GAN-INT-CLS (Reed et al. 2016) with the stabilisers of the widely used PyTorch port.
+
+    train(data, out, epochs=..., steps_per_epoch=..., config=GanConfig(...)) -> Trained
+
+`data` is any callable `batch(n, gen) -> (images, embeddings)`: images uint8 (n, 3, 64, 64) or float in
+[-1, 1], embeddings (n, d), every random draw from the torch.Generator it is given (the flowers world,
+an HDF5 reader, `captioned(...)` over the shapes world). One step is one generator update, after one
+discriminator update (gan) or `diter` critic updates (wgan, wgan-gp), each on a fresh batch.
+
+Losses (d_losses / g_losses, each term by name so tests and logs can see them):
+- D: real image + its text scored real (target 0.9: one-sided label smoothing), G's image scored fake;
+  `cls`: real image + mismatched text (the batch's embeddings rolled by one) scored fake, as the paper,
+  real + (fake + wrong) / 2. WGAN: the same terms as critic means; weights clipped to +-0.01 after each
+  critic update (wgan) or a gradient penalty (wgan-gp, lambda 10, on a critic without BatchNorm in its
+  conv stack, since the penalty is per sample).
+- G: fool D on its image; `int`: also on images of interpolated embeddings 0.5 (e1 + e2) (D never
+  trains on those: they have no real image); feature matching (D's 4x4 features, batch means, MSE,
+  weight l2_coef) and L1 to the real image (l1_coef), as the port.
+
+Output folder: checkpoint.pt (everything to resume: nets, optimisers, the generator's state, history),
+written at each epoch's end through a temporary file and os.replace, so a kill mid-write leaves the
+last good one; generator.pt (the generator alone, fp16, {"config", "state_dict"}: what a preset loads);
+samples/epoch-NNN.png (fixed texts and noise, so epochs compare); losses.png. One thread and one seeded
+generator for everything: a run is the same bytes on one machine, and a resumed run continues the
+uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torchvision.utils import make_grid
+from tqdm import tqdm
+
+from ..engine.gan_int_cls import NOISE_DIM, Discriminator, Generator, init_weights
+from ..errors import T2IError
+from ..fp16 import save_checkpoint
+from .threads import torch_threads
+
+TYPES = ("gan", "wgan", "wgan-gp")
+BatchSource = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+SAMPLES = 16  # images in each epoch's sample grid
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    type: str = "gan"
+    cls: bool = True              # matching-aware discriminator
+    int: bool = True              # manifold interpolation (named as the paper's GAN-INT)
+    minibatch: bool = False       # minibatch discrimination in D
+    ngf: int = 64
+    ndf: int = 64
+    batch_size: int = 64
+    lr: float = 2e-4
+    beta1: float = 0.5
+    l1_coef: float = 50.0         # the port's defaults
+    l2_coef: float = 100.0        # feature matching
+    real_target: float = 0.9      # one-sided label smoothing
+    diter: int = 5                # critic updates per generator update (wgan, wgan-gp)
+    clip: float = 0.01            # wgan weight clipping
+    gp_lambda: float = 10.0       # wgan-gp
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.type not in TYPES:
+            raise T2IError(f"--type must be one of {', '.join(TYPES)}, got {self.type!r}")
+
+    @property
+    def wasserstein(self) -> bool:
+        return self.type != "gan"
+
+
+@dataclass
+class Trained:
+    generator: Generator
+    discriminator: Discriminator
+    step: int
+    history: list[dict]           # per step: every loss term's value
+
+
+def make_nets(config: GanConfig, embed_dim: int) -> tuple[Generator, Discriminator]:
+    g = Generator(embed_dim, config.ngf)
+    d = Discriminator(embed_dim, config.ndf, batch_norm=config.type != "wgan-gp", minibatch=config.minibatch)
+    init_weights(g)
+    init_weights(d)
+    return g, d
+
+
+# --- losses ---------------------------------------------------------------------------------------
+
+def _real(score: torch.Tensor, config: GanConfig, target: float) -> torch.Tensor:
+    """The term pushing scores towards "real": BCE to `target`, or minus the critic's mean."""
+    if config.wasserstein:
+        return -score.mean()
+    return F.binary_cross_entropy_with_logits(score, torch.full_like(score, target))
+
+
+def _fake(score: torch.Tensor, config: GanConfig) -> torch.Tensor:
+    if config.wasserstein:
+        return score.mean()
+    return F.binary_cross_entropy_with_logits(score, torch.zeros_like(score))
+
+
+def d_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tensor, embed: torch.Tensor,
+             wrong_embed: torch.Tensor, z: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """D's terms on one batch; "total" is what it descends. The fake images are detached: D's step
+    does not move G."""
+    with torch.no_grad():
+        fake = g(embed, z)
+    terms = {"real": _real(d(real, embed)[0], config, config.real_target), "fake": _fake(d(fake, embed)[0], config)}
+    if config.cls:
+        terms["wrong"] = _fake(d(real, wrong_embed)[0], config)
+        terms["total"] = terms["real"] + 0.5 * (terms["fake"] + terms["wrong"])
+    else:
+        terms["total"] = terms["real"] + terms["fake"]
+    if config.type == "wgan-gp":
+        terms["gp"] = gradient_penalty(d, real, fake, embed, gen)
+        terms["total"] = terms["total"] + config.gp_lambda * terms["gp"]
+    return terms
+
+
+def gradient_penalty(d: Discriminator, real: torch.Tensor, fake: torch.Tensor, embed: torch.Tensor,
+                     gen: torch.Generator) -> torch.Tensor:
+    """(|grad_x D(x)| - 1)^2 at random points between real and fake images (Gulrajani et al.), the
+    norm taken per sample over all pixels."""
+    alpha = torch.rand(len(real), 1, 1, 1, generator=gen, device=real.device)
+    x = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(d(x, embed)[0].sum(), x, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def g_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tensor, embed: torch.Tensor,
+             z: torch.Tensor, partner_embed: torch.Tensor, z_int: torch.Tensor) -> dict[str, torch.Tensor]:
+    """G's terms on one batch; "total" is what it descends. `partner_embed` is what `int` mixes each
+    embedding with; `z_int` the noise for those images."""
+    fake = g(embed, z)
+    score, fake_features = d(fake, embed)
+    with torch.no_grad():
+        real_features = d(real, embed)[1]
+    terms = {"adv": _real(score, config, 1.0)}
+    if config.int:
+        mixed = 0.5 * (embed + partner_embed)
+        terms["int"] = _real(d(g(mixed, z_int), mixed)[0], config, 1.0)
+    terms["fm"] = F.mse_loss(fake_features.mean(0), real_features.mean(0))
+    terms["l1"] = F.l1_loss(fake, real)
+    terms["total"] = sum(v for k, v in terms.items() if k in ("adv", "int")) + \
+        config.l2_coef * terms["fm"] + config.l1_coef * terms["l1"]
+    return terms
+
+
+# --- the loop -------------------------------------------------------------------------------------
+
+def as_images(images) -> torch.Tensor:
+    """uint8 (n, 3, 64, 64) or float in [-1, 1] -> float in [-1, 1]."""
+    images = torch.as_tensor(images)
+    return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
+
+
+def _batch(data: BatchSource, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    images, embeds = data(n, gen)
+    return as_images(images), torch.as_tensor(embeds).float()
+
+
+def train_step(config: GanConfig, g, d, opt_g, opt_d, data: BatchSource, gen: torch.Generator) -> dict[str, float]:
+    """One generator update after its discriminator update(s); returns the last values of every term."""
+    n = config.batch_size
+    for _ in range(config.diter if config.wasserstein else 1):
+        real, embed = _batch(data, n, gen)
+        z = torch.randn(n, g.noise_dim, generator=gen)
+        dl = d_losses(config, g, d, real, embed, embed.roll(1, 0), z, gen)
+        opt_d.zero_grad()
+        dl["total"].backward()
+        opt_d.step()
+        if config.type == "wgan":
+            for p in d.parameters():
+                p.data.clamp_(-config.clip, config.clip)
+    d.requires_grad_(False)  # G's step needs gradients through D, not for it
+    z, z_int = torch.randn(2, n, g.noise_dim, generator=gen)
+    gl = g_losses(config, g, d, real, embed, z, embed.roll(2, 0), z_int)
+    opt_g.zero_grad()
+    gl["total"].backward()
+    opt_g.step()
+    d.requires_grad_(True)
+    values = {f"d_{k}": v.item() for k, v in dl.items()} | {f"g_{k}": v.item() for k, v in gl.items()}
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        raise T2IError(f"training diverged: {bad[0]} is {values[bad[0]]} (lower --lr, or try --type wgan-gp)")
+    return values
+
+
+def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: int,
+          config: GanConfig = GanConfig(), progress: bool = True) -> Trained:
+    """Train to `epochs` epochs of `steps_per_epoch` steps, resuming from out/checkpoint.pt when it is
+    there (the same config required); writes the files the module docstring lists."""
+    out = Path(out)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    with torch_threads():
+        gen = torch.Generator().manual_seed(config.seed)
+        # Fixed texts and noise for the epochs' sample grids, drawn before anything else.
+        sample_images, sample_embeds = _batch(data, SAMPLES, torch.Generator().manual_seed(config.seed + 1))
+        sample_z = torch.randn(SAMPLES, NOISE_DIM, generator=torch.Generator().manual_seed(config.seed + 2))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            g, d = make_nets(config, sample_embeds.shape[1])
+        opt_g = torch.optim.Adam(g.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+        opt_d = torch.optim.Adam(d.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+        step, history = _resume(out / "checkpoint.pt", config, g, d, opt_g, opt_d, gen)
+        first_epoch = step // steps_per_epoch
+        if step % steps_per_epoch:
+            raise T2IError(f"{out / 'checkpoint.pt'} is at step {step}, not an epoch's end of {steps_per_epoch} "
+                           "steps: resume with the steps per epoch it was trained with")
+        for epoch in range(first_epoch, epochs):
+            g.train(), d.train()
+            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress)
+            for _ in bar:
+                history.append(train_step(config, g, d, opt_g, opt_d, data, gen))
+                step += 1
+                bar.set_postfix(d=f"{history[-1]['d_total']:.3f}", g=f"{history[-1]['g_total']:.3f}")
+            _write_epoch(out, epoch, g, d, opt_g, opt_d, gen, step, history, config, sample_embeds, sample_z,
+                         sample_images)
+            if progress:
+                last = history[-steps_per_epoch:]
+                tqdm.write(f"epoch {epoch + 1}/{epochs}, step {step}: D {_mean(last, 'd_total'):.4f}, "
+                           f"G {_mean(last, 'g_total'):.4f}")
+        return Trained(g.eval(), d.eval(), step, history)
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return sum(r[key] for r in rows) / len(rows)
+
+
+def _resume(path: Path, config: GanConfig, g, d, opt_g, opt_d, gen) -> tuple[int, list[dict]]:
+    if not path.exists():
+        return 0, []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["config"] != asdict(config):
+        field = next(k for k in asdict(config) if state["config"].get(k) != asdict(config)[k])
+        raise T2IError(f"{path} was trained with {field}={state['config'].get(field)!r}, not "
+                       f"{getattr(config, field)!r}: use the same settings, or another output folder")
+    g.load_state_dict(state["g"])
+    d.load_state_dict(state["d"])
+    opt_g.load_state_dict(state["opt_g"])
+    opt_d.load_state_dict(state["opt_d"])
+    gen.set_state(state["rng"])
+    return state["step"], state["history"]
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save through a temporary file and os.replace: a write that fails or is killed leaves the
+    previous file as it was (and no temporary behind, when it fails in Python)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_epoch(out: Path, epoch: int, g, d, opt_g, opt_d, gen, step: int, history: list[dict],
+                 config: GanConfig, sample_embeds, sample_z, sample_images) -> None:
+    save_atomic({"config": asdict(config), "step": step, "history": history, "rng": gen.get_state(),
+                 "g": g.state_dict(), "d": d.state_dict(), "opt_g": opt_g.state_dict(),
+                 "opt_d": opt_d.state_dict()}, out / "checkpoint.pt")
+    save_checkpoint(g, out / "generator.pt")
+    g.eval()
+    with torch.no_grad():
+        fakes = g(sample_embeds, sample_z)
+    # Real images first row, then the generator's for the same texts.
+    picture = make_grid(torch.cat([sample_images[:4], fakes]).add(1).div(2).clamp(0, 1), nrow=4, padding=2)
+    Image.fromarray(picture.mul(255).round().byte().permute(1, 2, 0).numpy()).save(
+        out / "samples" / f"epoch-{epoch + 1:03d}.png")
+    steps_per_epoch = step // (epoch + 1)
+    per_epoch = [(_mean(history[i:i + steps_per_epoch], "d_total"), _mean(history[i:i + steps_per_epoch], "g_total"))
+                 for i in range(0, len(history), steps_per_epoch)]
+    loss_plot(per_epoch, f"GAN-INT-CLS ({config.type}), mean loss per epoch").save(out / "losses.png")
+
+
+def loss_plot(points: list[tuple[float, float]], title: str, size=(640, 400), margin: int = 60) -> Image.Image:
+    """D (blue) and G (red) loss per epoch, each on its own scale (their ranges differ by orders: the
+    L1 and feature matching terms weigh 50 and 100)."""
+    w, h = size
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([margin, margin, w - margin, h - margin], outline="black")
+    for index, colour, label in ((0, (40, 80, 200), "D"), (1, (200, 40, 40), "G")):
+        ys = [p[index] for p in points]
+        lo, hi = min(ys), max(ys)
+        span = (hi - lo) or 1.0
+        at = [(margin + (i / max(1, len(ys) - 1)) * (w - 2 * margin), h - margin - (y - lo) / span * (h - 2 * margin))
+              for i, y in enumerate(ys)]
+        draw.line(at if len(at) > 1 else at * 2, fill=colour, width=3)
+        draw.text((8 if index == 0 else w - margin + 4, margin + 16 * index), f"{label} {hi:.3g}", fill=colour)
+        draw.text((8 if index == 0 else w - margin + 4, h - margin - 12), f"{label} {lo:.3g}", fill=colour)
+    draw.text((margin, 12), title, fill="black")
+    draw.text((w // 2 - 20, h - 24), "epoch", fill="black")
+    return image
+
+
+# --- data: captions made into embeddings ------------------------------------------------------------
+
+def captioned(sample: Callable[[random.Random, int], tuple], encode: Callable[[list[str]], torch.Tensor]) -> BatchSource:
+    """A BatchSource from a captioned world's sampler (e.g. t2i.data.shapes.batch: random.Random, n ->
+    uint8 (n, 64, 64, 3) images and captions) and a text encoder's encode(captions) -> (n, d)."""
+    def batch(n: int, gen: torch.Generator):
+        rng = random.Random(int(torch.randint(2**62, (1,), generator=gen)))
+        images, texts = sample(rng, n)
+        return torch.as_tensor(images).permute(0, 3, 1, 2), encode(texts)
+    return batch
+
+
+def shapes_source(dim: int = 256) -> BatchSource:
+    """The shapes world (t2i/data/shapes.py) with the untrained random-text encoder: a real source
+    available offline, for smoke runs and tests until the flowers world and its encoder land."""
+    from ..data import shapes
+    from ..families.gan.components import RandomText
+
+    return captioned(lambda rng, n: shapes.batch(rng, n), RandomText(dim).encode)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m t2i.train.gan", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="output folder (resumed when it holds a checkpoint)")
+    parser.add_argument("--data", choices=("shapes",), default="shapes")
+    parser.add_argument("--embed-dim", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--steps-per-epoch", type=int, default=100)
+    parser.add_argument("--type", choices=TYPES, default="gan")
+    parser.add_argument("--cls", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--int", action=argparse.BooleanOptionalAction, default=True)
+    defaults = GanConfig()
+    for f in fields(GanConfig):
+        if f.name not in ("type", "cls", "int"):
+            flag = f"--{f.name.replace('_', '-')}"
+            kind = (lambda v: v.lower() in ("1", "true", "yes")) if f.type in ("bool", bool) else type(getattr(defaults, f.name))
+            parser.add_argument(flag, type=kind, default=getattr(defaults, f.name))
+    args = vars(parser.parse_args(argv))
+    config = GanConfig(**{f.name: args[f.name] for f in fields(GanConfig)})
+    train(shapes_source(args["embed_dim"]), args["out"], epochs=args["epochs"],
+          steps_per_epoch=args["steps_per_epoch"], config=config)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
