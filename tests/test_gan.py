@@ -251,3 +251,16 @@ def test_presets_refuse_random_parts_outside_untrained_presets_and_mismatched_di
                     "  text: {target: random-text, params: {dim: 16}}\n")
     with pytest.raises(PresetError, match="makes 16-dim embeddings, the generator takes 32"):
         build_pipeline(presets["odd-gan-untrained"])
+
+
+def test_the_flowers_world_feeds_the_trainer_through_captioned(tmp_path):
+    from t2i.data import flowers
+    from t2i.families.gan.components import RandomText
+    from t2i.train.gan import captioned
+
+    source = captioned(lambda seed, n: flowers.sample(n, seed)[:2], RandomText(EMBED).encode)
+    images, embeds = source(3, torch.Generator().manual_seed(0))
+    again, _ = source(3, torch.Generator().manual_seed(0))
+    assert images.shape == (3, 3, 64, 64) and embeds.shape == (3, EMBED) and torch.equal(images, again)
+    result = train(source, tmp_path, epochs=1, steps_per_epoch=1, config=GanConfig(**TINY), progress=False)
+    assert all(math.isfinite(v) for v in result.history[0].values())

@@ -307,13 +307,15 @@ def loss_plot(points: list[tuple[float, float]], title: str, size=(640, 400), ma
 
 # --- data: captions made into embeddings ------------------------------------------------------------
 
-def captioned(sample: Callable[[random.Random, int], tuple], encode: Callable[[list[str]], torch.Tensor]) -> BatchSource:
-    """A BatchSource from a captioned world's sampler (e.g. t2i.data.shapes.batch: random.Random, n ->
-    uint8 (n, 64, 64, 3) images and captions) and a text encoder's encode(captions) -> (n, d)."""
+def captioned(sample: Callable[[int, int], tuple], encode: Callable[[list[str]], torch.Tensor]) -> BatchSource:
+    """A BatchSource from a captioned world's sampler, sample(seed, n) -> (uint8 images, NCHW or NHWC,
+    captions, ...), and a text encoder's encode(captions) -> (n, d). The seed is drawn from the
+    trainer's generator, so the world's own RNG (random.Random, numpy) follows it. The flowers world:
+    captioned(lambda seed, n: flowers.sample(n, seed)[:2], encoder.encode)."""
     def batch(n: int, gen: torch.Generator):
-        rng = random.Random(int(torch.randint(2**62, (1,), generator=gen)))
-        images, texts = sample(rng, n)
-        return torch.as_tensor(images).permute(0, 3, 1, 2), encode(texts)
+        images, texts = sample(int(torch.randint(2**62, (1,), generator=gen)), n)[:2]
+        images = torch.as_tensor(images)
+        return images if images.shape[1] == 3 else images.permute(0, 3, 1, 2), encode(texts)
     return batch
 
 
@@ -323,7 +325,7 @@ def shapes_source(dim: int = 256) -> BatchSource:
     from ..data import shapes
     from ..families.gan.components import RandomText
 
-    return captioned(lambda rng, n: shapes.batch(rng, n), RandomText(dim).encode)
+    return captioned(lambda seed, n: shapes.batch(random.Random(seed), n), RandomText(dim).encode)
 
 
 def main(argv: list[str] | None = None) -> int:
