@@ -56,7 +56,7 @@ def _read(path: str | None, field: str) -> bytes | None:
     return data
 
 
-FAMILY_FLAGS = ("iterations", "cutn", "lr", "sampler", "steps", "guidance", "eta", "num_samples")
+FAMILY_FLAGS = ("iterations", "cutn", "lr", "sampler", "steps", "guidance", "eta", "num_samples", "noise_scale")
 
 
 def _spec_fields(args) -> dict:
@@ -401,10 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--cutn", help="guided presets: cutouts per step")
         sp.add_argument("--lr", help="guided presets: Adam learning rate")
         sp.add_argument("--sampler", help="diffusion presets: ddpm, ddim, dpm++ or plms (a preset may allow fewer)")
-        sp.add_argument("--steps", help="diffusion presets: sampling steps")
+        sp.add_argument("--steps", help="diffusion presets: sampling steps; gan presets: frames of the noise walk")
         sp.add_argument("--guidance", help="diffusion presets: classifier-free guidance scale (0: unconditional)")
         sp.add_argument("--eta", help="diffusion presets, ddim: noise per step (0: deterministic)")
-        sp.add_argument("--num-samples", dest="num_samples", help="diffusion presets: 1..64 images, as a grid")
+        sp.add_argument("--num-samples", dest="num_samples", help="diffusion and gan presets: 1..64 images, as a grid")
+        sp.add_argument("--noise-scale", dest="noise_scale",
+                        help="gan presets: 0..2, the spread of the noise walk (0: one image per prompt)")
         sp.add_argument("--seed", help="0..2**63-1; random when omitted (the used seed is reported)")
         sp.add_argument("--init-image", help="PNG/JPEG/WebP to start from")
         sp.add_argument("--image-prompt", action="append", help="image to steer towards (repeatable)")

@@ -122,7 +122,7 @@ def is_builtin(preset: Preset) -> bool:
     """Trained here and committed (made again by `train-demo`), rather than downloaded."""
     if preset.untrained:
         return False
-    if preset.family == "diffusion":
+    if preset.family != "guided":
         return all(c.weights.startswith(BUILTIN_PREFIX) for c in preset.components.values() if c.weights)
     return entry(preset.weights).builtin
 
@@ -162,7 +162,7 @@ def _resolve(preset: Preset, reg: dict[str, WeightsEntry]) -> tuple[list[Weights
     """(the entries the preset's files come from, in order; named paths no entry covers)."""
     chosen: dict[str, WeightsEntry] = {}
     uncovered = []
-    if preset.family == "diffusion":
+    if preset.family != "guided":
         named, params = _refs(preset)
         refs = [(ref, *_covering(ref, reg)) for ref in dict.fromkeys(named + params)]
         # Files first, then folders: a folder holding files of several entries (glide/ holds the base
@@ -209,7 +209,7 @@ def _missing_weights(preset: Preset) -> list[str]:
     reg = registry()
     entries, uncovered = _resolve(preset, reg)
     direct = []  # paths no entry lists: built in, absolute, or put under checkpoints/ by hand
-    if preset.family == "diffusion":
+    if preset.family != "guided":
         source = preset.scheduler.get("from")
         refs = [c.weights for c in preset.components.values() if c.weights and not _downloaded(c.weights)]
         refs += [source] if isinstance(source, str) and not _downloaded(source) else []

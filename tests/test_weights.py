@@ -27,7 +27,7 @@ def test_every_preset_parses_and_names_its_weights_honestly():
     registry = weights.registry()
     for name, p in presets.items():
         assert p.untrained == ("untrained" in name)
-        if p.family == "diffusion":  # components by registry name; weights named unless untrained
+        if p.family != "guided":  # components by registry name; weights named unless untrained
             assert all((c.weights is None) == p.untrained for c in p.components.values() if c.target != "pixels")
             continue
         assert p.arch.is_file(), name
