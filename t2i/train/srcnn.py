@@ -93,7 +93,7 @@ def identity_init(net: SRCNN) -> SRCNN:
 
 
 def train(scale: int, steps: int = STEPS, seed: int = 0, progress: bool = True, images: int = IMAGES,
-          batch: int = BATCH) -> dict[str, torch.Tensor]:
+          batch: int = BATCH, lr: float = LR) -> dict[str, torch.Tensor]:
     """SRCNN for `scale` (2, 3 or 4) trained `steps` steps on random PATCH-pixel patches of `images`
     train-split renders; one thread, so the same seed gives the same tensors on one machine. Returns
     a plain fp32 state dict of the published keys (conv1/conv2/conv3 weight and bias)."""
@@ -115,7 +115,7 @@ def train(scale: int, steps: int = STEPS, seed: int = 0, progress: bool = True, 
             y = high[which, 0][torch.arange(batch)[:, None, None], rows, cols][:, None]
             return F.mse_loss(net(x), y)
 
-        optimise(net.parameters(), step_loss, steps, LR, 0.0, f"srcnn x{scale}", progress)
+        optimise(net.parameters(), step_loss, steps, lr, 0.0, f"srcnn x{scale}", progress)
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
