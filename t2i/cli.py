@@ -232,16 +232,18 @@ def _require_positive(args, *names: str) -> None:
             raise SpecError(f"--{name.replace('_', '-')}", f"must be at least 1, got {value}")
 
 
-WORLDS = ("shapes", "shapes-ldm", "digits")
+WORLDS = ("shapes", "shapes-ldm", "digits", "flowers")
 
 
 def cmd_train_demo(args) -> int:
-    _require_positive(args, "clip_steps", "vqgan_steps", "sketch_steps", "unet_steps", "classifier_steps")
+    _require_positive(args, "clip_steps", "vqgan_steps", "sketch_steps", "unet_steps", "classifier_steps",
+                      "gan_steps", "srcnn_steps")
     worlds = WORLDS if args.world == "all" else (args.world,)
     if args.mnist and "digits" not in worlds:
         raise SpecError("--mnist", "trains the digits world: add --world digits")
     for world in worlds:
-        {"shapes": _train_shapes, "shapes-ldm": _train_shapes_ldm, "digits": _train_digits}[world](args)
+        {"shapes": _train_shapes, "shapes-ldm": _train_shapes_ldm, "digits": _train_digits,
+         "flowers": _train_flowers}[world](args)
     return 0
 
 
@@ -328,6 +330,30 @@ def _train_digits(args) -> None:
     print(f"wrote {out}/digits-clip.pt, digits-classifier.pt, unet/, scheduler/ (loaded back: ok)")
 
 
+def _train_flowers(args) -> None:
+    """The flowers world: caption encoder, GAN-INT-CLS, SRCNN x2/x3/x4, FlowersBench's classifier."""
+    from .families import build_pipeline
+    from .paths import builtin_dir
+    from .presets import get_preset
+    from .train.flowers import STEPS_PER_EPOCH, train_flowers
+    from .upscale import build as build_upscaler
+
+    if args.gan_steps and args.gan_steps % STEPS_PER_EPOCH:
+        raise SpecError("--gan-steps", f"a multiple of {STEPS_PER_EPOCH} (whole epochs), got {args.gan_steps}")
+    out = builtin_dir() / "flowers"
+    f = train_flowers(out, seed=args.seed, text_steps=args.clip_steps, gan_steps=args.gan_steps,
+                      srcnn_steps=args.srcnn_steps, classifier_steps=args.classifier_steps, progress=not args.quiet)
+    build_pipeline(get_preset("flowers-gan"))  # proves the files load through the real loaders
+    for scale in (2, 3, 4):
+        build_upscaler(f"flowers-srcnn-x{scale}")
+    c = f["classifier"]
+    print(f"flowers caption encoder: loss {f['text_loss_first']:.3f} -> {f['text_loss_last']:.3f}, held-out "
+          f"caption->image {f['text_retrieval']:.0%}; GAN: last D {f['gan_d_last']:.3f}, G {f['gan_g_last']:.3f}; "
+          f"classifier: colour {c['colour']:.0%}, centre {c['centre']:.0%}, petals {c['petals']:.0%}; "
+          f"{f['seconds'] / 60:.1f} min")
+    print(f"wrote {out}/flowers-text.pt, generator.pt, srcnn_x2/x3/x4.pth, flowers-classifier.pt (loaded back: ok)")
+
+
 def cmd_shapesbench(args) -> int:
     _require_positive(args, "n", "batch")
     from .shapesbench import report, shapesbench
@@ -345,6 +371,17 @@ def cmd_digitsbench(args) -> int:
 
     result = digitsbench(args.preset, n=args.n, device=resolve_device(args.device), seed=args.seed, steps=args.steps,
                          guidance=args.guidance, sampler=args.sampler, progress=not args.quiet)
+    for line in report(result):
+        print(line)
+    return 0
+
+
+def cmd_flowersbench(args) -> int:
+    _require_positive(args, "n", "batch")
+    from .flowersbench import flowersbench, report
+
+    result = flowersbench(args.preset, n=args.n, device=resolve_device(args.device), seed=args.seed, batch=args.batch,
+                          progress=not args.quiet)
     for line in report(result):
         print(line)
     return 0
@@ -459,15 +496,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_download)
 
     t = sub.add_parser("train-demo", help="train the built-in offline worlds' models (CPU; shapes about 8 minutes, "
-                                          "shapes-ldm about 9, digits about 7)")
+                                          "shapes-ldm about 9, digits about 7, flowers about 12)")
     t.add_argument("--world", choices=[*WORLDS, "all"], default="all",
                    help="shapes: CLIP, sketch net, VQGAN; shapes-ldm: latent diffusion on those; digits: "
-                        "char-level CLIP, classifier, pixel DDPM (default: all, in that order)")
+                        "char-level CLIP, classifier, pixel DDPM; flowers: caption encoder, GAN-INT-CLS, SRCNN, "
+                        "classifier (default: all, in that order)")
     t.add_argument("--clip-steps", type=int, help="default: the trainer's (shapes or digits CLIP)")
     t.add_argument("--vqgan-steps", type=int, help="default: t2i.train.vqgan.STEPS")
     t.add_argument("--sketch-steps", type=int, help="default: t2i.train.sketch.STEPS")
     t.add_argument("--unet-steps", type=int, help="diffusion UNets (shapes-ldm, digits); default: the trainer's")
-    t.add_argument("--classifier-steps", type=int, help="the digits classifier; default: the trainer's")
+    t.add_argument("--classifier-steps", type=int, help="the digits or flowers classifier; default: the trainer's")
+    t.add_argument("--gan-steps", type=int, help="flowers: GAN-INT-CLS steps (a multiple of 50); default: the trainer's")
+    t.add_argument("--srcnn-steps", type=int, help="flowers: SRCNN steps per factor; default: the trainer's")
     t.add_argument("--mnist", help="digits: train on real MNIST IDX files in this folder "
                                    "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz])")
     t.add_argument("--seed", type=int, default=0)
@@ -494,6 +534,16 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--device")
     db.add_argument("--quiet", action="store_true")
     db.set_defaults(func=cmd_digitsbench)
+
+    fb = sub.add_parser("flowersbench", help="quality benchmark of a gan preset on held-out flowers captions "
+                                             "(petal colour, centre colour, petal count; IS-like, diversity)")
+    fb.add_argument("--preset", default="flowers-gan")
+    fb.add_argument("--n", type=int, default=200, help="held-out captions, one sample each (default 200)")
+    fb.add_argument("--seed", type=int, default=0)
+    fb.add_argument("--batch", type=int, default=16, help="jobs run together (default 16)")
+    fb.add_argument("--device")
+    fb.add_argument("--quiet", action="store_true")
+    fb.set_defaults(func=cmd_flowersbench)
 
     b = sub.add_parser("bench", help="steps/s and peak memory with random weights of a preset's architecture")
     b.add_argument("--preset", default=DEFAULT_PRESET)

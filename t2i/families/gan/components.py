@@ -9,8 +9,10 @@ Python path from YAML), its `params` and its `weights` (a file; None for untrain
                                matrix; deterministic and torch-seeded, so an untrained preset is the
                                same in every process. params: dim (256), buckets (4096), seed (0)
 
-A text component has `dim` and `encode(prompts) -> (n, dim)`. Adding the flowers world's trained
-char-level encoder is one entry here (a builder returning such a module).
+               "char-clip"     a CharCLIP trained here (t2i/engine/charclip.py; the flowers world's
+                               caption encoder): its unit text embedding; weights: its .pt file
+
+A text component has `dim` and `encode(prompts) -> (n, dim)`.
 """
 
 from __future__ import annotations
@@ -68,9 +70,29 @@ def random_text(params: dict, weights: Path | None, hint: str):
     return RandomText(**_config(params, ("dim", "buckets", "seed"), "random-text"))
 
 
+class CharClipEmbedding(torch.nn.Module):
+    """A trained CharCLIP's sentence embedding, (n, dim): what the GAN was trained on."""
+
+    def __init__(self, clip):
+        super().__init__()
+        self.clip, self.dim = clip, clip.dim
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        return self.clip.encode_text(list(prompts)).float()
+
+
+def char_clip(params: dict, weights: Path | None, hint: str):
+    from ...engine.charclip import build_char_clip, load_char_clip
+
+    if weights is None:  # random weights of the trained encoder's architecture (the bench)
+        return CharClipEmbedding(build_char_clip(**params))
+    return CharClipEmbedding(load_char_clip(weights, hint=hint))
+
+
 REGISTRY = {
     "generator": {"gan-int-cls": gan_int_cls},
-    "text": {"random-text": random_text},
+    "text": {"random-text": random_text, "char-clip": char_clip},
 }
 
 

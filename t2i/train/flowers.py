@@ -1,0 +1,70 @@
+"""`train-demo --world flowers`: the flowers world's models, in order, into checkpoints/flowers/.
+
+    flowers-text.pt          the caption encoder (a CharCLIP trained contrastively on the world's
+                             captions; 256-dim embeddings where the seed's char-CNN-RNN had 1024)
+    generator.pt             GAN-INT-CLS's generator (fp16), trained on that encoder's embeddings
+    srcnn_x2/x3/x4.pth       SRCNN 9-5-5 on high-resolution renders (the port's layout, fp32)
+    flowers-classifier.pt    FlowersBench's classifier (petal colour, centre colour, petal count);
+                             it never sees the generator
+    gan/                     the GAN's training state (checkpoint with D and the optimisers, sample
+                             grids and the loss plot per epoch): not committed, lets a run resume
+
+Each part is seeded and runs on one thread, so one machine makes the same files every time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from ..data import flowers
+from . import flowers_classifier, flowers_text, srcnn
+from .gan import GanConfig, captioned
+from .gan import train as train_gan
+
+# The GAN's size and length: what fits the ~12-minute budget of the whole world on two cores
+# (BENCHMARKS.md, "FlowersBench"). ngf/ndf 16 is a quarter of the port's width.
+GAN = dict(ngf=16, ndf=16, batch_size=64)
+GAN_STEPS = 800
+STEPS_PER_EPOCH = 50
+
+
+def train_flowers(out: Path, seed: int = 0, text_steps: int | None = None, gan_steps: int | None = None,
+                  srcnn_steps: int | None = None, classifier_steps: int | None = None,
+                  progress: bool = True) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    figures = {}
+    text, losses = flowers_text.train(steps=text_steps or flowers_text.STEPS, seed=seed,
+                                      out_path=out / "flowers-text.pt", progress=progress)
+    figures.update(text_loss_first=losses[0], text_loss_last=losses[-1],
+                   text_retrieval=flowers_text.retrieval_accuracy(text)["caption_to_image"])
+
+    @torch.no_grad()
+    def encode(captions):
+        return text.encode_text(list(captions)).float()
+
+    steps = gan_steps or GAN_STEPS
+    if steps % STEPS_PER_EPOCH:  # (the CLI says so before anything trains)
+        raise ValueError(f"GAN steps: a multiple of {STEPS_PER_EPOCH} (whole epochs), got {steps}")
+    per_epoch = STEPS_PER_EPOCH
+    work = out / "gan"
+    shutil.rmtree(work, ignore_errors=True)  # a fresh run: its files must not resume an older one
+    trained = train_gan(captioned(lambda s, n: flowers.sample(n, s)[:2], encode), work,
+                        epochs=steps // per_epoch, steps_per_epoch=per_epoch,
+                        config=GanConfig(type="gan", cls=True, int=True, seed=seed, **GAN), progress=progress)
+    shutil.copyfile(work / "generator.pt", out / "generator.pt.part")
+    (out / "generator.pt.part").replace(out / "generator.pt")
+    figures.update(gan_d_last=trained.history[-1]["d_total"], gan_g_last=trained.history[-1]["g_total"])
+
+    for scale in srcnn.FACTORS:
+        state = srcnn.train(scale, steps=srcnn_steps or srcnn.STEPS, seed=seed, progress=progress)
+        srcnn.save_srcnn(state, out / f"srcnn_x{scale}.pth")
+    classifier, _ = flowers_classifier.train_classifier(steps=classifier_steps or flowers_classifier.STEPS, seed=seed,
+                                                        progress=progress)
+    flowers_classifier.save_classifier(classifier, out / "flowers-classifier.pt")
+    figures.update(classifier=flowers_classifier.held_out_accuracy(classifier), seconds=time.time() - started)
+    return figures
