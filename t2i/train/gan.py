@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
@@ -328,10 +329,34 @@ def shapes_source(dim: int = 256) -> BatchSource:
     return captioned(lambda seed, n: shapes.batch(random.Random(seed), n), RandomText(dim).encode)
 
 
+def hdf5_source(path: str | os.PathLike, split: str = "train") -> BatchSource:
+    """A seed-layout HDF5 file (t2i/data/hdf5.py: a converted flowers.hd5, or the world exported) as a
+    BatchSource: random (image, caption embedding) records of `split`, images resized to 64x64 as the
+    port's loader does. The file's embeddings are used as they are (the seed's: 1024-dim char-CNN-RNN)."""
+    from ..data import hdf5
+
+    data = hdf5.read(path, split)
+    if not data.width:
+        data.close()
+        raise T2IError(f"{path}: {split} has no embeddings (export it with a text encoder)")
+
+    def batch(n: int, gen: torch.Generator):
+        picks = torch.randint(len(data), (n,), generator=gen).tolist()
+        records = [data[i] for i in picks]
+        images = torch.stack([torch.from_numpy(np.array(Image.fromarray(r.image).resize((64, 64), Image.BICUBIC)))
+                              for r in records]).permute(0, 3, 1, 2)
+        return images, torch.from_numpy(np.stack([r.embedding for r in records]))
+    batch.width = data.width
+    return batch
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m t2i.train.gan", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder (resumed when it holds a checkpoint)")
-    parser.add_argument("--data", choices=("shapes",), default="shapes")
+    parser.add_argument("--data", default="shapes",
+                        help="shapes (the shapes world, untrained text embedding) or a seed-layout HDF5 file "
+                             "(a converted flowers.hd5: its own embeddings)")
+    parser.add_argument("--split", default="train", help="the HDF5 file's split to train on")
     parser.add_argument("--embed-dim", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--steps-per-epoch", type=int, default=100)
@@ -346,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument(flag, type=kind, default=getattr(defaults, f.name))
     args = vars(parser.parse_args(argv))
     config = GanConfig(**{f.name: args[f.name] for f in fields(GanConfig)})
-    train(shapes_source(args["embed_dim"]), args["out"], epochs=args["epochs"],
+    data = shapes_source(args["embed_dim"]) if args["data"] == "shapes" else hdf5_source(args["data"], args["split"])
+    train(data, args["out"], epochs=args["epochs"],
           steps_per_epoch=args["steps_per_epoch"], config=config)
     return 0
 
