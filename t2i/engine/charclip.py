@@ -168,14 +168,20 @@ def load_state(model: nn.Module, state: dict, path, what: str) -> None:
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
 
 
-def load_char_clip(path: str | os.PathLike, device="cpu", hint: str = "") -> CharCLIP:
-    ckpt = load_checkpoint(path, "CharCLIP", hint)
+def load_model(cls, path: str | os.PathLike, what: str, device="cpu", hint: str = "") -> nn.Module:
+    """A `cls(**config)` module from a {"config", "state_dict"} checkpoint (the format save_checkpoint
+    writes), strictly, in eval mode without gradients; one-line errors naming the file."""
+    ckpt = load_checkpoint(path, what, hint)
     try:
-        model = CharCLIP(**ckpt["config"])
+        model = cls(**ckpt["config"])
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: bad CharCLIP config ({e})") from None
-    load_state(model, ckpt["state_dict"], path, "CharCLIP")
+        raise CheckpointError(f"{path}: bad {what} config ({e})") from None
+    load_state(model, ckpt["state_dict"], path, what)
     return model.eval().requires_grad_(False).to(device)
+
+
+def load_char_clip(path: str | os.PathLike, device="cpu", hint: str = "") -> CharCLIP:
+    return load_model(CharCLIP, path, "CharCLIP", device, hint)
 
 
 class CharClipText(nn.Module):

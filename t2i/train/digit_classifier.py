@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data import digits
 from ..data.digits import to_float
-from ..engine.charclip import load_checkpoint, load_state
+from ..engine.charclip import load_model
 from ..fp16 import save_checkpoint
 from .schedule import optimise
 
@@ -94,10 +94,7 @@ def save_classifier(model: DigitClassifier, path: str | os.PathLike) -> None:
 
 
 def load_classifier(path: str | os.PathLike, device="cpu", hint: str = "") -> DigitClassifier:
-    ckpt = load_checkpoint(path, "digit classifier", hint)
-    model = DigitClassifier(**ckpt["config"])
-    load_state(model, ckpt["state_dict"], path, "digit classifier")
-    return model.eval().requires_grad_(False).to(device)
+    return load_model(DigitClassifier, path, "digit classifier", device, hint)
 
 
 def _mean_pairwise_l2(images: np.ndarray) -> float:

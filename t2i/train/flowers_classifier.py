@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import flowers
-from ..engine.charclip import load_checkpoint, load_state
+from ..engine.charclip import load_model
 from ..fp16 import save_checkpoint
 from .schedule import optimise
 from .threads import torch_threads
@@ -193,10 +193,7 @@ def save_classifier(model: FlowersClassifier, path: str | os.PathLike) -> None:
 
 
 def load_classifier(path: str | os.PathLike, device="cpu", hint: str = "") -> FlowersClassifier:
-    ckpt = load_checkpoint(path, "flowers classifier", hint)
-    model = FlowersClassifier(**ckpt["config"])
-    load_state(model, ckpt["state_dict"], path, "flowers classifier")
-    return model.eval().requires_grad_(False).to(device)
+    return load_model(FlowersClassifier, path, "flowers classifier", device, hint)
 
 
 def references(model: FlowersClassifier, n: int = 500, seed: int = 7) -> dict[str, dict[str, float]]:
