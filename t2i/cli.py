@@ -381,7 +381,7 @@ def cmd_flowersbench(args) -> int:
     from .flowersbench import flowersbench, report
 
     result = flowersbench(args.preset, n=args.n, device=resolve_device(args.device), seed=args.seed, batch=args.batch,
-                          progress=not args.quiet)
+                          noise_scale=args.noise_scale, progress=not args.quiet)
     for line in report(result):
         print(line)
     return 0
@@ -541,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("--n", type=int, default=200, help="held-out captions, one sample each (default 200)")
     fb.add_argument("--seed", type=int, default=0)
     fb.add_argument("--batch", type=int, default=16, help="jobs run together (default 16)")
+    fb.add_argument("--noise-scale", dest="noise_scale", help="default: the preset's")
     fb.add_argument("--device")
     fb.add_argument("--quiet", action="store_true")
     fb.set_defaults(func=cmd_flowersbench)

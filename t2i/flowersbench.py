@@ -31,7 +31,7 @@ TARGETS = {"colour": 0.90, "centre": 0.85, "petals": 0.75}
 
 
 def flowersbench(preset_name: str = "flowers-gan", n: int = 200, device: str = "cpu", seed: int = 0,
-                 batch: int = 16, progress: bool = True) -> dict:
+                 batch: int = 16, noise_scale: float | None = None, progress: bool = True) -> dict:
     preset = get_preset(preset_name)
     pipeline = build_pipeline(preset, device=device)
     classifier = load_classifier(resolve_weights_file(CLASSIFIER), hint="python -m t2i train-demo --world flowers")
@@ -39,7 +39,7 @@ def flowersbench(preset_name: str = "flowers-gan", n: int = 200, device: str = "
     captions = [flowers.canonical_caption(s) for s in scenes]
     # One frame per job: the bench judges the image, not the GIF's walk.
     specs = [make_spec(c, preset.name, family=preset.family, defaults=preset.defaults, seed=seed + i, steps=1,
-                       upscale="none") for i, c in enumerate(captions)]
+                       noise_scale=noise_scale, upscale="none") for i, c in enumerate(captions)]
     made = [np.asarray(r.image.convert("RGB")) for r in tqdm(run_batches(specs, pipeline, batch=batch), total=n,
                                                              desc="FlowersBench", disable=not progress)]
     hits = {k: 0 for k in TARGETS}
@@ -49,14 +49,16 @@ def flowersbench(preset_name: str = "flowers-gan", n: int = 200, device: str = "
         hits["centre"] += seen["centre"] == asked.centre
         hits["petals"] += seen["petals"] is not None and abs(seen["petals"] - asked.petals) <= 1
     images = np.stack(made)
-    return {"preset": preset.name, "n": n, **{k: v / n for k, v in hits.items()},
+    return {"preset": preset.name, "n": n, "noise_scale": specs[0].options.noise_scale,
+            **{k: v / n for k, v in hits.items()},
             "is_like": inception_like(images, classifier), "diversity": diversity(images, classifier),
             "real_is_like": inception_like(real, classifier), "real_diversity": diversity(real, classifier)}
 
 
 def report(r: dict) -> list[str]:
     met = {k: "met" if r[k] >= t else "missed" for k, t in TARGETS.items()}
-    return [f"FlowersBench: preset {r['preset']}, {r['n']} held-out captions (canonical form), one sample each",
+    return [f"FlowersBench: preset {r['preset']}, {r['n']} held-out captions (canonical form), one sample each, "
+            f"noise scale {r['noise_scale']:g}",
             "| figure | generated | target |",
             "| --- | --- | --- |",
             f"| petal colour as asked | {r['colour']:.1%} | 90% ({met['colour']}) |",

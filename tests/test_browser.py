@@ -289,6 +289,41 @@ def test_a_digits_job_from_the_browser_shows_its_denoising(service, browser):
     shot(page, "generate-digits")
 
 
+def test_a_flowers_gan_job_from_the_browser(service, browser):
+    """The gan family through the real page: frames, samples and noise scale, no sampler; a grid."""
+    base, store, executor, exec_log = service
+    visitor = visitor_of("g" * 43)
+    page = visitor_page(browser, base, "g" * 43, viewport={"width": 1280, "height": 900})
+    page.goto(f"{base}/")
+    expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
+    preset = page.get_by_role("combobox", name="Preset")
+    preset.click()
+    page.get_by_role("option", name="flowers-gan", exact=True).click()
+    expect(preset).to_have_value("flowers-gan")
+    idle(page)
+    page.get_by_label("Prompt").fill("this flower has five pink petals and a yellow center")
+    page.get_by_text("Advanced options for gan presets").click()
+    expect(page.get_by_label("Sampler")).to_have_count(0)
+    page.get_by_role("textbox", name="Frames").fill("6")
+    page.get_by_role("textbox", name="Samples").fill("4")
+    page.get_by_role("textbox", name="Noise scale").fill("0.5")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_text(re.compile(r"Job \d+ is queued at position \d+"))).to_be_visible(timeout=TIMEOUT_MS)
+    job = store.jobs(submitter=visitor, limit=1)[0]
+    assert (job.preset, job.total, job.spec["num_samples"], job.spec["noise_scale"]) == ("flowers-gan", 6, 4, 0.5)
+    try:
+        expect(page.get_by_role("button", name="Download GIF")).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    except AssertionError:
+        raise AssertionError(f"job {job.id} is {store.get(job.id).status}; executor alive: "
+                             f"{executor.poll() is None}; log:\n{exec_log.read_text()}") from None
+    result = store.result(job.id)
+    # Each sample is 64x64 (the size reported); the PNG is their 2x2 grid.
+    grid = Image.open(io.BytesIO(result.png))
+    assert (result.width, result.parameters["family"]) == (64, "gan") and grid.width > 2 * 64
+    no_exception(page)
+    shot(page, "generate-flowers-gan")
+
+
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8"/></svg>'
 
 

@@ -153,6 +153,36 @@ def test_a_preset_narrows_the_sampler_choices_and_a_glide_job_counts_both_stages
     store.cancel(job.id)
 
 
+def test_a_flowers_gan_job_from_the_page_runs_with_its_options(app, tmp_path, monkeypatch):
+    """The gan family from the Generate page: its own options (frames, samples, noise scale), no
+    sampler; the real executor finishes the job into a grid of 64x64 samples. Its own database."""
+    url = f"sqlite:///{tmp_path / 't2i.db'}"
+    monkeypatch.setenv("T2I_DB", url)
+    store = open_store(url)
+    at = app()
+    at.selectbox(key="preset").select("flowers-gan").run()
+    keys = {n.key for n in at.text_input}
+    assert {"steps", "num_samples", "noise_scale"} <= keys and not {"sampler", "cutn"} & {n.key for n in at.selectbox}
+    at.text_area(key="prompt").input("this flower has five pink petals and a yellow center")
+    at.text_input(key="steps").input("3")
+    at.text_input(key="num_samples").input("4")
+    at.text_input(key="noise_scale").input("0.5")
+    button(at, "Generate").click().run()
+    assert not at.exception, at.exception
+    job = store.jobs(submitter=VISITOR, limit=1)[0]
+    assert (job.preset, job.total, job.spec["family"], job.spec["num_samples"], job.spec["noise_scale"]) == \
+        ("flowers-gan", 3, "gan", 4, 0.5)
+    executor = Executor(ExecutorConfig(db=url, once=True, cache_size=1))
+    executor.run()
+    executor.close()
+    assert store.get(job.id).status == "done", store.get(job.id).error
+    result = store.result(job.id)
+    # Each sample is 64x64 (the size reported); the PNG is their 2x2 grid.
+    grid = Image.open(io.BytesIO(result.png))
+    assert (result.width, result.parameters["family"]) == (64, "gan") and grid.width > 2 * 64
+    store.close()
+
+
 def test_a_shapes_ldm_job_from_the_page_is_queued_with_the_presets_defaults_and_runs(app, tmp_path, monkeypatch):
     """The trained latent diffusion preset end to end from the Generate page: its defaults (64x64,
     DDIM, guidance 5) reach the job, and the real executor finishes it into a 64x64 result. On a

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..data import flowers
+from ..engine.charclip import load_char_clip
 from . import flowers_classifier, flowers_text, srcnn
 from .gan import GanConfig, captioned
 from .gan import train as train_gan
@@ -42,6 +43,10 @@ def train_flowers(out: Path, seed: int = 0, text_steps: int | None = None, gan_s
                                       out_path=out / "flowers-text.pt", progress=progress)
     figures.update(text_loss_first=losses[0], text_loss_last=losses[-1],
                    text_retrieval=flowers_text.retrieval_accuracy(text)["caption_to_image"])
+
+    # The GAN learns from the encoder as the preset will load it (fp16 on disk, fp32 in use), not from
+    # the unrounded one in memory: the embeddings it is served are the ones it was trained on.
+    text = load_char_clip(out / "flowers-text.pt")
 
     @torch.no_grad()
     def encode(captions):
