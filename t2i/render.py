@@ -1,7 +1,9 @@
 """Turning a run into files: the animated GIF of the frames and the PNG that carries its parameters.
 
-The PNG's `parameters` text chunk holds a JSON object (prompt, seed, preset, family, size, the
-family's options, versions), so an image found on disk says how to make it again.
+The PNG carries its parameters twice: under `parameters` in AUTOMATIC1111's text form (t2i/infotext.py),
+which other tools (image browsers, sites, A1111's "PNG Info") read, and under `t2i` as the complete
+JSON object (prompt, seed, preset, family, size, the family's options, versions), so an image found on
+disk says exactly how to make it again.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from . import __version__
+from .infotext import parse_infotext, to_infotext
 from .store.uploads import ref
 
-PARAMETERS_KEY = "parameters"
+PARAMETERS_KEY = "parameters"  # A1111's text; before issue 19 our JSON
+JSON_KEY = "t2i"
 _VERSIONED = ("torch", "open_clip_torch", "taming-transformers-rom1504", "pytorch-pretrained-biggan", "diffusers")
 
 
@@ -51,15 +55,37 @@ def parameters(spec, result, preset) -> dict:
 
 def png_bytes(image: Image.Image, params: dict) -> bytes:
     info = PngImagePlugin.PngInfo()
-    info.add_itxt(PARAMETERS_KEY, json.dumps(params, ensure_ascii=False, sort_keys=True))
+    # As A1111 writes it: tEXt when the text is Latin-1, else iTXt (UTF-8).
+    info.add_text(PARAMETERS_KEY, to_infotext(params))
+    info.add_itxt(JSON_KEY, json.dumps(params, ensure_ascii=False, sort_keys=True))
     buf = io.BytesIO()
     image.save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
 
 
-def read_parameters(png: bytes) -> dict:
-    with Image.open(io.BytesIO(png)) as im:
-        return json.loads(im.text[PARAMETERS_KEY])
+def _json_object(text) -> dict | None:
+    try:
+        found = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def read_parameters(png: bytes) -> dict | None:
+    """The parameters a PNG carries: our JSON (under `t2i`; under `parameters` in files made before
+    issue 19), else the `parameters` text of another tool (A1111's infotext, parse_infotext's dict).
+    None when the file is no readable image or has neither chunk."""
+    try:
+        with Image.open(io.BytesIO(png)) as im:
+            text = dict(getattr(im, "text", None) or {})
+    except (OSError, ValueError, SyntaxError):  # not an image, or a truncated or broken one
+        return None
+    for key in (JSON_KEY, PARAMETERS_KEY):
+        found = _json_object(text.get(key))
+        if found is not None:
+            return found
+    infotext = text.get(PARAMETERS_KEY)
+    return parse_infotext(infotext) if isinstance(infotext, str) and infotext.strip() else None
 
 
 def gif_bytes(frames: list[Image.Image], fps: float = 10.0, hold_last: float = 1.0) -> bytes:

@@ -38,14 +38,17 @@ def test_png_round_trips_parameters_and_pixels():
         assert im.format == "PNG"
         assert im.size == (40, 30)
         assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(image))
-        assert json.loads(im.text[render.PARAMETERS_KEY])["prompt"] == "ein Fuchs — 狐 🦊"
+        assert json.loads(im.text[render.JSON_KEY])["prompt"] == "ein Fuchs — 狐 🦊"
+        # Other tools' text, in A1111's form (non-Latin-1, so an iTXt chunk, as A1111 writes it).
+        assert im.text[render.PARAMETERS_KEY].startswith("ein Fuchs — 狐 🦊\nSeed: 9223372036854775807, ")
 
 
-def test_read_parameters_without_chunk_raises():
+def test_read_parameters_without_chunk_is_none():
     buf = io.BytesIO()
     pattern_image(8, 8).save(buf, format="PNG")
-    with pytest.raises(KeyError):
-        render.read_parameters(buf.getvalue())
+    assert render.read_parameters(buf.getvalue()) is None
+    assert render.read_parameters(b"not a png") is None
+    assert render.read_parameters(buf.getvalue()[:40]) is None  # truncated
 
 
 # --- GIF ----------------------------------------------------------------------------------------
