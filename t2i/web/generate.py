@@ -2,20 +2,23 @@
 
 import streamlit as st
 
-from t2i import jobview, upscale
+from t2i import guide, jobview, upscale
 from t2i.errors import T2IError
 from t2i.families import options_class
 from t2i.memory import size_note
 from t2i.presets import get_preset
 from t2i.queue import SubmitPolicy, submit_job
+from t2i.render import read_parameters
 from t2i.spec import DEFAULTS, MAX_IMAGE_BYTES, MAX_PROMPT_CHARS, UPLOAD_CAP_MB, Limits, SpecError, cut_prompt
-from t2i.weights import ready_presets
+from t2i.weights import download_command, is_ready, ready_presets
 from t2i.web.common import client_address, plain, store, visitor_id
 
 SYNTAX = ("Separate parts with `|`; give each an optional weight and stop as `text:weight:stop`. "
           "A negative weight pushes away, e.g. `a lighthouse at dusk | oil painting:0.5 | blurry:-0.5`.")
 COMMON = ("width", "height", "seed")
 IMAGES = f"PNG, JPEG or WebP, up to {MAX_IMAGE_BYTES // 2**20} MB"
+PLACEHOLDER = "a lighthouse in a storm, oil painting"  # for presets without examples of their own
+NO_PARAMETERS = "This PNG carries no generation parameters (not made by this service, or they were stripped)."
 
 visitor = visitor_id()
 db = store()
@@ -24,13 +27,51 @@ st.title("Generate")
 
 def _again(params: dict) -> None:
     """Fill the form with a finished job's settings (runs before the widgets are rebuilt)."""
-    family = options_class(params.get("family", "guided"))
-    numbers = {f.name: str(params[f.name]) for f in family.FORM if f.name in params and f.kind != "choice"}
-    choices = {f.name: params[f.name] for f in family.FORM if f.name in params and f.kind == "choice"}
-    st.session_state.update(prompt=params["prompt"], preset=params["preset"], width=str(params["requested_size"][0]),
-                            height=str(params["requested_size"][1]), seed=str(params["seed"]), **numbers, **choices)
+    _fill(params)
+
+
+def _fill(params: dict) -> None:
+    """Fill the form from a job's parameters (ours, or what read_parameters made of another PNG's):
+    the prompt; the preset when this host offers it; seed and size; the family's options when the
+    preset is of that family. A callback: runs before the widgets are rebuilt."""
+    s = st.session_state
+    s["prompt"] = str(params["prompt"])
+    if params.get("preset") in ready_presets():
+        s["preset"] = params["preset"]
+    elif params.get("preset"):
+        s["png_note"] = str(params["preset"])  # not here: the form keeps the chosen preset
+    preset = get_preset(s.get("preset") or ready_presets()[0])
+    size = params.get("requested_size") or params.get("size") or (params.get("width"), params.get("height"))
+    for name, value in zip(("width", "height"), size):
+        s[name] = "" if value is None else str(value)
+    if params.get("seed") is not None:
+        s["seed"] = str(params["seed"])
+    if params.get("family", "guided") == preset.family:
+        for f in options_class(preset.family).FORM:
+            if f.name in params:
+                s[f.name] = params[f.name] if f.kind == "choice" else str(params[f.name])
     if "upscale" in params:  # results from before post-steps say nothing: the preset's default stays
-        st.session_state["upscale"] = ",".join(params["upscale"]) or upscale.NONE
+        s["upscale"] = ",".join(params["upscale"]) or upscale.NONE
+
+
+def _open_png() -> None:
+    """The "Open a PNG" uploader's callback: the form from the file's parameters, or a line saying
+    it has none."""
+    upload = st.session_state.get("open_png")
+    if upload is None:
+        return
+    try:
+        params = read_parameters(upload.getvalue())
+    except Exception:  # noqa: BLE001 - not a PNG, no parameters chunk, a chunk that is no JSON: all "none"
+        params = None
+    if not isinstance(params, dict) or not isinstance(params.get("prompt"), str):
+        st.session_state["png_error"] = NO_PARAMETERS
+        return
+    _fill(params)
+
+
+def _use_example(text: str) -> None:
+    st.session_state["prompt"] = text
 
 
 def _number_input(column, label: str, name: str, help: str | None = None) -> None:
@@ -90,15 +131,50 @@ def _read(upload) -> bytes | None:
     return upload.getvalue() if upload is not None else None
 
 
+def _show_guide(preset, about) -> None:
+    """What the chosen preset is, is good at, takes here; for a world trained here, its words and
+    three prompts it draws well (buttons that put one in the prompt box)."""
+    pace = guide.speed(db, preset.name)
+    weights = "Weights present" if is_ready(preset) else f"Weights missing: run `{download_command(preset.name)}`"
+    st.caption(f"Family: {about.family}. Good at: {about.good_at}. Speed here: "
+               f"{pace.describe() if pace else 'no finished jobs yet'}. {weights}.")
+    if about.world is None:
+        return
+    with st.expander("Words it knows"):
+        for heading, words in about.world.vocabulary.items():
+            st.markdown(f"**{heading.capitalize()}**: {', '.join(words)}")
+        st.caption("Other words are not in its captions: it has never seen them.")
+    st.caption("Examples it draws well:")
+    for column, example in zip(st.columns(len(about.world.examples)), about.world.examples):
+        column.button(example, key=f"example-{example}", on_click=_use_example, args=(example,))
+
+
 # Outside the form: choosing a preset reruns the page, so the advanced options are its family's.
 presets = ready_presets()
 st.selectbox("Preset", presets, key="preset",
              help="Presets with 'untrained' in their name use random weights: their images mean nothing.")
 chosen = get_preset(st.session_state.get("preset") or presets[0])
 options = options_class(chosen.family)
+about = guide.guide(chosen)
+_show_guide(chosen, about)
+# Behind a toggle: the page shows an uploader only where it takes images (the guided family's form).
+if st.toggle("Open a PNG", key="open_png_on", help="Fill the form from a PNG's parameters: prompt, preset, "
+                                                   "seed, size and the family's options."):
+    st.file_uploader("A PNG made by this service", type=["png"], key="open_png", on_change=_open_png)
+if st.session_state.get("png_error"):
+    st.error(st.session_state.pop("png_error"))
+if st.session_state.get("png_note"):
+    st.info("The PNG's preset is not offered on this host; the form keeps the chosen one. The PNG's:")
+    plain(st.session_state.pop("png_note"))
+# Outside the form, so that the words the world does not know are named as soon as the prompt is
+# entered, before Generate (a form's widgets send their values only with its submit button).
+examples = about.world.examples if about.world else ()
+st.text_area("Prompt", key="prompt", placeholder=examples[0] if examples else PLACEHOLDER)
+st.caption(f"{SYNTAX} At most {MAX_PROMPT_CHARS} characters.")
+unknown = guide.unknown_words(chosen, st.session_state.get("prompt") or "")
+if unknown:  # letters and digits only (guide's words): nothing in them reads as markdown
+    st.warning(f"{chosen.name} has never seen these words and will likely ignore them: {', '.join(unknown)}")
 with st.form("generate"):
-    st.text_area("Prompt", key="prompt", placeholder="a lighthouse in a storm, oil painting")
-    st.caption(f"{SYNTAX} At most {MAX_PROMPT_CHARS} characters.")
     upscale_choices = _upscale_choices(chosen)
     _known = set(upscale_choices[2:])
     if st.session_state.get("upscale") not in upscale_choices:
