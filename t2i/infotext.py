@@ -95,7 +95,7 @@ def to_infotext(params: dict) -> str:
         value = params[key]
         if key == "iterations" and "steps" not in params:
             continue  # written as Steps
-        if value is None or value == [] or (key == "image_prompts" and value == 0):
+        if value is None or value == [] or (key in ("init_image", "image_prompts") and not value):
             continue
         pairs[key] = _size(value) if key.endswith("_size") and _size(value) else value
     line = ", ".join(f"{k}: {quote(v)}" for k, v in pairs.items())

@@ -6,6 +6,7 @@ import time
 import streamlit as st
 
 from t2i.errors import SpecError
+from t2i.infotext import to_infotext
 from t2i.ranking import win_rate
 from t2i.spec import check_search
 from t2i.web.common import plain, store, visitor_id
@@ -40,14 +41,20 @@ def detail(job_id: int) -> None:
             plain(short_error(job.error, full=is_operator() or job.submitter == visitor))
         return
     left, right = st.columns(2)
-    left.image(result.gif, caption="the optimisation", width=384)
+    guided = result.parameters.get("family", "guided") == "guided"
+    left.image(result.gif, caption="the optimisation" if guided else "the denoising", width=384)
     right.image(result.png, caption=f"{result.width}x{result.height}, seed {result.seed}", width=384)
     if result.appearances:
         st.caption(f"Votes: preferred in {result.wins:g} of {result.appearances} comparisons "
                    f"(smoothed rate {win_rate(result.wins, result.appearances):.0%})")
     else:
         st.caption("No votes yet.")
-    st.json(result.parameters)
+    # The PNG's `parameters` text, as other tools (A1111's PNG Info, image sites) show it; st.code has a
+    # copy button. The complete record, with our prompt syntax and versions, is the JSON below.
+    st.caption("Parameters (AUTOMATIC1111's form, as the PNG carries them)")
+    st.code(to_infotext(result.parameters), language=None, wrap_lines=True)
+    with st.expander("All parameters (JSON)"):
+        st.json(result.parameters)
 
 
 if "gallery_detail" in st.session_state:
