@@ -711,3 +711,86 @@ def test_a_second_visitor_behind_one_address_cannot_vote_the_same_pair(app, seed
 
 def at_exception(at):
     return list(at.exception)
+
+
+# --- the preset guide on the Generate page (t2i/guide.py) ------------------------------------------
+
+def test_choosing_shapes_shows_its_guide_words_and_three_examples(app):
+    from t2i.data import shapes
+    from t2i.guide import examples
+    from t2i.presets import get_preset
+
+    at = app(visitor=key("g"))
+    at.selectbox(key="preset").select("shapes").run()
+    assert not at.exception, at.exception
+    shown = markdown(at)
+    assert any("Family: guided" in m and "Good at: one or two coloured" in m and "no finished jobs yet" in m
+               and "Weights present" in m for m in shown), shown
+    assert [e.label for e in at.expander] == ["Words it knows", "Advanced options for guided presets "
+                                              "(empty: the preset's defaults)"]
+    assert f"**Colours**: {', '.join(shapes.COLOURS)}" in shown and f"**Shapes**: {', '.join(shapes.SHAPES)}" in shown
+    expected = examples(get_preset("shapes"))
+    assert len(expected) == 3 and all(button(at, e) for e in expected)
+    # A preset outside the worlds: no words, no examples; its speed comes from the seeded jobs.
+    at.selectbox(key="preset").select("tiny-vqgan-untrained").run()
+    assert "Words it knows" not in [e.label for e in at.expander]
+    assert any("median of 3 finished jobs" in m and "random weights" in m for m in markdown(at)), markdown(at)
+
+
+def test_an_example_button_fills_the_prompt_box(app):
+    from t2i.guide import examples
+    from t2i.presets import get_preset
+
+    at = app(visitor=key("g"))
+    at.selectbox(key="preset").select("digits").run()
+    second = examples(get_preset("digits"))[1]
+    button(at, second).click().run()
+    assert not at.exception, at.exception
+    assert at.text_area(key="prompt").value == second and not at.warning
+
+
+def test_a_prompt_with_unknown_words_is_warned_about_and_still_submits(app, seeded):
+    _, store = seeded
+    at = app(visitor=key("h"), address="198.51.100.77")
+    at.selectbox(key="preset").select("shapes").run()
+    at.text_area(key="prompt").input("a red hexagon on the left | blurry:-0.5").run()
+    assert [w.value for w in at.warning] == ["shapes has never seen these words and will likely ignore them: "
+                                             "hexagon, blurry"]
+    at.text_input(key="iterations").input("1")
+    button(at, "Generate").click().run()
+    assert not at.exception, at.exception
+    job = store.jobs(submitter=visitor_of(key("h")), limit=1)[0]
+    assert (job.prompt, job.preset, job.status) == ("a red hexagon on the left|blurry:-0.5", "shapes", "queued")
+    store.cancel(job.id)
+
+
+def test_the_prompt_placeholder_is_an_example_of_the_default_preset(app):
+    from t2i.guide import examples
+    from t2i.presets import get_preset
+    from t2i.weights import default_preset
+
+    at = app(visitor=key("g"))
+    own = examples(get_preset(default_preset()))
+    assert at.text_area(key="prompt").proto.placeholder == (own[0] if own else "a lighthouse in a storm, oil painting")
+
+
+def test_open_a_png_fills_the_form_from_its_parameters(app):
+    from t2i.render import png_bytes as png_with
+
+    params = {"prompt": "a green triangle at the bottom", "preset": "tiny-vqgan-untrained", "family": "guided",
+              "seed": 4242, "size": [48, 40], "requested_size": [48, 40], "iterations": 7, "cutn": 3,
+              "upscale": []}
+    at = app(visitor=key("g"))
+    assert "open_png" not in [u.key for u in at.get("file_uploader")]  # behind its toggle
+    at.toggle(key="open_png_on").set_value(True).run()
+    at.file_uploader(key="open_png").set_value(("made-here.png", png_with(Image.new("RGB", (8, 8)), params),
+                                                 "image/png")).run()
+    assert not at.exception, at.exception
+    assert at.text_area(key="prompt").value == "a green triangle at the bottom"
+    assert at.selectbox(key="preset").value == "tiny-vqgan-untrained"
+    assert [at.text_input(key=k).value for k in ("seed", "width", "height", "iterations", "cutn")] == \
+        ["4242", "48", "40", "7", "3"]
+    at.file_uploader(key="open_png").set_value(("plain.png", png_bytes(), "image/png")).run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == ["This PNG carries no generation parameters (not made by this service, "
+                                           "or they were stripped)."]
