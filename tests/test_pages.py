@@ -794,3 +794,34 @@ def test_open_a_png_fills_the_form_from_its_parameters(app):
     assert not at.exception, at.exception
     assert [e.value for e in at.error] == ["This PNG carries no generation parameters (not made by this service, "
                                            "or they were stripped)."]
+
+
+def test_open_a_png_of_another_tool_fills_the_prompt_with_its_negative_and_the_steps(app):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat on a mat\nNegative prompt: blurry\nSteps: 20, Sampler: DDIM, CFG scale: 7, "
+                                "Seed: 99, Size: 64x64, Model: tiny-diffusion-untrained")
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, format="PNG", pnginfo=info)
+    at = app(visitor=key("g"))
+    at.toggle(key="open_png_on").set_value(True).run()
+    at.file_uploader(key="open_png").set_value(("a1111.png", out.getvalue(), "image/png")).run()
+    assert not at.exception, at.exception
+    assert at.text_area(key="prompt").value == "a cat on a mat | blurry:-1"
+    assert at.selectbox(key="preset").value == "tiny-diffusion-untrained"
+    assert [at.text_input(key=k).value for k in ("seed", "width", "height", "steps")] == ["99", "64", "64", "20"]
+
+
+def test_open_a_png_of_a_preset_not_offered_here_keeps_the_chosen_one_and_says_so(app):
+    from t2i.render import png_bytes as png_with
+
+    params = {"prompt": "a castle", "preset": "some-other-model", "seed": 5}
+    at = app(visitor=key("g"))
+    at.selectbox(key="preset").select("shapes").run()
+    at.toggle(key="open_png_on").set_value(True).run()
+    at.file_uploader(key="open_png").set_value(("x.png", png_with(Image.new("RGB", (8, 8)), params), "image/png")).run()
+    assert not at.exception, at.exception
+    assert (at.text_area(key="prompt").value, at.selectbox(key="preset").value) == ("a castle", "shapes")
+    assert at.info and "some-other-model" in texts(at)
+    assert [w.value for w in at.warning] == ["shapes has never seen these words and will likely ignore them: castle"]

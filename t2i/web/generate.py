@@ -5,6 +5,7 @@ import streamlit as st
 from t2i import guide, jobview, upscale
 from t2i.errors import T2IError
 from t2i.families import options_class
+from t2i.infotext import our_prompt
 from t2i.memory import size_note
 from t2i.presets import get_preset
 from t2i.queue import SubmitPolicy, submit_job
@@ -25,17 +26,14 @@ db = store()
 st.title("Generate")
 
 
-def _again(params: dict) -> None:
-    """Fill the form with a finished job's settings (runs before the widgets are rebuilt)."""
-    _fill(params)
-
-
 def _fill(params: dict) -> None:
-    """Fill the form from a job's parameters (ours, or what read_parameters made of another PNG's):
-    the prompt; the preset when this host offers it; seed and size; the family's options when the
-    preset is of that family. A callback: runs before the widgets are rebuilt."""
+    """Fill the form from a job's parameters (ours, or read_parameters' dict of another tool's PNG):
+    the prompt; the preset when this host offers it; seed and size; the family's options. A callback:
+    runs before the widgets are rebuilt."""
     s = st.session_state
     s["prompt"] = str(params["prompt"])
+    if "Negative prompt" in params:  # another tool's (A1111's): its negative prompt as a part of ours
+        s["prompt"] = our_prompt(str(params["prompt"]), str(params.get("negative") or ""))
     if params.get("preset") in ready_presets():
         s["preset"] = params["preset"]
     elif params.get("preset"):
@@ -43,12 +41,14 @@ def _fill(params: dict) -> None:
     preset = get_preset(s.get("preset") or ready_presets()[0])
     size = params.get("requested_size") or params.get("size") or (params.get("width"), params.get("height"))
     for name, value in zip(("width", "height"), size):
-        s[name] = "" if value is None else str(value)
+        if value is not None:
+            s[name] = str(value)
     if params.get("seed") is not None:
         s["seed"] = str(params["seed"])
-    if params.get("family", "guided") == preset.family:
+    # Another tool names no family: its steps, guidance, sampler... fill the fields of those names.
+    if params.get("family", preset.family) == preset.family:
         for f in options_class(preset.family).FORM:
-            if f.name in params:
+            if params.get(f.name) is not None:
                 s[f.name] = params[f.name] if f.kind == "choice" else str(params[f.name])
     if "upscale" in params:  # results from before post-steps say nothing: the preset's default stays
         s["upscale"] = ",".join(params["upscale"]) or upscale.NONE
@@ -230,7 +230,7 @@ def show_result(job_id: int) -> None:
     a, b, c = st.columns(3)
     a.download_button("Download GIF", result.gif, file_name=f"t2i-{job_id}.gif", mime="image/gif")
     b.download_button("Download PNG", result.png, file_name=f"t2i-{job_id}.png", mime="image/png")
-    c.button("Generate again with these settings", on_click=_again, args=(result.parameters,))
+    c.button("Generate again with these settings", on_click=_fill, args=(result.parameters,))
     with st.expander("Parameters"):
         st.json(result.parameters)
 
