@@ -149,6 +149,7 @@ def test_every_page_in_a_real_browser(service, browser):
     preset.click()
     page.get_by_role("option", name="tiny-vqgan-untrained", exact=True).click()
     expect(preset).to_have_value("tiny-vqgan-untrained")
+    idle(page)  # the preset's rerun (with its guide) must end before the expander is opened
     page.get_by_text("Advanced options").click()
     iterations = page.get_by_label("Iterations")
     iterations.fill("30")

@@ -753,12 +753,13 @@ def test_a_prompt_with_unknown_words_is_warned_about_and_still_submits(app, seed
     _, store = seeded
     at = app(visitor=key("h"), address="198.51.100.77")
     at.selectbox(key="preset").select("shapes").run()
-    at.text_area(key="prompt").input("a red hexagon on the left | blurry:-0.5").run()
-    assert [w.value for w in at.warning] == ["shapes has never seen these words and will likely ignore them: "
-                                             "hexagon, blurry"]
+    at.text_area(key="prompt").input("a red hexagon on the left | blurry:-0.5")
     at.text_input(key="iterations").input("1")
     button(at, "Generate").click().run()
     assert not at.exception, at.exception
+    # The prompt box is in the form: the page learns the words with the submit, warns, and queues.
+    assert [w.value for w in at.warning] == ["shapes has never seen these words and will likely ignore them: "
+                                             "hexagon, blurry"]
     job = store.jobs(submitter=visitor_of(key("h")), limit=1)[0]
     assert (job.prompt, job.preset, job.status) == ("a red hexagon on the left|blurry:-0.5", "shapes", "queued")
     store.cancel(job.id)

@@ -166,15 +166,16 @@ if st.session_state.get("png_error"):
 if st.session_state.get("png_note"):
     st.info("The PNG's preset is not offered on this host; the form keeps the chosen one. The PNG's:")
     plain(st.session_state.pop("png_note"))
-# Outside the form, so that the words the world does not know are named as soon as the prompt is
-# entered, before Generate (a form's widgets send their values only with its submit button).
 examples = about.world.examples if about.world else ()
-st.text_area("Prompt", key="prompt", placeholder=examples[0] if examples else PLACEHOLDER)
-st.caption(f"{SYNTAX} At most {MAX_PROMPT_CHARS} characters.")
+# The words the world does not know are named for the prompt the page last received (after an
+# example, a preset change or a submit: a form's widgets send their values only with its button; a
+# prompt box outside the form lost the Generate click to its own rerun in a real browser).
 unknown = guide.unknown_words(chosen, st.session_state.get("prompt") or "")
 if unknown:  # letters and digits only (guide's words): nothing in them reads as markdown
     st.warning(f"{chosen.name} has never seen these words and will likely ignore them: {', '.join(unknown)}")
 with st.form("generate"):
+    st.text_area("Prompt", key="prompt", placeholder=examples[0] if examples else PLACEHOLDER)
+    st.caption(f"{SYNTAX} At most {MAX_PROMPT_CHARS} characters.")
     upscale_choices = _upscale_choices(chosen)
     _known = set(upscale_choices[2:])
     if st.session_state.get("upscale") not in upscale_choices:
