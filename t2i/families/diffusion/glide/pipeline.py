@@ -27,6 +27,7 @@ from ....paths import CONFIG_DIR, component_weights
 from ....spec import JobSpec
 from ....untrained import UNTRAINED_SEED
 from ...base import Finished, StepOut
+from ..components import PixelCodec
 from ..pipeline import grid, weights_plan
 from .diffusion import GlideDiffusion
 from .load import load
@@ -35,6 +36,7 @@ from .tokenizer import FILES as TOKENIZER_FILES
 from .tokenizer import GlideTokenizer
 
 KINDS = {"glide-base": ("base", glide_base), "glide-upsample": ("upsample", glide_upsample)}
+PIXELS = PixelCodec(3)  # GLIDE draws in pixel space: [-1, 1] to [0, 1], as the pixels codec does
 STAND_IN_BPE = "models/tiny-glide"  # the byte-level vocabulary of tiny-glide-untrained
 
 
@@ -230,7 +232,7 @@ class GlidePipeline:
 
     def _preview(self, x0: torch.Tensor) -> torch.Tensor:
         side = self.stages[-1].size
-        images = (x0.float().clamp(-1, 1) + 1) / 2
+        images = PIXELS.decode(x0)
         if images.shape[-1] != side:
             images = F.interpolate(images, size=(side, side), mode="nearest")
         return grid(images)
@@ -239,7 +241,7 @@ class GlidePipeline:
     def finish(self, jobs: list[GlideJob]) -> list[Finished]:
         done = []
         for job in jobs:
-            images = (job.x.float().clamp(-1, 1) + 1) / 2
+            images = PIXELS.decode(job.x)
             samples = [to_pil(images[i:i + 1]) for i in range(len(images))] if len(images) > 1 else []
             done.append(Finished(to_pil(grid(images)), samples))
         return done
