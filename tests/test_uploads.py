@@ -271,9 +271,9 @@ def test_a_version_4_database_moves_its_inline_images_into_uploads(store_url):
     store = open_store(store_url)
     try:
         if hasattr(store, "path"):
-            assert store._one("PRAGMA user_version")[0] == len(SQLITE) == 5
+            assert store._one("PRAGMA user_version")[0] == len(SQLITE) >= 5
         else:
-            assert store._one("SELECT version FROM schema_version")[0] == len(POSTGRES) == 5
+            assert store._one("SELECT version FROM schema_version")[0] == len(POSTGRES) >= 5
         assert rows(store, "uploads") == 2 and rows(store, "job_uploads") == 3
         first, second, six, none = sorted(store.jobs(), key=lambda j: j.id)
         assert first.spec["init_image"] == {"upload": sha(x)}

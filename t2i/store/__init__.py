@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .base import FINISHED, MAX_ID, PRIORITIES, STATUSES, Beat, Job, JobStore, Lease, Result
+from .base import FINISHED, MAX_ID, PRIORITIES, STATUSES, Beat, GroupItem, Job, JobStore, Lease, Result
 from .errors import NotOurs, StoreBusy, StoreError, StoreGone, StoreMissing, StoreUnavailable
 
 DEFAULT_URL = "sqlite:///t2i.db"

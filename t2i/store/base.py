@@ -59,6 +59,7 @@ class Job:
     started_at: float | None
     finished_at: float | None
     batch_key: str = ""        # what claim(batch_key=...) matches; ALONE... when the job must run by itself
+    group_id: int | None = None  # the first job's id, for the jobs of one compare group (submit_group)
 
     @property
     def lease(self) -> Lease:
@@ -83,6 +84,16 @@ class Result:
     created_at: float
     wins: float = 0.0          # from votes: 1 a win, 0.5 a tie
     appearances: int = 0
+
+
+@dataclass(frozen=True)
+class GroupItem:
+    """One job of a group for submit_group: what submit() takes for a single job."""
+
+    spec: dict
+    batch_key: str
+    total: int
+    uploads: tuple = ()        # Upload records, as submit(uploads=...)
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,17 @@ class JobStore(Protocol):
         batch the job fits (`batch_key`, matched by claim) and how many steps it takes (`total`).
         `uploads` are the images the spec refers to: each is stored once (by its hash; one already
         there is not written again) and linked to the job, in the insert's transaction."""
+
+    def submit_group(self, items: list[GroupItem], *, priority: int = 0, max_attempts: int = 3,
+                     submitter: str | None = None, address: str | None = None, quota: Quota | None = None
+                     ) -> list[int]:
+        """Insert several jobs as one group (the same prompt for several presets, say), in one
+        transaction; each job's group_id is the first one's id. Returns the ids in the items' order.
+        With a quota (public pages), the limits count every job of the group, checked in that
+        transaction like submit_limited: QuotaReached inserts none of them."""
+
+    def group(self, group_id: int) -> list[Job]:
+        """The jobs of a group, in submission order (empty for an unknown group)."""
 
     def upload(self, sha256: str) -> bytes | None:
         """An upload's bytes by its hash, or None. Only this loads image bytes: job listings never do."""
@@ -219,10 +241,11 @@ class JobStore(Protocol):
 
     # --- visitors, gallery, votes -----------------------------------------------------------
     def gallery(self, *, search: str | None = None, preset: str | None = None, status: str | None = "done",
-                since: float | None = None, sort: str = "newest", limit: int = 24, offset: int = 0
-                ) -> tuple[list[dict], int]:
-        """A page of jobs (id, prompt, preset, status, times, error, thumbnail, wins, appearances),
-        filtered by prompt substring (case-insensitive), preset, status and creation time, sorted
+                since: float | None = None, sort: str = "newest", limit: int = 24, offset: int = 0,
+                presets: list[str] | None = None) -> tuple[list[dict], int]:
+        """A page of jobs (id, prompt, preset, status, times, error, thumbnail, wins, appearances,
+        group_id), filtered by prompt substring (case-insensitive), preset, one of `presets` (a
+        family's, say; an empty list matches nothing), status and creation time, sorted
         "newest" or "preferred" (smoothed win rate); plus the number matching. Never loads GIFs."""
 
     def presets_in_use(self) -> list[str]:
@@ -260,8 +283,11 @@ class JobStore(Protocol):
     def prompts_with_results(self, min_results: int = 2, limit: int = 20) -> list[str]:
         """Random prompts with at least min_results finished images."""
 
-    def done_jobs(self, *, prompt: str | None = None, limit: int = 50) -> list[int]:
-        """Random finished job ids, optionally of one prompt."""
+    def done_jobs(self, *, prompt: str | None = None, group: int | None = None, limit: int = 50) -> list[int]:
+        """Random finished job ids, optionally of one prompt or of one group."""
+
+    def done_groups(self, min_results: int = 2, limit: int = 20) -> list[int]:
+        """Random group ids with at least min_results finished images (for same-group pairs)."""
 
     # --- executors --------------------------------------------------------------------------
     def worker_seen(self, worker_id: str, *, host: str, device: str, job_id: int | None) -> None:

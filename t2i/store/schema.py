@@ -117,6 +117,12 @@ _VERSIONS = [
     );
     CREATE INDEX job_uploads_sha256 ON job_uploads (sha256);
     """,
+    # version 6: "compare presets" submits one prompt to several presets as a group (t2i/compare.py);
+    # every job of a group carries the id of its first job, so pages find the group's results together
+    """
+    ALTER TABLE jobs ADD COLUMN group_id {BIGINT};
+    CREATE INDEX jobs_group ON jobs (group_id);
+    """,
 ]
 
 # Steps that need more than SQL, run right after a version's script in its transaction: the name of

@@ -11,13 +11,13 @@ import time
 from contextlib import contextmanager, nullcontext
 
 from ..errors import SpecError
-from .base import ALONE, FINISHED, PRIORITIES, STATUSES, Beat, Job, Lease, Result
+from .base import ALONE, FINISHED, PRIORITIES, STATUSES, Beat, GroupItem, Job, Lease, Result
 from .base import Quota, QuotaReached, VoteQuota
 from .uploads import UPLOAD_WINDOW, Upload, inline_images
 
 JOB_COLUMNS = ("id, spec, prompt, preset, status, priority, attempts, max_attempts, worker_id, lease_expires_at, "
                "heartbeat_at, step, total, loss, error, cancel_requested, submitter, retry_of, created_at, "
-               "started_at, finished_at, batch_key")
+               "started_at, finished_at, batch_key, group_id")
 # Fencing: a write is accepted only from the current holder of a running job's lease.
 FENCE = "id = ? AND status = 'running' AND worker_id = ? AND attempts = ?"
 
@@ -88,6 +88,26 @@ class SQLStore:
                 self._execute("INSERT INTO job_uploads (job_id, sha256) VALUES (?, ?)", (int(row[0]), sha))
         self._notify()
         return int(row[0])
+
+    def submit_group(self, items: list[GroupItem], *, priority: int = 0, max_attempts: int = 3,
+                     submitter: str | None = None, address: str | None = None, quota: Quota | None = None
+                     ) -> list[int]:
+        if not items:
+            raise ValueError("a group needs at least one job")
+        with self.transaction():
+            if quota is not None:
+                self._limits_lock()
+                self._check_quota(address, quota, [u for item in items for u in item.uploads], len(items))
+            ids = [self.submit(item.spec, batch_key=item.batch_key, total=item.total, priority=priority,
+                               max_attempts=max_attempts, submitter=submitter, uploads=item.uploads,
+                               address=address) for item in items]
+            marks = ", ".join("?" * len(ids))
+            self._execute(f"UPDATE jobs SET group_id = ? WHERE id IN ({marks})", (ids[0], *ids))
+        return ids
+
+    def group(self, group_id: int) -> list[Job]:
+        return [_job(r) for r in self._all(f"SELECT {JOB_COLUMNS} FROM jobs WHERE group_id = ? ORDER BY id",
+                                           (group_id,))]
 
     def _put_uploads(self, uploads: list[Upload], submitter: str | None, address: str | None) -> None:
         """Store the uploads not stored yet (inside the caller's transaction). Those already there
@@ -322,8 +342,8 @@ class SQLStore:
                      "preferred": "(COALESCE(r.wins, 0) + 1.0) / (COALESCE(r.appearances, 0) + 2.0) DESC, j.id DESC"}
 
     def gallery(self, *, search: str | None = None, preset: str | None = None, status: str | None = "done",
-                since: float | None = None, sort: str = "newest", limit: int = 24, offset: int = 0
-                ) -> tuple[list[dict], int]:
+                since: float | None = None, sort: str = "newest", limit: int = 24, offset: int = 0,
+                presets: list[str] | None = None) -> tuple[list[dict], int]:
         """One page of jobs with their thumbnails (never the GIF or full PNG), and the total matching."""
         where, params = [], []
         if search:
@@ -334,6 +354,9 @@ class SQLStore:
             if value:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if presets is not None:  # a family's presets; none of them: nothing matches
+            where.append(f"j.preset IN ({', '.join('?' * len(presets))})" if presets else "1 = 0")
+            params.extend(presets)
         if since is not None:
             where.append("j.created_at >= ?")
             params.append(since)
@@ -345,9 +368,10 @@ class SQLStore:
         # no BLOB is carried through the sort.
         rows = self._all(
             "SELECT j.id, j.prompt, j.preset, j.status, j.created_at, j.finished_at, j.error, "
-            f"COALESCE(r.wins, 0), COALESCE(r.appearances, 0) FROM jobs j {join} results r ON r.job_id = j.id "
+            f"COALESCE(r.wins, 0), COALESCE(r.appearances, 0), j.group_id FROM jobs j {join} results r ON r.job_id = j.id "
             f"{clause} ORDER BY {self.GALLERY_SORTS[sort]} LIMIT ? OFFSET ?", (*params, limit, offset))
-        keys = ("id", "prompt", "preset", "status", "created_at", "finished_at", "error", "wins", "appearances")
+        keys = ("id", "prompt", "preset", "status", "created_at", "finished_at", "error", "wins", "appearances",
+                "group_id")
         items = [dict(zip(keys, r)) for r in rows]
         thumbs = {}
         if items:
@@ -401,13 +425,21 @@ class SQLStore:
             "SELECT prompt FROM jobs WHERE status = 'done' GROUP BY prompt HAVING COUNT(*) >= ? "
             "ORDER BY random() LIMIT ?", (min_results, limit))]
 
-    def done_jobs(self, *, prompt: str | None = None, limit: int = 50) -> list[int]:
-        """Random finished job ids, optionally for one prompt."""
-        if prompt is None:
-            return [int(r[0]) for r in self._all("SELECT id FROM jobs WHERE status = 'done' ORDER BY random() LIMIT ?",
-                                                 (limit,))]
+    def done_jobs(self, *, prompt: str | None = None, group: int | None = None, limit: int = 50) -> list[int]:
+        """Random finished job ids, optionally for one prompt or one group."""
+        where, params = "", ()
+        if prompt is not None:
+            where, params = " AND prompt = ?", (prompt,)
+        if group is not None:
+            where, params = where + " AND group_id = ?", (*params, group)
+        return [int(r[0]) for r in self._all(f"SELECT id FROM jobs WHERE status = 'done'{where} ORDER BY random() LIMIT ?",
+                                             (*params, limit))]
+
+    def done_groups(self, min_results: int = 2, limit: int = 20) -> list[int]:
+        """Random groups that have at least min_results finished images (for same-group pairs)."""
         return [int(r[0]) for r in self._all(
-            "SELECT id FROM jobs WHERE status = 'done' AND prompt = ? ORDER BY random() LIMIT ?", (prompt, limit))]
+            "SELECT group_id FROM jobs WHERE status = 'done' AND group_id IS NOT NULL GROUP BY group_id "
+            "HAVING COUNT(*) >= ? ORDER BY random() LIMIT ?", (min_results, limit))]
 
     # --- public limits: checked in the transaction that writes -------------------------------
     # Check, then insert, as two statements let concurrent submitters all pass the check (12 threads
@@ -426,19 +458,24 @@ class SQLStore:
                        uploads: list[Upload] = ()) -> int:
         with self.transaction():
             self._limits_lock()
-            checks = [("queued", quota.max_queued, "SELECT COUNT(*) FROM jobs WHERE status = 'queued'", ()),
-                      ("active", quota.max_active,
-                       "SELECT COUNT(*) FROM jobs WHERE address = ? AND status IN ('queued', 'running')", (address,)),
-                      ("per_minute", quota.max_per_minute,
-                       "SELECT COUNT(*) FROM jobs WHERE address = ? AND created_at > {now} - 60", (address,))]
-            for bound, limit, sql, params in checks:
-                if self._count(sql, params) >= limit:
-                    raise QuotaReached(bound, limit)
-            if quota.max_upload_bytes is not None and uploads:
-                self._check_upload_bytes(address, uploads, quota.max_upload_bytes)
+            self._check_quota(address, quota, uploads, 1)
             job_id = self.submit(spec, batch_key=batch_key, total=total, priority=priority,
                                  max_attempts=max_attempts, submitter=submitter, uploads=uploads, address=address)
         return job_id
+
+    def _check_quota(self, address: str, quota: Quota, uploads: list[Upload], jobs: int) -> None:
+        """QuotaReached when adding `jobs` jobs (and these uploads) would pass one of the bounds;
+        inside the caller's transaction, after _limits_lock."""
+        checks = [("queued", quota.max_queued, "SELECT COUNT(*) FROM jobs WHERE status = 'queued'", ()),
+                  ("active", quota.max_active,
+                   "SELECT COUNT(*) FROM jobs WHERE address = ? AND status IN ('queued', 'running')", (address,)),
+                  ("per_minute", quota.max_per_minute,
+                   "SELECT COUNT(*) FROM jobs WHERE address = ? AND created_at > {now} - 60", (address,))]
+        for bound, limit, sql, params in checks:
+            if self._count(sql, params) + jobs > limit:
+                raise QuotaReached(bound, limit)
+        if quota.max_upload_bytes is not None and uploads:
+            self._check_upload_bytes(address, uploads, quota.max_upload_bytes)
 
     def _check_upload_bytes(self, address: str, uploads: list[Upload], limit: int) -> None:
         """The address's images: the distinct uploads of its jobs queued, running or submitted in the
