@@ -3,24 +3,22 @@ this host, and, for the worlds trained here (shapes, digits, flowers), the words
 prompts it draws well.
 
 Torch-free. The worlds' words come from the world modules' own tables (t2i/data/), never retyped:
-shapes and flowers are imported (numpy and Pillow only); digits imports torch at the top, so its two
-literal tables (DIGIT_WORDS, TEMPLATES) are read from its source with `ast` instead.
+shapes and flowers (numpy and Pillow only) and digit_words (the digits world's captions, kept apart
+from its torch renderer).
 A preset belongs to a world when its text side (a guided preset's perceptor, a diffusion or gan
 preset's text component) has built-in weights in that world's folder (`builtin:shapes/...`).
 """
 
 from __future__ import annotations
 
-import ast
 import re
 import statistics
 import string
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 from . import jobview
-from .data import flowers, shapes
+from .data import digit_words, flowers, shapes
 from .paths import BUILTIN_PREFIX
 from .presets import Preset
 from .spec import _split_part
@@ -48,7 +46,6 @@ UNTRAINED = "nothing: random weights, for tests and smoke runs"
 STOP_WORDS = frozenset("a an the and or of with in on at to by for from is are it its this that these those".split())
 SPEED_WINDOW = 500  # finished jobs looked at (the store lists the latest ones, all presets together)
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
-_DIGITS_SOURCE = Path(__file__).parent / "data" / "digits.py"
 
 
 @dataclass(frozen=True)
@@ -104,19 +101,8 @@ def _shapes() -> World:
                             "backgrounds": tuple(shapes.BACKGROUNDS)}, frozenset(known), examples)
 
 
-def _literal_tables(path: Path, names: tuple[str, ...]) -> dict:
-    """Module-level `NAME = <literal>` assignments of a source file, without importing it."""
-    found = {}
-    for node in ast.parse(path.read_text()).body:
-        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
-        if isinstance(target, ast.Name) and target.id in names and node.value is not None:
-            found[target.id] = ast.literal_eval(node.value)
-    return found
-
-
 def _digits() -> World:
-    tables = _literal_tables(_DIGITS_SOURCE, ("DIGIT_WORDS", "TEMPLATES"))
-    words, templates = tables["DIGIT_WORDS"], tables["TEMPLATES"]
+    words, templates = digit_words.DIGIT_WORDS, digit_words.TEMPLATES
     numerals = tuple(str(d) for d in range(len(words)))
     known = set(words) | set(numerals) | {"a", "an"}  # {a}/{an}: the article of the word or numeral
     for template in templates:

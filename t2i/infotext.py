@@ -18,7 +18,7 @@ import math
 import re
 
 from .errors import SpecError
-from .spec import _NUMBER, parse_prompt
+from .spec import NUMBER, parse_prompt
 
 NEGATIVE = "Negative prompt:"
 # Our diffusion samplers by the names A1111 gives them. The guided family optimises (Adam) and the GAN
@@ -179,7 +179,7 @@ def our_prompt(prompt: str, negative: str = "") -> str:
     ends in `:number` ("4:3") gets its weight and stop written, so the number stays text."""
     def part(text: str, weight: str) -> str:
         text = " ".join(text.replace("|", "/").split())
-        if _NUMBER.match(text.rsplit(":", 1)[-1]) and ":" in text:
+        if NUMBER.match(text.rsplit(":", 1)[-1]) and ":" in text:
             return f"{text}:{weight}:-inf"
         return text if weight == "1" else f"{text}:{weight}"
     parts = [part(prompt, "1")] if prompt.strip() else []

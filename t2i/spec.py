@@ -186,7 +186,7 @@ def _image(name: str, value, load) -> bytes | UploadRef | None:
 # --- prompt -------------------------------------------------------------------------------------
 
 # "inf" and "nan" count as numbers here so that they reach the range checks and are rejected there.
-_NUMBER = re.compile(r"^\s*[-+]?((\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|inf|nan)\s*$", re.IGNORECASE)
+NUMBER = re.compile(r"^\s*[-+]?((\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|inf|nan)\s*$", re.IGNORECASE)
 _KEPT_FORMAT_CHARS = {"\u200c", "\u200d"}  # zero-width (non-)joiners build emoji and Indic words
 
 
@@ -202,9 +202,9 @@ def _split_part(raw: str) -> tuple[str, str | None, str | None]:
     """(text, weight as written, stop as written); the numbers stay text so messages can quote them."""
     # Parse numbers from the right only, so text containing ':' ("4:3 photo", "a: b") stays text.
     pieces = raw.split(":")
-    if len(pieces) >= 3 and _NUMBER.match(pieces[-1]) and _NUMBER.match(pieces[-2]):
+    if len(pieces) >= 3 and NUMBER.match(pieces[-1]) and NUMBER.match(pieces[-2]):
         return ":".join(pieces[:-2]), pieces[-2], pieces[-1]
-    if len(pieces) >= 2 and _NUMBER.match(pieces[-1]):
+    if len(pieces) >= 2 and NUMBER.match(pieces[-1]):
         return ":".join(pieces[:-1]), pieces[-1], None
     return raw, None, None
 

@@ -28,26 +28,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-SIZE = 32
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-SPLITS = ("train", "test")
+from .digit_words import DIGIT_WORDS, PROMPTS, TEMPLATES  # noqa: F401 - the captions' words, torch-free
 
-# {w}: the word, {d}: the numeral, {a}: "a" or "an" for the word, {an}: the same for the numeral.
-TEMPLATES = (
-    "{w}",
-    "{d}",
-    "the digit {w}",
-    "a handwritten {d}",
-    "number {w}",
-    "{an} {d}",
-    "the number {d}",
-    "a handwritten {w}",
-    "digit {d}",
-    "an image of the digit {w}",
-    "a picture of {a} {w}",
-    "a drawing of the number {w}",
-)
-PROMPTS = tuple(f"the digit {w}" for w in DIGIT_WORDS)
+SIZE = 32
+SPLITS = ("train", "test")
 
 # The glyph canvas: digits drawn 80 px tall on 128 px, then mapped onto a 64 px grid (2x the output).
 _CANVAS = 128
