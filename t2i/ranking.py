@@ -3,9 +3,12 @@
 This module owns the statistics of voting, none of its storage (that is the JobStore's: vote(),
 vote_records(), the per-image tallies):
 
-    next_pair(store, voter, rng)     two finished images the voter has not compared yet
+    next_pair(store, voter, rng)     two finished images the voter has not compared yet (same group,
+                                     then same prompt, then any)
     cast_vote(store, voter, ...)     a vote within the VotePolicy's limits for the voter's address
     fit_bradley_terry(records)       a preset leaderboard with 95% intervals, from store.vote_records()
+    fit_families(records)            the same fit over families (each vote's presets mapped to theirs)
+    head_to_head(records)            each preset's win rate against each other preset, as cast
     win_rate(wins, appearances)      the smoothed per-image rate the gallery sorts "preferred" by
 
 The leaderboard is a Bradley-Terry model: preset i beats preset j with probability
@@ -27,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import T2IError
+from .errors import PresetError, T2IError
+from .presets import get_preset
 from .store.base import QuotaReached, VoteQuota
 
 ELO_BASE = 1000.0
@@ -36,6 +40,7 @@ Z95 = 1.959963984540054                  # two-sided 95% normal quantile
 # A tie is half a win for each side; a both_bad vote says nothing about which one is better.
 CREDIT = {"left": (1.0, 0.0), "right": (0.0, 1.0), "tie": (0.5, 0.5)}
 
+GROUP_TRIES = 5          # compare groups tried for a same-group pair (each a query of its few jobs)
 SAME_PROMPT_TRIES = 3    # prompts tried for a same-prompt pair before falling back to any two images
 SAMPLE = 50              # finished jobs fetched per store call (bounded work, whatever the table size)
 
@@ -180,12 +185,66 @@ def fit_bradley_terry(records: list[dict], prior_sd: float | None = 2.0) -> list
     return ratings
 
 
+UNKNOWN_FAMILY = "unknown"   # the family of a preset whose YAML is gone
+
+
+def family_of(preset: str) -> str:
+    """The preset's family; UNKNOWN_FAMILY when the preset no longer exists (old votes and jobs
+    outlive a removed YAML file, and the leaderboard must still show)."""
+    try:
+        return get_preset(preset).family
+    except PresetError:
+        return UNKNOWN_FAMILY
+
+
+def fit_families(records: list[dict], prior_sd: float | None = 2.0, family=family_of) -> list[Rating]:
+    """fit_bradley_terry over families: each vote's presets replaced by their families (`family`
+    maps a preset name to one). Rating.preset then names a family. A vote between two presets of one
+    family says nothing about families, like a same-preset vote about presets; one address's votes on
+    a pair of families weigh 1 together."""
+    names = {}
+    for r in records:
+        for side in ("left_preset", "right_preset"):
+            if r[side] not in names:
+                names[r[side]] = family(r[side])
+    return fit_bradley_terry([{**r, "left_preset": names[r["left_preset"]], "right_preset": names[r["right_preset"]]}
+                              for r in records], prior_sd)
+
+
+@dataclass
+class Matchup:
+    preset: str
+    opponent: str
+    wins: float     # the preset's wins over the opponent, a tie counting one half
+    votes: int      # informative votes between the two (left / right / tie)
+
+    @property
+    def rate(self) -> float:
+        return self.wins / self.votes
+
+
+def head_to_head(records: list[dict], order: list[str] | None = None) -> list[Matchup]:
+    """For each ordered pair of presets with informative votes between them, the preset's wins over
+    the opponent as cast (one per vote, ties half; both_bad and same-preset votes left out), so
+    A-vs-B and B-vs-A rates add up to 1. Unlike the fit, votes are not merged into ballots: this is
+    what voters said, the leaderboard is what the fit makes of it. Rows follow `order` (the
+    leaderboard's, say; presets missing from it come after, by name), then the opponent in the same order."""
+    presets, _, cast = _tally(records)
+    rank = {p: k for k, p in enumerate(order or [])}
+    position = sorted(range(len(presets)), key=lambda i: (rank.get(presets[i], len(rank)), presets[i]))
+    return [Matchup(presets[i], presets[j], float(cast[i, j]), int(round(cast[i, j] + cast[j, i])))
+            for i in position for j in position if i != j and cast[i, j] + cast[j, i] > 0]
+
+
 # --- choosing the next pair -----------------------------------------------------------------
 
-def _unvoted_pair(ids: list[int], voted: set[tuple[int, int]], rng: random.Random) -> tuple[int, int] | None:
-    """A random pair of distinct ids that is not in voted (unordered), in random order; None if none."""
+def _unvoted_pair(ids: list[int], voted: set[tuple[int, int]], rng: random.Random,
+                  presets: dict[int, str] | None = None) -> tuple[int, int] | None:
+    """A random pair of distinct ids that is not in voted (unordered), in random order; None if none.
+    With `presets` (id -> preset), only pairs of two different presets."""
     ids = sorted(set(ids))   # sorted first, so the same rng seed gives the same pair whatever the SQL order
-    pairs = [(a, b) for k, a in enumerate(ids) for b in ids[k + 1:] if (a, b) not in voted]
+    pairs = [(a, b) for k, a in enumerate(ids) for b in ids[k + 1:] if (a, b) not in voted
+             and (presets is None or presets[a] != presets[b])]
     if not pairs:
         return None
     left, right = rng.choice(pairs)
@@ -198,14 +257,20 @@ def next_pair(store, voter: str, rng: random.Random, address: str | None = None,
     """Two finished job ids (left, right) this voter has not voted on as a pair, nor this address
     max_per_pair times (when given: a pair it could not vote on), or None.
 
-    Two images of one prompt are preferred (then only the presets differ, so the vote compares
-    them); otherwise any two finished images. Work is bounded: the voter's own pairs, a few random
-    prompts and a random sample of SAMPLE jobs, never the whole table; None means no unvoted pair
-    was in that sample.
+    First two images of one compare group made by different presets (the same prompt and seed, so
+    the vote compares the presets and nothing else); then two images of one prompt; otherwise any
+    two finished images. Work is bounded: the voter's own pairs, a few random groups (each a handful
+    of jobs), a few random prompts and a random sample of SAMPLE jobs, never the whole table; None
+    means no unvoted pair was in that sample.
     """
     voted = store.voted_pairs(voter)
     if address is not None and max_per_pair is not None:
         voted |= store.full_pairs(address, max_per_pair)
+    for group in store.done_groups(min_results=2, limit=GROUP_TRIES):
+        done = {j.id: j.preset for j in store.group(group)[:SAMPLE] if j.status == "done"}
+        pair = _unvoted_pair(list(done), voted, rng, presets=done)
+        if pair is not None:
+            return pair
     for prompt in store.prompts_with_results(min_results=2, limit=SAME_PROMPT_TRIES):
         pair = _unvoted_pair(store.done_jobs(prompt=prompt, limit=SAMPLE), voted, rng)
         if pair is not None:

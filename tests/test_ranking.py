@@ -11,8 +11,11 @@ import pytest
 from scipy.optimize import minimize
 
 from t2i.queue import submit_job
-from t2i.ranking import Z95, VotePolicy, cast_vote, fit_bradley_terry, next_pair, win_rate
-from t2i.store import Result, open_store
+from t2i.presets import get_preset
+from t2i.ranking import (UNKNOWN_FAMILY, Z95, VotePolicy, cast_vote, family_of, fit_bradley_terry, fit_families,
+                         head_to_head, next_pair, win_rate)
+from t2i.spec import make_spec
+from t2i.store import GroupItem, Result, open_store
 
 PRESET = "tiny-vqgan-untrained"
 PER_THETA = 400 / math.log(10)
@@ -365,3 +368,98 @@ def test_win_rate():
     assert win_rate(3, 4) == pytest.approx(4 / 6)
     assert win_rate(10, 10) < 1 and win_rate(0, 10) > 0
     assert win_rate(1, 1) < win_rate(9, 10)          # one lucky vote does not beat a long record
+
+
+# --- families and head to head, by hand ---------------------------------------------------------
+
+FAMILY = {"A1": "x", "A2": "x", "B1": "y", "B2": "y"}
+
+
+def test_the_family_fit_is_the_preset_fit_over_families():
+    # x beats y 3 to 1 through four different preset pairs; two votes inside family x say nothing.
+    records = (vote("A1", "B1", "left") + vote("B2", "A2", "right") + vote("A2", "B1", "left")
+               + vote("B1", "A1", "left") + vote("A1", "A2", "left", 2))
+    x, y = fit_families(records, prior_sd=None, family=FAMILY.get)
+    assert (x.preset, y.preset) == ("x", "y")
+    assert x.score - y.score == pytest.approx(400 * math.log10(3), abs=1e-6)       # the MLE: ln(3/1)
+    assert half_width(x) == pytest.approx(Z95 * math.sqrt(1 / 3) * PER_THETA, rel=1e-9)
+    assert (x.votes, x.wins, y.votes, y.wins) == (4, 3.0, 4, 1.0)
+    # The same answer as fitting the family names directly.
+    direct = fit_bradley_terry(vote("x", "y", "left", 3) + vote("x", "y", "right"), prior_sd=None)
+    assert [r.preset for r in direct] == ["x", "y"]
+    assert [r.score for r in direct] == pytest.approx([x.score, y.score], abs=1e-9)
+
+
+def test_families_of_real_presets_and_a_removed_one():
+    assert family_of("tiny-vqgan-untrained") == "guided" == get_preset("tiny-vqgan-untrained").family
+    assert family_of("tiny-diffusion-untrained") == "diffusion" and family_of("tiny-gan-untrained") == "gan"
+    assert family_of("a-preset-whose-yaml-was-removed") == UNKNOWN_FAMILY == "unknown"
+    ratings = fit_families(vote("a-preset-whose-yaml-was-removed", "tiny-gan-untrained", "left", 2)
+                           + vote("tiny-diffusion-untrained", "tiny-gan-untrained", "tie"))
+    assert {r.preset for r in ratings} == {"unknown", "gan", "diffusion"}
+    assert by_preset(ratings)["unknown"].wins == 2.0 and by_preset(ratings)["gan"].votes == 3
+
+
+def test_head_to_head_counts_votes_as_cast():
+    records = (vote("A", "B", "left", 2) + vote("B", "A", "left") + vote("A", "B", "tie")   # A: 2.5 of 4
+               + vote("A", "B", "both_bad", 5) + vote("A", "A", "left", 3)                # no information
+               + vote("C", "A", "right") + vote("B", "C", "tie", 2))                      # A 1 of 1; B 1 of 2
+    # The same address voting twice still counts twice here (the fit merges it into one ballot).
+    records += [{**vote("A", "B", "left")[0], "address": "10.0.0.1"}] * 2                 # A: 4.5 of 6
+    got = {(m.preset, m.opponent): (m.wins, m.votes, m.rate) for m in head_to_head(records)}
+    assert got == {("A", "B"): (4.5, 6, 0.75), ("B", "A"): (1.5, 6, 0.25),
+                   ("A", "C"): (1.0, 1, 1.0), ("C", "A"): (0.0, 1, 0.0),
+                   ("B", "C"): (1.0, 2, 0.5), ("C", "B"): (1.0, 2, 0.5)}
+    ordered = head_to_head(records, order=["C", "B"])
+    assert [(m.preset, m.opponent) for m in ordered] == [("C", "B"), ("C", "A"), ("B", "C"), ("B", "A"),
+                                                          ("A", "C"), ("A", "B")]
+    assert head_to_head([]) == [] and head_to_head(vote("A", "A", "left")) == []
+
+
+# --- next_pair and compare groups, against a real store ------------------------------------------------
+
+def group_of(store, prompt: str, presets: list[str]) -> list[int]:
+    """A compare group (one prompt, one seed, several presets), every job finished."""
+    items = []
+    for name in presets:
+        p = get_preset(name)
+        sp = make_spec(prompt, name, family=p.family, defaults=p.defaults, post=p.post, seed=3)
+        items.append(GroupItem(spec=sp.to_dict(), batch_key=sp.batch_key, total=sp.total_steps))
+    ids = store.submit_group(items)
+    for job_id in ids:
+        job = store.claim("w-test", 300.0, batch_key=store.get(job_id).batch_key)
+        assert job is not None and job.id == job_id
+        assert store.complete(job.lease, Result(job_id=job_id, gif=b"GIF", png=b"PNG", thumbnail=b"t",
+                                                parameters={}, width=8, height=8, seed=3, created_at=0.0))
+    return ids
+
+
+def test_next_pair_prefers_same_group_pairs_of_different_presets_then_falls_back(store):
+    cat1, cat2 = finished(store, "a cat"), finished(store, "a cat")   # same prompt, same preset, no group
+    a, b, c, d = group_of(store, "a dog", [PRESET, "tiny-gumbel-untrained", "tiny-gan-untrained", PRESET])
+    group = {a, b, c, d}
+    # d has a's preset: (a, d) is the only pair of the group that compares nothing.
+    in_group = {unordered(p) for p in [(a, b), (a, c), (b, c), (b, d), (c, d)]}
+    rng = random.Random(5)
+    seen = set()
+    for _ in range(5):
+        pair = next_pair(store, "alice", rng)
+        assert unordered(pair) in in_group                            # the group first, while it has pairs
+        seen.add(unordered(pair))
+        assert store.vote("alice", *pair, "left")
+    assert seen == in_group
+    # The group is used up for alice: then the same-prompt pair, then any (including (a, d)).
+    assert unordered(next_pair(store, "alice", rng)) == (cat1, cat2)
+    assert store.vote("alice", cat1, cat2, "tie")
+    rest = set()
+    while (pair := next_pair(store, "alice", rng)) is not None:
+        rest.add(unordered(pair))
+        assert store.vote("alice", *pair, "tie")
+    assert (a, d) in rest and len(rest) == 15 - 6                     # 6 images: 15 pairs in all
+
+    # Another voter starts with the group again; the address's full pairs are skipped like today.
+    for pair in in_group - {(a, b)}:
+        assert cast_vote(store, "bob", "10.0.0.7", *pair, "left", VotePolicy(max_per_pair=1))
+    for _ in range(5):
+        assert unordered(next_pair(store, "carol", rng, address="10.0.0.7", max_per_pair=1)) == (a, b)
+    assert unordered(next_pair(store, "carol", rng)) in in_group
