@@ -448,14 +448,19 @@ def test_next_pair_prefers_same_group_pairs_of_different_presets_then_falls_back
         seen.add(unordered(pair))
         assert store.vote("alice", *pair, "left")
     assert seen == in_group
-    # The group is used up for alice: then the same-prompt pair, then any (including (a, d)).
-    assert unordered(next_pair(store, "alice", rng)) == (cat1, cat2)
-    assert store.vote("alice", cat1, cat2, "tie")
+    # The group is used up for alice: then the same-prompt pairs (the two cats, and a and d of one
+    # preset), then any.
+    same_prompt = set()
+    for _ in range(2):
+        pair = next_pair(store, "alice", rng)
+        same_prompt.add(unordered(pair))
+        assert store.vote("alice", *pair, "tie")
+    assert same_prompt == {(cat1, cat2), (a, d)}
     rest = set()
     while (pair := next_pair(store, "alice", rng)) is not None:
         rest.add(unordered(pair))
         assert store.vote("alice", *pair, "tie")
-    assert (a, d) in rest and len(rest) == 15 - 6                     # 6 images: 15 pairs in all
+    assert len(rest) == 15 - 7 and not rest & (in_group | same_prompt)   # 6 images: 15 pairs in all
 
     # Another voter starts with the group again; the address's full pairs are skipped like today.
     for pair in in_group - {(a, b)}:
