@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import asdict
 from importlib import metadata
 
@@ -116,3 +117,49 @@ def image_png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+GRID_PADDING = 2   # pixels between and around the samples of a grid (diffusion/pipeline.py's `grid`)
+
+
+def grid_layout(n: int) -> tuple[int, int]:
+    """(columns, rows) of a grid of n samples: the rule of make_grid(nrow=ceil(sqrt(n))), which the
+    diffusion and gan families both use (gan imports diffusion's `grid`)."""
+    columns = min(n, math.ceil(math.sqrt(n)))
+    return columns, math.ceil(n / columns)
+
+
+def split_grid(image: Image.Image, n: int, cell: tuple[int, int], padding: int = GRID_PADDING) -> list[Image.Image]:
+    """The n samples of a grid image whose samples were cell = (width, height) pixels when the grid
+    was made, in row-major order, the grid maybe enlarged since as a whole by an integer factor
+    (an upscaler post-step). [] when the image's size fits no such layout (then there is no
+    telling where the samples are). Torch-free: the pages split what the families drew."""
+    if n < 2:
+        return []
+    columns, rows = grid_layout(n)
+    made = (columns * (cell[0] + padding) + padding, rows * (cell[1] + padding) + padding)
+    factor = image.width // made[0]
+    if factor < 1 or image.size != (factor * made[0], factor * made[1]):
+        return []
+    samples = []
+    for k in range(n):
+        x = factor * (padding + (k % columns) * (cell[0] + padding))
+        y = factor * (padding + (k // columns) * (cell[1] + padding))
+        samples.append(image.crop((x, y, x + factor * cell[0], y + factor * cell[1])))
+    return samples
+
+
+def grid_samples(png: bytes, params: dict) -> list[Image.Image]:
+    """Each sample of a several-sample result (params: its parameters, num_samples and the size each
+    sample was made at, `generated_size`, else `size`); [] for a single image or a PNG that is no
+    such grid."""
+    n = params.get("num_samples")
+    cell = params.get("generated_size") or params.get("size")
+    if not isinstance(n, int) or n < 2 or not (isinstance(cell, list) and len(cell) == 2):
+        return []
+    try:
+        with Image.open(io.BytesIO(png)) as im:
+            image = im.convert("RGB")
+    except (OSError, ValueError, SyntaxError):
+        return []
+    return split_grid(image, n, (int(cell[0]), int(cell[1])))
