@@ -3,18 +3,24 @@
 Used by `python -m t2i submit` and the web pages. A rejected input raises SpecError or PresetError
 before anything touches the store, so nothing half-made is left behind; a limit reached raises
 QueueLimit, and the store checked it in the insert's own transaction, so nothing was inserted.
+
+    submit_job(store, prompt, preset, ...)        one job
+    submit_group(store, prompt, presets, ...)     one prompt and seed for 2 to 4 presets (compare presets)
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+import random
 from dataclasses import dataclass
 
-from .errors import T2IError
+from .errors import SpecError, T2IError
+from .families import option_names
 from .memory import check_submit
 from .presets import get_preset
 from .spec import Limits, make_spec
-from .store import JobStore
+from .store import GroupItem, JobStore
 from .store.base import Quota, QuotaReached
 
 
@@ -27,7 +33,8 @@ class SubmitPolicy:
     """Limits for public submitters (the web page), per client address (t2i/web/visitor.py: a visitor
     id costs nothing to replace, an address does); the operator's shell has none."""
 
-    max_active_per_address: int = 3   # queued + running at once
+    # queued + running at once; 4 so that a compare group of 4 presets (GROUP_SIZE) fits an idle address
+    max_active_per_address: int = 4
     max_per_minute: int = 10
     max_queued: int = 500             # the whole queue
     # images (init image, image prompts) of the address's jobs queued, running or submitted in the
@@ -51,7 +58,13 @@ class SubmitPolicy:
         return Quota(max_active=self.max_active_per_address, max_per_minute=self.max_per_minute,
                      max_queued=self.max_queued, max_upload_bytes=self.max_upload_bytes_per_address)
 
-    def message(self, reached: QuotaReached) -> str:
+    def message(self, reached: QuotaReached, jobs: int = 1) -> str:
+        """The line for a refused submission of `jobs` jobs (a compare group counts each of its jobs)."""
+        if jobs > 1 and reached.bound in ("active", "per_minute"):
+            return {"active": f"your address may have {self.max_active_per_address} jobs queued or running and "
+                              f"this group adds {jobs}; wait for one to finish or cancel one, or compare fewer presets",
+                    "per_minute": f"at most {self.max_per_minute} submissions a minute, and a group of {jobs} "
+                                  f"counts {jobs}; please wait a moment"}[reached.bound]
         messages = {
             "queued": f"the queue is full ({self.max_queued} jobs waiting); please try again in a few minutes",
             "active": f"your address already has {self.max_active_per_address} jobs queued or running; "
@@ -61,6 +74,15 @@ class SubmitPolicy:
                             f"{self.max_upload_bytes_per_address / 2**20:g} MB; reuse an image already sent "
                             "(each counts once) or wait for older jobs to age out"}
         return messages[reached.bound]
+
+
+def _validated(prompt, preset: str, limits: Limits, fields: dict) -> GroupItem:
+    """One job's input checked as every entry point checks it: the fields (make_spec), then the
+    memory the job needs (t2i/memory.py). Returns what the store inserts."""
+    p = get_preset(preset)
+    spec = make_spec(prompt, p.name, family=p.family, limits=limits, defaults=p.defaults, post=p.post, **fields)
+    check_submit(spec, p, limits.max_job_memory, limits.max_side)
+    return GroupItem(spec.to_dict(), spec.batch_key, spec.total_steps, tuple(spec.uploads()))
 
 
 def submit_job(store: JobStore, prompt, preset: str, *, priority: int = 0, submitter: str | None = None,
@@ -73,14 +95,88 @@ def submit_job(store: JobStore, prompt, preset: str, *, priority: int = 0, submi
     with a policy, the policy's limits for `address` are checked in the insert's transaction (a
     submission without an address counts against "anonymous"). The images are stored once each, by
     their hash, in that same transaction; the spec refers to them."""
-    p = get_preset(preset)
-    spec = make_spec(prompt, p.name, family=p.family, limits=limits, defaults=p.defaults, post=p.post, **fields)
-    check_submit(spec, p, limits.max_job_memory, limits.max_side)
-    job = dict(batch_key=spec.batch_key, total=spec.total_steps, priority=priority, submitter=submitter,
-               max_attempts=max_attempts, uploads=spec.uploads())
+    item = _validated(prompt, preset, limits, fields)
+    job = dict(batch_key=item.batch_key, total=item.total, priority=priority, submitter=submitter,
+               max_attempts=max_attempts, uploads=list(item.uploads))
     if policy is None:
-        return store.submit(spec.to_dict(), **job)
+        return store.submit(item.spec, **job)
     try:
-        return store.submit_limited(spec.to_dict(), address=address or "anonymous", quota=policy.quota, **job)
+        return store.submit_limited(item.spec, address=address or "anonymous", quota=policy.quota, **job)
     except QuotaReached as reached:
         raise QueueLimit(policy.message(reached)) from None
+
+
+# --- compare groups ---------------------------------------------------------------------------
+
+GROUP_SIZE = (2, 4)   # presets in one compare group: fewer compares nothing; more do not fit a page's row
+GROUP_SEED_RANGE = 2**32  # a seed picked for a group: short enough to read and type back
+# make_spec's own fields (size, seed, images, upscale...): they apply to every preset of a group.
+COMMON_FIELDS = tuple(n for n, p in inspect.signature(make_spec).parameters.items()
+                      if p.kind is p.KEYWORD_ONLY and n not in ("family", "limits", "defaults", "post"))
+
+
+def _blank(value) -> bool:
+    return value is None or value == "" or value == () or value == []
+
+
+def _check_presets(presets) -> list[str]:
+    """2 to 4 distinct preset names, or SpecError("presets", ...)."""
+    names = [str(p).strip() for p in presets or ()]
+    low, high = GROUP_SIZE
+    if not low <= len(names) <= high:
+        raise SpecError("presets", f"compare {low} to {high} presets, got {len(names)}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SpecError("presets", f"each preset once, got {', '.join(repeated)} more than once")
+    return names
+
+
+def submit_group(store: JobStore, prompt, presets: list[str], *, seed=None, priority: int = 0,
+                 submitter: str | None = None, address: str | None = None, limits: Limits = Limits(),
+                 policy: SubmitPolicy | None = None, max_attempts: int = 3, rng: random.Random | None = None,
+                 **fields) -> list[int]:
+    """One prompt and seed for 2 to 4 distinct presets, as one compare group (store.submit_group:
+    every job's group_id is the first one's id). Returns the job ids in the group's order.
+
+    Each preset's job is validated exactly as submit_job validates one. `fields`: the common ones
+    (COMMON_FIELDS: width, height, save_every, images, upscale) go to every preset; a family's option
+    (iterations, steps, sampler, ...) goes to the presets of the families that have an option of
+    that name, and the others keep their preset's defaults. An option no chosen family has is refused
+    with one line, as make_spec refuses one for a single job. A message about one preset's job names
+    the preset. No seed: one is picked here, so every preset starts from the same one.
+
+    The group is inserted in a random order (rng), which the page's labels A-D follow: the order the
+    visitor chose the presets in does not tell which image is which. With a policy, the policy's
+    limits count every job of the group (QueueLimit, nothing inserted, when it does not fit)."""
+    names = _check_presets(presets)
+    families = {name: get_preset(name).family for name in names}   # PresetError for an unknown one
+    own = {name: set(option_names(family)) for name, family in families.items()}
+    for field, value in fields.items():
+        if field not in COMMON_FIELDS and not _blank(value) and not any(field in o for o in own.values()):
+            raise SpecError(field, f"does not apply to any chosen preset's family "
+                                   f"({', '.join(sorted(set(families.values())))})")
+    if _blank(seed):
+        seed = (rng or random.SystemRandom()).randrange(GROUP_SEED_RANGE)
+    items = []
+    for name in names:
+        mine = {k: v for k, v in fields.items() if k in COMMON_FIELDS or k in own[name]}
+        try:
+            items.append(_validated(prompt, name, limits, {**mine, "seed": seed}))
+        except SpecError as e:
+            if e.field == "prompt":   # the same for every preset
+                raise
+            named = SpecError(name, str(e))   # which preset's job the field does not fit
+            named.field = e.field
+            raise named from None
+    (rng or random.SystemRandom()).shuffle(items)
+    job = dict(priority=priority, submitter=submitter, max_attempts=max_attempts)
+    if policy is None:
+        return store.submit_group(items, **job)
+    # A group larger than the address's whole allowance would never fit: say so, not "wait".
+    if len(items) > policy.max_active_per_address:
+        raise QueueLimit(f"your address may have {policy.max_active_per_address} jobs queued or running; "
+                         f"compare at most {policy.max_active_per_address} presets")
+    try:
+        return store.submit_group(items, address=address or "anonymous", quota=policy.quota, **job)
+    except QuotaReached as reached:
+        raise QueueLimit(policy.message(reached, jobs=len(items))) from None

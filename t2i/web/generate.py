@@ -1,4 +1,5 @@
-"""Generate: submit a prompt, watch it run (progress, latest frame, loss), get the GIF and PNG."""
+"""Generate: submit a prompt, watch it run (progress, latest frame, loss), get the GIF and PNG; or
+compare presets: one prompt and seed on 2 to 4 presets, side by side (t2i/web/compare_view.py)."""
 
 import streamlit as st
 
@@ -8,10 +9,11 @@ from t2i.families import options_class
 from t2i.infotext import our_prompt
 from t2i.memory import size_note
 from t2i.presets import get_preset
-from t2i.queue import SubmitPolicy, submit_job
+from t2i.queue import GROUP_SIZE, SubmitPolicy, submit_group, submit_job
 from t2i.render import read_parameters
 from t2i.spec import DEFAULTS, MAX_IMAGE_BYTES, MAX_PROMPT_CHARS, UPLOAD_CAP_MB, Limits, SpecError, cut_prompt
 from t2i.weights import download_command, is_ready, ready_presets
+from t2i.web import compare_view
 from t2i.web.common import client_address, plain, store, visitor_id
 
 SYNTAX = ("Separate parts with `|`; give each an optional weight and stop as `text:weight:stop`. "
@@ -80,6 +82,8 @@ def _number_input(column, label: str, name: str, help: str | None = None) -> Non
     and refuses it with a line naming the field."""
     default = chosen.defaults.get(name, DEFAULTS.get(name))
     shown = "" if default is None else f"{default:g}" if isinstance(default, float) else str(default)
+    if comparing:  # several presets, each with its own default
+        shown = "each preset's default"
     column.text_input(label, key=name, help=help, placeholder=shown)
 
 
@@ -154,9 +158,23 @@ presets = ready_presets()
 st.selectbox("Preset", presets, key="preset",
              help="Presets with 'untrained' in their name use random weights: their images mean nothing.")
 chosen = get_preset(st.session_state.get("preset") or presets[0])
-options = options_class(chosen.family)
 about = guide.guide(chosen)
 _show_guide(chosen, about)
+comparing = st.toggle("Compare presets", key="compare_on",
+                      help=f"The same prompt and seed on up to {GROUP_SIZE[1]} presets at once, side by side; which "
+                           "preset made which image is shown after you pick the best.")
+group = [chosen]
+if comparing:
+    others = [p for p in presets if p != chosen.name]
+    if chosen.name in st.session_state.get("compare_with", ()):  # chosen above since: it is in the group already
+        st.session_state["compare_with"] = [p for p in st.session_state["compare_with"] if p != chosen.name]
+    st.multiselect(f"Compare {chosen.name} with", others, key="compare_with", max_selections=GROUP_SIZE[1] - 1,
+                   placeholder=f"{GROUP_SIZE[0] - 1} to {GROUP_SIZE[1] - 1} more presets")
+    group += [get_preset(p) for p in st.session_state.get("compare_with") or ()]
+families = list(dict.fromkeys(p.family for p in group))
+# The advanced options of every family in the group, each once: a field goes to the presets whose
+# family has it (queue.submit_group), the others keep their defaults.
+form = list({f.name: f for family in families for f in options_class(family).FORM}.values())
 # Behind a toggle: the page shows an uploader only where it takes images (the guided family's form).
 if st.toggle("Open a PNG", key="open_png_on", help="Fill the form from a PNG's parameters: prompt, preset, "
                                                    "seed, size and the family's options."):
@@ -170,30 +188,38 @@ examples = about.world.examples if about.world else ()
 # The words the world does not know are named for the prompt the page last received (after an
 # example, a preset change or a submit: a form's widgets send their values only with its button; a
 # prompt box outside the form lost the Generate click to its own rerun in a real browser).
-unknown = guide.unknown_words(chosen, st.session_state.get("prompt") or "")
-if unknown:  # letters and digits only (guide's words): nothing in them reads as markdown
-    st.warning(f"{chosen.name} has never seen these words and will likely ignore them: {', '.join(unknown)}")
+for preset in group:
+    unknown = guide.unknown_words(preset, st.session_state.get("prompt") or "")
+    if unknown:  # letters and digits only (guide's words): nothing in them reads as markdown
+        st.warning(f"{preset.name} has never seen these words and will likely ignore them: {', '.join(unknown)}")
 with st.form("generate"):
     st.text_area("Prompt", key="prompt", placeholder=examples[0] if examples else PLACEHOLDER)
     st.caption(f"{SYNTAX} At most {MAX_PROMPT_CHARS} characters.")
-    upscale_choices = _upscale_choices(chosen)
-    _known = set(upscale_choices[2:])
-    if st.session_state.get("upscale") not in upscale_choices:
-        st.session_state["upscale"] = None  # another preset's chain, or an upscaler no longer configured
-    st.selectbox("Upscale the result", upscale_choices, key="upscale", format_func=_upscale_label,
-                 help="An upscaler enlarges the finished image (ESRGAN / Real-ESRGAN: x4; SRCNN: x2, x3 or x4); "
-                      "each counts as one more step of the job.")
-    with st.expander(f"Advanced options for {chosen.family} presets (empty: the preset's defaults)"):
+    if not comparing:  # a group keeps each preset's own post-steps
+        upscale_choices = _upscale_choices(chosen)
+        _known = set(upscale_choices[2:])
+        if st.session_state.get("upscale") not in upscale_choices:
+            st.session_state["upscale"] = None  # another preset's chain, or an upscaler no longer configured
+        st.selectbox("Upscale the result", upscale_choices, key="upscale", format_func=_upscale_label,
+                     help="An upscaler enlarges the finished image (ESRGAN / Real-ESRGAN: x4; SRCNN: x2, x3 or x4); "
+                          "each counts as one more step of the job.")
+    advanced = (f"Advanced options for {' and '.join(families)} presets (empty: the preset's defaults)" if not comparing
+                else f"Advanced options for {' and '.join(families)} presets (each for the presets of its family; "
+                     "empty: each preset's defaults)")
+    with st.expander(advanced):
         left, right = st.columns(2)
         _number_input(left, "Width", "width")
         _number_input(right, "Height", "height")
         limits = Limits.from_env()
-        st.caption(size_note(chosen, limits.max_job_memory, limits.max_side))
-        for i, f in enumerate(options.FORM):
+        for preset in group:
+            st.caption((f"{preset.name}: " if comparing else "") + size_note(preset, limits.max_job_memory,
+                                                                              limits.max_side))
+        for i, f in enumerate(form):
             _option_input(left if i % 2 == 0 else right, f)
-        st.text_input("Seed (empty: random)", key="seed")
+        st.text_input("Seed (empty: random; one for the whole group)" if comparing else "Seed (empty: random)",
+                      key="seed")
         init_image = image_prompt = None
-        if chosen.family == "guided":  # the other families take no images
+        if chosen.family == "guided" and not comparing:  # the other families take no images; a group neither
             # No type filter and a cap above the spec's limit: a file the browser refuses never reaches
             # the server, which would then queue the job without it. Here every file up to the cap
             # reaches check_image, which refuses it with a reason.
@@ -206,9 +232,21 @@ with st.form("generate"):
 if submitted and st.session_state.get("prompt_cut"):
     st.warning(f"Not submitted: the prompt had {st.session_state.pop('prompt_cut')} characters and was cut to "
                f"{MAX_PROMPT_CHARS}; check its end and press Generate again.")
+elif submitted and comparing:
+    s = st.session_state
+    try:
+        ids = submit_group(db, s.prompt, [p.name for p in group], submitter=visitor, address=client_address(),
+                           limits=Limits.from_env(), policy=SubmitPolicy.from_env(),
+                           **{f: s.get(f) for f in [*COMMON, *(f.name for f in form)]})
+    except (SpecError, T2IError) as e:
+        st.error("Not submitted:")
+        plain(str(e))
+    else:
+        st.session_state["watching"] = ids[0]
+        st.success(f"{len(ids)} jobs are queued as a compare group ({', '.join(f'#{i}' for i in sorted(ids))}).")
 elif submitted:
     s = st.session_state
-    fields = [*COMMON, "upscale", *(f.name for f in options.FORM)]
+    fields = [*COMMON, "upscale", *(f.name for f in form)]
     try:
         job_id = submit_job(db, s.prompt, chosen.name, submitter=visitor, address=client_address(),
                             limits=Limits.from_env(),
@@ -282,7 +320,11 @@ if watching:
     # "Your recent jobs" heading went missing after a job finished (browser test: 1 run in 3 failed;
     # with the container, 0 in 5).
     with st.container():
-        st.fragment(watch, run_every=1.0 if active else None)(watching)
+        if current is not None and current.group_id is not None:
+            active = any(j.status in ("queued", "running") for j in db.group(current.group_id))
+            st.fragment(compare_view.show, run_every=1.0 if active else None)(db, visitor, current.group_id)
+        else:
+            st.fragment(watch, run_every=1.0 if active else None)(watching)
 
 mine = db.jobs(submitter=visitor, limit=10)
 if mine:
