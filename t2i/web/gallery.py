@@ -1,4 +1,5 @@
-"""Previous inferences: a paginated grid of thumbnails; the GIF and full PNG load only in the detail view."""
+"""Previous inferences: a paginated grid of thumbnails; the GIF and full PNG load only in the detail view,
+with each sample of a several-sample result and the other results of a compare group."""
 
 import os
 import time
@@ -6,8 +7,10 @@ import time
 import streamlit as st
 
 from t2i.errors import SpecError
+from t2i.families import FAMILIES
 from t2i.infotext import to_infotext
-from t2i.ranking import win_rate
+from t2i.ranking import family_of, win_rate
+from t2i.render import grid_samples
 from t2i.spec import check_search
 from t2i.web.common import plain, store, visitor_id
 from t2i.web.guard import is_operator, short_error
@@ -17,7 +20,7 @@ COLUMNS = 4
 PERIODS = {"any time": None, "last day": 86400, "last week": 7 * 86400, "last month": 30 * 86400}
 SORTS = {"newest": "newest", "most preferred": "preferred"}
 STATUSES = ["done", "all", "failed", "cancelled", "running", "queued"]
-FILTERS = ("gallery_search", "gallery_preset", "gallery_status", "gallery_period", "gallery_sort")
+FILTERS = ("gallery_search", "gallery_family", "gallery_preset", "gallery_status", "gallery_period", "gallery_sort")
 
 visitor = visitor_id()
 db = store()
@@ -39,11 +42,19 @@ def detail(job_id: int) -> None:
         if job.error:
             st.error("This job failed:")
             plain(short_error(job.error, full=is_operator() or job.submitter == visitor))
+        if job.group_id is not None:
+            group(job)
         return
     left, right = st.columns(2)
     guided = result.parameters.get("family", "guided") == "guided"
     left.image(result.gif, caption="the optimisation" if guided else "the denoising", width=384)
-    right.image(result.png, caption=f"{result.width}x{result.height}, seed {result.seed}", width=384)
+    n = result.parameters.get("num_samples", 1)
+    size = f"{result.width}x{result.height}"   # each sample's: a several-sample PNG is their grid
+    right.image(result.png, caption=f"a grid of {n} samples, each {size}, seed {result.seed}" if n > 1
+                else f"{size}, seed {result.seed}", width=384)
+    samples(result)
+    if job.group_id is not None:
+        group(job)
     if result.appearances:
         st.caption(f"Votes: preferred in {result.wins:g} of {result.appearances} comparisons "
                    f"(smoothed rate {win_rate(result.wins, result.appearances):.0%})")
@@ -57,6 +68,34 @@ def detail(job_id: int) -> None:
         st.json(result.parameters)
 
 
+def samples(result) -> None:
+    """Each sample of a several-sample result, cut out of its grid."""
+    cut = grid_samples(result.png, result.parameters)
+    if cut:
+        st.caption(f"The {len(cut)} samples of the grid, one by one")
+        st.image(cut, caption=[f"sample {k} of {len(cut)}" for k in range(1, len(cut) + 1)],
+                 width=max(96, min(256, cut[0].width)), output_format="PNG")
+
+
+def group(job) -> None:
+    """The other jobs of the job's compare group: a thumbnail and a link each (one query, and one
+    light result per job: never a PNG or GIF)."""
+    others = [j for j in db.group(job.group_id) if j.id != job.id]
+    if not others:
+        return
+    st.subheader("The same prompt, other presets")
+    st.caption(f"Compare group #{job.group_id}: one prompt and one seed submitted to {len(others) + 1} presets.")
+    for column, other in zip(st.columns(max(len(others), COLUMNS)), others):
+        with column:
+            light = db.result(other.id, heavy=False) if other.status == "done" else None
+            if light is not None and light.thumbnail:
+                st.image(light.thumbnail, width="stretch")
+            st.caption(f"#{other.id} · {other.preset} · {other.status}")
+            if st.button(f"Open #{other.id}", key=f"group-{other.id}"):
+                st.session_state["gallery_detail"] = other.id
+                st.rerun()
+
+
 if "gallery_detail" in st.session_state:
     detail(st.session_state["gallery_detail"])
     st.stop()
@@ -67,17 +106,26 @@ if "gallery_detail" in st.session_state:
 # when Streamlit has dropped them), assigned again: a value set through session_state is sent to the
 # browser with the widget, so box and list agree.
 saved = st.session_state.get("gallery_filters", {})
-presets = ["all", *db.presets_in_use()]
+in_use = {name: family_of(name) for name in db.presets_in_use()}
+families = ["all", *FAMILIES, *sorted(set(in_use.values()) - set(FAMILIES))]   # + "unknown" for removed presets
 back = st.session_state.pop("gallery_back", False)
 for key, value in saved.items():
-    if (back or key not in st.session_state) and (key != "gallery_preset" or value in presets):
+    if (back or key not in st.session_state) and key != "gallery_preset" and (key != "gallery_family" or value in families):
         st.session_state[key] = value
-filters = st.columns([3, 2, 2, 2, 2])
+filters = st.columns([3, 2, 2, 2, 2, 2])
 search = filters[0].text_input("Search prompts", key="gallery_search")
-preset = filters[1].selectbox("Preset", presets, key="gallery_preset")
-status = filters[2].selectbox("Status", STATUSES, key="gallery_status")
-period = filters[3].selectbox("Made", list(PERIODS), key="gallery_period")
-sort = filters[4].radio("Sort", list(SORTS), key="gallery_sort", horizontal=True)
+family = filters[1].selectbox("Family", families, key="gallery_family")
+# The preset list narrows to the family; a preset of another family chosen before falls back to "all".
+family_presets = [name for name, of in in_use.items() if family in ("all", of)]
+presets = ["all", *family_presets]
+if (back or "gallery_preset" not in st.session_state) and saved.get("gallery_preset") in presets:
+    st.session_state["gallery_preset"] = saved["gallery_preset"]
+if st.session_state.get("gallery_preset") not in presets:
+    st.session_state["gallery_preset"] = "all"
+preset = filters[2].selectbox("Preset", presets, key="gallery_preset")
+status = filters[3].selectbox("Status", STATUSES, key="gallery_status")
+period = filters[4].selectbox("Made", list(PERIODS), key="gallery_period")
+sort = filters[5].radio("Sort", list(SORTS), key="gallery_sort", horizontal=True)
 st.session_state["gallery_filters"] = {key: st.session_state[key] for key in FILTERS}
 try:
     search = check_search(search)
@@ -86,12 +134,14 @@ except SpecError as e:
     st.stop()
 
 # A changed filter starts again at page 1.
-signature = (search, preset, status, period, sort)
+signature = (search, family, preset, status, period, sort)
 if st.session_state.get("gallery_signature") != signature:
     st.session_state.update(gallery_signature=signature, gallery_page=1)
 page = st.session_state.setdefault("gallery_page", 1)
 since = time.time() - PERIODS[period] if PERIODS[period] else None
+# A family is a list of presets (one query either way); a chosen preset is already of that family.
 items, total = db.gallery(search=search or None, preset=None if preset == "all" else preset,
+                          presets=family_presets if family != "all" and preset == "all" else None,
                           status=None if status == "all" else status, since=since, sort=SORTS[sort],
                           limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
 pages = max(1, -(-total // PAGE_SIZE))

@@ -43,8 +43,11 @@ if pair is None:
     st.stop()
 
 left_job, right_job = pair
-for column, job_id in zip(st.columns(2), pair):
-    job, result = db.get(job_id), db.result(job_id)
+jobs = [db.get(job_id) for job_id in pair]
+if jobs[0].group_id is not None and jobs[0].group_id == jobs[1].group_id:
+    st.caption("From a compare group: one prompt and one seed, drawn by two presets.")
+for column, job_id, job in zip(st.columns(2), pair, jobs):
+    result = db.result(job_id)
     with column:
         st.image(result.png, width="stretch")
         plain(job.prompt)
