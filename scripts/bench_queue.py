@@ -5,9 +5,11 @@ dropped from --pg-admin-url) and each N in --executors, N executor *processes* (
 "spawn"; each opens its own store) run no-op jobs:
 
 1. throughput: J jobs (--jobs) are submitted first; on a start signal the N workers loop
-   claim(worker, 30) -> complete(lease, tiny Result) until claim returns None.
-   claims/s = J / (last completion - start signal). Every job must be done exactly once
-   (counts()['done'] == J and no job id claimed twice), else the script fails.
+   claim_many(worker, 30, B) -> complete(lease, tiny Result) for each job taken, until a claim
+   returns nothing; B is each --claim-batch (1: one job per claim, as claim() does).
+   claims/s = J / (last completion - start signal), so a job's completion is counted in its claim.
+   Every job must be done exactly once (counts()['done'] == J, no job id claimed twice, and
+   none left queued or running), else the script fails.
 2. pickup latency: the N workers idle-poll like t2i/executor.py (sweep, claim; when nothing is
    queued, worker_seen and wait_for_work(poll), poll doubling from 0.05 s up to 0.5 s, reset after
    a claim). The main process submits K jobs (--pickups) one at a time, each after the previous one
@@ -51,13 +53,13 @@ def tiny_result(job_id: int) -> Result:
                   seed=0, created_at=0.0)
 
 
-def worker(body, url, name, ready, event, out):
-    """A process: open a store, say ready, run body(store, name, event); report (payload, error)."""
+def worker(body, url, name, ready, event, out, *extra):
+    """A process: open a store, say ready, run body(store, name, event, *extra); report (payload, error)."""
     payload, error, store = None, None, None
     try:
         store = open_store(url)
         ready.put(name)
-        payload = body(store, name, event)
+        payload = body(store, name, event, *extra)
     except BaseException as e:  # reported to the main process, which fails the run
         error = f"{name}: {type(e).__name__}: {e}"
     finally:
@@ -65,15 +67,17 @@ def worker(body, url, name, ready, event, out):
     out.put((payload, error))
 
 
-def drain(store, name, start):
-    """Throughput: claim -> complete until the queue is empty; returns (job ids, last completion)."""
+def drain(store, name, start, batch):
+    """Throughput: claim `batch` jobs at a time -> complete each, until the queue is empty; returns
+    (job ids, last completion)."""
     ids, last = [], None
     if not start.wait(timeout=300):
         raise RuntimeError("no start signal")
-    while (job := store.claim(name, LEASE)) is not None:
-        if not store.complete(job.lease, tiny_result(job.id)):
-            raise RuntimeError(f"complete({job.id}) rejected")
-        ids.append(job.id)
+    while jobs := store.claim_many(name, LEASE, batch):
+        for job in jobs:
+            if not store.complete(job.lease, tiny_result(job.id)):
+                raise RuntimeError(f"complete({job.id}) rejected")
+            ids.append(job.id)
         last = time.monotonic()
     return ids, last
 
@@ -95,10 +99,10 @@ def idle_poll(store, name, stop):
 
 
 @contextmanager
-def workers(ctx, body, url, n, event):
+def workers(ctx, body, url, n, event, *extra):
     """Start n worker processes; wait until each has opened its store; always reap them."""
     ready, out = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(body, url, f"w{i}", ready, event, out), daemon=True)
+    procs = [ctx.Process(target=worker, args=(body, url, f"w{i}", ready, event, out, *extra), daemon=True)
              for i in range(n)]
     clean = False
     try:
@@ -131,23 +135,33 @@ def results(out, procs, n, timeout=600.0):
     return got
 
 
-def measure(ctx, url, n, jobs, pickups):
+def throughput(ctx, url, n, jobs, batch):
+    """claims/s of n workers claiming `batch` jobs at a time; fails unless every job is done exactly once."""
     store = open_store(url)
     try:
         with store.transaction():
             for _ in range(jobs):
                 store.submit(SPEC, **KEYS)
         start = ctx.Event()
-        with workers(ctx, drain, url, n, start) as (procs, out):
+        with workers(ctx, drain, url, n, start, batch) as (procs, out):
             t0 = time.monotonic()
             start.set()
             reports = [payload for payload, _ in results(out, procs, n)]
         claimed = [i for ids, _ in reports for i in ids]
-        done = store.counts()["done"]
-        if done != jobs or len(claimed) != jobs or len(set(claimed)) != jobs:
-            raise RuntimeError(f"{done} done, {len(claimed)} claims, {len(set(claimed))} distinct; want {jobs}")
-        rate = jobs / (max(last for _, last in reports if last) - t0)
+        counts = store.counts()
+        if counts["done"] != jobs or len(claimed) != jobs or len(set(claimed)) != jobs or \
+                counts["queued"] or counts["running"]:
+            raise RuntimeError(f"{counts['done']} done, {counts['queued']} queued, {counts['running']} running, "
+                               f"{len(claimed)} claims, {len(set(claimed))} distinct; want {jobs} done once each")
+        return jobs / (max(last for _, last in reports if last) - t0)
+    finally:
+        store.close()
 
+
+def pickup(ctx, url, n, pickups):
+    """Idle pickup latency p50, p95 (ms) of n polling workers, one job submitted at a time."""
+    store = open_store(url)
+    try:
         latencies = []
         stop = ctx.Event()
         with workers(ctx, idle_poll, url, n, stop) as (procs, out):
@@ -163,7 +177,7 @@ def measure(ctx, url, n, jobs, pickups):
             results(out, procs, n, timeout=30)
         latencies.sort()
         pct = lambda q: latencies[max(0, math.ceil(q * len(latencies)) - 1)]  # noqa: E731 (nearest rank)
-        return rate, pct(0.5), pct(0.95)
+        return pct(0.5), pct(0.95)
     finally:
         store.close()
 
@@ -188,21 +202,33 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2000, help="jobs in the throughput run (default 2000)")
     ap.add_argument("--pickups", type=int, default=50, help="jobs in the pickup-latency run (default 50)")
     ap.add_argument("--executors", type=int, nargs="+", default=[1, 4, 16], help="executor process counts")
+    ap.add_argument("--claim-batch", type=int, nargs="+", default=[1], metavar="N",
+                    help="jobs taken per claim (claim_many), one throughput run each (default 1)")
     ap.add_argument("--no-pg", action="store_true", help="SQLite only")
     ap.add_argument("--pg-admin-url", default=PG_ADMIN, help="may CREATE/DROP DATABASE (default: %(default)s)")
     args = ap.parse_args(argv)
+    for flag, values in (("--jobs", [args.jobs]), ("--executors", args.executors), ("--claim-batch", args.claim_batch)):
+        if min(values) < 1:
+            ap.error(f"{flag} {min(values)}: must be at least 1")
+    if args.pickups < 0:
+        ap.error(f"--pickups {args.pickups}: must be 0 or more")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (workers, databases) on kill too
     ctx = mp.get_context("spawn")
     command = re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", shlex.join(["python", *sys.argv]))
     print(f"Machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M')}\nCommand: `{command}`\n")
-    print("| backend | executors | claims/s | pickup p50 ms | pickup p95 ms |\n| --- | --- | --- | --- | --- |")
+    print("| backend | executors | claim batch | claims/s | pickup p50 ms | pickup p95 ms |\n"
+          "| --- | --- | --- | --- | --- | --- |")
     backends = [("sqlite", sqlite_db)] + ([] if args.no_pg else [("postgresql", lambda: pg_db(args.pg_admin_url))])
     for backend, database in backends:
         for n in args.executors:
-            with database() as url:
-                rate, p50, p95 = measure(ctx, url, n, args.jobs, args.pickups)
-            print(f"| {backend} | {n} | {rate:.0f} | {p50:.1f} | {p95:.1f} |", flush=True)
+            for i, batch in enumerate(args.claim_batch):
+                with database() as url:
+                    rate = throughput(ctx, url, n, args.jobs, batch)
+                    # Pickup does not depend on the claim batch (an idle worker takes one job): once per N.
+                    p50, p95 = pickup(ctx, url, n, args.pickups) if i == 0 and args.pickups else (None, None)
+                shown = " | ".join("" if v is None else f"{v:.1f}" for v in (p50, p95))
+                print(f"| {backend} | {n} | {batch} | {rate:.0f} | {shown} |", flush=True)
     return 0
 
 

@@ -32,7 +32,7 @@ from . import render, upscale
 from .engine.runner import Runner, out_of_memory
 from .errors import OutOfMemory, T2IError
 from .families import build_pipeline
-from .memory import Admission
+from .memory import Admission, estimate
 from .presets import get_preset
 from .spec import JobSpec, SpecError
 from .store import Beat, Job, Lease, Result, StoreError, StoreGone, open_store
@@ -143,9 +143,10 @@ def free_memory() -> None:
 
 
 class Heartbeat(threading.Thread):
-    """Extends the leases of every running job every lease/3 seconds and notices leases that were lost
-    (swept, cancelled from elsewhere, taken over). It shares the executor's store, whose connections
-    are safe to share between threads; a failing store is retried at the next beat."""
+    """Extends the leases of every running job every lease/3 seconds, all in one statement
+    (heartbeat_all), and notices leases that were lost (swept, cancelled from elsewhere, taken over).
+    It shares the executor's store, whose connections are safe to share between threads; a failing
+    store is retried at the next beat."""
 
     def __init__(self, cfg: ExecutorConfig, store, trouble: StoreTrouble):
         super().__init__(name="heartbeat", daemon=True)
@@ -170,18 +171,24 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.wait(self.cfg.lease / 3):
-            with self._lock:
-                leases = self._leases - self._lost
-            for lease in leases:
-                try:
-                    if not self.store.heartbeat(lease, self.cfg.lease).alive:
-                        with self._lock:
-                            self._lost.add(lease)
-                except StoreError as error:  # the next beat may succeed; the main loop deals with a gone file
-                    self.trouble.failed(error)
-                    break
-                except Exception:  # noqa: BLE001 - a bug must not stop the beats of the other jobs
-                    log.exception("heartbeat for job %s failed", lease.job_id)
+            self.beat()
+
+    def beat(self) -> None:
+        """One beat: every held lease extended in one statement; the lost ones noted."""
+        with self._lock:
+            leases = list(self._leases - self._lost)
+        if not leases:
+            return
+        try:
+            beats = self.store.heartbeat_all(self.cfg.worker_id, leases, self.cfg.lease)
+        except StoreError as error:  # the next beat may succeed; the main loop deals with a gone file
+            self.trouble.failed(error)
+            return
+        except Exception:  # noqa: BLE001 - a bug must not stop the next beats
+            log.exception("heartbeat for jobs %s failed", sorted(lease.job_id for lease in leases))
+            return
+        with self._lock:
+            self._lost.update(lease for lease in leases if not beats[lease.job_id].alive)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -290,13 +297,13 @@ class Executor:
             if first.alone:  # the store adds nothing to it either; asking every step would be wasted
                 log.info("job %s runs alone: its executor died while it ran in a batch", first.id)
             while active:
-                while not first.alone and self._may_take(active, outcomes) and \
-                        self.admission.room([s.spec for s in batch.slots.values()], pipeline.preset):
-                    job = self.trouble.optional(lambda: self.store.claim(self.cfg.worker_id, self.cfg.lease,
-                                                                  batch_key=batch.key))
-                    if job is None:
+                while not first.alone and (room := self._room(batch, active, outcomes)):
+                    jobs = self.trouble.optional(lambda: self.store.claim_many(
+                        self.cfg.worker_id, self.cfg.lease, room, batch_key=batch.key), default=[])
+                    for job in jobs:
+                        self._admit(batch, job, heart, active, outcomes)
+                    if len(jobs) < room:  # the queue has no more of this key (or the store failed)
                         break
-                    self._admit(batch, job, heart, active, outcomes)
                 if not active:
                     break
                 self._seen(next(iter(active)))
@@ -331,11 +338,23 @@ class Executor:
             heart.stop()
         return outcomes
 
-    def _may_take(self, active: dict, outcomes: dict) -> bool:
-        """Room for one more job: below the batch size, and below what --max-jobs leaves."""
-        if self.stopping.is_set() or len(active) >= self.sizer.size:
-            return False
-        return not self.cfg.max_jobs or self.done + len(outcomes) + len(active) < self.cfg.max_jobs
+    def _room(self, batch: Runner, active: dict, outcomes: dict) -> int:
+        """How many more jobs to claim now (in one claim_many): below the batch size, below what
+        --max-jobs leaves, and as many more of the largest running job's size as memory admission
+        says fit, counted one at a time (room() answers for one more). Each claimed job is still
+        checked by admit(); one that does not fit goes back to the queue."""
+        if self.stopping.is_set():
+            return 0
+        want = self.sizer.size - len(active)
+        if self.cfg.max_jobs:
+            want = min(want, self.cfg.max_jobs - self.done - len(outcomes) - len(active))
+        preset = batch.pipeline.preset
+        running = [s.spec for s in batch.slots.values()]
+        largest = [max(running, key=lambda spec: estimate(spec, preset).job)] if running else []
+        room = 0
+        while room < want and self.admission.room(running + largest * room, preset):
+            room += 1
+        return room
 
     def _admit(self, batch: Runner, job: Job, heart: Heartbeat, active: dict, outcomes: dict) -> None:
         log.info("job %s claimed (attempt %d): %r", job.id, job.attempts, job.prompt[:80])

@@ -178,9 +178,21 @@ class JobStore(Protocol):
         A job marked alone (Job.alone) is taken only by a worker that runs nothing else, and
         nothing joins a worker that runs one."""
 
+    def claim_many(self, worker_id: str, lease_seconds: float, n: int, batch_key: str | None = None) -> list[Job]:
+        """Up to n jobs claimed as claim() claims one, in one statement (one round trip), in queue order
+        (priority, then age). All share one batch key: `batch_key` when given; else the key of the
+        head job (the one claim() would take), and the others of that key follow it, even past
+        higher-priority jobs of other keys. An alone head is taken by itself, and alone jobs follow
+        claim()'s rule. Empty when nothing (matching) is queued, or n < 1."""
+
     def heartbeat(self, lease: Lease, lease_seconds: float) -> Beat:
         """Extend the lease to now + lease_seconds. alive=False when the lease was lost (swept,
         cancelled or finished): the worker must stop and write nothing more."""
+
+    def heartbeat_all(self, worker_id: str, leases: list[Lease], lease_seconds: float) -> dict[int, Beat]:
+        """heartbeat() for all of a worker's leases in one statement, each fenced on its own (job,
+        worker, attempt): a Beat per job id of `leases`. A lease of another worker is not extended
+        (alive=False). One lease per job: the job id is the key."""
 
     def progress(self, lease: Lease, step: int, loss: float | None) -> Beat:
         """Record progress (fenced); like heartbeat, says whether the lease holds and a cancel was asked."""

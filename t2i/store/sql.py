@@ -61,6 +61,11 @@ class SQLStore:
     def _sql(self, sql: str) -> str:
         return sql.replace("{now}", self.NOW)
 
+    def _execute_idempotent(self, sql: str, params: tuple = ()):
+        """_execute for a write that may be applied twice (a heartbeat); a backend may then resend it
+        after a lost connection without checking the connection first."""
+        return self._execute(sql, params)
+
     def _one(self, sql, params=()):
         return self._execute(sql, params).fetchone()
 
@@ -179,26 +184,67 @@ class SQLStore:
 
     # --- the lifecycle ----------------------------------------------------------------------
     def claim(self, worker_id: str, lease_seconds: float, batch_key: str | None = None) -> Job | None:
+        jobs = self.claim_many(worker_id, lease_seconds, 1, batch_key)
+        return jobs[0] if jobs else None
+
+    # The claim: one UPDATE of the rows a SELECT picks, locked with CLAIM_LOCK so that concurrent
+    # claimers skip each other's rows instead of waiting: one round trip, whatever n. Without a batch
+    # key the head job (the highest-priority, oldest one this worker may take) decides the key and up
+    # to n - 1 others of that key follow, unless the head is alone. The head itself is picked with the
+    # lock, so concurrent claimers each start from a different head instead of all but one coming
+    # back empty. The picks are MATERIALIZED: as a subquery of `id IN (...)`, PostgreSQL may run a
+    # locking SELECT once per candidate row, and each run may lock another row (it took 3 for n = 1).
+    def claim_many(self, worker_id: str, lease_seconds: float, n: int, batch_key: str | None = None) -> list[Job]:
+        if n < 1:
+            return []
         # A job marked alone (see sweep) starts only on a worker that runs nothing, and nothing joins it.
         mine = "SELECT 1 FROM jobs r WHERE r.status = 'running' AND r.worker_id = ?"
-        if batch_key is None:
-            match, params = f"AND (batch_key NOT LIKE ? OR NOT EXISTS ({mine})) ", (ALONE + "%", worker_id)
+        alone = ALONE + "%"
+        order = f"ORDER BY priority DESC, id LIMIT ?{self.CLAIM_LOCK}"
+        if batch_key is not None:
+            picks = (f"pick AS MATERIALIZED (SELECT id FROM jobs WHERE status = 'queued' AND batch_key = ? AND "
+                     f"NOT EXISTS ({mine} AND r.batch_key LIKE ?) {order})")
+            params = (batch_key, worker_id, alone, 1 if batch_key.startswith(ALONE) else n)
+            chosen = "SELECT id FROM pick"
         else:
-            match, params = (f"AND batch_key = ? AND NOT EXISTS ({mine} AND r.batch_key LIKE ?) ",
-                             (batch_key, worker_id, ALONE + "%"))
-        row = self._one(
-            "UPDATE jobs SET status = 'running', worker_id = ?, attempts = attempts + 1, step = 0, loss = NULL, "
-            "lease_expires_at = {now} + ?, heartbeat_at = {now}, started_at = {now} "
-            f"WHERE id = (SELECT id FROM jobs WHERE status = 'queued' {match}ORDER BY priority DESC, id LIMIT 1"
-            f"{self.CLAIM_LOCK}) AND status = 'queued' RETURNING {JOB_COLUMNS}",
-            (worker_id, lease_seconds, *params))
-        return _job(row) if row else None
+            picks = (f"head AS MATERIALIZED (SELECT id, batch_key FROM jobs WHERE status = 'queued' AND "
+                     f"(batch_key NOT LIKE ? OR NOT EXISTS ({mine})) {order})")
+            params = (alone, worker_id, 1)
+            chosen = "SELECT id FROM head"
+            if n > 1:  # an alone head's key matches no other job (`NOT LIKE`): it is taken by itself
+                picks += (f", more AS MATERIALIZED (SELECT id FROM jobs WHERE status = 'queued' AND batch_key = "
+                          f"(SELECT batch_key FROM head) AND batch_key NOT LIKE ? AND id <> (SELECT id FROM head) "
+                          f"{order})")
+                params += (alone, n - 1)
+                chosen += " UNION ALL SELECT id FROM more"
+        rows = self._all(
+            f"WITH {picks} UPDATE jobs SET status = 'running', worker_id = ?, attempts = attempts + 1, step = 0, "
+            "loss = NULL, lease_expires_at = {now} + ?, heartbeat_at = {now}, started_at = {now} "
+            f"WHERE id IN ({chosen}) AND status = 'queued' RETURNING {JOB_COLUMNS}",
+            (*params, worker_id, lease_seconds))
+        return sorted((_job(r) for r in rows), key=lambda j: (-j.priority, j.id))
 
     def heartbeat(self, lease: Lease, lease_seconds: float) -> Beat:
-        row = self._one(
-            f"UPDATE jobs SET lease_expires_at = {{now}} + ?, heartbeat_at = {{now}} WHERE {FENCE} "
-            "RETURNING cancel_requested", (lease_seconds, *_fence(lease)))
-        return Beat(alive=row is not None, cancel_requested=bool(row and row[0]))
+        return self.heartbeat_all(lease.worker_id, [lease], lease_seconds).get(lease.job_id, Beat(False, False))
+
+    def heartbeat_all(self, worker_id: str, leases, lease_seconds: float) -> dict[int, Beat]:
+        # One UPDATE for all of a worker's leases, each fenced (id, worker, attempt); the rows it
+        # returns are the leases that still hold. The id list lets both databases find the rows by
+        # primary key; the (id, attempts) pairs fence each one.
+        beats = {lease.job_id: Beat(alive=False, cancel_requested=False) for lease in leases}
+        leases = [lease for lease in leases if lease.worker_id == worker_id]  # another worker's lease is not ours to extend
+        if not leases:
+            return beats
+        ids = ", ".join("?" * len(leases))
+        pairs = ", ".join(["(?, ?)"] * len(leases))
+        rows = self._execute_idempotent(
+            "UPDATE jobs SET lease_expires_at = {now} + ?, heartbeat_at = {now} WHERE status = 'running' "
+            f"AND worker_id = ? AND id IN ({ids}) AND (id, attempts) IN (VALUES {pairs}) RETURNING id, cancel_requested",
+            (lease_seconds, worker_id, *(lease.job_id for lease in leases),
+             *(x for lease in leases for x in (lease.job_id, lease.attempt)))).fetchall()
+        for job_id, cancel in rows:
+            beats[int(job_id)] = Beat(alive=True, cancel_requested=bool(cancel))
+        return beats
 
     def progress(self, lease: Lease, step: int, loss: float | None) -> Beat:
         row = self._one(f"UPDATE jobs SET step = ?, loss = ? WHERE {FENCE} RETURNING cancel_requested",

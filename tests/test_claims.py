@@ -1,0 +1,221 @@
+"""The batched claim (claim_many) and the one-statement heartbeat (heartbeat_all), on both backends.
+
+Every test takes `store_url` (conftest.py): each runs once on SQLite and once on PostgreSQL, on a
+fresh database. Expired leases are made with a negative lease_seconds, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from t2i.executor import ExecutorConfig, Heartbeat
+from t2i.store import Beat, Lease, Result, open_store
+from t2i.store.base import ALONE
+from t2i.store.retry import StoreTrouble
+
+EXPIRED = -5.0   # lease_seconds that leave a lease already expired
+LONG = 300.0     # a lease that cannot expire during a test
+
+
+def submit(store, key: str = "k", prompt: str = "a job", **kw) -> int:
+    return store.submit({"prompt": prompt, "preset": "p"}, batch_key=key, total=3, **kw)
+
+
+def result(job_id: int) -> Result:
+    return Result(job_id=job_id, gif=b"GIF", png=b"PNG", thumbnail=b"T", parameters={}, width=1, height=1,
+                  seed=0, created_at=0.0)
+
+
+@pytest.fixture
+def store(store_url):
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+# --- claim_many: order, limit, batch key ----------------------------------------------------
+
+def test_claim_many_takes_the_head_job_and_others_of_its_key_in_queue_order(store):
+    a1 = submit(store, "a")
+    b1 = submit(store, "b", priority=1)
+    a2 = submit(store, "a")
+    b2 = submit(store, "b")
+    b3 = submit(store, "b", priority=2)       # the head: the highest priority
+    b4 = submit(store, "b")
+    jobs = store.claim_many("w", LONG, 3)
+    assert [j.id for j in jobs] == [b3, b1, b2]  # priority first, then age, all of the head's key
+    for j in jobs:
+        assert (j.status, j.worker_id, j.attempts, j.batch_key) == ("running", "w", 1, "b")
+        assert j.lease_expires_at > time.time() + LONG / 2
+        assert store.get(j.id).status == "running"
+    assert [j.id for j in store.claim_many("w2", LONG, 5)] == [a1, a2]  # the oldest head now; fewer than n
+    assert [j.id for j in store.claim_many("w3", LONG, 5)] == [b4]
+    assert store.claim_many("w4", LONG, 5) == []
+    assert store.counts()["running"] == 6
+
+
+def test_claim_many_with_a_batch_key_takes_only_that_key_up_to_n(store):
+    a = [submit(store, "a") for _ in range(4)]
+    b = submit(store, "b", priority=9)
+    jobs = store.claim_many("w", LONG, 3, batch_key="a")
+    assert [j.id for j in jobs] == a[:3]
+    assert [j.id for j in store.claim_many("w", LONG, 3, batch_key="a")] == a[3:]
+    assert store.claim_many("w", LONG, 3, batch_key="a") == []
+    assert store.claim_many("w", LONG, 3, batch_key="c") == []
+    assert store.get(b).status == "queued"
+
+
+def test_claim_many_of_none_takes_nothing_and_claim_is_one_of_it(store):
+    ids = [submit(store) for _ in range(3)]
+    assert store.claim_many("w", LONG, 0) == []
+    assert store.counts()["queued"] == 3
+    assert store.claim("w", LONG).id == ids[0]
+    assert [j.id for j in store.claim_many("w", LONG, 1)] == [ids[1]]
+    assert store.claim("w", LONG, batch_key="k").id == ids[2]
+    assert store.claim("w", LONG) is None
+
+
+# --- claim_many: the alone rule ---------------------------------------------------------------
+
+def alone_jobs(store, n: int, key: str = "k") -> list[int]:
+    """n jobs whose executor died while it ran them in one batch: each is now marked alone, all
+    with the same batch key (the one a sweep gives them)."""
+    ids = [submit(store, key, prompt=f"job {i}") for i in range(n)]
+    first = store.claim_many("w-dead", EXPIRED, n)
+    assert [j.id for j in first] == ids
+    assert store.sweep() == (n, 0)
+    assert all(store.get(i).alone for i in ids)
+    assert len({store.get(i).batch_key for i in ids}) == 1
+    return ids
+
+
+def test_an_alone_job_is_claimed_by_itself_never_with_others_of_its_key(store):
+    ids = alone_jobs(store, 3)
+    later = submit(store, "k")
+    first = store.claim_many("w-a", LONG, 8)
+    assert [j.id for j in first] == [ids[0]] and first[0].alone
+    # Nothing joins it: not another alone job of the same key, not a job of the original key.
+    assert store.claim_many("w-a", LONG, 8, batch_key=first[0].batch_key) == []
+    assert store.claim_many("w-a", LONG, 8, batch_key="k") == []
+    # Other idle workers get the next alone jobs, each by itself too, then the ordinary job.
+    assert [j.id for j in store.claim_many("w-b", LONG, 8)] == [ids[1]]
+    assert [j.id for j in store.claim_many("w-c", LONG, 8)] == [ids[2]]
+    assert [j.id for j in store.claim_many("w-d", LONG, 8)] == [later]
+    assert store.counts()["queued"] == 0
+
+
+def test_a_busy_worker_skips_alone_jobs_and_batches_the_ordinary_ones_behind_them(store):
+    ids = alone_jobs(store, 2)
+    submit(store, "x")
+    assert store.claim("w-busy", LONG, batch_key="x") is not None   # w-busy runs a job now
+    plain = [submit(store, "y") for _ in range(3)]
+    assert [j.id for j in store.claim_many("w-busy", LONG, 4)] == plain
+    assert [j.id for j in store.claim_many("w-idle", LONG, 4)] == [ids[0]]
+
+
+# --- concurrency: exactly once -----------------------------------------------------------------
+
+def test_concurrent_claim_many_gives_every_job_exactly_once_in_batches_of_one_key(store_url, store):
+    n_jobs, n_threads = 120, 8
+    keys = ("a", "b", "c")
+    submitted = {submit(store, keys[i % 3], prompt=f"job {i}", priority=i % 2) for i in range(n_jobs)}
+    claims: list[list[list]] = [[] for _ in range(n_threads)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n_threads, timeout=60)
+
+    def worker(k: int) -> None:
+        rng = random.Random(k)
+        try:
+            s = open_store(store_url)
+            try:
+                barrier.wait()
+                while jobs := s.claim_many(f"w-{k}", LONG, rng.randint(1, 7)):
+                    claims[k].append(jobs)
+            finally:
+                s.close()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a claimer hung"
+    assert errors == []
+    ids = [j.id for part in claims for batch in part for j in batch]
+    assert len(ids) == len(set(ids)) == n_jobs, "a job was claimed twice or lost"
+    assert set(ids) == submitted
+    for k, part in enumerate(claims):
+        for batch in part:
+            assert len({j.batch_key for j in batch}) == 1, "one claim mixed batch keys"
+            assert all(j.worker_id == f"w-{k}" and j.attempts == 1 for j in batch)
+    assert store.counts()["running"] == n_jobs and store.counts()["queued"] == 0
+
+
+# --- heartbeat_all --------------------------------------------------------------------------------
+
+def test_heartbeat_all_extends_only_this_workers_current_leases(store):
+    for _ in range(4):
+        submit(store)
+    mine = store.claim_many("w-a", EXPIRED, 3)
+    theirs = store.claim("w-b", EXPIRED)
+    before = {j.id: store.get(j.id).lease_expires_at for j in mine + [theirs]}
+    stale = Lease(mine[0].id, "w-a", mine[0].attempts + 1)   # an attempt that is not the current one
+    beats = store.heartbeat_all("w-a", [j.lease for j in mine[1:]] + [theirs.lease, stale], LONG)
+    assert beats == {mine[0].id: Beat(False, False), mine[1].id: Beat(True, False), mine[2].id: Beat(True, False),
+                     theirs.id: Beat(False, False)}
+    for j in mine[1:]:
+        assert store.get(j.id).lease_expires_at > time.time() + LONG / 2
+    for j in (mine[0], theirs):  # the stale lease and the other worker's job were not touched
+        assert store.get(j.id).lease_expires_at == pytest.approx(before[j.id])
+    assert store.heartbeat_all("w-a", [], LONG) == {}
+    # mine[0] was not extended (its lease was stale), so the sweep takes back all of w-a's jobs, and w-b's.
+    assert store.sweep() == (4, 0)
+
+
+def test_heartbeat_all_reports_lost_leases_and_cancel_requests(store):
+    ids = [submit(store) for _ in range(5)]
+    alive, finished, cancelled, asked, failed = store.claim_many("w", LONG, 5)
+    assert store.complete(finished.lease, result(finished.id))
+    assert store.cancel(cancelled.id) == "cancel_requested" and store.finish_cancelled(cancelled.lease)
+    assert store.cancel(asked.id) == "cancel_requested"
+    assert store.fail(failed.lease, "broken")
+    beats = store.heartbeat_all("w", [j.lease for j in (alive, finished, cancelled, asked, failed)], LONG)
+    assert beats == {alive.id: Beat(True, False), finished.id: Beat(False, False), cancelled.id: Beat(False, False),
+                     asked.id: Beat(True, True), failed.id: Beat(False, False)}
+    assert sorted(beats) == ids
+
+
+def test_heartbeat_all_after_a_sweep_reports_every_job_of_the_dead_worker_lost(store):
+    for _ in range(2):
+        submit(store)
+    jobs = store.claim_many("w", EXPIRED, 2)
+    assert store.sweep() == (2, 0)
+    assert store.heartbeat_all("w", [j.lease for j in jobs], LONG) == {j.id: Beat(False, False) for j in jobs}
+    assert store.counts()["queued"] == 2
+
+
+# --- the executor's heartbeat ----------------------------------------------------------------------
+
+def test_the_executors_heartbeat_keeps_a_batch_alive_in_one_beat_and_notices_a_lost_job(store_url, store):
+    ids = [submit(store) for _ in range(4)]
+    jobs = store.claim_many("exec-1", EXPIRED, 4)  # leases already expired: only a beat saves them
+    assert [j.id for j in jobs] == ids
+    cfg = ExecutorConfig(db=store_url, worker_id="exec-1", lease=LONG)
+    heart = Heartbeat(cfg, store, StoreTrouble(threading.Event(), 0.1))
+    for j in jobs:
+        heart.add(j.lease)
+    assert store.fail(jobs[3].lease, "taken away")  # lost meanwhile
+    heart.beat()
+    for j in jobs[:3]:
+        assert store.get(j.id).lease_expires_at > time.time() + LONG / 2
+        assert not heart.lost(j.lease)
+    assert heart.lost(jobs[3].lease)
+    assert store.sweep() == (0, 0)  # nothing expired: the executor holds all three
+    assert store.counts()["running"] == 3
