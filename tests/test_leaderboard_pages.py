@@ -106,7 +106,8 @@ def test_the_gallery_filters_by_family_and_narrows_the_preset_list(app, world):
     assert at.selectbox(key="gallery_family").options == ["all", "guided", "diffusion", "gan"]
     assert len(listed(at)) == 5
     at.selectbox(key="gallery_family").select("gan").run()
-    assert sorted(listed(at)) == sorted([(made["group"][2], "tiny-gan-untrained"), (made["lone"], "tiny-gan-untrained")])
+    assert sorted(listed(at)) == sorted([(made["group"][2], "tiny-gan-untrained"),
+                                         (made["lone"], "tiny-gan-untrained")])
     assert at.selectbox(key="gallery_preset").options == ["all", "tiny-gan-untrained"]
     assert any(c.startswith("2 matching") for c in captions(at))
     # A preset chosen within the family, then another family: the preset falls back to "all".
@@ -178,8 +179,8 @@ def finished(store, preset: str, prompt: str = "p") -> int:
 
 def test_the_leaderboard_ranks_families_and_shows_head_to_head(tmp_path, monkeypatch):
     store = open_store(f"sqlite:///{tmp_path / 'votes.db'}")
-    vq, gumbel, diff, gone = (finished(store, p) for p in
-                              ("tiny-vqgan-untrained", "tiny-gumbel-untrained", "tiny-diffusion-untrained", "removed-preset"))
+    vq, gumbel, diff, gone = (finished(store, p) for p in ("tiny-vqgan-untrained", "tiny-gumbel-untrained",
+                                                           "tiny-diffusion-untrained", "removed-preset"))
     votes = [(vq, diff, "left"), (diff, vq, "right"), (vq, diff, "right"),   # vqgan 2 of 3 against diffusion
              (gumbel, diff, "tie"),                                          # 1/2 of 1 each
              (vq, gumbel, "left"),                                           # guided against guided

@@ -437,7 +437,6 @@ def group_of(store, prompt: str, presets: list[str]) -> list[int]:
 def test_next_pair_prefers_same_group_pairs_of_different_presets_then_falls_back(store):
     cat1, cat2 = finished(store, "a cat"), finished(store, "a cat")   # same prompt, same preset, no group
     a, b, c, d = group_of(store, "a dog", [PRESET, "tiny-gumbel-untrained", "tiny-gan-untrained", PRESET])
-    group = {a, b, c, d}
     # d has a's preset: (a, d) is the only pair of the group that compares nothing.
     in_group = {unordered(p) for p in [(a, b), (a, c), (b, c), (b, d), (c, d)]}
     rng = random.Random(5)

@@ -110,7 +110,9 @@ in_use = {name: family_of(name) for name in db.presets_in_use()}
 families = ["all", *FAMILIES, *sorted(set(in_use.values()) - set(FAMILIES))]   # + "unknown" for removed presets
 back = st.session_state.pop("gallery_back", False)
 for key, value in saved.items():
-    if (back or key not in st.session_state) and key != "gallery_preset" and (key != "gallery_family" or value in families):
+    # the preset is restored below, once the family says which presets are listed
+    if (back or key not in st.session_state) and key != "gallery_preset" and (key != "gallery_family"
+                                                                               or value in families):
         st.session_state[key] = value
 filters = st.columns([3, 2, 2, 2, 2, 2])
 search = filters[0].text_input("Search prompts", key="gallery_search")

@@ -18,7 +18,8 @@ def matrix(matchups, order: list[str]) -> pd.DataFrame:
     two never met."""
     cells = {(m.preset, m.opponent): f"{m.rate:.0%} of {m.votes}" for m in matchups}
     met = [p for p in order if any(p in pair for pair in cells)]
-    return pd.DataFrame([[cells.get((p, q), "—" if p == q else "") for q in met] for p in met], index=met, columns=met)
+    return pd.DataFrame([[cells.get((p, q), "—" if p == q else "") for q in met] for p in met],
+                        index=met, columns=met)
 
 
 db = store()
