@@ -175,24 +175,27 @@ def test_a_copied_link_hands_over_nothing(server, browser):
 
 
 def test_the_servers_address_limits_hold_for_fresh_browsers(server, browser):
-    """Four browsers (four cookies) from one address: the fourth is refused; rotating the visitor
-    is free, rotating the address is not."""
+    """One browser (one cookie) more than the default limit, from one address: the last is refused;
+    rotating the visitor is free, rotating the address is not."""
     from playwright.sync_api import expect
 
+    from t2i.queue import SubmitPolicy
+
     base, store = server
+    limit = SubmitPolicy().max_active_per_address
     assert store.counts()["queued"] == 0
-    contexts = [browser.new_context() for _ in range(4)]
+    contexts = [browser.new_context() for _ in range(limit + 1)]
     try:
         for i, context in enumerate(contexts):
             page = open_app(context, f"{base}/")
             page.get_by_label("Prompt").fill(f"fresh browser {i}")
             page.get_by_role("button", name="Generate").click()
-            if i < 3:
+            if i < limit:
                 expect(page.get_by_text("Your recent jobs")).to_be_visible(timeout=TIMEOUT_MS)
             else:
-                expect(page.get_by_text("your address already has 3 jobs queued or running")).to_be_visible(
+                expect(page.get_by_text(f"your address already has {limit} jobs queued or running")).to_be_visible(
                     timeout=TIMEOUT_MS)
-        assert store.counts()["queued"] == 3
+        assert store.counts()["queued"] == limit
     finally:
         for context in contexts:
             context.close()

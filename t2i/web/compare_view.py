@@ -46,7 +46,7 @@ def _vote(db, visitor: str, group: compare.GroupView, group_id: int, best: int |
                                  VotePolicy.from_env())
     if outcome.recorded:
         line = ("Recorded: all bad." if best is None else f"Recorded: {label} is the best") + \
-            (f" ({outcome.recorded} pairwise votes)." if best is not None else "")
+            (f" ({outcome.recorded} pairwise vote{'s' if outcome.recorded != 1 else ''})." if best is not None else "")
     elif outcome.already:
         line = "You already voted on these images; your first votes stand."
     else:
