@@ -20,7 +20,9 @@ the lease expires and a sweep requeues the job. Visitors in the main process: on
 --submit-rate jobs/s (default 90% of the fleet's capacity) and --browsers threads that read gallery
 pages every --browse-interval seconds (the latency measured is the gallery's p50/p95).
 
-The load phase lasts --seconds; rates count that window only. Then submitting stops and the fleet
+The queue starts with --backlog jobs (default N), and each executor takes its first one up mid-way,
+so the window sees a fleet in steady state rather than its ramp-up; pickup latencies count the jobs
+submitted in the window only. The load phase lasts --seconds; rates count that window only. Then submitting stops and the fleet
 drains: every submitted job must end done exactly once (no job completed twice, none lost, results
 and counts agree), else the script exits 1 naming what went wrong.
 
@@ -36,6 +38,7 @@ Run:  PYTHONPATH=. .venv/bin/python scripts/simulate_fleet.py --executors 10 100
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import multiprocessing as mp
 import os
@@ -133,6 +136,7 @@ class SimExecutor:
         self.store = None
         self.generation = 0
         self.kill_due = self.rng.random()
+        self.joined = True  # the first job is taken from the backlog mid-way
 
     def inw(self) -> bool:
         return self.window[0] <= time.time() < self.window[1]
@@ -195,7 +199,7 @@ class SimExecutor:
                 delay = min(delay * 2, cfg.s(cfg.max_poll))
                 continue
             delay = cfg.s(cfg.poll)
-            if job.attempts == 1 and self.inw():
+            if job.attempts == 1 and self.inw() and job.created_at >= self.window[0]:  # not the backlog
                 self.stats.pickups.append(job.started_at - job.created_at)
             seen_at = time.monotonic()
             self.call("seen", lambda: store.worker_seen(self.worker_id, host="sim", device="none", job_id=job.id))
@@ -210,7 +214,11 @@ class SimExecutor:
             self.kill_due -= 1
             die_at = self.rng.randint(1, job.total)
         start = last_progress = last_beat = seen_at = time.monotonic()
-        for step in range(1, job.total + 1):
+        first = 1
+        if self.joined:  # the fleet was running before the window: this job started earlier
+            self.joined, first = False, self.rng.randint(1, job.total)
+            start -= (first - 1) * cfg.s(cfg.step_s)
+        for step in range(first, job.total + 1):
             if self.stop.wait(cfg.s(cfg.step_s)):
                 return
             if step == die_at:
@@ -469,7 +477,7 @@ def collect(q, procs, count: int, exits: bool = False, timeout: float = 300.0) -
 
 
 def run(cfg: Config, n: int, *, processes: int, seconds: float, submit_rate: float | None, browsers: int,
-        browse_interval: float, history: int, max_jobs: int, drain_seconds: float | None) -> dict:
+        browse_interval: float, history: int, max_jobs: int, drain_seconds: float | None, backlog: int = 0) -> dict:
     """One simulation; returns its figures. Raises SystemExit-worthy RuntimeError on a broken
     exactly-once guarantee."""
     pg = cfg.url.startswith("postgres")
@@ -490,17 +498,26 @@ def run(cfg: Config, n: int, *, processes: int, seconds: float, submit_rate: flo
         failures = [e for e in collect(ready, procs, n) if e]
         fig["failed to start"] = len(failures)
         fig["start error"] = failures[0] if failures else ""
+        if failures:  # this N does not fit (too many connections, say): say so instead of measuring less
+            stop.set()
+            start.set()
+            collect(out, procs, len(procs), exits=True)
+            return fig
         rate = submit_rate or 0.9 * (n - len(failures)) / cfg.job_seconds
         fig["submit rate"] = rate
+        ids = []
+        with store.transaction():  # a fleet in steady state: every executor finds a job at once
+            for _ in range(min(backlog, max_jobs)):
+                ids.append(store.submit(spec_for(rng), batch_key="fleet", total=cfg.steps, max_attempts=100))
         before = pg_counters(cfg.url) if pg else {"size": sqlite_size(cfg.url)}
         monitor = Monitor(cfg.url if pg else None, [os.getpid()] + [p.pid for p in procs])
         t0 = time.time() + 0.5
         window[0], window[1] = t0, t0 + seconds
         w = (t0, t0 + seconds)
         start.set()
-        vstop, ids, errors, pages = threading.Event(), [], [], []
-        visitors = [threading.Thread(target=submitter, args=(cfg.url, cfg.steps, rate, w, max_jobs, ids, vstop, errors))]
-        visitors += [threading.Thread(target=browser, args=(cfg.url, w, browse_interval, pages, vstop, i))
+        vstop, errors, pages = threading.Event(), [], []
+        visitors = [threading.Thread(target=submitter, args=(cfg.url, cfg.steps, rate, w, max_jobs, ids, vstop, errors), daemon=True)]
+        visitors += [threading.Thread(target=browser, args=(cfg.url, w, browse_interval, pages, vstop, i), daemon=True)
                      for i in range(browsers)]
         for t in visitors:
             t.start()
@@ -531,6 +548,9 @@ def run(cfg: Config, n: int, *, processes: int, seconds: float, submit_rate: flo
                 if p.is_alive():
                     p.terminate()
                     p.join()
+    if fig["failed to start"]:
+        store.close()
+        return fig
     c = store.counts()
     total_done = store.gallery(status="done", limit=1)[1]
     store.close()
@@ -612,18 +632,20 @@ def figures(f: dict, cfg: Config) -> dict:
 def verdict(f: dict, o: dict) -> str:
     """The first resource to run out, from what was measured (in this order of evidence)."""
     if f["failed to start"]:
-        return f"connections: {f['failed to start']} of {f['N']} executors could not connect ({f['start error'][-80:]})"
+        return f"connections: {f['failed to start']} of {f['N']} executors could not connect: {f['start error'].split(': ')[-1][:90]}"
     busy, ours = o["machine busy"], o["cpu db"] + o["cpu clients"]
-    if busy > 0.85:
-        if ours < 0.5 * busy * os.cpu_count():
-            return f"none of ours: the machine was {busy:.0%} busy with other work (ours {ours:.2f} cores)"
-        who = "the database server" if o["cpu db"] > o["cpu clients"] else "the clients (executors' Python)"
-        return f"CPU: machine {busy:.0%} busy, most of it {who}"
+    slow = (o["job slowdown"] or 1) > 1.2
+    machine = f"machine {busy:.0%} busy, ours {ours:.2f} of {os.cpu_count()} cores"
     if f["backend"] == "postgresql" and f["cpu"].get("lock waits mean", 0) >= 1:
-        return "row/table locks (backends waiting on Lock)"
-    if f["backend"] == "sqlite" and (o["job slowdown"] or 1) > 1.2:
-        return "the single SQLite write lock (writes queue; jobs run slower)"
-    return f"nothing yet (machine {busy:.0%} busy)"
+        return f"row/table locks (backends waiting on Lock; {machine})"
+    if f["backend"] == "sqlite" and slow:
+        return f"the single SQLite write lock: writes queue, jobs {o['job slowdown']:.1f}x slower ({machine})"
+    if busy > 0.85 and ours >= 0.5 * busy * os.cpu_count():
+        who = "the database server" if o["cpu db"] > o["cpu clients"] else "the clients (executors' Python)"
+        return f"CPU, most of it {who} ({machine}; jobs {o['job slowdown'] or 1:.1f}x slower)"
+    if slow:
+        return f"database latency: jobs {o['job slowdown']:.1f}x slower ({machine}, mostly other work)"
+    return f"nothing yet ({machine})"
 
 
 COLUMNS = ["backend", "N", "equiv. executors", "claims/s", "pickup p50 ms", "pickup p99 ms", "heartbeats/s", "progress/s",
@@ -645,15 +667,19 @@ def cell(v) -> str:
 
 
 def report(runs: list[dict], cfg: Config, header: str) -> str:
-    rows, detail = [], []
+    rows, detail, stopped = [], [], []
     for f in runs:
+        if f["failed to start"]:
+            stopped.append(f"| {f['backend']} | {f['N']} | {f['N'] * cfg.time_scale:g} | "
+                           + " | ".join("-" for _ in COLUMNS[3:-1]) + f" | {verdict(f, {})} |")
+            continue
         o = {**figures(f, cfg), "backend": f["backend"], "N": f["N"], "submitted": f["submitted"],
              "equiv. executors": f["N"] * cfg.time_scale}
         f["figures"] = o
         rows.append("| " + " | ".join(cell(o.get(k)) for k in COLUMNS) + " |")
         detail.append("| " + " | ".join(cell(o.get(k)) for k in DETAIL) + " |")
     per = []
-    for f in runs:
+    for f in (f for f in runs if "figures" in f):
         o, n = f["figures"], f["N"] * cfg.time_scale
         per.append(f"| {f['backend']} | {f['N']} | {o['store writes/s'] / n:.2f} | "
                    f"{(o['frame MB/s'] + o['result MB/s']) * 1e3 / n:.1f} | "
@@ -661,7 +687,7 @@ def report(runs: list[dict], cfg: Config, header: str) -> str:
     sep = lambda cols: "| " + " | ".join("---" for _ in cols) + " |"  # noqa: E731
     return "\n".join([
         header, "",
-        "| " + " | ".join(COLUMNS) + " |", sep(COLUMNS), *rows, "",
+        "| " + " | ".join(COLUMNS) + " |", sep(COLUMNS), *rows, *stopped, "",
         "Details (p99 latencies of the store calls in ms; CPU in cores; lock waits mean/max backends):", "",
         "| " + " | ".join(DETAIL) + " |", sep(DETAIL), *detail, "",
         "Per real executor (measured rates / (N x time scale)):", "",
@@ -705,6 +731,9 @@ def main(argv=None) -> int:
     ap.add_argument("--browsers", type=int, default=4)
     ap.add_argument("--browse-interval", type=float, default=0.5)
     ap.add_argument("--history", type=int, default=1000, help="finished jobs in the gallery before the run")
+    ap.add_argument("--backlog", type=int, default=None,
+                    help="jobs queued before the window (default N: every executor busy from the start, its first "
+                         "job taken up mid-way, as in a fleet that was already running)")
     ap.add_argument("--drain-seconds", type=float, default=None)
     ap.add_argument("--claim-many", action="store_true", help="claim_many(n=1) and heartbeat_all (the store must have them)")
     ap.add_argument("--pg-admin-url", default=PG_ADMIN, help="may CREATE/DROP DATABASE (default: %(default)s)")
@@ -735,17 +764,20 @@ def main(argv=None) -> int:
             with database(backend, args.pg_admin_url) as url:
                 f = run(Config(url=url, **base), n, processes=args.processes, seconds=args.seconds,
                         submit_rate=args.submit_rate, browsers=args.browsers, browse_interval=args.browse_interval,
-                        history=args.history, max_jobs=args.max_jobs, drain_seconds=args.drain_seconds)
+                        history=args.history, max_jobs=args.max_jobs, drain_seconds=args.drain_seconds,
+                        backlog=n if args.backlog is None else args.backlog)
             runs.append(f)
             line = report([f], cfg0, "").splitlines()[4]
             print(line, flush=True)
-            for p in f["problems"]:
+            for p in f.get("problems", []):
                 print(f"EXACTLY-ONCE BROKEN ({backend}, N={n}): {p}", file=sys.stderr, flush=True)
                 failed = True
     text = report(runs, cfg0, header) + f"\nLoad after: {os.getloadavg()[0]:.2f}\n"
     print(text)
     if args.report:
         args.report.write_text(text)
+        raw = [{k: v for k, v in f.items() if k not in ("stats", "gallery")} for f in runs]
+        args.report.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
     return 1 if failed else 0
 
 
