@@ -375,3 +375,104 @@ def test_what_the_browser_used_to_drop_is_refused_with_a_line(service, browser):
         assert store.jobs(submitter=visitor, limit=1) == []
     finally:
         page.close()
+
+
+def choose_preset(page, name: str) -> None:
+    preset = page.get_by_role("combobox", name="Preset")
+    preset.click()
+    page.get_by_role("option", name=name, exact=True).click()
+    expect(preset).to_have_value(name)
+    idle(page)  # the preset's rerun (with its guide) must end before the next click
+
+
+def test_the_preset_guide_in_a_real_browser(service, browser):
+    """Picking a world trained here shows its family, what it is good at, the words it knows and three
+    example prompts; clicking one puts it in the prompt box."""
+    from t2i.data import shapes
+    from t2i.guide import examples
+    from t2i.presets import get_preset
+
+    base = service[0]
+    page = visitor_page(browser, base, "h" * 43, viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(f"{base}/")
+        expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
+        idle(page)
+        choose_preset(page, "tiny-vqgan-untrained")
+        expect(page.get_by_text("Words it knows")).to_have_count(0)
+        choose_preset(page, "shapes")
+        expect(page.get_by_text(re.compile(r"^Family: guided .*Good at: one or two coloured"))).to_be_visible()
+        page.get_by_text("Words it knows").click()
+        expect(page.get_by_text(f"Colours: {', '.join(shapes.COLOURS)}")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(page.get_by_text(f"Shapes: {', '.join(shapes.SHAPES)}")).to_be_visible()
+        expected = examples(get_preset("shapes"))
+        for example in expected:
+            expect(page.get_by_role("button", name=example, exact=True)).to_be_visible()
+        page.get_by_role("button", name=expected[1], exact=True).click()
+        expect(page.get_by_label("Prompt")).to_have_value(expected[1], timeout=TIMEOUT_MS)
+        no_exception(page)
+        shot(page, "guide", "guide")
+    finally:
+        page.close()
+
+
+def test_a_compare_group_from_the_browser(service, browser):
+    """Compare presets: one prompt and seed on shapes and shapes-ldm, the results side by side with
+    their presets hidden, the visitor picks the best, the presets are shown and the votes recorded."""
+    base, store, executor, exec_log = service
+    visitor = visitor_of("k" * 43)
+    page = visitor_page(browser, base, "k" * 43, viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(f"{base}/")
+        expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
+        idle(page)
+        choose_preset(page, "shapes")
+        page.get_by_text("Compare presets").click()
+        others = page.get_by_role("combobox", name="Compare shapes with")
+        expect(others).to_be_visible(timeout=TIMEOUT_MS)
+        idle(page)
+        others.click()
+        page.get_by_role("option", name="shapes-ldm", exact=True).click()
+        page.keyboard.press("Escape")
+        idle(page)
+        expect(page.get_by_text("Advanced options for guided and diffusion presets")).to_be_visible(timeout=TIMEOUT_MS)
+        page.get_by_role("button", name="a large red circle on the left", exact=True).click()
+        prompt = page.get_by_label("Prompt")
+        expect(prompt).to_have_value("a large red circle on the left", timeout=TIMEOUT_MS)
+        idle(page)
+        page.get_by_text("Advanced options for guided and diffusion presets").click()
+        page.get_by_label("Iterations").fill("20")      # shapes (guided)
+        page.get_by_role("textbox", name="Steps").fill("20")   # shapes-ldm (diffusion)
+        page.get_by_label("Seed (empty: random; one for the whole group)").fill("3")
+        page.get_by_role("button", name="Generate").click()
+        expect(page.get_by_text("2 jobs are queued as a compare group")).to_be_visible(timeout=TIMEOUT_MS)
+        jobs = store.group(store.jobs(submitter=visitor, limit=1)[0].group_id)
+        assert sorted(j.preset for j in jobs) == ["shapes", "shapes-ldm"]
+        assert {(j.prompt, j.spec["seed"], j.total) for j in jobs} == {("a large red circle on the left", 3, 20)}
+        expect(page.get_by_role("heading", name="Comparing 2 presets")).to_be_visible()
+        for label in "AB":
+            expect(page.get_by_role("heading", name=label, exact=True)).to_be_visible()
+        best = page.get_by_role("button", name="A is the best")
+        try:
+            expect(best).to_be_visible(timeout=JOB_TIMEOUT_MS)
+            expect(page.get_by_role("button", name="B is the best")).to_be_visible(timeout=JOB_TIMEOUT_MS)
+        except AssertionError:
+            raise AssertionError(f"jobs {[(j.id, store.get(j.id).status) for j in jobs]}; executor alive: "
+                                 f"{executor.poll() is None}; log:\n{exec_log.read_text()}") from None
+        expect(page.get_by_test_id("stImage")).to_have_count(2)
+        expect(page.get_by_text(re.compile(r"^[AB] was: "))).to_have_count(0)
+        no_exception(page)
+        shot(page, "compare-before-the-vote")
+        before = len(store.vote_records())
+        best.click()
+        expect(page.get_by_text("Recorded: A is the best (1 pairwise vote).")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(page.get_by_text(f"A was: {jobs[0].preset}", exact=True)).to_be_visible()
+        expect(page.get_by_text(f"B was: {jobs[1].preset}", exact=True)).to_be_visible()
+        records = store.vote_records()
+        assert len(records) == before + 1
+        assert (records[-1]["left_preset"], records[-1]["right_preset"], records[-1]["choice"]) == \
+            (jobs[0].preset, jobs[1].preset, "left")
+        no_exception(page)
+        shot(page, "compare", "compare")
+    finally:
+        page.close()
