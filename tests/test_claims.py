@@ -221,24 +221,3 @@ def test_the_executors_heartbeat_keeps_a_batch_alive_in_one_beat_and_notices_a_l
     assert store.counts()["running"] == 3
 
 
-# --- PostgreSQL: transactions in pipeline mode ---------------------------------------------------
-
-def test_a_statement_failing_after_others_in_a_pipelined_transaction_rolls_it_all_back(pg_url):
-    """A transaction's statements go out together (t2i/store/postgres.py): one that fails after
-    others were sent still undoes them, and the connection goes on serving."""
-    import psycopg
-
-    from t2i.store.base import GroupItem
-
-    store = open_store(pg_url)
-    try:
-        good = GroupItem(spec={"prompt": "kept out", "preset": "p"}, batch_key="k", total=1)
-        bad = GroupItem(spec={"prompt": "a NUL \x00 byte", "preset": "p"}, batch_key="k", total=1)
-        with pytest.raises(psycopg.Error):
-            store.submit_group([good, good, bad])
-        assert store.counts()["queued"] == 0
-        assert store.submit_group([good, good]) and store.counts()["queued"] == 2
-        job = store.claim("w", LONG)
-        assert store.complete(job.lease, result(job.id)) and store.get(job.id).status == "done"
-    finally:
-        store.close()

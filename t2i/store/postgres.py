@@ -5,16 +5,16 @@ other nor take the same job. Submits and requeues NOTIFY, so idle executors wake
 
 The connection outlives the server's: a restart, a failover or an idle timeout closes it, and the
 next call reopens it with backoff (for up to RECONNECT_SECONDS, then StoreUnavailable). A call is sent
-again on a new connection only when it cannot have been applied: reads, the check that precedes each
-write (an empty query), a transaction's BEGIN with its first statement (nothing is committed before
-COMMIT), and heartbeats (extending a lease twice is harmless). A write whose connection dies while it
-is in flight is reported, not repeated: it may have been applied.
+again on a new connection only when it cannot have been applied: reads, and the check that precedes
+each write or transaction (an empty query, or the BEGIN); or when applying it twice is harmless
+(heartbeats, wake-ups), which then needs no check first. A write whose connection dies while it is in
+flight is reported, not repeated: it may have been applied.
 
-Round trips are what a queue on PostgreSQL spends its time on (scripts/bench_queue.py), so a
-transaction runs in pipeline mode: BEGIN goes out with its first statement, and the statements whose
-results nobody reads before the end go out with the COMMIT (complete(): 2 round trips, not 5). A
-statement's error then surfaces at the next read or at the COMMIT; the transaction is rolled back
-all the same.
+Round trips are what a queue spends its time on (scripts/bench_queue.py, BENCHMARKS.md). Tried and
+left out: transactions in pipeline mode (complete() in 2 round trips instead of 5 was no faster on the
+2-core machine: the server still woke once per statement, 6.9 times per complete() against 4.9), and
+prepare_threshold=0 (psycopg prepares a statement on its fifth use anyway: the executors' statements
+are prepared within the first seconds).
 """
 
 from __future__ import annotations
@@ -64,9 +64,6 @@ class PostgresStore(SQLStore):
         self.url = url
         self._lock = threading.RLock()  # one connection, shared by an executor's threads or a web app's sessions
         self._depth = 0
-        self._pipe: psycopg.Pipeline | None = None  # the open transaction's pipeline, once it began
-        self._pipe_exit = None                      # and the context that leaves it
-        self._pending = False                       # statements sent in it whose results were not read
         self._listener = None
         self.conn = self._connect()  # one try: a wrong password or port is one line at once
         self._migrate()
@@ -123,8 +120,7 @@ class PostgresStore(SQLStore):
                 raise StoreError(f"{safe_url(self.url)} was made by a newer t2i (schema version {version}; this "
                                  f"one knows {len(POSTGRES)}): upgrade t2i")
             for number, script in enumerate(POSTGRES[version:], version + 1):
-                for statement in filter(str.strip, script.split(";")):  # a pipeline takes one at a time
-                    self._execute(statement)
+                self.conn.execute(script)
                 if number in AFTER:
                     getattr(self, AFTER[number])()
             if row is None:
@@ -138,14 +134,38 @@ class PostgresStore(SQLStore):
     def _execute(self, sql: str, params: tuple = ()):
         sql = self._sql(sql)
         with self._lock:
-            if self._depth:
-                if self._pipe is None:  # the transaction's first statement: BEGIN goes out with it
-                    return self._attempt(lambda c: self._begin(c, sql, params), replay=True)
-                self._pending = True  # sent with the next read, or with the COMMIT
+            if self._depth:  # inside a transaction: a lost connection took the transaction with it
                 return self._attempt(lambda c: c.execute(sql, params), replay=False)
             if sql.lstrip()[:6].upper() != "SELECT":
                 self._attempt(lambda c: c.execute(""), replay=True)  # a dead connection is found before the write
             return self._attempt(lambda c: c.execute(sql, params), replay=sql.lstrip()[:6].upper() == "SELECT")
+
+    @contextmanager
+    def transaction(self):
+        with self._lock:
+            if self._depth:  # nested: part of the outer transaction
+                yield
+                return
+            tx = self._attempt(_begin, replay=True)  # BEGIN finds (and replaces) a dead connection
+            self._depth = 1
+            try:
+                yield
+            except BaseException as e:
+                try:
+                    tx.__exit__(type(e), e, e.__traceback__)
+                except psycopg.Error:
+                    pass  # the connection is gone, and the transaction with it; the first error is the one to report
+                raise
+            else:
+                try:
+                    tx.__exit__(None, None, None)
+                except psycopg.Error as e:
+                    fault = self._fault(e)
+                    if fault is None:
+                        raise
+                    raise fault from e
+            finally:
+                self._depth = 0
 
     def _execute_idempotent(self, sql: str, params: tuple = ()):
         """A write that may be applied twice (a heartbeat): sent again on a new connection, so it needs
@@ -156,55 +176,9 @@ class PostgresStore(SQLStore):
             sql = self._sql(sql)
             return self._attempt(lambda c: c.execute(sql, params), replay=True)
 
-    def _rowcount(self, sql, params=()) -> int:
-        cursor = self._execute(sql, params)
-        with self._lock:
-            if self._pipe is not None and self._pending:  # the count comes with the statement's result
-                self._pipe.sync()
-                self._pending = False
-        return cursor.rowcount
-
-    def _begin(self, conn: psycopg.Connection, sql: str, params: tuple):
-        """Pipeline mode, BEGIN and the transaction's first statement, in one round trip."""
-        context = conn.pipeline()
-        pipe = context.__enter__()
-        try:
-            conn.execute("BEGIN")
-            cursor = conn.execute(sql, params)
-            pipe.sync()
-        except BaseException as e:
-            _end(conn, context, e)
-            raise
-        self._pipe, self._pipe_exit, self._pending = pipe, context, False
-        return cursor
-
-    @contextmanager
-    def transaction(self):
-        with self._lock:
-            if self._depth:  # nested: part of the outer transaction
-                yield
-                return
-            self._depth = 1
-            try:
-                yield
-                if self._pipe is not None:
-                    self.conn.execute("COMMIT")
-                    context, self._pipe = self._pipe_exit, None
-                    context.__exit__(None, None, None)  # sends what is pending; any statement's error is raised here
-            except BaseException as e:
-                if self._pipe is not None:
-                    self._pipe = None
-                    _end(self.conn, self._pipe_exit, e)
-                fault = self._fault(e) if isinstance(e, psycopg.Error) else None
-                if fault is None:
-                    raise
-                raise fault from e
-            finally:
-                self._depth, self._pipe, self._pipe_exit, self._pending = 0, None, None, False
-
     def _notify(self) -> None:
-        # A repeated wake-up is harmless; in a transaction it is sent on commit.
-        self._execute_idempotent(f"NOTIFY {CHANNEL}")
+        with self._lock:
+            self._attempt(lambda c: c.execute(f"NOTIFY {CHANNEL}"), replay=True)  # a repeated wake-up is harmless
 
     def listen(self) -> None:
         if self._listener is None or self._listener.closed or self._listener.broken:
@@ -232,15 +206,10 @@ class PostgresStore(SQLStore):
         self.conn.close()
 
 
-def _end(conn: psycopg.Connection, context, error: BaseException) -> None:
-    """Leave pipeline mode (`context`: what conn.pipeline() returned) after `error` and roll the
-    transaction back, if the connection still lives."""
-    try:
-        context.__exit__(type(error), error, error.__traceback__)
-        if not (conn.closed or conn.broken):
-            conn.execute("ROLLBACK")
-    except psycopg.Error:
-        pass  # the connection is gone, and the transaction with it; the first error is the one to report
+def _begin(conn: psycopg.Connection):
+    tx = conn.transaction()
+    tx.__enter__()
+    return tx
 
 
 def _reason(e: psycopg.Error) -> str:
