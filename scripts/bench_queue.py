@@ -9,7 +9,8 @@ dropped from --pg-admin-url) and each N in --executors, N executor *processes* (
    returns nothing; B is each --claim-batch (1: one job per claim, as claim() does).
    claims/s = J / (last completion - start signal), so a job's completion is counted in its claim.
    Every job must be done exactly once (counts()['done'] == J, no job id claimed twice, and
-   none left queued or running), else the script fails.
+   none left queued or running), else the script fails. With --claims-only the workers claim and
+   never complete (the claim path alone: J claims, each job claimed exactly once, all left running).
 2. pickup latency: the N workers idle-poll like t2i/executor.py (sweep, claim; when nothing is
    queued, worker_seen and wait_for_work(poll), poll doubling from 0.05 s up to 0.5 s, reset after
    a claim). The main process submits K jobs (--pickups) one at a time, each after the previous one
@@ -67,15 +68,16 @@ def worker(body, url, name, ready, event, out, *extra):
     out.put((payload, error))
 
 
-def drain(store, name, start, batch):
-    """Throughput: claim `batch` jobs at a time -> complete each, until the queue is empty; returns
-    (job ids, last completion)."""
+def drain(store, name, start, batch, complete):
+    """Throughput: claim `batch` jobs at a time -> complete each (unless not `complete`), until the
+    queue is empty; returns (job ids, last completion)."""
     ids, last = [], None
     if not start.wait(timeout=300):
         raise RuntimeError("no start signal")
-    while jobs := store.claim_many(name, LEASE, batch):
+    # A batch of 1 is claim() itself (what a store without claim_many offers, for a before/after run).
+    while jobs := (store.claim_many(name, LEASE, batch) if batch > 1 else [j for j in [store.claim(name, LEASE)] if j]):
         for job in jobs:
-            if not store.complete(job.lease, tiny_result(job.id)):
+            if complete and not store.complete(job.lease, tiny_result(job.id)):
                 raise RuntimeError(f"complete({job.id}) rejected")
             ids.append(job.id)
         last = time.monotonic()
@@ -135,24 +137,26 @@ def results(out, procs, n, timeout=600.0):
     return got
 
 
-def throughput(ctx, url, n, jobs, batch):
-    """claims/s of n workers claiming `batch` jobs at a time; fails unless every job is done exactly once."""
+def throughput(ctx, url, n, jobs, batch, complete=True):
+    """claims/s of n workers claiming `batch` jobs at a time; fails unless every job is done (or, not
+    `complete`, claimed) exactly once."""
     store = open_store(url)
     try:
         with store.transaction():
             for _ in range(jobs):
                 store.submit(SPEC, **KEYS)
         start = ctx.Event()
-        with workers(ctx, drain, url, n, start, batch) as (procs, out):
+        with workers(ctx, drain, url, n, start, batch, complete) as (procs, out):
             t0 = time.monotonic()
             start.set()
             reports = [payload for payload, _ in results(out, procs, n)]
         claimed = [i for ids, _ in reports for i in ids]
         counts = store.counts()
-        if counts["done"] != jobs or len(claimed) != jobs or len(set(claimed)) != jobs or \
-                counts["queued"] or counts["running"]:
+        ended, held = ("done", "running") if complete else ("running", "done")
+        if counts[ended] != jobs or len(claimed) != jobs or len(set(claimed)) != jobs or \
+                counts["queued"] or counts[held]:
             raise RuntimeError(f"{counts['done']} done, {counts['queued']} queued, {counts['running']} running, "
-                               f"{len(claimed)} claims, {len(set(claimed))} distinct; want {jobs} done once each")
+                               f"{len(claimed)} claims, {len(set(claimed))} distinct; want {jobs} {ended} once each")
         return jobs / (max(last for _, last in reports if last) - t0)
     finally:
         store.close()
@@ -204,7 +208,9 @@ def main(argv=None) -> int:
     ap.add_argument("--executors", type=int, nargs="+", default=[1, 4, 16], help="executor process counts")
     ap.add_argument("--claim-batch", type=int, nargs="+", default=[1], metavar="N",
                     help="jobs taken per claim (claim_many), one throughput run each (default 1)")
+    ap.add_argument("--claims-only", action="store_true", help="claim without completing (the claim path alone)")
     ap.add_argument("--no-pg", action="store_true", help="SQLite only")
+    ap.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     ap.add_argument("--pg-admin-url", default=PG_ADMIN, help="may CREATE/DROP DATABASE (default: %(default)s)")
     args = ap.parse_args(argv)
     for flag, values in (("--jobs", [args.jobs]), ("--executors", args.executors), ("--claim-batch", args.claim_batch)):
@@ -217,14 +223,16 @@ def main(argv=None) -> int:
     command = re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", shlex.join(["python", *sys.argv]))
     print(f"Machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M')}\nCommand: `{command}`\n")
-    print("| backend | executors | claim batch | claims/s | pickup p50 ms | pickup p95 ms |\n"
+    rate = "claims/s (claims only)" if args.claims_only else "claims/s"
+    print(f"| backend | executors | claim batch | {rate} | pickup p50 ms | pickup p95 ms |\n"
           "| --- | --- | --- | --- | --- | --- |")
-    backends = [("sqlite", sqlite_db)] + ([] if args.no_pg else [("postgresql", lambda: pg_db(args.pg_admin_url))])
+    backends = ([] if args.no_sqlite else [("sqlite", sqlite_db)]) + \
+        ([] if args.no_pg else [("postgresql", lambda: pg_db(args.pg_admin_url))])
     for backend, database in backends:
         for n in args.executors:
             for i, batch in enumerate(args.claim_batch):
                 with database() as url:
-                    rate = throughput(ctx, url, n, args.jobs, batch)
+                    rate = throughput(ctx, url, n, args.jobs, batch, complete=not args.claims_only)
                     # Pickup does not depend on the claim batch (an idle worker takes one job): once per N.
                     p50, p95 = pickup(ctx, url, n, args.pickups) if i == 0 and args.pickups else (None, None)
                 shown = " | ".join("" if v is None else f"{v:.1f}" for v in (p50, p95))
