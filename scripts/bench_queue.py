@@ -17,6 +17,11 @@ dropped from --pg-admin-url) and each N in --executors, N executor *processes* (
    left 'queued' (polled every 1 ms); latency = started_at - created_at, both on the database clock
    (SQLite's clock has 1 ms resolution). PostgreSQL wakes idle workers with NOTIFY; SQLite polls.
 
+3. heartbeats (--beats B, with --leases L): one executor holding L jobs beats B times, one
+   heartbeat() per lease (what the executor did before heartbeat_all) and one heartbeat_all() for
+   all of them; ms per beat, every lease must stay alive. Against a store without heartbeat_all
+   only the first is measured.
+
 Run:  PYTHONPATH=. .venv/bin/python scripts/bench_queue.py [--jobs 2000] [--pickups 50] [--no-pg] ...
 """
 
@@ -186,6 +191,30 @@ def pickup(ctx, url, n, pickups):
         store.close()
 
 
+def beat_cost(url, leases, beats):
+    """ms per beat of one executor holding `leases` jobs: a heartbeat() per lease, then one
+    heartbeat_all() (None when the store has none); fails if a lease is not kept alive."""
+    store = open_store(url)
+    try:
+        for _ in range(leases):
+            store.submit(SPEC, **KEYS)
+        held = [store.claim("beater", LEASE).lease for _ in range(leases)]
+        t0 = time.perf_counter()
+        for _ in range(beats):
+            if not all(store.heartbeat(lease, LEASE).alive for lease in held):
+                raise RuntimeError("a heartbeat lost a lease")
+        each = (time.perf_counter() - t0) * 1000 / beats
+        if not hasattr(store, "heartbeat_all"):
+            return each, None
+        t0 = time.perf_counter()
+        for _ in range(beats):
+            if not all(b.alive for b in store.heartbeat_all("beater", held, LEASE).values()):
+                raise RuntimeError("heartbeat_all lost a lease")
+        return each, (time.perf_counter() - t0) * 1000 / beats
+    finally:
+        store.close()
+
+
 @contextmanager
 def sqlite_db():
     folder = tempfile.mkdtemp(prefix="t2i-bench-")
@@ -209,15 +238,19 @@ def main(argv=None) -> int:
     ap.add_argument("--claim-batch", type=int, nargs="+", default=[1], metavar="N",
                     help="jobs taken per claim (claim_many), one throughput run each (default 1)")
     ap.add_argument("--claims-only", action="store_true", help="claim without completing (the claim path alone)")
+    ap.add_argument("--beats", type=int, default=0, help="heartbeat rounds to time (default 0: none)")
+    ap.add_argument("--leases", type=int, default=16, help="jobs one executor holds while beating (default 16)")
     ap.add_argument("--no-pg", action="store_true", help="SQLite only")
     ap.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     ap.add_argument("--pg-admin-url", default=PG_ADMIN, help="may CREATE/DROP DATABASE (default: %(default)s)")
     args = ap.parse_args(argv)
-    for flag, values in (("--jobs", [args.jobs]), ("--executors", args.executors), ("--claim-batch", args.claim_batch)):
+    for flag, values in (("--jobs", [args.jobs]), ("--executors", args.executors), ("--claim-batch", args.claim_batch),
+                         ("--leases", [args.leases])):
         if min(values) < 1:
             ap.error(f"{flag} {min(values)}: must be at least 1")
-    if args.pickups < 0:
-        ap.error(f"--pickups {args.pickups}: must be 0 or more")
+    for flag, value in (("--pickups", args.pickups), ("--beats", args.beats)):
+        if value < 0:
+            ap.error(f"{flag} {value}: must be 0 or more")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (workers, databases) on kill too
     ctx = mp.get_context("spawn")
     command = re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", shlex.join(["python", *sys.argv]))
@@ -237,6 +270,14 @@ def main(argv=None) -> int:
                     p50, p95 = pickup(ctx, url, n, args.pickups) if i == 0 and args.pickups else (None, None)
                 shown = " | ".join("" if v is None else f"{v:.1f}" for v in (p50, p95))
                 print(f"| {backend} | {n} | {batch} | {rate:.0f} | {shown} |", flush=True)
+    if args.beats:
+        print(f"\n| backend | leases | a heartbeat() per lease, ms/beat | one heartbeat_all(), ms/beat |\n"
+              "| --- | --- | --- | --- |")
+        for backend, database in backends:
+            with database() as url:
+                each, together = beat_cost(url, args.leases, args.beats)
+            shown = "" if together is None else f"{together:.2f}"
+            print(f"| {backend} | {args.leases} | {each:.2f} | {shown} |", flush=True)
     return 0
 
 
