@@ -22,9 +22,9 @@ pages every --browse-interval seconds (the latency measured is the gallery's p50
 
 The queue starts with --backlog jobs (default N), and each executor takes its first one up mid-way,
 so the window sees a fleet in steady state rather than its ramp-up; pickup latencies count the jobs
-submitted in the window only. The load phase lasts --seconds; rates count that window only. Then submitting stops and the fleet
-drains: every submitted job must end done exactly once (no job completed twice, none lost, results
-and counts agree), else the script exits 1 naming what went wrong.
+submitted in the window only. The load phase lasts --seconds; rates count that window only. Then
+submitting stops and the fleet drains: every submitted job must end done exactly once (no job
+completed twice, none lost, results and counts agree), else the script exits 1 naming what went wrong.
 
 Measured besides: database size before/after (SQLite: file + WAL; PostgreSQL: pg_database_size),
 PostgreSQL transactions (pg_stat_database.xact_commit) and WAL bytes, connections and backends waiting
@@ -65,6 +65,9 @@ from t2i.store import Result, StoreError, open_store  # noqa: E402
 PG_ADMIN = "postgresql://t2i_test:t2i_test@127.0.0.1:5432/postgres"
 PROGRESS_EVERY, SEEN_EVERY = 0.5, 5.0  # t2i/executor.py's (real seconds)
 WORDS = "red green blue small large circle square triangle star shape on the left right top bottom".split()
+# Connections opened at once per process: a fleet starts over minutes, not in one second (2,000
+# simultaneous connects time out on a 2-core server: the postmaster forks one backend per connection).
+OPENING = 8
 WRITES = ("claim", "progress", "frame", "heartbeat", "complete", "sweep", "seen")
 
 
@@ -255,7 +258,8 @@ class SimExecutor:
 
     def heartbeat(self, lease) -> bool:
         if self.cfg.claim_many:
-            alive = self.call("heartbeat", lambda: self.store.heartbeat_all(self.worker_id, [lease], self.cfg.s(self.cfg.lease)))
+            alive = self.call("heartbeat", lambda: self.store.heartbeat_all(self.worker_id, [lease],
+                                                                            self.cfg.s(self.cfg.lease)))
             return alive is None or _alive_in(alive, lease)
         beat = self.call("heartbeat", lambda: self.store.heartbeat(lease, self.cfg.s(self.cfg.lease)))
         return beat is None or beat.alive
@@ -282,9 +286,12 @@ def worker_process(cfg: Config, proc: int, count: int, ready, start, window, sto
     local_stop, win = threading.Event(), [0.0, 0.0]
     execs = [SimExecutor(cfg, f"p{proc}e{i}", win, local_stop, blobs) for i in range(count)]
 
+    gate = threading.Semaphore(OPENING)
+
     def opener(ex):
         try:
-            ex.open()
+            with gate:
+                ex.open()
             ready.put(None)
         except Exception as e:  # noqa: BLE001 - reported to the main process (too many connections, ...)
             ready.put(f"{ex.name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
@@ -343,6 +350,7 @@ class Monitor(threading.Thread):
         self.halt = threading.Event()
         self.cpu = {"clients": 0, "db backends": 0, "db server": 0}
         self.samples: list[dict] = []
+        self.waits: dict[str, int] = {}  # wait event -> backends seen waiting on it, summed over samples
         self.conn = None
         if pg_url:
             import psycopg
@@ -360,9 +368,12 @@ class Monitor(threading.Thread):
             sample = {}
             if self.conn is not None:
                 rows = self.conn.execute(
-                    "SELECT pid, datname = current_database(), backend_type, wait_event_type, state "
+                    "SELECT pid, datname = current_database(), backend_type, wait_event_type, state, wait_event "
                     "FROM pg_stat_activity WHERE pid <> pg_backend_pid()").fetchall()
                 mine = [r for r in rows if r[1]]
+                for r in mine:  # which lock: "Lock:extend" (a table growing), "Lock:transactionid" (a row)...
+                    if r[3] in ("Lock", "LWLock"):
+                        self.waits[f"{r[3]}:{r[5]}"] = self.waits.get(f"{r[3]}:{r[5]}", 0) + 1
                 groups["db backends"] = {r[0] for r in mine}
                 groups["db server"] = {r[0] for r in rows if r[2] != "client backend"}
                 sample = {"connections": len(mine) + 1, "all connections": len(rows) + 1,
@@ -394,6 +405,8 @@ class Monitor(threading.Thread):
                 out[key + " mean"], out[key + " max"] = sum(values) / len(values), max(values)
         if self.conn is not None:
             self.conn.close()
+        top = sorted(self.waits.items(), key=lambda kv: -kv[1])[:3]
+        out["top waits"] = ", ".join(f"{k} {v / max(1, len(self.samples)):.0f}" for k, v in top)
         return out
 
 
@@ -495,7 +508,9 @@ def run(cfg: Config, n: int, *, processes: int, seconds: float, submit_rate: flo
     try:
         for p in procs:
             p.start()
+        opened = time.monotonic()
         failures = [e for e in collect(ready, procs, n) if e]
+        fig["connect seconds"] = time.monotonic() - opened
         fig["failed to start"] = len(failures)
         fig["start error"] = failures[0] if failures else ""
         if failures:  # this N does not fit (too many connections, say): say so instead of measuring less
@@ -516,7 +531,8 @@ def run(cfg: Config, n: int, *, processes: int, seconds: float, submit_rate: flo
         w = (t0, t0 + seconds)
         start.set()
         vstop, errors, pages = threading.Event(), [], []
-        visitors = [threading.Thread(target=submitter, args=(cfg.url, cfg.steps, rate, w, max_jobs, ids, vstop, errors), daemon=True)]
+        visitors = [threading.Thread(target=submitter, daemon=True,
+                                     args=(cfg.url, cfg.steps, rate, w, max_jobs, ids, vstop, errors))]
         visitors += [threading.Thread(target=browser, args=(cfg.url, w, browse_interval, pages, vstop, i), daemon=True)
                      for i in range(browsers)]
         for t in visitors:
@@ -597,7 +613,7 @@ def ms(v) -> str:
 
 def figures(f: dict, cfg: Config) -> dict:
     """The per-run figures of the report (also what the tests check)."""
-    st, sec, n = f["stats"], f["seconds"], f["N"]
+    st, sec = f["stats"], f["seconds"]
     cnt = lambda op: st.counts.get(op, 0)  # noqa: E731
     frames, completes = cnt("frame"), cnt("complete")
     writes = sum(cnt(op) for op in WRITES)
@@ -608,6 +624,7 @@ def figures(f: dict, cfg: Config) -> dict:
         "frame MB/s": frames * cfg.frame_bytes / sec / 1e6, "results/s": completes / sec,
         "result MB/s": completes * cfg.result_bytes / sec / 1e6,
         "store writes/s": writes / sec,
+        "empty claims/s": cnt("empty claim") / sec, "sweeps/s": cnt("sweep") / sec, "seen/s": cnt("seen") / sec,
         "growth GB/h": (f["after"]["size"] - f["before"]["size"]) / sec * 3600 / 1e9,
         "gallery p50 ms": ms(pct(f["gallery"], 0.5)), "gallery p95 ms": ms(pct(f["gallery"], 0.95)),
         "gallery pages": len(f["gallery"]),
@@ -625,6 +642,7 @@ def figures(f: dict, cfg: Config) -> dict:
         out["connections"] = f["cpu"].get("connections max")
         out["max_connections"] = f["before"]["max_connections"]
         out["lock waits"] = f"{f['cpu'].get('lock waits mean', 0):.1f}/{f['cpu'].get('lock waits max', 0)}"
+        out["top waits"] = f["cpu"].get("top waits") or "-"
     out["first to saturate"] = verdict(f, out)
     return out
 
@@ -632,7 +650,8 @@ def figures(f: dict, cfg: Config) -> dict:
 def verdict(f: dict, o: dict) -> str:
     """The first resource to run out, from what was measured (in this order of evidence)."""
     if f["failed to start"]:
-        return f"connections: {f['failed to start']} of {f['N']} executors could not connect: {f['start error'].split(': ')[-1][:90]}"
+        reason = f["start error"].split(": ")[-1][:90]
+        return f"connections: {f['failed to start']} of {f['N']} executors could not connect: {reason}"
     busy, ours = o["machine busy"], o["cpu db"] + o["cpu clients"]
     slow = (o["job slowdown"] or 1) > 1.2
     machine = f"machine {busy:.0%} busy, ours {ours:.2f} of {os.cpu_count()} cores"
@@ -648,12 +667,14 @@ def verdict(f: dict, o: dict) -> str:
     return f"nothing yet ({machine})"
 
 
-COLUMNS = ["backend", "N", "equiv. executors", "claims/s", "pickup p50 ms", "pickup p99 ms", "heartbeats/s", "progress/s",
-           "frames/s", "frame MB/s", "result MB/s", "store writes/s", "growth GB/h", "gallery p95 ms", "job slowdown",
-           "first to saturate"]
-DETAIL = ["backend", "N", "submitted", "gallery p50 ms", "gallery pages", "claim p99 ms", "progress p99 ms",
+COLUMNS = ["backend", "N", "equiv. executors", "claims/s", "pickup p50 ms", "pickup p99 ms", "heartbeats/s",
+           "progress/s", "frames/s", "frame MB/s", "result MB/s", "store writes/s", "growth GB/h", "gallery p95 ms",
+           "job slowdown", "first to saturate"]
+DETAIL = ["backend", "N", "submitted", "empty claims/s", "sweeps/s", "seen/s", "gallery p50 ms", "gallery pages",
+          "claim p99 ms", "progress p99 ms",
           "frame p99 ms", "heartbeat p99 ms", "complete p99 ms", "sweep p99 ms", "errors", "kills", "leases lost",
-          "cpu clients", "cpu db", "machine busy", "xacts/s", "WAL MB/s", "connections", "max_connections", "lock waits"]
+          "cpu clients", "cpu db", "machine busy", "connect seconds", "xacts/s", "WAL MB/s", "connections",
+          "max_connections", "lock waits", "top waits"]
 
 
 def cell(v) -> str:
@@ -674,6 +695,7 @@ def report(runs: list[dict], cfg: Config, header: str) -> str:
                            + " | ".join("-" for _ in COLUMNS[3:-1]) + f" | {verdict(f, {})} |")
             continue
         o = {**figures(f, cfg), "backend": f["backend"], "N": f["N"], "submitted": f["submitted"],
+             "connect seconds": f["connect seconds"],
              "equiv. executors": f["N"] * cfg.time_scale}
         f["figures"] = o
         rows.append("| " + " | ".join(cell(o.get(k)) for k in COLUMNS) + " |")
@@ -688,7 +710,8 @@ def report(runs: list[dict], cfg: Config, header: str) -> str:
     return "\n".join([
         header, "",
         "| " + " | ".join(COLUMNS) + " |", sep(COLUMNS), *rows, *stopped, "",
-        "Details (p99 latencies of the store calls in ms; CPU in cores; lock waits mean/max backends):", "",
+        "Details (p99 latencies of the store calls in ms; CPU in cores; lock waits mean/max backends; top "
+        "waits: wait events of this database's backends, mean backends per sample):", "",
         "| " + " | ".join(DETAIL) + " |", sep(DETAIL), *detail, "",
         "Per real executor (measured rates / (N x time scale)):", "",
         "| backend | N | store writes/s | KB/s written (frames + results) | PostgreSQL transactions/s |",
@@ -735,7 +758,8 @@ def main(argv=None) -> int:
                     help="jobs queued before the window (default N: every executor busy from the start, its first "
                          "job taken up mid-way, as in a fleet that was already running)")
     ap.add_argument("--drain-seconds", type=float, default=None)
-    ap.add_argument("--claim-many", action="store_true", help="claim_many(n=1) and heartbeat_all (the store must have them)")
+    ap.add_argument("--claim-many", action="store_true",
+                    help="claim_many(n=1) and heartbeat_all, as the executor (the store must have them)")
     ap.add_argument("--pg-admin-url", default=PG_ADMIN, help="may CREATE/DROP DATABASE (default: %(default)s)")
     ap.add_argument("--report", type=Path, default=None, help="write the Markdown report here too")
     args = ap.parse_args(argv)
@@ -776,7 +800,8 @@ def main(argv=None) -> int:
     print(text)
     if args.report:
         args.report.write_text(text)
-        raw = [{k: v for k, v in f.items() if k not in ("stats", "gallery")} for f in runs]
+        raw = [{**{k: v for k, v in f.items() if k not in ("stats", "gallery")},
+                "counts": f["stats"].counts if "stats" in f else {}} for f in runs]
         args.report.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
     return 1 if failed else 0
 
