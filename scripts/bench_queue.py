@@ -271,7 +271,7 @@ def main(argv=None) -> int:
                 shown = " | ".join("" if v is None else f"{v:.1f}" for v in (p50, p95))
                 print(f"| {backend} | {n} | {batch} | {rate:.0f} | {shown} |", flush=True)
     if args.beats:
-        print(f"\n| backend | leases | a heartbeat() per lease, ms/beat | one heartbeat_all(), ms/beat |\n"
+        print("\n| backend | leases | a heartbeat() per lease, ms/beat | one heartbeat_all(), ms/beat |\n"
               "| --- | --- | --- | --- |")
         for backend, database in backends:
             with database() as url:

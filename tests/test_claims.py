@@ -14,7 +14,6 @@ import pytest
 
 from t2i.executor import ExecutorConfig, Heartbeat
 from t2i.store import Beat, Lease, Result, open_store
-from t2i.store.base import ALONE
 from t2i.store.retry import StoreTrouble
 
 EXPIRED = -5.0   # lease_seconds that leave a lease already expired

@@ -232,14 +232,15 @@ class SQLStore:
         # returns are the leases that still hold. The id list lets both databases find the rows by
         # primary key; the (id, attempts) pairs fence each one.
         beats = {lease.job_id: Beat(alive=False, cancel_requested=False) for lease in leases}
-        leases = [lease for lease in leases if lease.worker_id == worker_id]  # another worker's lease is not ours to extend
+        leases = [lease for lease in leases if lease.worker_id == worker_id]  # another worker's: not ours to extend
         if not leases:
             return beats
         ids = ", ".join("?" * len(leases))
         pairs = ", ".join(["(?, ?)"] * len(leases))
         rows = self._execute_idempotent(
             "UPDATE jobs SET lease_expires_at = {now} + ?, heartbeat_at = {now} WHERE status = 'running' "
-            f"AND worker_id = ? AND id IN ({ids}) AND (id, attempts) IN (VALUES {pairs}) RETURNING id, cancel_requested",
+            f"AND worker_id = ? AND id IN ({ids}) AND (id, attempts) IN (VALUES {pairs}) "
+            "RETURNING id, cancel_requested",
             (lease_seconds, worker_id, *(lease.job_id for lease in leases),
              *(x for lease in leases for x in (lease.job_id, lease.attempt)))).fetchall()
         for job_id, cancel in rows:
