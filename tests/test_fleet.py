@@ -65,7 +65,8 @@ def test_fleet_sqlite(tmp_path):
 
 
 def test_fleet_postgres(tmp_path, pg_admin_url):
-    text, run = simulate(tmp_path, "postgresql", "--pg-admin-url", pg_admin_url)
+    # as the executor claims and beats now (claim_many, heartbeat_all); the SQLite run uses claim/heartbeat
+    text, run = simulate(tmp_path, "postgresql", "--pg-admin-url", pg_admin_url, "--claim-many")
     assert "EXACTLY-ONCE BROKEN" not in run.stderr
     check(text, "postgresql")
     (detail,) = table(text, "backend | N | submitted")
