@@ -491,8 +491,8 @@ def collect(q, procs, count: int, exits: bool = False, timeout: float = 300.0) -
 
 def run(cfg: Config, n: int, *, processes: int, seconds: float, submit_rate: float | None, browsers: int,
         browse_interval: float, history: int, max_jobs: int, drain_seconds: float | None, backlog: int = 0) -> dict:
-    """One simulation; returns its figures. Raises SystemExit-worthy RuntimeError on a broken
-    exactly-once guarantee."""
+    """One simulation; returns its figures, with "problems" listing what broke "every job done exactly
+    once" (empty when nothing did). A run whose executors could not all connect stops there."""
     pg = cfg.url.startswith("postgres")
     rng = random.Random(cfg.seed)
     store = open_store(cfg.url)
@@ -517,6 +517,7 @@ def run(cfg: Config, n: int, *, processes: int, seconds: float, submit_rate: flo
             stop.set()
             start.set()
             collect(out, procs, len(procs), exits=True)
+            store.close()
             return fig
         rate = submit_rate or 0.9 * (n - len(failures)) / cfg.job_seconds
         fig["submit rate"] = rate
@@ -564,9 +565,6 @@ def run(cfg: Config, n: int, *, processes: int, seconds: float, submit_rate: flo
                 if p.is_alive():
                     p.terminate()
                     p.join()
-    if fig["failed to start"]:
-        store.close()
-        return fig
     c = store.counts()
     total_done = store.gallery(status="done", limit=1)[1]
     store.close()
