@@ -6,7 +6,8 @@ dropped from --pg-admin-url) and each N in --executors, N executor *processes* (
 
 1. throughput: J jobs (--jobs) are submitted first; on a start signal the N workers loop
    claim_many(worker, 30, B) -> complete(lease, tiny Result) for each job taken, until a claim
-   returns nothing; B is each --claim-batch (1: one job per claim, as claim() does).
+   returns nothing; B is each --claim-batch (B = 1 calls claim() itself, so this script also runs
+   against a store from before claim_many, for a before/after comparison).
    claims/s = J / (last completion - start signal), so a job's completion is counted in its claim.
    Every job must be done exactly once (counts()['done'] == J, no job id claimed twice, and
    none left queued or running), else the script fails. With --claims-only the workers claim and
@@ -16,7 +17,7 @@ dropped from --pg-admin-url) and each N in --executors, N executor *processes* (
    a claim). The main process submits K jobs (--pickups) one at a time, each after the previous one
    left 'queued' (polled every 1 ms); latency = started_at - created_at, both on the database clock
    (SQLite's clock has 1 ms resolution). PostgreSQL wakes idle workers with NOTIFY; SQLite polls.
-
+   Measured once per backend and N (an idle worker takes one job at a time, whatever B).
 3. heartbeats (--beats B, with --leases L): one executor holding L jobs beats B times, one
    heartbeat() per lease (what the executor did before heartbeat_all) and one heartbeat_all() for
    all of them; ms per beat, every lease must stay alive. Against a store without heartbeat_all
