@@ -18,6 +18,7 @@ from t2i.ranking import VotePolicy, fit_bradley_terry
 from t2i.spec import SpecError
 from t2i.store import open_store
 from t2i.web.visitor import COOKIE, visitor_of
+from test_pages import button, texts
 from test_store import make_result
 
 VQGAN, GUMBEL, GAN = "tiny-vqgan-untrained", "tiny-gumbel-untrained", "tiny-gan-untrained"
@@ -215,16 +216,6 @@ def page(tmp_path, monkeypatch):
         return at
     yield make, store, url
     store.close()
-
-
-def button(at, label):
-    matches = [b for b in at.button if b.label == label]
-    assert matches, f"no button {label!r} in {[b.label for b in at.button]}"
-    return matches[0]
-
-
-def texts(at):
-    return [t.value for t in at.text]
 
 
 def compare_form(at, others, prompt="a red circle"):
