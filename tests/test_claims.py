@@ -220,3 +220,89 @@ def test_the_executors_heartbeat_keeps_a_batch_alive_in_one_beat_and_notices_a_l
     assert store.counts()["running"] == 3
 
 
+
+
+# --- complete: the contract (on PostgreSQL one statement, on SQLite a transaction) ------------------
+
+def running_with_frames(store, frames: int = 2):
+    """A claimed job with `frames` progress frames stored."""
+    job_id = submit(store)
+    job = store.claim("w", LONG)
+    assert job.id == job_id
+    for step in range(frames):
+        assert store.add_frame(job.lease, step, b"frame %d" % step)
+    return job
+
+
+def test_complete_marks_the_job_done_with_its_result_and_drops_the_frames(store):
+    job = running_with_frames(store)
+    assert store.complete(job.lease, result(job.id))
+    done = store.get(job.id)
+    assert (done.status, done.step, done.total, done.worker_id, done.attempts) == ("done", 3, 3, "w", 1)
+    assert done.lease_expires_at is None and done.finished_at is not None
+    stored = store.result(job.id)
+    assert (stored.gif, stored.png, stored.thumbnail, stored.width, stored.seed) == (b"GIF", b"PNG", b"T", 1, 0)
+    assert store.frames(job.id) == []
+
+
+def test_complete_with_keep_frames_keeps_them(store):
+    job = running_with_frames(store)
+    assert store.complete(job.lease, result(job.id), keep_frames=True)
+    assert store.get(job.id).status == "done"
+    assert store.frames(job.id) == [(0, b"frame 0"), (1, b"frame 1")]
+
+
+def test_complete_with_a_stale_lease_writes_nothing(store):
+    job = running_with_frames(store)
+    before = store.get(job.id)
+    for stale in (Lease(job.id, "w", job.attempts + 1), Lease(job.id, "w-other", job.attempts),
+                  Lease(job.id + 1000, "w", job.attempts)):
+        assert store.complete(stale, result(job.id)) is False
+    after = store.get(job.id)
+    assert (after.status, after.step, after.finished_at) == ("running", 0, None)
+    assert after.lease_expires_at == pytest.approx(before.lease_expires_at)
+    assert store.result(job.id) is None
+    assert store.frames(job.id) == [(0, b"frame 0"), (1, b"frame 1")]
+
+
+def test_complete_after_the_job_was_swept_and_taken_again_leaves_the_new_holder_alone(store):
+    submit(store)
+    old = store.claim("w-old", EXPIRED)
+    assert store.sweep() == (1, 0)
+    new = store.claim("w-new", LONG)
+    assert new.id == old.id and store.add_frame(new.lease, 0, b"new")
+    assert store.complete(old.lease, result(old.id)) is False
+    assert (store.get(new.id).status, store.get(new.id).worker_id) == ("running", "w-new")
+    assert store.result(new.id) is None and store.frames(new.id) == [(0, b"new")]
+    assert store.complete(new.lease, result(new.id))
+
+
+def test_complete_twice_is_rejected_and_the_first_result_stays(store):
+    job = running_with_frames(store)
+    assert store.complete(job.lease, result(job.id))
+    finished_at = store.get(job.id).finished_at
+    second = Result(job_id=job.id, gif=b"OTHER", png=b"OTHER", thumbnail=b"O", parameters={"x": 1}, width=2,
+                    height=2, seed=7, created_at=0.0)
+    assert store.complete(job.lease, second) is False
+    assert store.get(job.id).finished_at == pytest.approx(finished_at)
+    assert (store.result(job.id).gif, store.result(job.id).seed) == (b"GIF", 0)
+
+
+def test_a_complete_whose_result_cannot_be_written_leaves_the_job_running(store):
+    job = running_with_frames(store)
+    before = store.get(job.id)
+    # A results row already there (written behind the store's back) makes complete's INSERT fail:
+    # the job's UPDATE and the frames' DELETE must be undone with it.
+    store._execute("INSERT INTO results (job_id, gif, png, thumbnail, parameters, width, height, seed, created_at) "
+                   "VALUES (?, ?, ?, ?, '{}', 1, 1, '5', 0)", (job.id, b"THERE", b"THERE", b"T"))
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        store.complete(job.lease, result(job.id))
+    after = store.get(job.id)
+    assert (after.status, after.step, after.finished_at, after.worker_id) == ("running", 0, None, "w")
+    assert after.lease_expires_at == pytest.approx(before.lease_expires_at)
+    assert store.frames(job.id) == [(0, b"frame 0"), (1, b"frame 1")]
+    assert store.result(job.id).gif == b"THERE"
+    # The store is usable afterwards (no transaction left open) and the lease is still current.
+    store._execute("DELETE FROM results WHERE job_id = ?", (job.id,))
+    assert store.complete(job.lease, result(job.id))
+    assert store.result(job.id).gif == b"GIF" and store.frames(job.id) == []

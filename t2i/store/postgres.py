@@ -58,6 +58,7 @@ class PostgresStore(SQLStore):
     CLAIM_LOCK = " FOR UPDATE SKIP LOCKED"
     LIMITS_LOCK = "SELECT pg_advisory_xact_lock(7423002)"  # one quota check at a time, across hosts
     LIKE = "ILIKE"
+    WRITABLE_CTES = True  # complete() in one statement (sql.py)
 
     def __init__(self, url: str, *, create: bool = True):
         # create: the database itself must exist (created by its administrator); its tables are made here.

@@ -48,6 +48,7 @@ class SQLStore:
     LIKE = "LIKE"        # case-insensitive substring match
     CLAIM_LOCK = ""      # appended to the claim's inner SELECT
     LIMITS_LOCK = ""     # serialises quota checks across connections; SQLite's BEGIN IMMEDIATE already does
+    WRITABLE_CTES = False  # INSERT/UPDATE/DELETE inside WITH (PostgreSQL): complete() in one statement
 
     # --- backend hooks ----------------------------------------------------------------------
     def _execute(self, sql: str, params: tuple = ()):
@@ -259,17 +260,26 @@ class SQLStore:
             (lease.job_id, step, png, *_fence(lease))) == 1
 
     def complete(self, lease: Lease, result: Result, *, keep_frames: bool = False) -> bool:
+        params = (lease.job_id, result.gif, result.png, result.thumbnail, json.dumps(result.parameters),
+                  result.width, result.height, str(result.seed))
+        done_set = "status = 'done', step = total, finished_at = {now}, lease_expires_at = NULL"
+        columns = "job_id, gif, png, thumbnail, parameters, width, height, seed, created_at"
+        if self.WRITABLE_CTES:
+            # One statement is one transaction: the fenced UPDATE, the result and the frames' DELETE
+            # all happen or none does, in one round trip instead of five (BEGIN ... COMMIT). The
+            # result and the frames are keyed on `done`, so a stale lease writes nothing; a failing
+            # INSERT (a result already there) undoes the UPDATE with it.
+            frames = ("" if keep_frames else
+                      ", f AS (DELETE FROM frames WHERE job_id IN (SELECT id FROM done))")
+            row = self._one(
+                f"WITH done AS (UPDATE jobs SET {done_set} WHERE {FENCE} RETURNING id), "
+                f"r AS (INSERT INTO results ({columns}) SELECT done.id, ?, ?, ?, ?, ?, ?, ?, {{now}} FROM done)"
+                f"{frames} SELECT count(*) FROM done", (*_fence(lease), *params[1:]))
+            return row[0] == 1
         with self.transaction():
-            done = self._rowcount(
-                f"UPDATE jobs SET status = 'done', step = total, finished_at = {{now}}, lease_expires_at = NULL "
-                f"WHERE {FENCE}", _fence(lease))
-            if done != 1:
+            if self._rowcount(f"UPDATE jobs SET {done_set} WHERE {FENCE}", _fence(lease)) != 1:
                 return False
-            self._execute(
-                "INSERT INTO results (job_id, gif, png, thumbnail, parameters, width, height, seed, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, {now})",
-                (lease.job_id, result.gif, result.png, result.thumbnail, json.dumps(result.parameters),
-                 result.width, result.height, str(result.seed)))
+            self._execute(f"INSERT INTO results ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, {{now}})", params)
             if not keep_frames:
                 self._execute("DELETE FROM frames WHERE job_id = ?", (lease.job_id,))
         return True
