@@ -10,7 +10,8 @@ each write or transaction (an empty query, or the BEGIN); or when applying it tw
 (heartbeats, wake-ups), which then needs no check first. A write whose connection dies while it is in
 flight is reported, not repeated: it may have been applied.
 
-Round trips are what a queue spends its time on (scripts/bench_queue.py, BENCHMARKS.md). Tried and
+Round trips are what a queue spends its time on (scripts/bench_queue.py, BENCHMARKS.md): complete()
+is one statement of data-modifying CTEs (sql.py), sent after the check like any write. Tried and
 left out: transactions in pipeline mode (complete() in 2 round trips instead of 5 was no faster on the
 2-core machine: the server still woke once per statement, 6.9 times per complete() against 4.9), and
 prepare_threshold=0 (psycopg prepares a statement on its fifth use anyway: the executors' statements
