@@ -15,6 +15,7 @@ import pytest
 from t2i.executor import ExecutorConfig, Heartbeat
 from t2i.store import Beat, Lease, Result, open_store
 from t2i.store.retry import StoreTrouble
+from test_store import claim_concurrently
 
 EXPIRED = -5.0   # lease_seconds that leave a lease already expired
 LONG = 300.0     # a lease that cannot expire during a test
@@ -122,31 +123,9 @@ def test_concurrent_claim_many_gives_every_job_exactly_once_in_batches_of_one_ke
     n_jobs, n_threads = 120, 8
     keys = ("a", "b", "c")
     submitted = {submit(store, keys[i % 3], prompt=f"job {i}", priority=i % 2) for i in range(n_jobs)}
-    claims: list[list[list]] = [[] for _ in range(n_threads)]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n_threads, timeout=60)
-
-    def worker(k: int) -> None:
-        rng = random.Random(k)
-        try:
-            s = open_store(store_url)
-            try:
-                barrier.wait()
-                while jobs := s.claim_many(f"w-{k}", LONG, rng.randint(1, 7)):
-                    claims[k].append(jobs)
-            finally:
-                s.close()
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-            barrier.abort()
-
-    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a claimer hung"
-    assert errors == []
+    rngs = [random.Random(k) for k in range(n_threads)]
+    claims = claim_concurrently(store_url, n_threads,
+                                lambda s, k: s.claim_many(f"w-{k}", LONG, rngs[k].randint(1, 7)))
     ids = [j.id for part in claims for batch in part for j in batch]
     assert len(ids) == len(set(ids)) == n_jobs, "a job was claimed twice or lost"
     assert set(ids) == submitted

@@ -251,11 +251,11 @@ def test_queue_position_and_counts(store):
 
 # --- exactly once under concurrency ---------------------------------------------------------
 
-def test_concurrent_claims_exactly_once(store_url, store):
-    n_jobs, n_threads = 60, 8
-    submitted = {submit(store, spec(f"job {i}")) for i in range(n_jobs)}
-    assert len(submitted) == n_jobs
-    claimed: list[list[int]] = [[] for _ in range(n_threads)]
+def claim_concurrently(store_url: str, n_threads: int, claim) -> list[list]:
+    """Each of n_threads workers opens its own store and, from a common start, calls
+    claim(store, k) until it returns nothing; returns what each worker got, in order. Fails when a
+    worker raised or hung."""
+    got: list[list] = [[] for _ in range(n_threads)]
     errors: list[BaseException] = []
     barrier = threading.Barrier(n_threads, timeout=60)
 
@@ -264,9 +264,8 @@ def test_concurrent_claims_exactly_once(store_url, store):
             s = open_store(store_url)
             try:
                 barrier.wait()
-                while (job := s.claim(f"worker-{k}", LONG)) is not None:
-                    assert job.worker_id == f"worker-{k}" and job.attempts == 1
-                    claimed[k].append(job.id)
+                while taken := claim(s, k):
+                    got[k].append(taken)
             finally:
                 s.close()
         except BaseException as e:  # noqa: BLE001 - reported below
@@ -280,6 +279,20 @@ def test_concurrent_claims_exactly_once(store_url, store):
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "a claimer hung"
     assert errors == []
+    return got
+
+
+def test_concurrent_claims_exactly_once(store_url, store):
+    n_jobs, n_threads = 60, 8
+    submitted = {submit(store, spec(f"job {i}")) for i in range(n_jobs)}
+    assert len(submitted) == n_jobs
+
+    def claim(s, k):
+        job = s.claim(f"worker-{k}", LONG)
+        assert job is None or (job.worker_id == f"worker-{k}" and job.attempts == 1)
+        return job.id if job else None
+
+    claimed = claim_concurrently(store_url, n_threads, claim)
     ids = [i for part in claimed for i in part]
     assert len(ids) == n_jobs
     assert len(set(ids)) == n_jobs, "a job was claimed twice"
