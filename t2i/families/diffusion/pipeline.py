@@ -15,7 +15,6 @@ Guidance scale 0 samples unconditionally, 1 conditionally without guidance.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +22,7 @@ from torchvision.utils import make_grid
 
 from ... import weights as W
 from ...engine.runner import to_pil
+from ...render import GRID_PADDING, grid_layout
 from ...spec import JobSpec, round_size
 from ...untrained import UNTRAINED_SEED
 from ..base import Finished, StepOut
@@ -199,10 +199,12 @@ def step_kwargs(sampler: str, gen: torch.Generator, eta: float) -> dict:
 
 
 def grid(images: torch.Tensor) -> torch.Tensor:
-    """Samples side by side in a near-square grid, (1, 3, H, W); one sample is itself."""
+    """Samples side by side in a near-square grid, (1, 3, H, W); one sample is itself. The layout is
+    render's (grid_layout, GRID_PADDING), which the gallery splits the PNG by."""
     if len(images) == 1:
         return images
-    return make_grid(images, nrow=math.ceil(math.sqrt(len(images))), padding=2, pad_value=0.0)[None]
+    columns, _ = grid_layout(len(images))
+    return make_grid(images, nrow=columns, padding=GRID_PADDING, pad_value=0.0)[None]
 
 
 def build(preset, device="cpu", random_weights: bool = False):
