@@ -134,7 +134,7 @@ def go_to(page, title: str) -> None:
 
 
 def test_every_page_in_a_real_browser(service, browser):
-    base, store, executor, exec_log = service
+    base, store = service[:2]
     page = visitor_page(browser, base, KEY, viewport={"width": 1280, "height": 900}, accept_downloads=True)
     # Without the save-file picker (which needs a person) the grid's CSV export is a plain download.
     page.add_init_script("delete window.showSaveFilePicker")
@@ -163,11 +163,7 @@ def test_every_page_in_a_real_browser(service, browser):
     progress = page.get_by_test_id("stProgress").or_(page.get_by_text("Waiting in the queue at position"))
     download = page.get_by_role("button", name="Download GIF")
     expect(progress.or_(download).first).to_be_visible(timeout=TIMEOUT_MS)
-    try:
-        expect(download).to_be_visible(timeout=JOB_TIMEOUT_MS)
-    except AssertionError:
-        raise AssertionError(f"job {job.id} is {store.get(job.id).status}; executor alive: "
-                             f"{executor.poll() is None}; log:\n{exec_log.read_text()}") from None
+    wait_for(service, [job], download)
     assert store.get(job.id).status == "done"
     expect(page.get_by_role("button", name="Download PNG")).to_be_visible()
     expect(page.get_by_text("the optimisation")).to_be_visible()
@@ -259,16 +255,12 @@ def test_no_address_carries_the_visitor(service, browser):
 
 def test_a_digits_job_from_the_browser_shows_its_denoising(service, browser):
     """The diffusion family through the real page: its own options (no cutouts), a grid of samples."""
-    base, store, executor, exec_log = service
+    base, store = service[:2]
     visitor = visitor_of("b" * 43)
     page = visitor_page(browser, base, "b" * 43, viewport={"width": 1280, "height": 900})
     page.goto(f"{base}/")
     expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
-    preset = page.get_by_role("combobox", name="Preset")
-    preset.click()
-    page.get_by_role("option", name="digits", exact=True).click()
-    expect(preset).to_have_value("digits")
-    idle(page)
+    choose_preset(page, "digits")
     page.get_by_label("Prompt").fill("the digit seven")
     page.get_by_text("Advanced options for diffusion presets").click()
     expect(page.get_by_label("Cutouts")).to_have_count(0)
@@ -278,11 +270,7 @@ def test_a_digits_job_from_the_browser_shows_its_denoising(service, browser):
     expect(page.get_by_text(re.compile(r"Job \d+ is queued at position \d+"))).to_be_visible(timeout=TIMEOUT_MS)
     job = store.jobs(submitter=visitor, limit=1)[0]
     assert (job.preset, job.total, job.spec["num_samples"]) == ("digits", 12, 4)
-    try:
-        expect(page.get_by_role("button", name="Download GIF")).to_be_visible(timeout=JOB_TIMEOUT_MS)
-    except AssertionError:
-        raise AssertionError(f"job {job.id} is {store.get(job.id).status}; executor alive: "
-                             f"{executor.poll() is None}; log:\n{exec_log.read_text()}") from None
+    wait_for(service, [job], page.get_by_role("button", name="Download GIF"))
     expect(page.get_by_text("the denoising")).to_be_visible()
     result = store.result(job.id)
     assert (result.width, result.height) == (32, 32) and result.parameters["family"] == "diffusion"
@@ -292,16 +280,12 @@ def test_a_digits_job_from_the_browser_shows_its_denoising(service, browser):
 
 def test_a_flowers_gan_job_from_the_browser(service, browser):
     """The gan family through the real page: frames, samples and noise scale, no sampler; a grid."""
-    base, store, executor, exec_log = service
+    base, store = service[:2]
     visitor = visitor_of("g" * 43)
     page = visitor_page(browser, base, "g" * 43, viewport={"width": 1280, "height": 900})
     page.goto(f"{base}/")
     expect(page.get_by_role("heading", name="Generate", level=1)).to_be_visible(timeout=TIMEOUT_MS)
-    preset = page.get_by_role("combobox", name="Preset")
-    preset.click()
-    page.get_by_role("option", name="flowers-gan", exact=True).click()
-    expect(preset).to_have_value("flowers-gan")
-    idle(page)
+    choose_preset(page, "flowers-gan")
     page.get_by_label("Prompt").fill("this flower has five pink petals and a yellow center")
     page.get_by_text("Advanced options for gan presets").click()
     expect(page.get_by_label("Sampler")).to_have_count(0)
@@ -312,11 +296,7 @@ def test_a_flowers_gan_job_from_the_browser(service, browser):
     expect(page.get_by_text(re.compile(r"Job \d+ is queued at position \d+"))).to_be_visible(timeout=TIMEOUT_MS)
     job = store.jobs(submitter=visitor, limit=1)[0]
     assert (job.preset, job.total, job.spec["num_samples"], job.spec["noise_scale"]) == ("flowers-gan", 6, 4, 0.5)
-    try:
-        expect(page.get_by_role("button", name="Download GIF")).to_be_visible(timeout=JOB_TIMEOUT_MS)
-    except AssertionError:
-        raise AssertionError(f"job {job.id} is {store.get(job.id).status}; executor alive: "
-                             f"{executor.poll() is None}; log:\n{exec_log.read_text()}") from None
+    wait_for(service, [job], page.get_by_role("button", name="Download GIF"))
     result = store.result(job.id)
     # Each sample is 64x64 (the size reported); the PNG is their 2x2 grid.
     grid = Image.open(io.BytesIO(result.png))
@@ -377,6 +357,18 @@ def test_what_the_browser_used_to_drop_is_refused_with_a_line(service, browser):
         page.close()
 
 
+def wait_for(service, jobs, *done) -> None:
+    """Each of `done` (locators that show a finished job) visible within JOB_TIMEOUT_MS; else fail
+    with the jobs' statuses and the executor's log, which say why."""
+    _, store, executor, exec_log = service
+    try:
+        for locator in done:
+            expect(locator).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    except AssertionError:
+        raise AssertionError(f"jobs {[(j.id, store.get(j.id).status) for j in jobs]}; executor alive: "
+                             f"{executor.poll() is None}; log:\n{exec_log.read_text()}") from None
+
+
 def choose_preset(page, name: str) -> None:
     preset = page.get_by_role("combobox", name="Preset")
     preset.click()
@@ -419,7 +411,7 @@ def test_the_preset_guide_in_a_real_browser(service, browser):
 def test_a_compare_group_from_the_browser(service, browser):
     """Compare presets: one prompt and seed on shapes and shapes-ldm, the results side by side with
     their presets hidden, the visitor picks the best, the presets are shown and the votes recorded."""
-    base, store, executor, exec_log = service
+    base, store = service[:2]
     visitor = visitor_of("k" * 43)
     page = visitor_page(browser, base, "k" * 43, viewport={"width": 1280, "height": 900})
     try:
@@ -453,12 +445,7 @@ def test_a_compare_group_from_the_browser(service, browser):
         for label in "AB":
             expect(page.get_by_role("heading", name=label, exact=True)).to_be_visible()
         best = page.get_by_role("button", name="A is the best")
-        try:
-            expect(best).to_be_visible(timeout=JOB_TIMEOUT_MS)
-            expect(page.get_by_role("button", name="B is the best")).to_be_visible(timeout=JOB_TIMEOUT_MS)
-        except AssertionError:
-            raise AssertionError(f"jobs {[(j.id, store.get(j.id).status) for j in jobs]}; executor alive: "
-                                 f"{executor.poll() is None}; log:\n{exec_log.read_text()}") from None
+        wait_for(service, jobs, best, page.get_by_role("button", name="B is the best"))
         expect(page.get_by_test_id("stImage")).to_have_count(2)
         expect(page.get_by_text(re.compile(r"^[AB] was: "))).to_have_count(0)
         no_exception(page)
