@@ -11,14 +11,13 @@ from streamlit.testing.v1 import AppTest
 
 from t2i import compare
 from t2i.errors import PresetError
-from t2i.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
 from t2i.queue import QueueLimit, SubmitPolicy, submit_group
 from t2i.ranking import VotePolicy, fit_bradley_terry
 from t2i.spec import SpecError
 from t2i.store import open_store
 from t2i.web.visitor import COOKIE, visitor_of
-from test_pages import button, texts
+from test_pages import button, run_queue, texts
 from test_store import make_result
 
 VQGAN, GUMBEL, GAN = "tiny-vqgan-untrained", "tiny-gumbel-untrained", "tiny-gan-untrained"
@@ -258,9 +257,7 @@ def test_the_page_submits_a_group_shows_each_columns_progress_then_the_vote_reve
     assert bar.proto.text.startswith(f"step 1 of {jobs[1].total}") and len(at.info) == 2
     assert store.release(running.lease)
 
-    executor = Executor(ExecutorConfig(db=url, once=True, cache_size=3))
-    executor.run()
-    executor.close()
+    run_queue(url, cache_size=3)
     assert [store.get(j.id).status for j in jobs] == ["done"] * 3
     at.run()
     assert not at.exception, at.exception

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from t2i.engine import run
-from t2i.executor import Executor, ExecutorConfig
 from t2i.families import build_pipeline
 from t2i.families.diffusion.pipeline import grid
 from t2i.engine.runner import to_pil
@@ -20,6 +19,7 @@ from t2i.queue import submit_job
 from t2i.render import grid_layout, grid_samples, split_grid
 from t2i.spec import make_spec
 from t2i.store import open_store
+from test_pages import run_queue
 
 
 def pixels(image) -> np.ndarray:
@@ -76,9 +76,7 @@ def jobs(tmp_path_factory):
         "tiny-gan-untrained": submit_job(store, "a red circle", "tiny-gan-untrained", steps=2, num_samples=3,
                                          seed=12),
     }
-    executor = Executor(ExecutorConfig(db=url, once=True, cache_size=2))
-    executor.run()
-    executor.close()
+    run_queue(url, cache_size=2)
     yield store, made
     store.close()
 

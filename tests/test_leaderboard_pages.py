@@ -8,13 +8,12 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from t2i.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
 from t2i.presets import get_preset
 from t2i.queue import submit_job
 from t2i.spec import make_spec
 from t2i.store import GroupItem, Result, open_store
-from test_pages import Client, button, key, texts
+from test_pages import Client, button, key, run_queue, texts
 
 GROUP_PROMPT = "a red circle"
 GROUP = {"tiny-vqgan-untrained": dict(iterations=2, cutn=2), "tiny-diffusion-untrained": dict(steps=2),
@@ -36,9 +35,7 @@ def world(tmp_path_factory):
     group = store.submit_group([GroupItem(spec=s.to_dict(), batch_key=s.batch_key, total=s.total_steps) for s in specs])
     grid = submit_job(store, "a blue square", "tiny-diffusion-untrained", steps=2, num_samples=4, seed=6)
     lone = submit_job(store, "a green triangle", "tiny-gan-untrained", steps=2, seed=7)
-    executor = Executor(ExecutorConfig(db=url, once=True, cache_size=3))
-    executor.run()
-    executor.close()
+    run_queue(url, cache_size=3)
     assert store.counts()["done"] == 5
     yield url, store, dict(group=group, grid=grid, lone=lone)
     store.close()

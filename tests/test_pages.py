@@ -34,9 +34,7 @@ def seeded(tmp_path_factory):
     for i, prompt in enumerate(PROMPTS):
         preset = "tiny-vqgan-untrained" if i % 2 == 0 else "tiny-gumbel-untrained"
         submit_job(store, prompt, preset, iterations=2, cutn=2, save_every=1, seed=i)
-    executor = Executor(ExecutorConfig(db=url, once=True, cache_size=2))
-    executor.run()
-    executor.close()
+    run_queue(url, cache_size=2)
     assert store.counts()["done"] == len(PROMPTS)
     yield url, store
     store.close()
@@ -80,6 +78,13 @@ def app(seeded, monkeypatch, client):
         assert not at.exception, at.exception
         return at
     return make
+
+
+def run_queue(url: str, cache_size: int) -> None:
+    """A real executor on the database until its queue is empty (--once)."""
+    executor = Executor(ExecutorConfig(db=url, once=True, cache_size=cache_size))
+    executor.run()
+    executor.close()
 
 
 def button(at, label):
@@ -172,9 +177,7 @@ def test_a_flowers_gan_job_from_the_page_runs_with_its_options(app, tmp_path, mo
     job = store.jobs(submitter=VISITOR, limit=1)[0]
     assert (job.preset, job.total, job.spec["family"], job.spec["num_samples"], job.spec["noise_scale"]) == \
         ("flowers-gan", 3, "gan", 4, 0.5)
-    executor = Executor(ExecutorConfig(db=url, once=True, cache_size=1))
-    executor.run()
-    executor.close()
+    run_queue(url, cache_size=1)
     assert store.get(job.id).status == "done", store.get(job.id).error
     result = store.result(job.id)
     # Each sample is 64x64 (the size reported); the PNG is their 2x2 grid.
@@ -199,9 +202,7 @@ def test_a_shapes_ldm_job_from_the_page_is_queued_with_the_presets_defaults_and_
     job = store.jobs(submitter=VISITOR, limit=1)[0]
     assert (job.preset, job.total, job.spec["sampler"], job.spec["guidance"], job.spec["width"]) == \
         ("shapes-ldm", 4, "ddim", 5.0, 64)
-    executor = Executor(ExecutorConfig(db=url, once=True, cache_size=1))
-    executor.run()
-    executor.close()
+    run_queue(url, cache_size=1)
     assert store.get(job.id).status == "done", store.get(job.id).error
     result = store.result(job.id)
     assert (result.width, result.height) == (64, 64) and result.parameters["family"] == "diffusion"
