@@ -13,7 +13,8 @@ from t2i.errors import BrokenWeights, PresetError, SpecError, T2IError
 from t2i.families import build_pipeline
 from t2i.presets import all_presets, get_preset
 from t2i.spec import make_spec
-from t2i.train.gan import TYPES, GanConfig, d_losses, g_losses, save_atomic, shapes_source, train
+from t2i.train.gan import TYPES, GanConfig, d_losses, g_losses, save_atomic, train
+from t2i.train.gan_data import shapes_source
 
 EMBED = 16
 TINY = dict(ngf=4, ndf=4, batch_size=6, diter=2)
@@ -256,7 +257,7 @@ def test_presets_refuse_random_parts_outside_untrained_presets_and_mismatched_di
 def test_the_flowers_world_feeds_the_trainer_through_captioned(tmp_path):
     from t2i.data import flowers
     from t2i.families.gan.components import RandomText
-    from t2i.train.gan import captioned
+    from t2i.train.gan_data import captioned
 
     source = captioned(lambda seed, n: flowers.sample(n, seed)[:2], RandomText(EMBED).encode)
     images, embeds = source(3, torch.Generator().manual_seed(0))

@@ -147,6 +147,34 @@ class Discriminator(nn.Module):
         return self.netD_2(x).view(-1), features
 
 
+class ProjectionDiscriminator(nn.Module):
+    """A training-time alternative to the port's D (presets load generators only, so its layout is
+    free): spectrally normalised convs without BatchNorm (no statistics shared between the rows of a
+    batch, as the hinge and gradient-penalty terms assume), then Miyato & Koyama's projection,
+    score = w . phi(x) + <V e, phi(x)>, phi(x) the features summed over the 4x4 cells. The text
+    enters as an inner product with the image's features rather than as channels beside them, which
+    is what made conditional GANs follow their labels (cGANs with projection discriminator, 2018;
+    DF-GAN's matching-aware discriminator scores the same pairs). Returns (logits (n,), features
+    (n, ndf*8, 4, 4)) like `Discriminator`, so the losses take either."""
+
+    def __init__(self, embed_dim: int = EMBED_DIM, ndf: int = NDF, spectral: bool = True):
+        super().__init__()
+        self.config = dict(embed_dim=embed_dim, ndf=ndf, spectral=spectral)
+        sn = nn.utils.parametrizations.spectral_norm if spectral else (lambda m: m)
+        widths = [3, ndf, ndf * 2, ndf * 4, ndf * 8]
+        layers = []
+        for a, b in zip(widths, widths[1:]):                                          # 32, 16, 8, 4
+            layers += [sn(nn.Conv2d(a, b, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+        self.features = nn.Sequential(*layers)
+        self.score = sn(nn.Linear(ndf * 8, 1))
+        self.embed = sn(nn.Linear(embed_dim, ndf * 8, bias=False))
+
+    def forward(self, images: torch.Tensor, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.features(images)
+        phi = features.sum((2, 3))
+        return self.score(phi).view(-1) + (self.embed(embed) * phi).sum(1), features
+
+
 # --- checkpoints ------------------------------------------------------------------------------------
 
 def read_state(path: str | Path) -> dict:

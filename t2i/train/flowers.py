@@ -23,7 +23,8 @@ import torch
 from ..data import flowers
 from ..engine.charclip import load_char_clip
 from . import flowers_classifier, flowers_text, srcnn
-from .gan import GanConfig, captioned
+from .gan import GanConfig
+from .gan_data import captioned
 from .gan import train as train_gan
 
 # The GAN's size and length: what fits the ~12-minute budget of the whole world on two cores

@@ -12,10 +12,17 @@ Losses (d_losses / g_losses, each term by name so tests and logs can see them):
   `cls`: real image + mismatched text (the batch's embeddings rolled by one) scored fake, as the paper,
   real + (fake + wrong) / 2. WGAN: the same terms as critic means; weights clipped to +-0.01 after each
   critic update (wgan) or a gradient penalty (wgan-gp, lambda 10, on a critic without BatchNorm in its
-  conv stack, since the penalty is per sample).
+  conv stack, since the penalty is per sample). hinge: max(0, 1 - s) for real, max(0, 1 + s) for fake
+  and wrong (SAGAN, BigGAN, DF-GAN).
 - G: fool D on its image; `int`: also on images of interpolated embeddings 0.5 (e1 + e2) (D never
   trains on those: they have no real image); feature matching (D's 4x4 features, batch means, MSE,
-  weight l2_coef) and L1 to the real image (l1_coef), as the port.
+  weight l2_coef) and L1 to the real image (l1_coef, 0 by default: a per-pixel loss against one real
+  image per caption rewards the average of every flower that fits it, a blur that ignores the noise).
+
+Later GANs' additions (t2i/train/gan_tricks.py), each off by default so the port's recipe stays the
+default: `d_arch="projection"` (a spectrally normalised projection discriminator), `augment`
+(DiffAugment on everything D sees), `ma_gp` (DF-GAN's matching-aware gradient penalty), `ms_coef`
+(MSGAN's mode-seeking term), `ema` (generator.pt is the moving average of G's weights).
 
 Output folder: checkpoint.pt (everything to resume: nets, optimisers, the generator's state, history),
 written at each epoch's end through a temporary file and os.replace, so a kill mid-write leaves the
@@ -30,25 +37,24 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import random
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from ..engine.gan_int_cls import NOISE_DIM, Discriminator, Generator, init_weights
+from ..engine.gan_int_cls import NOISE_DIM, Discriminator, Generator, ProjectionDiscriminator, init_weights
 from ..errors import T2IError
 from ..fp16 import save_checkpoint
+from .gan_data import BatchSource
+from .gan_tricks import AUGMENTS, Ema, diff_augment, matching_aware_gp, mode_seeking
 from .threads import torch_threads
 
-TYPES = ("gan", "wgan", "wgan-gp")
-BatchSource = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+TYPES = ("gan", "hinge", "wgan", "wgan-gp")
+D_ARCHS = ("concat", "projection")  # the port's D (text as channels) or the projection D
 SAMPLES = 16  # images in each epoch's sample grid
 
 
@@ -63,21 +69,37 @@ class GanConfig:
     batch_size: int = 64
     lr: float = 2e-4
     beta1: float = 0.5
-    l1_coef: float = 50.0         # the port's defaults
-    l2_coef: float = 100.0        # feature matching
+    l1_coef: float = 0.0          # the port's 50 averages the flowers of a caption into one blur
+    l2_coef: float = 100.0        # feature matching (the port's)
     real_target: float = 0.9      # one-sided label smoothing
     diter: int = 5                # critic updates per generator update (wgan, wgan-gp)
     clip: float = 0.01            # wgan weight clipping
     gp_lambda: float = 10.0       # wgan-gp
     seed: int = 0
+    d_arch: str = "concat"
+    augment: str = ""             # DiffAugment policies, comma-separated: translation, cutout
+    ma_gp: float = 0.0            # DF-GAN's matching-aware gradient penalty weight (k; 2 there)
+    ms_coef: float = 0.0          # MSGAN's mode-seeking weight
+    ema: float = 0.0              # decay of the generator's moving average (0: none)
 
     def __post_init__(self):
         if self.type not in TYPES:
             raise T2IError(f"--type must be one of {', '.join(TYPES)}, got {self.type!r}")
+        if self.d_arch not in D_ARCHS:
+            raise T2IError(f"--d-arch must be one of {', '.join(D_ARCHS)}, got {self.d_arch!r}")
+        unknown = [p for p in self.policy if p not in AUGMENTS]
+        if unknown:
+            raise T2IError(f"--augment: unknown policy {unknown[0]!r} (use {', '.join(AUGMENTS)})")
+        if not 0 <= self.ema < 1:
+            raise T2IError(f"--ema must be in [0, 1), got {self.ema}")
+
+    @property
+    def policy(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.augment.split(",") if p.strip())
 
     @property
     def wasserstein(self) -> bool:
-        return self.type != "gan"
+        return self.type in ("wgan", "wgan-gp")
 
 
 @dataclass
@@ -86,46 +108,65 @@ class Trained:
     discriminator: Discriminator
     step: int
     history: list[dict]           # per step: every loss term's value
+    # `generator` is what generator.pt holds: the moving average when config.ema, else G itself
 
 
 def make_nets(config: GanConfig, embed_dim: int) -> tuple[Generator, Discriminator]:
     g = Generator(embed_dim, config.ngf)
-    d = Discriminator(embed_dim, config.ndf, batch_norm=config.type != "wgan-gp", minibatch=config.minibatch)
     init_weights(g)
+    if config.d_arch == "projection":  # torch's own initialisation: spectral norm rescales anyway
+        return g, ProjectionDiscriminator(embed_dim, config.ndf)
+    d = Discriminator(embed_dim, config.ndf, batch_norm=config.type != "wgan-gp", minibatch=config.minibatch)
     init_weights(d)
     return g, d
 
 
 # --- losses ---------------------------------------------------------------------------------------
 
-def _real(score: torch.Tensor, config: GanConfig, target: float) -> torch.Tensor:
-    """The term pushing scores towards "real": BCE to `target`, or minus the critic's mean."""
-    if config.wasserstein:
+def _real(score: torch.Tensor, config: GanConfig, target: float, generator: bool = False) -> torch.Tensor:
+    """The term pushing scores towards "real": BCE to `target`, minus the critic's mean, or the hinge
+    (D's max(0, 1 - s); G's plain -s, as SAGAN's, so G keeps a gradient past the margin)."""
+    if config.wasserstein or (config.type == "hinge" and generator):
         return -score.mean()
+    if config.type == "hinge":
+        return F.relu(1 - score).mean()
     return F.binary_cross_entropy_with_logits(score, torch.full_like(score, target))
 
 
 def _fake(score: torch.Tensor, config: GanConfig) -> torch.Tensor:
     if config.wasserstein:
         return score.mean()
+    if config.type == "hinge":
+        return F.relu(1 + score).mean()
     return F.binary_cross_entropy_with_logits(score, torch.zeros_like(score))
+
+
+def _augmenter(config: GanConfig, gen: torch.Generator | None):
+    policy = config.policy
+    return (lambda x: diff_augment(x, policy, gen)) if policy and gen is not None else (lambda x: x)
 
 
 def d_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tensor, embed: torch.Tensor,
              wrong_embed: torch.Tensor, z: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """D's terms on one batch; "total" is what it descends. The fake images are detached: D's step
     does not move G."""
+    aug = _augmenter(config, gen)
     with torch.no_grad():
         fake = g(embed, z)
-    terms = {"real": _real(d(real, embed)[0], config, config.real_target), "fake": _fake(d(fake, embed)[0], config)}
+    real_seen = aug(real)
+    terms = {"real": _real(d(real_seen, embed)[0], config, config.real_target),
+             "fake": _fake(d(aug(fake), embed)[0], config)}
     if config.cls:
-        terms["wrong"] = _fake(d(real, wrong_embed)[0], config)
+        terms["wrong"] = _fake(d(aug(real), wrong_embed)[0], config)
         terms["total"] = terms["real"] + 0.5 * (terms["fake"] + terms["wrong"])
     else:
         terms["total"] = terms["real"] + terms["fake"]
     if config.type == "wgan-gp":
         terms["gp"] = gradient_penalty(d, real, fake, embed, gen)
         terms["total"] = terms["total"] + config.gp_lambda * terms["gp"]
+    if config.ma_gp:
+        terms["ma_gp"] = matching_aware_gp(d, real_seen, embed)
+        terms["total"] = terms["total"] + config.ma_gp * terms["ma_gp"]
     return terms
 
 
@@ -140,21 +181,28 @@ def gradient_penalty(d: Discriminator, real: torch.Tensor, fake: torch.Tensor, e
 
 
 def g_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tensor, embed: torch.Tensor,
-             z: torch.Tensor, partner_embed: torch.Tensor, z_int: torch.Tensor) -> dict[str, torch.Tensor]:
+             z: torch.Tensor, partner_embed: torch.Tensor, z_int: torch.Tensor,
+             gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """G's terms on one batch; "total" is what it descends. `partner_embed` is what `int` mixes each
-    embedding with; `z_int` the noise for those images."""
+    embedding with; `z_int` the noise for those images (and the second noise of the mode-seeking
+    term); `gen` draws the augmentations."""
+    aug = _augmenter(config, gen)
     fake = g(embed, z)
-    score, fake_features = d(fake, embed)
+    score, fake_features = d(aug(fake), embed)
     with torch.no_grad():
-        real_features = d(real, embed)[1]
-    terms = {"adv": _real(score, config, 1.0)}
+        real_features = d(aug(real), embed)[1]
+    terms = {"adv": _real(score, config, 1.0, generator=True)}
     if config.int:
         mixed = 0.5 * (embed + partner_embed)
-        terms["int"] = _real(d(g(mixed, z_int), mixed)[0], config, 1.0)
+        terms["int"] = _real(d(aug(g(mixed, z_int)), mixed)[0], config, 1.0, generator=True)
     terms["fm"] = F.mse_loss(fake_features.mean(0), real_features.mean(0))
     terms["l1"] = F.l1_loss(fake, real)
-    terms["total"] = sum(v for k, v in terms.items() if k in ("adv", "int")) + \
+    total = sum(v for k, v in terms.items() if k in ("adv", "int")) + \
         config.l2_coef * terms["fm"] + config.l1_coef * terms["l1"]
+    if config.ms_coef:
+        terms["ms"] = mode_seeking(fake, g(embed, z_int), z, z_int)
+        total = total + config.ms_coef * terms["ms"]
+    terms["total"] = total
     return terms
 
 
@@ -186,16 +234,24 @@ def train_step(config: GanConfig, g, d, opt_g, opt_d, data: BatchSource, gen: to
                 p.data.clamp_(-config.clip, config.clip)
     d.requires_grad_(False)  # G's step needs gradients through D, not for it
     z, z_int = torch.randn(2, n, g.noise_dim, generator=gen)
-    gl = g_losses(config, g, d, real, embed, z, embed.roll(2, 0), z_int)
+    gl = g_losses(config, g, d, real, embed, z, embed.roll(2, 0), z_int, gen)
     opt_g.zero_grad()
     gl["total"].backward()
     opt_g.step()
     d.requires_grad_(True)
-    values = {f"d_{k}": v.item() for k, v in dl.items()} | {f"g_{k}": v.item() for k, v in gl.items()}
+    return {f"d_{k}": v.item() for k, v in dl.items()} | {f"g_{k}": v.item() for k, v in gl.items()}
+
+
+def _check_finite(values: dict[str, float], step: int, nets) -> None:
+    """A diverged run stops here, before its epoch's checkpoint is written: the last good one stays."""
     bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if not bad:
+        bad = [f"{name} weight {k}" for name, net in nets for k, p in net.state_dict().items()
+               if p.is_floating_point() and not torch.isfinite(p).all()][:1]
     if bad:
-        raise T2IError(f"training diverged: {bad[0]} is {values[bad[0]]} (lower --lr, or try --type wgan-gp)")
-    return values
+        what = f"{bad[0]} is {values[bad[0]]}" if bad[0] in values else f"{bad[0]} is not finite"
+        raise T2IError(f"training diverged at step {step}: {what} (lower --lr, or try --type hinge "
+                       "--d-arch projection); the last epoch's checkpoint is kept")
 
 
 def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: int,
@@ -214,7 +270,8 @@ def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: i
             g, d = make_nets(config, sample_embeds.shape[1])
         opt_g = torch.optim.Adam(g.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
         opt_d = torch.optim.Adam(d.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
-        step, history = _resume(out / "checkpoint.pt", config, g, d, opt_g, opt_d, gen)
+        ema = Ema(g, config.ema) if config.ema else None
+        step, history = _resume(out / "checkpoint.pt", config, g, d, opt_g, opt_d, gen, ema)
         first_epoch = step // steps_per_epoch
         if step % steps_per_epoch:
             raise T2IError(f"{out / 'checkpoint.pt'} is at step {step}, not an epoch's end of {steps_per_epoch} "
@@ -225,32 +282,39 @@ def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: i
             for _ in bar:
                 history.append(train_step(config, g, d, opt_g, opt_d, data, gen))
                 step += 1
+                if ema is not None:
+                    ema.update(g)
+                _check_finite(history[-1], step, () if step % steps_per_epoch else (("G", g), ("D", d)))
                 bar.set_postfix(d=f"{history[-1]['d_total']:.3f}", g=f"{history[-1]['g_total']:.3f}")
             _write_epoch(out, epoch, g, d, opt_g, opt_d, gen, step, history, config, sample_embeds, sample_z,
-                         sample_images)
+                         sample_images, ema)
             if progress:
                 last = history[-steps_per_epoch:]
                 tqdm.write(f"epoch {epoch + 1}/{epochs}, step {step}: D {_mean(last, 'd_total'):.4f}, "
                            f"G {_mean(last, 'g_total'):.4f}")
-        return Trained(g.eval(), d.eval(), step, history)
+        return Trained((ema.net if ema else g).eval(), d.eval(), step, history)
 
 
 def _mean(rows: list[dict], key: str) -> float:
     return sum(r[key] for r in rows) / len(rows)
 
 
-def _resume(path: Path, config: GanConfig, g, d, opt_g, opt_d, gen) -> tuple[int, list[dict]]:
+def _resume(path: Path, config: GanConfig, g, d, opt_g, opt_d, gen, ema: Ema | None) -> tuple[int, list[dict]]:
     if not path.exists():
         return 0, []
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["config"] != asdict(config):
-        field = next(k for k in asdict(config) if state["config"].get(k) != asdict(config)[k])
-        raise T2IError(f"{path} was trained with {field}={state['config'].get(field)!r}, not "
+    # Fields added since a checkpoint was written count at their defaults (the recipe it was made with).
+    saved = asdict(GanConfig()) | state["config"]
+    if saved != asdict(config):
+        field = next(k for k in asdict(config) if saved.get(k) != asdict(config)[k])
+        raise T2IError(f"{path} was trained with {field}={saved.get(field)!r}, not "
                        f"{getattr(config, field)!r}: use the same settings, or another output folder")
     g.load_state_dict(state["g"])
     d.load_state_dict(state["d"])
     opt_g.load_state_dict(state["opt_g"])
     opt_d.load_state_dict(state["opt_d"])
+    if ema is not None:
+        ema.net.load_state_dict(state["g_ema"])
     gen.set_state(state["rng"])
     return state["step"], state["history"]
 
@@ -267,14 +331,17 @@ def save_atomic(obj, path: Path) -> None:
 
 
 def _write_epoch(out: Path, epoch: int, g, d, opt_g, opt_d, gen, step: int, history: list[dict],
-                 config: GanConfig, sample_embeds, sample_z, sample_images) -> None:
-    save_atomic({"config": asdict(config), "step": step, "history": history, "rng": gen.get_state(),
-                 "g": g.state_dict(), "d": d.state_dict(), "opt_g": opt_g.state_dict(),
-                 "opt_d": opt_d.state_dict()}, out / "checkpoint.pt")
-    save_checkpoint(g, out / "generator.pt")
-    g.eval()
+                 config: GanConfig, sample_embeds, sample_z, sample_images, ema: Ema | None) -> None:
+    state = {"config": asdict(config), "step": step, "history": history, "rng": gen.get_state(),
+             "g": g.state_dict(), "d": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
+    if ema is not None:
+        state["g_ema"] = ema.net.state_dict()
+    save_atomic(state, out / "checkpoint.pt")
+    drawn = ema.net if ema is not None else g
+    save_checkpoint(drawn, out / "generator.pt")
+    drawn.eval()
     with torch.no_grad():
-        fakes = g(sample_embeds, sample_z)
+        fakes = drawn(sample_embeds, sample_z)
     # Real images first row, then the generator's for the same texts.
     picture = make_grid(torch.cat([sample_images[:4], fakes]).add(1).div(2).clamp(0, 1), nrow=4, padding=2)
     Image.fromarray(picture.mul(255).round().byte().permute(1, 2, 0).numpy()).save(
@@ -306,50 +373,6 @@ def loss_plot(points: list[tuple[float, float]], title: str, size=(640, 400), ma
     return image
 
 
-# --- data: captions made into embeddings ------------------------------------------------------------
-
-def captioned(sample: Callable[[int, int], tuple], encode: Callable[[list[str]], torch.Tensor]) -> BatchSource:
-    """A BatchSource from a captioned world's sampler, sample(seed, n) -> (uint8 images, NCHW or NHWC,
-    captions, ...), and a text encoder's encode(captions) -> (n, d). The seed is drawn from the
-    trainer's generator, so the world's own RNG (random.Random, numpy) follows it. The flowers world:
-    captioned(lambda seed, n: flowers.sample(n, seed)[:2], encoder.encode)."""
-    def batch(n: int, gen: torch.Generator):
-        images, texts = sample(int(torch.randint(2**62, (1,), generator=gen)), n)[:2]
-        images = torch.as_tensor(images)
-        return images if images.shape[1] == 3 else images.permute(0, 3, 1, 2), encode(texts)
-    return batch
-
-
-def shapes_source(dim: int = 256) -> BatchSource:
-    """The shapes world (t2i/data/shapes.py) with the untrained random-text encoder: a real source
-    available offline, for smoke runs and tests until the flowers world and its encoder land."""
-    from ..data import shapes
-    from ..families.gan.components import RandomText
-
-    return captioned(lambda seed, n: shapes.batch(random.Random(seed), n), RandomText(dim).encode)
-
-
-def hdf5_source(path: str | os.PathLike, split: str = "train") -> BatchSource:
-    """A seed-layout HDF5 file (t2i/data/hdf5.py: a converted flowers.hd5, or the world exported) as a
-    BatchSource: random (image, caption embedding) records of `split`, images resized to 64x64 as the
-    port's loader does. The file's embeddings are used as they are (the seed's: 1024-dim char-CNN-RNN)."""
-    from ..data import hdf5
-
-    data = hdf5.read(path, split)
-    if not data.width:
-        data.close()
-        raise T2IError(f"{path}: {split} has no embeddings (export it with a text encoder)")
-
-    def batch(n: int, gen: torch.Generator):
-        picks = torch.randint(len(data), (n,), generator=gen).tolist()
-        records = [data[i] for i in picks]
-        images = torch.stack([torch.from_numpy(np.array(Image.fromarray(r.image).resize((64, 64), Image.BICUBIC)))
-                              for r in records]).permute(0, 3, 1, 2)
-        return images, torch.from_numpy(np.stack([r.embedding for r in records]))
-    batch.width = data.width
-    return batch
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m t2i.train.gan", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder (resumed when it holds a checkpoint)")
@@ -371,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument(flag, type=kind, default=getattr(defaults, f.name))
     args = vars(parser.parse_args(argv))
     config = GanConfig(**{f.name: args[f.name] for f in fields(GanConfig)})
+    from .gan_data import hdf5_source, shapes_source
+
     data = shapes_source(args["embed_dim"]) if args["data"] == "shapes" else hdf5_source(args["data"], args["split"])
     train(data, args["out"], epochs=args["epochs"],
           steps_per_epoch=args["steps_per_epoch"], config=config)

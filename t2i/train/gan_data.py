@@ -1,0 +1,63 @@
+"""Where GAN-INT-CLS's training batches come from: `BatchSource`s, callables batch(n, gen) -> (images,
+embeddings) with every random draw from the trainer's generator (t2i/train/gan.py).
+
+    captioned(sample, encode)   a captioned world's sampler and a text encoder (the flowers world)
+    shapes_source(dim)          the shapes world with the untrained random-text encoder (smoke runs)
+    hdf5_source(path, split)    a seed-layout HDF5 file with its own embeddings (a converted flowers.hd5)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import T2IError
+
+BatchSource = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def captioned(sample: Callable[[int, int], tuple], encode: Callable[[list[str]], torch.Tensor]) -> BatchSource:
+    """A BatchSource from a captioned world's sampler, sample(seed, n) -> (uint8 images, NCHW or NHWC,
+    captions, ...), and a text encoder's encode(captions) -> (n, d). The seed is drawn from the
+    trainer's generator, so the world's own RNG (random.Random, numpy) follows it. The flowers world:
+    captioned(lambda seed, n: flowers.sample(n, seed)[:2], encoder.encode)."""
+    def batch(n: int, gen: torch.Generator):
+        images, texts = sample(int(torch.randint(2**62, (1,), generator=gen)), n)[:2]
+        images = torch.as_tensor(images)
+        return images if images.shape[1] == 3 else images.permute(0, 3, 1, 2), encode(texts)
+    return batch
+
+
+def shapes_source(dim: int = 256) -> BatchSource:
+    """The shapes world (t2i/data/shapes.py) with the untrained random-text encoder: a real source
+    available offline, for smoke runs and tests until the flowers world and its encoder land."""
+    from ..data import shapes
+    from ..families.gan.components import RandomText
+
+    return captioned(lambda seed, n: shapes.batch(random.Random(seed), n), RandomText(dim).encode)
+
+
+def hdf5_source(path: str | os.PathLike, split: str = "train") -> BatchSource:
+    """A seed-layout HDF5 file (t2i/data/hdf5.py: a converted flowers.hd5, or the world exported) as a
+    BatchSource: random (image, caption embedding) records of `split`, images resized to 64x64 as the
+    port's loader does. The file's embeddings are used as they are (the seed's: 1024-dim char-CNN-RNN)."""
+    from ..data import hdf5
+
+    data = hdf5.read(path, split)
+    if not data.width:
+        data.close()
+        raise T2IError(f"{path}: {split} has no embeddings (export it with a text encoder)")
+
+    def batch(n: int, gen: torch.Generator):
+        picks = torch.randint(len(data), (n,), generator=gen).tolist()
+        records = [data[i] for i in picks]
+        images = torch.stack([torch.from_numpy(np.array(Image.fromarray(r.image).resize((64, 64), Image.BICUBIC)))
+                              for r in records]).permute(0, 3, 1, 2)
+        return images, torch.from_numpy(np.stack([r.embedding for r in records]))
+    batch.width = data.width
+    return batch

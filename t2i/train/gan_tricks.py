@@ -1,0 +1,82 @@
+"""What later text-to-image GANs added to GAN-INT-CLS's training, as small pieces the trainer composes
+(t2i/train/gan.py): differentiable augmentation, an exponential moving average of the generator, the
+matching-aware zero-centred gradient penalty and the mode-seeking term. Each is measured on
+FlowersBench (BENCHMARKS.md, "The flowers GAN, one change at a time").
+
+Written here rather than taken from a package: DiffAugment's and DF-GAN's reference code are research
+repositories, not libraries on the index, and each piece is a few lines over torch; torch's own
+`torch.optim.swa_utils.AveragedModel` would do the EMA but keeps BatchNorm's running statistics only
+through a separate `update_bn` pass over data, where copying the live generator's is what GAN
+practice does (and costs nothing).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+# DiffAugment's (Zhao et al. 2020) policies, less "color": brightness, saturation and contrast
+# jitter would teach D that a red flower and a dull orange one are the same picture, and colour is
+# what the captions ask for.
+AUGMENTS = ("translation", "cutout")
+
+
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...], gen: torch.Generator) -> torch.Tensor:
+    """The same random, differentiable transformations for real and fake images before D sees them;
+    every draw from `gen` (a run stays reproducible). translation: shifts of up to 1/8 of the side,
+    the edges filled with zeros; cutout: one square of half the side set to zero."""
+    n, _, h, w = x.shape
+    if "translation" in policy:
+        shift = (torch.randint(-(h // 8), h // 8 + 1, (n, 2), generator=gen, device=x.device))
+        rows = (torch.arange(h, device=x.device)[None] - shift[:, :1]).clamp(-1, h)   # (n, h)
+        cols = (torch.arange(w, device=x.device)[None] - shift[:, 1:]).clamp(-1, w)   # (n, w)
+        padded = F.pad(x, (1, 1, 1, 1))                                               # index -1 -> 0
+        idx = torch.arange(n, device=x.device)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[idx, rows[:, :, None] + 1, cols[:, None, :] + 1].permute(0, 3, 1, 2)
+    if "cutout" in policy:
+        size = h // 2
+        corner = torch.randint(0, h - size + 1, (n, 2), generator=gen, device=x.device)
+        ys = torch.arange(h, device=x.device)[None]
+        xs = torch.arange(w, device=x.device)[None]
+        inside_y = (ys >= corner[:, :1]) & (ys < corner[:, :1] + size)
+        inside_x = (xs >= corner[:, 1:]) & (xs < corner[:, 1:] + size)
+        x = x * ~(inside_y[:, None, :, None] & inside_x[:, None, None, :])
+    return x
+
+
+class Ema:
+    """An exponential moving average of a network's parameters (Karras et al.; Yazici et al. 2019 for
+    GANs); buffers (BatchNorm's running statistics) are copied from the live network. Sampling from
+    the average smooths the step-to-step oscillation of adversarial training."""
+
+    def __init__(self, net: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.net = copy.deepcopy(net).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module) -> None:
+        for mine, theirs in zip(self.net.parameters(), net.parameters()):
+            mine.lerp_(theirs, 1 - self.decay)
+        for mine, theirs in zip(self.net.buffers(), net.buffers()):
+            mine.copy_(theirs)
+
+
+def matching_aware_gp(d, real: torch.Tensor, embed: torch.Tensor, power: float = 6.0) -> torch.Tensor:
+    """DF-GAN's MA-GP (Tao et al. 2022): the mean of |grad D(x, e)|^p at real images with their own
+    texts, the gradient taken with respect to both the image and the embedding. It flattens D around
+    the matching pairs, so G's fakes near them are pulled towards them (a zero-centred penalty, p = 6
+    as the paper's; the caller weighs it, k = 2 there)."""
+    x = real.detach().requires_grad_(True)
+    e = embed.detach().requires_grad_(True)
+    gx, ge = torch.autograd.grad(d(x, e)[0].sum(), (x, e), create_graph=True)
+    norm = torch.sqrt(gx.flatten(1).pow(2).sum(1) + ge.pow(2).sum(1) + 1e-12)
+    return norm.pow(power).mean()
+
+
+def mode_seeking(a: torch.Tensor, b: torch.Tensor, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
+    """MSGAN's term (Mao et al. 2019): 1 / (|G(e, za) - G(e, zb)| / |za - zb|), means of absolute
+    differences. Two noises that give the same image make it large, so G is pushed to use its noise."""
+    ratio = (a - b).abs().mean() / (za - zb).abs().mean()
+    return 1 / (ratio + 1e-5)
