@@ -6,10 +6,13 @@ yellow center") runs through the Runner, batched as an executor would batch them
 procedural checker (t2i/data/flowers_check.py: no learned model) reads petal colour, centre colour
 and petal count from each image. Reported: the fraction with the asked petal colour, centre colour
 and count within one (targets 90 / 85 / 75%), and, from a flowers classifier trained here
-(t2i/train/flowers_classifier.py), an Inception-score-like figure and a diversity figure, next to the
-same figures for real renders of the same scenes. The classifier is not the Inception network: the
-figure does not compare with published Inception scores (the seed's 3.73). Not a test: figures go to
-BENCHMARKS.md.
+(t2i/train/flowers_classifier.py), an Inception-score-like figure, a diversity figure and a Fréchet
+distance of its features (FID's formula on our classifier, not on Inception: the figure does not
+compare with published FIDs or Inception scores, such as the seed's 3.73), next to the same figures
+for real renders of the same scenes. Whether the noise matters: `spread` is the per-pixel standard
+deviation among 16 samples of one prompt (one job of 16 samples), `between` the mean absolute
+difference between two prompts' images drawn with the same seeds (target: spread at least half of
+between). Not a test: figures go to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from .families import build_pipeline
 from .paths import resolve_weights_file
 from .presets import get_preset
 from .spec import make_spec
-from .train.flowers_classifier import diversity, inception_like, load_classifier
+from .train.flowers_classifier import diversity, frechet, inception_like, load_classifier
 
 CLASSIFIER = "builtin:flowers/flowers-classifier.pt"
 TARGETS = {"colour": 0.90, "centre": 0.85, "petals": 0.75}
+SPREAD_PROMPTS = 8   # prompts of 16 samples each for the spread figure
+SAMPLES = 16
 
 
 def flowersbench(preset_name: str = "flowers-gan", n: int = 200, device: str = "cpu", seed: int = 0,
@@ -52,7 +57,22 @@ def flowersbench(preset_name: str = "flowers-gan", n: int = 200, device: str = "
     return {"preset": preset.name, "n": n, "noise_scale": specs[0].options.noise_scale,
             **{k: v / n for k, v in hits.items()},
             "is_like": inception_like(images, classifier), "diversity": diversity(images, classifier),
-            "real_is_like": inception_like(real, classifier), "real_diversity": diversity(real, classifier)}
+            "real_is_like": inception_like(real, classifier), "real_diversity": diversity(real, classifier),
+            "fid_like": frechet(images, real, classifier),
+            **spread(pipeline, preset, captions[:2 * SPREAD_PROMPTS], seed, noise_scale, batch)}
+
+
+def spread(pipeline, preset, captions: list[str], seed: int, noise_scale, batch: int) -> dict:
+    """Jobs of 16 samples for pairs of prompts, each pair on one seed: the mean per-pixel standard
+    deviation within a job (what the noise changes) and the mean absolute difference between the
+    pair's samples (what the prompt changes), images in [0, 1]."""
+    specs = [make_spec(c, preset.name, family=preset.family, defaults=preset.defaults, seed=seed + i // 2, steps=1,
+                       noise_scale=noise_scale, num_samples=SAMPLES, upscale="none") for i, c in enumerate(captions)]
+    jobs = [np.stack([np.asarray(s.convert("RGB"), np.float32) / 255 for s in r.samples])
+            for r in run_batches(specs, pipeline, batch=max(1, batch // SAMPLES))]
+    within = [float(j.std(0).mean()) for j in jobs]
+    between = [float(np.abs(a - b).mean()) for a, b in zip(jobs[::2], jobs[1::2])]
+    return {"spread": float(np.mean(within)), "between": float(np.mean(between))}
 
 
 def report(r: dict) -> list[str]:
@@ -65,4 +85,9 @@ def report(r: dict) -> list[str]:
             f"| centre colour as asked | {r['centre']:.1%} | 85% ({met['centre']}) |",
             f"| petal count within one | {r['petals']:.1%} | 75% ({met['petals']}) |",
             f"| IS-like (our flowers classifier, not Inception) | {r['is_like']:.2f} | real renders: {r['real_is_like']:.2f} |",
-            f"| diversity (classifier features) | {r['diversity']:.3f} | real renders: {r['real_diversity']:.3f} |"]
+            f"| diversity (classifier features) | {r['diversity']:.3f} | real renders: {r['real_diversity']:.3f} "
+            f"(target {0.9 * r['real_diversity']:.3f}) |",
+            f"| FID-like (Fréchet distance of our classifier's features, not Inception's) | {r['fid_like']:.2f} | "
+            "0 would be the real renders' statistics |",
+            f"| spread of 16 samples of one prompt (per-pixel std) | {r['spread']:.3f} | half the difference "
+            f"between two prompts: {r['between'] / 2:.3f} |"]

@@ -188,6 +188,23 @@ def diversity(images, classifier: FlowersClassifier | None = None) -> float:
     return _mean_pairwise(F.normalize(f, dim=1))
 
 
+@torch.no_grad()
+def frechet(images, reference, classifier: FlowersClassifier) -> float:
+    """FID's formula (Heusel et al. 2017) on this classifier's penultimate features: |mu1 - mu2|^2 +
+    Tr(S1 + S2 - 2 (S1 S2)^1/2). Lower is closer to the reference images' statistics. The features
+    are our flowers classifier's, not Inception's, so the number only compares with itself."""
+    from scipy import linalg  # imported here: only the bench needs it (scipy comes with BigGAN's package)
+
+    device = next(classifier.parameters()).device
+    stats = []
+    for x in (to_float(images), to_float(reference)):
+        f = torch.cat([classifier.features(x[i:i + 256].to(device)).cpu() for i in range(0, len(x), 256)]).double()
+        stats.append((f.mean(0).numpy(), np.cov(f.numpy(), rowvar=False)))
+    (m1, s1), (m2, s2) = stats
+    root, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    return float(((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * root.real))
+
+
 def save_classifier(model: FlowersClassifier, path: str | os.PathLike) -> None:
     save_checkpoint(model, path)
 

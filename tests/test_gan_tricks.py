@@ -1,0 +1,123 @@
+"""The later text-to-image GANs' additions to GAN-INT-CLS training (t2i/train/gan_tricks.py and their
+use in t2i/train/gan.py): each piece does what its paper says, and a run with all of them trains,
+resumes exactly and writes the moving average as generator.pt. Tiny real networks on the CPU."""
+
+import math
+
+import pytest
+import torch
+
+from t2i.engine.gan_int_cls import ProjectionDiscriminator, load_generator
+from t2i.errors import T2IError
+from t2i.train.gan import GanConfig, d_losses, train
+from t2i.train.gan_data import shapes_source
+from t2i.train.gan_tricks import Ema, diff_augment, matching_aware_gp, mode_seeking
+
+EMBED = 16
+ALL = dict(ngf=4, ndf=4, batch_size=6, type="hinge", d_arch="projection", augment="translation,cutout",
+           ma_gp=2.0, ms_coef=1.0, ema=0.9, l2_coef=0.0)
+
+
+def test_translation_shifts_and_cutout_blanks_half_the_side():
+    x = torch.zeros(4, 3, 16, 16)
+    x[:, :, 8, 8] = 1  # one lit pixel per image
+    moved = diff_augment(x, ("translation",), torch.Generator().manual_seed(0))
+    again = diff_augment(x, ("translation",), torch.Generator().manual_seed(0))
+    assert torch.equal(moved, again) and moved.shape == x.shape
+    for image in moved:  # the pixel moved by at most 1/8 of the side (2 px), or left the picture
+        lit = image[0].nonzero()
+        assert len(lit) <= 1 and all(abs(int(v) - 8) <= 2 for v in (lit[0] if len(lit) else [8, 8]))
+    assert not all(torch.equal(m, x[0]) for m in moved)  # four draws do not all keep it still
+    ones = torch.ones(4, 3, 16, 16)
+    cut = diff_augment(ones, ("cutout",), torch.Generator().manual_seed(1))
+    assert all(int((c[0] == 0).sum()) == 8 * 8 for c in cut)  # one 8x8 square per image
+    grad = torch.ones(2, 3, 16, 16, requires_grad=True)
+    diff_augment(grad, ("translation", "cutout"), torch.Generator().manual_seed(2)).sum().backward()
+    assert grad.grad is not None and grad.grad.abs().sum() > 0  # differentiable: G learns through it
+
+
+def test_the_moving_average_follows_the_network_by_one_minus_decay():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = Ema(net, decay=0.75)
+    before = ema.net[0].weight.clone()
+    with torch.no_grad():
+        net[0].weight.add_(4.0)
+        net[1].running_mean.fill_(3.0)
+    ema.update(net)
+    assert torch.allclose(ema.net[0].weight, before + 1.0)  # a quarter of the way
+    assert torch.equal(ema.net[1].running_mean, net[1].running_mean)  # buffers copied
+    assert not any(p.requires_grad for p in ema.net.parameters())
+
+
+def test_mode_seeking_is_large_when_two_noises_give_one_image():
+    z1, z2 = torch.zeros(2, 4), torch.ones(2, 4)
+    same = torch.ones(2, 3, 4, 4)
+    assert mode_seeking(same, same, z1, z2) > 1e4
+    assert mode_seeking(same, -same, z1, z2) == pytest.approx(0.5, rel=1e-3)
+
+
+def test_the_projection_discriminator_scores_the_text_and_its_penalty_is_zero_centred():
+    torch.manual_seed(0)
+    d = ProjectionDiscriminator(EMBED, ndf=4)
+    images, embed = torch.randn(3, 3, 64, 64), torch.randn(3, EMBED)
+    score, features = d(images, embed)
+    assert score.shape == (3,) and features.shape == (3, 32, 4, 4)
+    assert not torch.allclose(score, d(images, -embed)[0])  # the text changes the score
+    d.eval()  # spectral norm's power iteration then stays put between the two calls
+    # The penalty is the mean 6th power of each pair's gradient norm over image and text together.
+    x, e = images.clone().requires_grad_(True), embed.clone().requires_grad_(True)
+    gx, ge = torch.autograd.grad(d(x, e)[0].sum(), (x, e))
+    norms = (gx.flatten(1).pow(2).sum(1) + ge.pow(2).sum(1)).sqrt()
+    assert matching_aware_gp(d, images, embed).item() == pytest.approx(float(norms.pow(6).mean()), rel=1e-4)
+
+
+def test_hinge_with_cls_scores_real_pairs_against_fakes_and_mismatched_texts():
+    torch.manual_seed(0)
+    from t2i.train.gan import make_nets
+
+    config = GanConfig(**ALL)
+    g, d = make_nets(config, EMBED)
+    real, embed, z = torch.rand(6, 3, 64, 64) * 2 - 1, torch.randn(6, EMBED), torch.randn(6, 100)
+    terms = d_losses(config, g, d, real, embed, embed.roll(1, 0), z, torch.Generator().manual_seed(0))
+    assert {"real", "fake", "wrong", "ma_gp", "total"} <= set(terms)
+    assert all(terms[k] >= 0 for k in ("real", "fake", "wrong"))  # hinge terms are never negative
+    t = {k: v.item() for k, v in terms.items()}
+    assert t["total"] == pytest.approx(t["real"] + 0.5 * (t["fake"] + t["wrong"]) + 2.0 * t["ma_gp"], rel=1e-5)
+
+
+def test_a_run_with_every_addition_resumes_exactly_and_saves_the_moving_average(tmp_path):
+    config = GanConfig(**ALL)
+    whole = train(shapes_source(EMBED), tmp_path / "whole", epochs=2, steps_per_epoch=2, config=config, progress=False)
+    train(shapes_source(EMBED), tmp_path / "cut", epochs=1, steps_per_epoch=2, config=config, progress=False)
+    resumed = train(shapes_source(EMBED), tmp_path / "cut", epochs=2, steps_per_epoch=2, config=config, progress=False)
+    assert resumed.history == whole.history and all(math.isfinite(v) for r in whole.history for v in r.values())
+    assert {"d_ma_gp", "g_ms"} <= set(whole.history[0])
+    saved = load_generator(tmp_path / "whole" / "generator.pt", embed_dim=EMBED, ngf=4)
+    state = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    for k, v in saved.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, state["g_ema"][k].float(), atol=1e-2), k
+    assert not torch.allclose(state["g"]["netG.0.weight"], state["g_ema"]["netG.0.weight"])
+
+
+def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    config = GanConfig(**{**ALL, "ma_gp": 0.0})
+    good = shapes_source(EMBED)
+    train(good, tmp_path, epochs=1, steps_per_epoch=2, config=config, progress=False)
+    kept = (tmp_path / "checkpoint.pt").read_bytes()
+
+    def poisoned(n, gen):
+        images, embeds = good(n, gen)
+        return images, embeds * float("nan")
+    with pytest.raises(T2IError) as e:
+        train(poisoned, tmp_path, epochs=2, steps_per_epoch=2, config=config, progress=False)
+    assert "diverged at step 3" in str(e.value) and "\n" not in str(e.value)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == kept
+
+
+@pytest.mark.parametrize("field,value,words", [("d_arch", "resnet", "--d-arch must be one of"),
+                                               ("augment", "color", "unknown policy 'color'"),
+                                               ("ema", 1.0, "--ema must be in [0, 1)")])
+def test_bad_settings_are_one_line(field, value, words):
+    with pytest.raises(T2IError, match=words.replace("[", r"\[").replace(")", r"\)")):
+        GanConfig(**{field: value})
