@@ -75,6 +75,37 @@ def spread(pipeline, preset, captions: list[str], seed: int, noise_scale, batch:
     return {"spread": float(np.mean(within)), "between": float(np.mean(between))}
 
 
+GRID_PROMPT = "this flower has many purple petals with a yellow center"
+
+
+def grids(out_dir, preset_name: str = "flowers-gan", device: str = "cpu", seed: int = 0) -> list:
+    """The README's pictures, through the Runner as a visitor's jobs: 16 samples of one prompt (one
+    job, a 4x4 grid) and one sample each of 16 held-out canonical captions (16 jobs, pasted 4x4).
+    Returns the paths written."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    preset = get_preset(preset_name)
+    pipeline = build_pipeline(preset, device=device)
+    out = Path(out_dir)
+    one = make_spec(GRID_PROMPT, preset.name, family=preset.family, defaults=preset.defaults, seed=seed, steps=1,
+                    num_samples=SAMPLES, upscale="none")
+    scenes = flowers.heldout_scenes(SAMPLES, seed)
+    many = [make_spec(flowers.canonical_caption(s), preset.name, family=preset.family, defaults=preset.defaults,
+                      seed=seed + i, steps=1, upscale="none") for i, s in enumerate(scenes)]
+    first, *rest = run_batches([one, *many], pipeline, batch=4)
+    side = rest[0].image.width
+    sheet = Image.new("RGB", (4 * side + 6, 4 * side + 6), "white")
+    for i, r in enumerate(rest):
+        sheet.paste(r.image.convert("RGB"), ((i % 4) * (side + 2), (i // 4) * (side + 2)))
+    paths = [out / f"{preset.name}-one-prompt.png", out / f"{preset.name}-16-prompts.png"]
+    first.image.save(paths[0])
+    sheet.save(paths[1])
+    (out / f"{preset.name}-16-prompts.txt").write_text("\n".join(s.prompt for s in many) + "\n")
+    return paths
+
+
 def report(r: dict) -> list[str]:
     met = {k: "met" if r[k] >= t else "missed" for k, t in TARGETS.items()}
     return [f"FlowersBench: preset {r['preset']}, {r['n']} held-out captions (canonical form), one sample each, "

@@ -39,12 +39,18 @@ def test_translation_shifts_and_cutout_blanks_half_the_side():
 def test_the_moving_average_follows_the_network_by_one_minus_decay():
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     ema = Ema(net, decay=0.75)
+    ema.updates = 100  # past the warm-up
     before = ema.net[0].weight.clone()
     with torch.no_grad():
         net[0].weight.add_(4.0)
         net[1].running_mean.fill_(3.0)
     ema.update(net)
     assert torch.allclose(ema.net[0].weight, before + 1.0)  # a quarter of the way
+    fresh = Ema(net, decay=0.999)
+    with torch.no_grad():
+        net[0].weight.add_(10.0)
+    fresh.update(net)  # the first update weighs the network 1 - 2/11, not 1 - 0.999
+    assert torch.allclose(fresh.net[0].weight, net[0].weight - 10.0 * 2 / 11, atol=1e-5)
     assert torch.equal(ema.net[1].running_mean, net[1].running_mean)  # buffers copied
     assert not any(p.requires_grad for p in ema.net.parameters())
 
@@ -121,3 +127,26 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp
 def test_bad_settings_are_one_line(field, value, words):
     with pytest.raises(T2IError, match=words.replace("[", r"\[").replace(")", r"\)")):
         GanConfig(**{field: value})
+
+
+def test_the_text_affines_start_as_the_identity_and_load_only_into_their_architecture(tmp_path):
+    from t2i.engine.gan_int_cls import Generator, init_weights
+    from t2i.errors import BrokenWeights
+    from t2i.fp16 import save_checkpoint
+
+    torch.manual_seed(0)
+    plain = Generator(EMBED, 4)
+    init_weights(plain)
+    fused = Generator(EMBED, 4, affine=True)
+    missing = fused.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("affine.") for k in missing) and "affine" not in plain.config
+    embed, z = torch.randn(3, EMBED), torch.randn(3, 100)
+    plain.eval(), fused.eval()
+    with torch.no_grad():
+        assert torch.allclose(plain(embed, z), fused(embed, z))  # zero-initialised maps: the port's G
+        fused.affine["1"].bias.fill_(0.5)
+        assert not torch.allclose(plain(embed, z), fused(embed, z))
+    save_checkpoint(fused, tmp_path / "fused.pt")
+    assert load_generator(tmp_path / "fused.pt", embed_dim=EMBED, ngf=4, affine=True).config["affine"]
+    with pytest.raises(BrokenWeights, match="unexpected key\\(s\\), the first affine.1.bias"):
+        load_generator(tmp_path / "fused.pt", embed_dim=EMBED, ngf=4)

@@ -68,12 +68,21 @@ def settle(generator: "Generator", batches: int = 4, n: int = 64) -> "Generator"
 
 
 class Generator(nn.Module):
-    """The port's `generator`: G(embedding (n, d), z (n, 100) or (n, 100, 1, 1)) -> (n, 3, 64, 64) in [-1, 1]."""
+    """The port's `generator`: G(embedding (n, d), z (n, 100) or (n, 100, 1, 1)) -> (n, 3, 64, 64) in [-1, 1].
+
+    `affine=True` adds text-conditioned affine transformations after each BatchNorm (DF-GAN's deep
+    fusion, Tao et al. 2022; conditional BatchNorm in BigGAN's terms): per layer, a linear map of the
+    projected text gives a scale and a shift per channel, x = BN(x) (1 + gamma) + beta, starting at
+    the identity. The text then steers every resolution, not only the first 4x4 map. The port's keys
+    are unchanged; the maps are extra keys (`affine.N.*`), so the port's checkpoints load with
+    affine=False, the default."""
 
     def __init__(self, embed_dim: int = EMBED_DIM, ngf: int = NGF, noise_dim: int = NOISE_DIM,
-                 projected_dim: int = PROJECTED_DIM):
+                 projected_dim: int = PROJECTED_DIM, affine: bool = False):
         super().__init__()
         self.config = dict(embed_dim=embed_dim, ngf=ngf, noise_dim=noise_dim, projected_dim=projected_dim)
+        if affine:  # only when set, so the port's architecture records (and files) stay as they were
+            self.config["affine"] = True
         self.embed_dim, self.noise_dim = embed_dim, noise_dim
         self.projection = _projection(embed_dim, projected_dim)
         widths = [ngf * 8, ngf * 4, ngf * 2, ngf]
@@ -83,11 +92,23 @@ class Generator(nn.Module):
             layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False), nn.Tanh()]    # 64x64
         self.netG = nn.Sequential(*layers)
+        self.affine = nn.ModuleDict({str(i): nn.Linear(projected_dim, 2 * m.num_features)
+                                     for i, m in enumerate(layers) if isinstance(m, nn.BatchNorm2d)}) if affine else None
+        for m in (self.affine or {}).values():
+            nn.init.zeros_(m.weight), nn.init.zeros_(m.bias)
 
     def forward(self, embed: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        projected = self.projection(embed)[:, :, None, None]
+        projected = self.projection(embed)
         # The port's order: the projection first, then the noise.
-        return self.netG(torch.cat([projected, z.reshape(len(z), -1, 1, 1)], 1))
+        x = torch.cat([projected[:, :, None, None], z.reshape(len(z), -1, 1, 1)], 1)
+        if self.affine is None:
+            return self.netG(x)
+        for i, layer in enumerate(self.netG):
+            x = layer(x)
+            if str(i) in self.affine:
+                gamma, beta = self.affine[str(i)](projected)[:, :, None, None].chunk(2, 1)
+                x = x * (1 + gamma) + beta
+        return x
 
 
 class ConcatEmbed(nn.Module):

@@ -81,6 +81,9 @@ class GanConfig:
     ma_gp: float = 0.0            # DF-GAN's matching-aware gradient penalty weight (k; 2 there)
     ms_coef: float = 0.0          # MSGAN's mode-seeking weight
     ema: float = 0.0              # decay of the generator's moving average (0: none)
+    affine: bool = False          # G: text-conditioned affines after every BatchNorm (DF-GAN's fusion)
+    lr_d: float = 0.0             # D's learning rate when not lr (TTUR: Heusel et al. 2017)
+    beta2: float = 0.999
 
     def __post_init__(self):
         if self.type not in TYPES:
@@ -112,7 +115,7 @@ class Trained:
 
 
 def make_nets(config: GanConfig, embed_dim: int) -> tuple[Generator, Discriminator]:
-    g = Generator(embed_dim, config.ngf)
+    g = Generator(embed_dim, config.ngf, affine=config.affine)
     init_weights(g)
     if config.d_arch == "projection":  # torch's own initialisation: spectral norm rescales anyway
         return g, ProjectionDiscriminator(embed_dim, config.ndf)
@@ -268,8 +271,8 @@ def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: i
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             g, d = make_nets(config, sample_embeds.shape[1])
-        opt_g = torch.optim.Adam(g.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
-        opt_d = torch.optim.Adam(d.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+        opt_g = torch.optim.Adam(g.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+        opt_d = torch.optim.Adam(d.parameters(), lr=config.lr_d or config.lr, betas=(config.beta1, config.beta2))
         ema = Ema(g, config.ema) if config.ema else None
         step, history = _resume(out / "checkpoint.pt", config, g, d, opt_g, opt_d, gen, ema)
         first_epoch = step // steps_per_epoch
@@ -315,6 +318,7 @@ def _resume(path: Path, config: GanConfig, g, d, opt_g, opt_d, gen, ema: Ema | N
     opt_d.load_state_dict(state["opt_d"])
     if ema is not None:
         ema.net.load_state_dict(state["g_ema"])
+        ema.updates = state["step"]
     gen.set_state(state["rng"])
     return state["step"], state["history"]
 

@@ -53,12 +53,18 @@ class Ema:
 
     def __init__(self, net: torch.nn.Module, decay: float):
         self.decay = decay
+        self.updates = 0
         self.net = copy.deepcopy(net).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, net: torch.nn.Module) -> None:
+        # Warm-up (as TensorFlow's ExponentialMovingAverage with num_updates): the decay grows as
+        # (1 + n) / (10 + n) up to `decay`, so early averages are not dominated by the random start
+        # (at 0.999, 500 steps in, the start would still weigh 0.6).
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for mine, theirs in zip(self.net.parameters(), net.parameters()):
-            mine.lerp_(theirs, 1 - self.decay)
+            mine.lerp_(theirs, 1 - decay)
         for mine, theirs in zip(self.net.buffers(), net.buffers()):
             mine.copy_(theirs)
 
