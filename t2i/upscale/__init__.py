@@ -56,7 +56,7 @@ def check(name) -> str:
     known = entries()
     if isinstance(name, str) and name.strip() in known:
         return name.strip()
-    from ..families.options import shown
+    from ..checks import shown
 
     listed = ", ".join(known) if known else "none are configured"
     raise SpecError("upscale", f"unknown upscaler {shown(name)}; known: {listed} (or {NONE})")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..options import FLOAT, FormField, given, real, whole
+from ...checks import given, real, whole
+from ..options import FLOAT, FormField
 
 SIZE = 64                           # the DCGAN draws 64x64 only
 SAMPLES_RANGE = (1, 64)

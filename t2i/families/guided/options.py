@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..options import FLOAT, FormField, TamingDecoder, given, read_config, real, whole
+from ...checks import given, real, whole
+from ..options import FLOAT, FormField, TamingDecoder, read_config
+from .preset import parts
 
 MAX_ITERATIONS = 5000
 CUTN_RANGE = (1, 256)
@@ -51,22 +53,24 @@ class GuidedOptions:
         return f"{width}x{height} with {self.cutn} cutouts"
 
     def used_size(self, spec, preset) -> tuple[int, int]:
-        if preset.generator_kind == "biggan":
-            side = int(read_config(str(preset.arch))["output_dim"])
+        g = parts(preset)
+        if g.kind == "biggan":
+            side = int(read_config(str(g.arch))["output_dim"])
             return side, side
-        factor = TamingDecoder.of(str(preset.arch)).factor
+        factor = TamingDecoder.of(str(g.arch)).factor
         return max(factor, spec.width // factor * factor), max(factor, spec.height // factor * factor)
 
     def job_bytes(self, spec, preset) -> int:
         """The generator's decode kept for the backward pass (activations, attention matrices) plus
         every perceptor's pass over this job's cutouts."""
         width, height = self.used_size(spec, preset)
-        if preset.generator_kind == "biggan":
-            activations, attention = _biggan(read_config(str(preset.arch)))
+        g = parts(preset)
+        if g.kind == "biggan":
+            activations, attention = _biggan(read_config(str(g.arch)))
         else:
-            decoder = TamingDecoder.of(str(preset.arch))
+            decoder = TamingDecoder.of(str(g.arch))
             activations, attention = decoder.activations(width, height), decoder.attention(width, height)
-        cutouts = self.cutn * sum(_perceptor_units(p.model) for p in preset.perceptors)
+        cutouts = self.cutn * sum(_perceptor_units(p.model) for p in g.perceptors)
         return int(JOB_FLOOR + PER_ACTIVATION * activations + PER_ATTENTION * attention + PER_CUTOUT_UNIT * cutouts)
 
 

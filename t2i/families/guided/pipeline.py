@@ -21,6 +21,7 @@ from ...engine.sketch import SketchNet, sketch_image
 from ...engine.runner import to_pil
 from ...spec import JobSpec, decode_image
 from ..base import Finished, StepOut
+from .preset import parts
 
 
 @dataclass
@@ -71,12 +72,12 @@ class GuidedPipeline:
             init = sketch_image(self.sketch, torch.cat([t.embed for t in text]), [t.weight for t in text])
         with torch.enable_grad():
             latent = self.generator.init_latent(*self.used_size(spec), gen, init)
-        anchor = [t.detach().clone() for t in latent] if self.preset.init_weight > 0 else None
+        anchor = [t.detach().clone() for t in latent] if parts(self.preset).init_weight > 0 else None
         return GuidedJob(spec, gen, latent, targets, torch.optim.Adam(latent, lr=spec.lr), anchor)
 
     def step(self, jobs: list[GuidedJob], frames: list[bool], amp) -> list[StepOut]:
         gens = [j.gen for j in jobs]
-        cut_cfgs = [CutoutConfig(cut_size=p.input_size, cutn=jobs[0].spec.cutn, **self.preset.cutouts)
+        cut_cfgs = [CutoutConfig(cut_size=p.input_size, cutn=jobs[0].spec.cutn, **parts(self.preset).cutouts)
                     for p in self.perceptors]
         with torch.enable_grad():
             latent = [torch.cat(parts) for parts in zip(*(j.latent for j in jobs))]
@@ -112,7 +113,7 @@ class GuidedPipeline:
             total = total + reg
         if job.anchor is not None:
             drift = sum((z - z0).pow(2).mean() for z, z0 in zip(job.latent, job.anchor))
-            total = total + self.preset.init_weight * drift
+            total = total + parts(self.preset).init_weight * drift
         return total
 
     def finish(self, jobs: list[GuidedJob]) -> list[Finished]:

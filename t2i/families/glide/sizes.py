@@ -41,10 +41,6 @@ def upsampler_steps(params: dict) -> int:
     return len(space_timesteps(1000, str(params.get("respacing", "fast27"))))
 
 
-def is_glide(preset) -> bool:
-    return preset.components["unet"].target in GLIDE_TARGETS
-
-
 def stage_sizes(preset) -> list[int]:
     """The side of each stage's output: [64] or [64, 256] for the release."""
     roles = ["unet"] + (["upsampler"] if "upsampler" in preset.components else [])
