@@ -20,6 +20,7 @@ from PIL import Image
 
 from .errors import SpecError
 from .families import DEFAULT_FAMILY, family as family_of, option_names
+from .families.options import Options
 from .checks import shown, whole
 from .store.uploads import Upload, UploadRef, ref
 
@@ -90,7 +91,7 @@ class JobSpec:
     width: int
     height: int
     save_every: int
-    options: object                   # the family's Options (t2i/families/<family>/options.py)
+    options: Options                  # the family's Options (t2i/families/<family>/options.py)
     family: str = DEFAULT_FAMILY
     seed: int | None = None
     init_image: bytes | UploadRef | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,9 @@ class FormField:
 
 
 class Options(Protocol):
-    FAMILY: str
-    FORM: tuple[FormField, ...]
-    LIGHTER: str               # what to lower after running out of memory, in words
+    FAMILY: ClassVar[str]
+    FORM: ClassVar[tuple[FormField, ...]]
+    LIGHTER: ClassVar[str]     # what to lower after running out of memory, in words
 
     @classmethod
     def parse(cls, raw: dict, limits, defaults: dict) -> "Options":
@@ -41,8 +41,8 @@ class Options(Protocol):
     def total_steps(self, spec) -> int:
         """The number of steps the job's progress counts to."""
 
-    def describe(self, spec) -> str:
-        """The job's load in words, for one-line errors ("64x64, 8 cutouts")."""
+    def describe(self, spec, width: int, height: int) -> str:
+        """The job's load in words at the size it is made at, for one-line errors ("64x64 with 8 cutouts")."""
 
     def used_size(self, spec, preset) -> tuple[int, int]:
         """The size the job is made at (the pipeline's used_size, without building it)."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Callable
 
+from .options import Options
 from .preset import Preset
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def no_text_weights(preset: Preset) -> list[str]:
 @dataclass(frozen=True)
 class Family:
     name: str
-    options: type                                   # its Options (t2i/families/options.py's protocol)
+    options: type[Options]                          # its job options (t2i/families/options.py's protocol)
     parse_preset: Callable[[Preset, dict], Preset]  # checks its roles and reads its own keys (t2i/presets.py)
     weights: Callable[[Preset], WeightsPlan]        # the weights plan
     build: Callable[..., "Pipeline"]                # (preset, device, random_weights) -> its Pipeline

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ...errors import SpecError
 from ...paths import component_weights
@@ -41,12 +42,12 @@ class DiffusionOptions:
     # Set by the preset, not the user: the steps of a second (upsampler) stage (GlideOptions, glide-256).
     upsample_steps: int = 0
 
-    FAMILY = "diffusion"
+    FAMILY: ClassVar[str] = "diffusion"
     # What a preset may narrow or fix (its YAML's `samplers:`, `defaults.max_steps`, an upsampler's
     # steps), passed in by make_spec.
-    PRESET_LIMITS = ("samplers", "max_steps", "upsample_steps")
-    LIGHTER = "the size or the number of samples"
-    FORM = (FormField("sampler", "Sampler", "choice", choices=SAMPLERS,
+    PRESET_LIMITS: ClassVar[tuple[str, ...]] = ("samplers", "max_steps", "upsample_steps")
+    LIGHTER: ClassVar[str] = "the size or the number of samples"
+    FORM: ClassVar[tuple[FormField, ...]] = (FormField("sampler", "Sampler", "choice", choices=SAMPLERS,
                       help="ddpm: ancestral; ddim: deterministic at eta 0; dpm++: good images in few steps; "
                            "plms: the LDM paper's sampler"),
             FormField("steps", "Steps", "int", step=10),

@@ -16,12 +16,15 @@ Guidance scale 0 samples unconditionally, 1 conditionally without guidance.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 
 from ...spec import JobSpec, round_size
 from ...untrained import UNTRAINED_SEED
 from ..base import Finished, StepOut
+from ..preset import Preset
+from .options import DiffusionOptions
 from ..shared import finished, grid, weights_plan
 from .components import build_component, scheduler_config
 
@@ -45,7 +48,7 @@ def make_scheduler(sampler: str, config: dict):
 class DiffusionJob:
     spec: JobSpec
     gen: torch.Generator
-    scheduler: object
+    scheduler: Any                  # a diffusers scheduler of the job's sampler
     x: torch.Tensor                 # (num_samples, C, h, w): x_t, then the clean sample
     cond: torch.Tensor | None       # (num_samples, L, D) rows the UNet sees with the prompt
     uncond: torch.Tensor | None     # ... and without it (the null or the negative prompt)
@@ -58,7 +61,7 @@ class DiffusionJob:
 
 @dataclass
 class DiffusionPipeline:
-    preset: object
+    preset: Preset
     unet: torch.nn.Module
     text: torch.nn.Module
     codec: torch.nn.Module
@@ -93,7 +96,7 @@ class DiffusionPipeline:
 
     # --- the contract -------------------------------------------------------------------------
     def start(self, spec: JobSpec, gen: torch.Generator) -> DiffusionJob:
-        o, n = spec.options, spec.num_samples
+        o, n = cast(DiffusionOptions, spec.options), spec.num_samples
         scheduler = make_scheduler(o.sampler, self.schedule)
         scheduler.set_timesteps(o.steps, device=self.device)
         w, h = self.used_size(spec)

@@ -26,6 +26,7 @@ from ...errors import PresetError
 from ...spec import JobSpec
 from ...untrained import UNTRAINED_SEED
 from ..base import Finished, StepOut
+from ..preset import Preset
 from ..shared import finished, grid
 from .components import build_component
 from .options import SIZE
@@ -63,7 +64,7 @@ class GanJob:
 
 @dataclass
 class GanPipeline:
-    preset: object
+    preset: Preset
     generator: torch.nn.Module
     text: torch.nn.Module
     device: torch.device

@@ -4,6 +4,7 @@ eta, samples; `upsample_steps` set by the preset), at the stages' own sizes and 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..diffusion.options import DiffusionOptions
 from . import sizes
@@ -11,7 +12,7 @@ from . import sizes
 
 @dataclass(frozen=True)
 class GlideOptions(DiffusionOptions):
-    FAMILY = "glide"
+    FAMILY: ClassVar[str] = "glide"
 
     def used_size(self, spec, preset) -> tuple[int, int]:
         return sizes.used_size(preset)

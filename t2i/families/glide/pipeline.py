@@ -16,6 +16,7 @@ Frames of the base stage are shown at the final size, so the job's GIF shows bot
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 from functools import lru_cache
 
 import torch
@@ -26,6 +27,8 @@ from ...paths import CONFIG_DIR, component_weights
 from ...spec import JobSpec
 from ...untrained import UNTRAINED_SEED
 from ..base import Finished, StepOut
+from ..preset import Preset
+from .options import GlideOptions
 from ..diffusion.components import PixelCodec
 from ..shared import finished, grid, weights_plan
 from .diffusion import GlideDiffusion
@@ -71,7 +74,7 @@ class GlideStage:
 
 @dataclass
 class GlidePipeline:
-    preset: object
+    preset: Preset
     stages: list[GlideStage]
     tokenizer: GlideTokenizer
     device: torch.device
@@ -127,7 +130,7 @@ class GlidePipeline:
 
     # --- the contract -------------------------------------------------------------------------
     def start(self, spec: JobSpec, gen: torch.Generator) -> GlideJob:
-        o, n = spec.options, spec.num_samples
+        o, n = cast(GlideOptions, spec.options), spec.num_samples
         size = self.stages[0].size
         x = torch.randn((n, 3, size, size), generator=gen, device=self.device)
         positive = ", ".join(p.text for p in spec.parts if p.weight > 0)

@@ -50,7 +50,7 @@ def build(preset: Preset, device="cpu", random_weights: bool = False) -> GuidedP
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_SEED)
         generator = _generator(preset, g, random_weights)
-        perceptors = [load_perceptor(ref.model, None if random_weights else resolve_weights_file(ref.pretrained),
+        perceptors = [load_perceptor(ref.model, None if random_weights else resolve_weights_file(str(ref.pretrained)),
                                      clip_cache_dir(),
                                      device=device, download_hint=W.download_command(preset.name))
                       for ref in g.perceptors]

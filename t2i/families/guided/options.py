@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from ...checks import given, real, whole
@@ -29,9 +30,9 @@ class GuidedOptions:
     cutn: int
     lr: float
 
-    FAMILY = "guided"
-    LIGHTER = "the size or the cutouts"
-    FORM = (FormField("iterations", "Iterations", "int", step=10),
+    FAMILY: ClassVar[str] = "guided"
+    LIGHTER: ClassVar[str] = "the size or the cutouts"
+    FORM: ClassVar[tuple[FormField, ...]] = (FormField("iterations", "Iterations", "int", step=10),
             FormField("cutn", "Cutouts", "int", step=1))
 
     @classmethod
@@ -97,6 +98,8 @@ def _perceptor_units(model: str) -> float:
     path = MODEL_CONFIG_DIR / f"{model}.json"
     if not path.exists():
         spec = find_spec("open_clip")
+        if spec is None or not spec.submodule_search_locations:
+            return 0.0
         path = Path(next(iter(spec.submodule_search_locations))) / "model_configs" / f"{model}.json"
     if not path.exists():
         return 0.0

@@ -21,6 +21,7 @@ from ...engine.sketch import SketchNet, sketch_image
 from ...engine.runner import to_pil
 from ...spec import JobSpec, decode_image
 from ..base import Finished, StepOut
+from ..preset import Preset
 from .preset import parts
 
 
@@ -37,7 +38,7 @@ class GuidedJob:
 
 @dataclass
 class GuidedPipeline:
-    preset: object
+    preset: Preset
     generator: torch.nn.Module
     perceptors: list[Perceptor]
     device: torch.device
@@ -55,7 +56,7 @@ class GuidedPipeline:
 
     def targets(self, spec: JobSpec) -> list[list[Target]]:
         """Per perceptor: one target per text part, then one per image prompt (weight 1)."""
-        images = [decode_image(b) for b in spec.image_prompts]
+        images = [decode_image(_loaded(b)) for b in spec.image_prompts]
         targets = []
         for p in self.perceptors:
             text = p.encode_text([part.text for part in spec.parts])
@@ -66,7 +67,7 @@ class GuidedPipeline:
 
     def start(self, spec: JobSpec, gen: torch.Generator) -> GuidedJob:
         targets = self.targets(spec)
-        init = decode_image(spec.init_image) if spec.init_image else None
+        init = decode_image(_loaded(spec.init_image)) if spec.init_image else None
         if init is None and self.sketch is not None:
             text = targets[0][:len(spec.parts)]
             init = sketch_image(self.sketch, torch.cat([t.embed for t in text]), [t.weight for t in text])
@@ -119,3 +120,10 @@ class GuidedPipeline:
     def finish(self, jobs: list[GuidedJob]) -> list[Finished]:
         with torch.no_grad():
             return [Finished(to_pil(self.generator.decode(j.latent).float())) for j in jobs]
+
+
+def _loaded(image) -> bytes:
+    """An image's bytes: the executor loads uploads before a job starts (JobSpec.from_dict with `load`)."""
+    if not isinstance(image, bytes):
+        raise ValueError(f"{image!r} was not loaded from the store")
+    return image
