@@ -18,14 +18,14 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from .errors import PresetError
-from .families import DEFAULT_FAMILY, FAMILIES
+from .families import DEFAULT_FAMILY, FAMILIES, option_names
 from .families.preset import Component, Preset
 from .paths import CONFIG_DIR
 
 DEFAULT_PRESET = "vqgan_imagenet_f16_16384"
 OFFLINE_DEFAULT = "shapes"  # the first of the built-in presets (trained here), when nothing is downloaded
 
-__all__ = ["Component", "DEFAULT_PRESET", "OFFLINE_DEFAULT", "Preset", "all_presets", "get_preset"]
+__all__ = ["Component", "DEFAULT_PRESET", "OFFLINE_DEFAULT", "Preset", "all_presets", "current_family", "get_preset"]
 
 
 def _parse(name: str, raw: dict) -> Preset:
@@ -37,6 +37,19 @@ def _parse(name: str, raw: dict) -> Preset:
                     defaults=dict(raw.get("defaults") or {}), untrained=bool(raw.get("untrained", False)),
                     post=_post(name, raw), fixed_size=bool(raw.get("fixed_size", False)))
     return FAMILIES[family].parse_preset(preset, raw)
+
+
+def current_family(stored: str, preset) -> str:
+    """The family a stored job runs as: the preset's, where the job was stored before the preset's
+    family had a folder of its own (GLIDE's presets were diffusion ones) and the two families' options
+    have the same fields; else the stored one."""
+    try:
+        current = getattr(all_presets().get(preset), "family", stored)
+    except (PresetError, TypeError):
+        return stored
+    if current != stored and set(option_names(current)) == set(option_names(stored)):
+        return current
+    return stored
 
 
 def _post(name: str, raw: dict) -> tuple[str, ...]:

@@ -154,7 +154,9 @@ class JobSpec:
         -> bytes | None resolves image references (the executor: JobStore.upload); without it they stay
         UploadRefs. Base64 images (specs before uploads existed) are decoded as they are."""
         d = dict(d)
-        family = d.pop("family", None) or DEFAULT_FAMILY
+        from .presets import current_family
+
+        family = current_family(d.pop("family", None) or DEFAULT_FAMILY, d.get("preset"))
         # Fields a family added later (with a default) are absent from older jobs.
         options = family_of(family).options(**{k: d.pop(k) for k in option_names(family) if k in d})
         d["init_image"] = _image("init_image", d.get("init_image"), load)

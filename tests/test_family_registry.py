@@ -121,6 +121,15 @@ def test_no_import_cycle_in_t2i():
             assert cycle is None, " -> ".join(cycle)
 
 
+def test_a_glide_job_stored_as_a_diffusion_one_runs_as_glide():
+    from t2i.spec import JobSpec, make_spec
+
+    stored = make_spec("a corgi", "tiny-glide-untrained", family="glide", width=32, height=32).to_dict()
+    old = JobSpec.from_dict({**stored, "family": "diffusion"})  # before GLIDE had a folder of its own
+    assert old.family == "glide" and type(old.options).__name__ == "GlideOptions"
+    assert JobSpec.from_dict({**stored, "preset": "gone"}).family == "glide"
+
+
 # --- a fourth family, from this file alone ---------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from ...spec import JobSpec, round_size
 from ...untrained import UNTRAINED_SEED
 from ..base import Finished, StepOut
 from ..preset import Preset
-from .options import DiffusionOptions
 from ..shared import finished, grid, weights_plan
 from .components import build_component, scheduler_config
+from .options import DiffusionOptions
 
 
 def make_scheduler(sampler: str, config: dict):

@@ -16,8 +16,8 @@ Frames of the base stage are shown at the final size, so the job's GIF shows bot
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
 from functools import lru_cache
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -27,13 +27,13 @@ from ...paths import CONFIG_DIR, component_weights
 from ...spec import JobSpec
 from ...untrained import UNTRAINED_SEED
 from ..base import Finished, StepOut
-from ..preset import Preset
-from .options import GlideOptions
 from ..diffusion.components import PixelCodec
+from ..preset import Preset
 from ..shared import finished, grid, weights_plan
 from .diffusion import GlideDiffusion
 from .load import load
 from .model import Text2ImUNet, glide_base, glide_upsample
+from .options import GlideOptions
 from .tokenizer import FILES as TOKENIZER_FILES
 from .tokenizer import GlideTokenizer
 
