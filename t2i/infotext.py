@@ -141,9 +141,9 @@ def _json(value: str):
 
 def parse_infotext(text: str) -> dict:
     """A1111's infotext as a dict: its keys as written (string values, quotes removed; "Prompt" and
-    "Negative prompt" too), plus our field names where they map: prompt, negative, steps (and
-    its family's own name for them: iterations for a guided preset), sampler (one of ours only), guidance, seed, width, height, preset,
-    eta, num_samples, and this project's own keys with their JSON values."""
+    "Negative prompt" too), plus our field names where they map: prompt, negative, steps (under its
+    family's name for them: iterations for a guided preset), sampler (one of ours only), guidance,
+    seed, width, height, preset, eta, num_samples, and this project's own keys with their JSON values."""
     lines = text.strip().split("\n")
     last = lines[-1] if lines else ""
     pairs = _PAIR.findall(last)
