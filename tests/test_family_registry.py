@@ -29,13 +29,13 @@ from t2i.store import open_store
 # --- nothing outside t2i/families/ branches on a family's name -------------------------------------
 
 NAMES = "|".join(FAMILIES)
+NAME = rf"['\"]({NAMES})['\"]"  # a registered family's name as a string literal
 BRANCHES = [
-    re.compile(r"family\w*\)?\s*(==|!=)\s*['\"]"),                           # family == "guided"
-    re.compile(r"['\"]\s*(==|!=)\s*[\w.]*family\b"),                         # "guided" == spec.family
-    re.compile(r"family\w*\)?\s+(not\s+)?in\s*[(\[{]\s*['\"]"),              # .family in ("guided", ...)
-    re.compile(r"get\(\s*['\"]family['\"][^)]*\)\s*(==|!=|in\b)"),           # params.get("family", ...) == ...
-    re.compile(rf"(==|!=)\s*['\"]({NAMES})['\"]"),                           # ... == "diffusion"
-    re.compile(rf"^\s*(\w+\s*=\s*\{{\s*)?['\"]({NAMES})['\"]\s*:"),          # {"diffusion": 16}: a table by family
+    re.compile(rf"family\w*\)?\s*(==|!=)\s*{NAME}"),                          # family == "guided"
+    re.compile(rf"{NAME}\s*(==|!=)\s*[\w.]*family\b"),                         # "guided" == spec.family
+    re.compile(rf"family\w*\)?\s+(not\s+)?in\s*[(\[{{][^)\]}}]*{NAME}"),       # .family in ("guided", ...)
+    re.compile(rf"(==|!=)\s*{NAME}"),                                           # ... == "diffusion"
+    re.compile(rf"^\s*(\w+\s*=\s*\{{\s*)?{NAME}\s*:"),                          # {"diffusion": 16}: a table by family
     re.compile(r"is_glide|glide_sizes|GLIDE_TARGETS"),
 ]
 # Lines that used to branch (before families were records): the patterns must catch each of them.
@@ -59,6 +59,8 @@ def branches(line: str) -> bool:
 def test_the_grep_catches_the_old_branches():
     assert all(branches(line) for line in OLD), [line for line in OLD if not branches(line)]
     assert not branches('spec = make_spec(prompt, p.name, family=p.family, limits=limits)')
+    assert not branches('if params.get("family", preset.family) == preset.family:')  # no name asked
+    assert not branches('presets=family_presets if family != "all" else None')      # the filter's "all"
 
 
 def test_nothing_outside_the_families_folder_compares_a_family_name():
@@ -258,6 +260,6 @@ def test_a_fourth_family_runs_through_submit_the_executor_the_gallery_and_the_gu
     [detail] = [b for b in at.button if b.key == f"detail-{job}"]
     detail.click().run()
     assert not at.exception, at.exception
-    captions = [img.caption for el in at.get("imgs") for img in el.proto.imgs]
-    assert "the colour fading in" in captions, captions
+    captions = [str(el.proto) for el in at.get("imgs")]  # the images' protos, their captions inside
+    assert any("the colour fading in" in c for c in captions), captions
     assert family("paint") is PAINT
