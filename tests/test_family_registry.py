@@ -260,6 +260,6 @@ def test_a_fourth_family_runs_through_submit_the_executor_the_gallery_and_the_gu
     [detail] = [b for b in at.button if b.key == f"detail-{job}"]
     detail.click().run()
     assert not at.exception, at.exception
-    captions = [str(el.proto) for el in at.get("imgs")]  # the images' protos, their captions inside
+    captions = [str(el.proto) for kind in ("imgs", "image") for el in at.get(kind)]  # captions inside
     assert any("the colour fading in" in c for c in captions), captions
     assert family("paint") is PAINT
