@@ -32,11 +32,13 @@ def rss_bytes() -> int:
 
 
 def job_fields(preset, side: int, args) -> dict:
+    from t2i.families import family, option_names
+
     fields = dict(width=side, height=side, save_every=1, seed=1)
-    if preset.family == "guided":
-        fields.update(iterations=args.steps, cutn=args.cutn or preset.defaults.get("cutn", 8))
-    else:
-        fields.update(steps=args.steps, num_samples=args.num_samples, guidance=args.guidance)
+    fields[family(preset.family).steps_field] = args.steps
+    given = dict(cutn=args.cutn or preset.defaults.get("cutn", 8), num_samples=args.num_samples,
+                 guidance=args.guidance)
+    fields.update((k, v) for k, v in given.items() if k in option_names(preset.family))
     return fields
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import platform
 import resource
 import time
+from importlib import import_module
 
 import torch
 
 from .engine import Runner
-from .families import build_pipeline
-from .families.diffusion.glide_sizes import is_glide
+from .families import build_pipeline, family, option_names
 from .presets import get_preset
 from .spec import make_spec
 
@@ -41,8 +41,9 @@ def _specs(preset, batch: int, iterations: int, size, cutn, stage: int = 0) -> l
     """Jobs for the bench. stage 1 (a preset with an upsampler stage): one base step, so that the
     warm-up steps carry every job into the upsampler and the timed steps are its own."""
     width, height = size or (None, None)
-    steps = dict(iterations=iterations, cutn=cutn) if preset.family == "guided" else \
-        dict(steps=1 if stage else iterations)
+    steps = {family(preset.family).steps_field: 1 if stage else iterations}
+    if "cutn" in option_names(preset.family):
+        steps["cutn"] = cutn
     return [make_spec(f"a painting of a lighthouse in a storm, take {i}", preset.name, family=preset.family,
                       width=width, height=height, save_every=iterations, seed=i, defaults=preset.defaults, **steps)
             for i in range(batch)]
@@ -94,17 +95,14 @@ def _bench_batch(models, preset, batch_size: int, steps: int, size, cutn, precis
 
 
 def _bench_reference(models, spec, steps: int):
-    from .bench_reference import diffusion_reference_steps, reference_steps
-
+    module, _, name = str(family(spec.family).bench_reference).partition(":")
+    reference_steps = getattr(import_module(module), name)
     device = models.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     marks = []
     mark = lambda: marks.append(_synced_clock(device))  # noqa: E731
-    if spec.family == "diffusion":
-        diffusion_reference_steps(models, spec, steps + WARMUP_STEPS, mark)
-    else:
-        reference_steps(models, spec.width, spec.height, spec.cutn, steps + WARMUP_STEPS, mark)
+    reference_steps(models, spec, steps + WARMUP_STEPS, mark)
     seconds = marks[-1] - marks[WARMUP_STEPS - 1]
     return steps / seconds, _peak_memory(device)
 
@@ -154,14 +152,13 @@ def _bench_stage(models, preset, device, steps, size, cutn, precision, batches, 
         scaling_plot(sorted(rates.items()), f"{preset.name}, {models.describe(spec)}, "
                                             f"{precision}, {models.device}").save(plot)
         lines.append(f"plot written to {plot}")
-    if reference and preset.family == "diffusion" and is_glide(preset):
-        # GLIDE's release samples one prompt at a time with its CFG pair in one call: the batch of 1 above.
-        lines += ["", "reference loop: the release's (one job, CFG as one batch of 2) is the 1-job row above"]
+    record = family(preset.family)
+    if reference and record.bench_reference is None:
+        # e.g. GLIDE's release samples one prompt at a time with its CFG pair in one call: the batch of 1 above.
+        lines += ["", f"reference loop: {record.reference_how}"]
     elif reference:
         ref_rate, ref_peak = _bench_reference(models, spec, steps)
-        how = ("diffusers-pipeline-style loop, CFG as one batch of 2, fp32, one job" if spec.family == "diffusion"
-               else "per-cutout Python loop + kornia, fp32, one job")
-        lines += ["", f"reference loop ({how}): {ref_rate:.3f} steps/s, peak memory {ref_peak}"]
+        lines += ["", f"reference loop ({record.reference_how}): {ref_rate:.3f} steps/s, peak memory {ref_peak}"]
         for b, rate in rates.items():
             lines.append(f"ratio to the reference, {b} job(s) in batch: {rate / ref_rate:.2f}x job-steps/s")
     return lines

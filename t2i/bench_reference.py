@@ -77,6 +77,11 @@ def reference_steps(models, width: int, height: int, cutn: int, steps: int, on_s
         on_step()
 
 
+def guided_reference_steps(models, spec, steps: int, on_step) -> None:
+    """The guided family's reference loop for one job's spec (its size and cutouts)."""
+    reference_steps(models, spec.width, spec.height, spec.cutn, steps, on_step)
+
+
 def diffusion_reference_steps(pipeline, spec, steps: int, on_step) -> None:
     """`steps` denoising steps of one job the way a diffusers pipeline runs them (on_step() after each)."""
     from .families.diffusion.pipeline import make_scheduler, step_kwargs

@@ -5,8 +5,8 @@ prompts it draws well.
 Torch-free. The worlds' words come from the world modules' own tables (t2i/data/), never retyped:
 shapes and flowers (numpy and Pillow only) and digit_words (the digits world's captions, kept apart
 from its torch renderer).
-A preset belongs to a world when its text side (a guided preset's perceptor, a diffusion or gan
-preset's text component) has built-in weights in that world's folder (`builtin:shapes/...`).
+A preset belongs to a world when its text side (its family's `text_weights`: a guided preset's
+perceptors, another's text component) has built-in weights in that world's folder (`builtin:shapes/...`).
 """
 
 from __future__ import annotations
@@ -19,15 +19,11 @@ from functools import lru_cache
 
 from . import jobview
 from .data import digit_words, flowers, shapes
+from .families import family
 from .paths import BUILTIN_PREFIX
 from .presets import Preset
 from .spec import _split_part
 
-FAMILY_LABELS = {
-    "guided": "guided (a latent optimised until a CLIP sees the prompt)",
-    "diffusion": "diffusion (a denoising UNet)",
-    "gan": "GAN (one forward pass of a text-conditioned generator)",
-}
 # One line per preset whose description says more than a visitor needs; others use their description.
 GOOD_AT = {
     "shapes": "one or two coloured circles, squares or triangles at a place, small or large (64x64)",
@@ -59,7 +55,7 @@ class World:
 @dataclass(frozen=True)
 class Guide:
     preset: str
-    family: str          # FAMILY_LABELS' line
+    family: str          # the family's blurb
     good_at: str
     world: World | None  # None: not a world trained here (any words are fine)
 
@@ -146,12 +142,7 @@ def world(name: str) -> World:
 
 def world_of(preset: Preset) -> str | None:
     """The world trained here whose text side the preset uses, or None."""
-    if preset.family == "guided":
-        refs = [p.pretrained for p in preset.perceptors]
-    else:
-        text = preset.components.get("text")
-        refs = [text.weights] if text is not None else []
-    for ref in refs:
+    for ref in family(preset.family).text_weights(preset):
         if isinstance(ref, str) and ref.startswith(BUILTIN_PREFIX):
             folder = ref[len(BUILTIN_PREFIX):].split("/")[0]
             if folder in _WORLDS:
@@ -173,7 +164,7 @@ def good_at(preset: Preset) -> str:
 
 def guide(preset: Preset) -> Guide:
     name = world_of(preset)
-    return Guide(preset.name, FAMILY_LABELS.get(preset.family, preset.family), good_at(preset),
+    return Guide(preset.name, family(preset.family).blurb, good_at(preset),
                  world(name) if name else None)
 
 

@@ -18,6 +18,7 @@ import math
 import re
 
 from .errors import SpecError
+from .families import FAMILIES
 from .spec import NUMBER, parse_prompt
 
 NEGATIVE = "Negative prompt:"
@@ -73,11 +74,20 @@ def _size(value) -> str | None:
     return None
 
 
+def _steps_field(family, params: dict | None = None) -> str:
+    """The option a family's steps are (iterations for a guided job); for a family not registered here,
+    steps, else iterations where only those were written."""
+    if family in FAMILIES:
+        return FAMILIES[family].steps_field
+    return "iterations" if params is not None and "steps" not in params and "iterations" in params else "steps"
+
+
 def to_infotext(params: dict) -> str:
     """The A1111 text of a PNG's parameters (render.parameters' dict); fields absent or None are left out."""
     positive, negative = split_prompt(str(params.get("prompt", "")))
     pairs = {}
-    steps = params.get("steps", params.get("iterations"))
+    field = _steps_field(params.get("family"), params)
+    steps = params.get(field)
     if steps is not None:
         pairs["Steps"] = steps
     if params.get("sampler") is not None:
@@ -93,7 +103,7 @@ def to_infotext(params: dict) -> str:
     rest = [k for k in OWN_KEYS if k in params] + sorted(k for k in params if k not in OWN_KEYS and k not in _MAPPED)
     for key in rest:
         value = params[key]
-        if key == "iterations" and "steps" not in params:
+        if key == field:
             continue  # written as Steps
         if value is None or value == [] or (key in ("init_image", "image_prompts") and not value):
             continue
@@ -131,9 +141,9 @@ def _json(value: str):
 
 def parse_infotext(text: str) -> dict:
     """A1111's infotext as a dict: its keys as written (string values, quotes removed; "Prompt" and
-    "Negative prompt" too), plus our field names where they map: prompt, negative, steps (and
-    iterations for a guided preset), sampler (one of ours only), guidance, seed, width, height, preset,
-    eta, num_samples, and this project's own keys with their JSON values."""
+    "Negative prompt" too), plus our field names where they map: prompt, negative, steps (under its
+    family's name for them: iterations for a guided preset), sampler (one of ours only), guidance,
+    seed, width, height, preset, eta, num_samples, and this project's own keys with their JSON values."""
     lines = text.strip().split("\n")
     last = lines[-1] if lines else ""
     pairs = _PAIR.findall(last)
@@ -168,8 +178,9 @@ def parse_infotext(text: str) -> dict:
             value = out[key]
             sized = _SIZE.match(value) if key.endswith("_size") else None
             out[key] = [int(sized[1]), int(sized[2])] if sized else _json(value)
-    if out.get("family") == "guided" and "steps" in out:
-        out["iterations"] = out.pop("steps")
+    field = _steps_field(out.get("family"))
+    if field != "steps" and "steps" in out:
+        out[field] = out.pop("steps")
     return out
 
 

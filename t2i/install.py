@@ -10,7 +10,7 @@ from .download import fetch, fetch_hub
 from .paths import clip_cache_dir
 from .presets import all_presets
 from .errors import PresetError
-from .weights import WeightsEntry, entry, is_builtin, needed_entries
+from .weights import WeightsEntry, entry, is_builtin, needed_entries, plan
 
 UPSCALER_KINDS = ("esrgan", "srcnn")
 PRESET_PARTS = ("hf", "glide")  # entries that are parts of a diffusion preset: proved by building one
@@ -51,8 +51,8 @@ def _download_preset(preset, progress: bool, verify: bool) -> list[str]:
     if is_builtin(preset):
         return [f"{name}: built in (checkpoints/); `python -m t2i train-demo` makes it again"]
     fetched = [path for e in needed_entries(preset) for path in fetch_entry(e, progress)]
-    for ref in preset.perceptors:
-        fetched.append(download_weights(ref.model, ref.pretrained, clip_cache_dir()))
+    for model, pretrained in plan(preset).clip:
+        fetched.append(download_weights(model, pretrained, clip_cache_dir()))
     if verify:
         build_pipeline(preset, device="cpu")
         for up in preset.post:  # the pipeline may build its upscalers lazily: prove them here

@@ -76,16 +76,15 @@ def model_bytes(preset) -> int:
     """The preset's weight files as found on disk (fp16 files grow to fp32 when loaded: counted twice
     over, which errs on the safe side for the small ones here)."""
     from .paths import component_weights, resolve_weights_file
+    from .weights import entry, plan
 
-    refs = [p.pretrained for p in preset.perceptors if p.pretrained]
-    refs += [preset.sketch] if preset.sketch else []
-    paths = [component_weights(c.weights) for c in preset.components.values() if c.weights]
-    paths += [Path(resolve_weights_file(r)) for r in refs]
-    if preset.family == "guided" and preset.weights:
+    p = plan(preset)
+    paths = [component_weights(ref) for ref in p.models]
+    paths += [Path(resolve_weights_file(ref)) for _, ref in p.clip if ref]
+    paths += [Path(resolve_weights_file(ref)) for _, ref in p.files]
+    for name in p.entries:
         try:
-            from .weights import entry
-
-            weights = entry(preset.weights)
+            weights = entry(name)
             paths += [weights.base / f for f in weights.files]
         except T2IError:
             pass
@@ -147,12 +146,13 @@ def largest_side(spec, preset, budget: int, hi: int | None = None) -> int | None
     """The largest square side (a multiple of the preset's size step, within the sides make_spec
     accepts) whose estimate fits `budget` with the job's other options; None when even the smallest
     does not."""
-    from .spec import MIN_SIDE, SIDE_RANGE
+    from .families import family
+    from .spec import SIDE_RANGE
 
     hi = SIDE_RANGE[1] if hi is None else hi
     fixed = RUNTIME_BYTES + model_bytes(preset)
     step = max(1, spec.options.used_size(spec.with_(width=1, height=1), preset)[0])
-    lowest = MIN_SIDE.get(preset.family, SIDE_RANGE[0])
+    lowest = family(preset.family).min_side
     best, side = None, -(-lowest // step) * step
     while side <= hi:
         if fixed + estimate(spec.with_(width=side, height=side), preset).job > budget:

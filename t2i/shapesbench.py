@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .data import checker, shapes
 from .data.checker import ATTRIBUTES
 from .engine import run_batches
-from .families import build_pipeline
+from .families import build_pipeline, family
 from .presets import get_preset
 from .spec import make_spec
 
@@ -35,7 +35,7 @@ def shapesbench(preset_name: str = "shapes", n: int = 100, device: str = "cpu", 
     models = build_pipeline(preset, device=device)
     correct, examples = Counter(), []
     pairs = shapes.heldout_captions(n, seed=seed)
-    steps = {"iterations" if preset.family == "guided" else "steps": iterations}  # None: the preset's
+    steps = {family(preset.family).steps_field: iterations}  # None: the preset's
     specs = [make_spec(caption, preset.name, family=preset.family, seed=seed + i, defaults=preset.defaults, **steps)
              for i, (_, caption) in enumerate(pairs)]
     results = tqdm(run_batches(specs, models, batch), total=len(specs), desc="ShapesBench", disable=not progress)
@@ -47,7 +47,8 @@ def shapesbench(preset_name: str = "shapes", n: int = 100, device: str = "cpu", 
     accuracy = {a: correct[a] / len(pairs) for a in ATTRIBUTES}
     accuracy["mean"] = sum(accuracy[a] for a in ATTRIBUTES) / len(ATTRIBUTES)
     retrieval = clip_attributes = sketch = None
-    if preset.family == "guided" and preset.perceptors[0].model == "shapes-clip":
+    perceptor = preset.components.get("perceptor")  # a guided preset's first CLIP
+    if perceptor is not None and perceptor.params.get("model") == "shapes-clip":
         from .train.clip import attribute_accuracy, retrieval_accuracy
 
         retrieval = retrieval_accuracy(models.perceptors[0].model)

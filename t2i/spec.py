@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, field, replace
 from PIL import Image
 
 from .errors import SpecError
-from .families import DEFAULT_FAMILY, option_names, options_class
-from .families.options import shown, whole
+from .families import DEFAULT_FAMILY, family as family_of, option_names
+from .families.options import Options
+from .checks import shown, whole
 from .store.uploads import Upload, UploadRef, ref
 
 # Limits. `Limits` lets an operator lower the caps (never raise them past the hard ones).
@@ -29,7 +30,6 @@ MAX_PROMPT_PARTS = 8
 WEIGHT_RANGE = (-10.0, 10.0)
 STOP_RANGE = (-5.0, 5.0)  # spherical distances lie in [0, pi^2/2]; sign follows the weight
 SIDE_RANGE = (64, 1024)
-MIN_SIDE = {"diffusion": 16}  # small trained-here diffusion models work at 32x32 (digits)
 MAX_ITERATIONS = 5000  # steps of any family; the operator's T2I_MAX_ITERATIONS lowers it
 CUTN_RANGE = (1, 256)
 MAX_SEED = 2**63 - 1
@@ -91,7 +91,7 @@ class JobSpec:
     width: int
     height: int
     save_every: int
-    options: object                   # the family's Options (t2i/families/<family>/options.py)
+    options: Options                  # the family's Options (t2i/families/<family>/options.py)
     family: str = DEFAULT_FAMILY
     seed: int | None = None
     init_image: bytes | UploadRef | None = None
@@ -154,9 +154,11 @@ class JobSpec:
         -> bytes | None resolves image references (the executor: JobStore.upload); without it they stay
         UploadRefs. Base64 images (specs before uploads existed) are decoded as they are."""
         d = dict(d)
-        family = d.pop("family", None) or DEFAULT_FAMILY
+        from .presets import current_family
+
+        family = current_family(d.pop("family", None) or DEFAULT_FAMILY, d.get("preset"))
         # Fields a family added later (with a default) are absent from older jobs.
-        options = options_class(family)(**{k: d.pop(k) for k in option_names(family) if k in d})
+        options = family_of(family).options(**{k: d.pop(k) for k in option_names(family) if k in d})
         d["init_image"] = _image("init_image", d.get("init_image"), load)
         d["image_prompts"] = tuple(_image(f"image_prompt {i}", b, load)
                                    for i, b in enumerate(d.get("image_prompts") or (), 1))
@@ -359,22 +361,22 @@ def make_spec(prompt, preset: str, *, family: str = DEFAULT_FAMILY, width=None, 
     pick = lambda v, k: d[k] if v is None or v == "" else v  # noqa: E731
     if not isinstance(preset, str) or not preset.strip():
         raise SpecError("preset", "is empty")
-    cls = options_class(family)
-    own = option_names(family)
+    record = family_of(family)
+    cls, own = record.options, option_names(family)
     for name, value in options.items():
         if name not in own and value is not None and value != "":
             raise SpecError(name, f"does not apply to {family} presets ({preset}); their options are "
                                   + ", ".join(own))
     save_every = whole("save_every", pick(save_every, "save_every"), 1, MAX_ITERATIONS)
     image_prompts = tuple(image_prompts or ())
-    if family != "guided":
+    if not record.takes_images:
         for name, value in (("init_image", init_image), ("image_prompts", image_prompts)):
             if value:
                 raise SpecError(name, f"does not apply to {family} presets ({preset})")
     if len(image_prompts) > MAX_IMAGE_PROMPTS:
         raise SpecError("image_prompts", f"at most {MAX_IMAGE_PROMPTS}, got {len(image_prompts)}")
     max_side = min(limits.max_side, SIDE_RANGE[1])
-    min_side = MIN_SIDE.get(family, SIDE_RANGE[0])
+    min_side = record.min_side
     # The family's defaults, and what the preset allows of them (e.g. the samplers correct for its model).
     family_defaults = {k: v for k, v in d.items() if k in own or k in getattr(cls, "PRESET_LIMITS", ())}
     width = whole("width", pick(width, "width"), min_side, max_side)

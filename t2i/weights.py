@@ -17,6 +17,8 @@ from omegaconf import OmegaConf
 from .errors import PresetError, WeightsMissing
 from .paths import (BUILTIN_PREFIX, builtin_dir, checkpoints_dir, clip_cache_dir, component_weights, resolve_weights_file,
                     weights_registry)
+from .families import family
+from .families.record import WeightsPlan
 from .presets import Preset, all_presets
 
 
@@ -118,13 +120,17 @@ def entry(name: str) -> WeightsEntry:
     return reg[name]
 
 
+def plan(preset: Preset) -> WeightsPlan:
+    """The preset's weights as its family names them (t2i/families/record.py's WeightsPlan)."""
+    return family(preset.family).weights(preset)
+
+
 def is_builtin(preset: Preset) -> bool:
     """Trained here and committed (made again by `train-demo`), rather than downloaded."""
     if preset.untrained:
         return False
-    if preset.family != "guided":
-        return all(c.weights.startswith(BUILTIN_PREFIX) for c in preset.components.values() if c.weights)
-    return entry(preset.weights).builtin
+    p = plan(preset)
+    return all(entry(name).builtin for name in p.entries) and all(ref.startswith(BUILTIN_PREFIX) for ref in p.models)
 
 
 # --- which files a preset needs: the one place that maps a preset to configs/weights.yaml entries ---
@@ -132,17 +138,6 @@ def is_builtin(preset: Preset) -> bool:
 def _downloaded(ref) -> bool:
     """A reference to a path under checkpoints/ (not built in, not absolute)."""
     return isinstance(ref, str) and bool(ref) and not ref.startswith(BUILTIN_PREFIX) and not Path(ref).is_absolute()
-
-
-def _refs(preset: Preset) -> tuple[list[str], list[str]]:
-    """A diffusion preset's paths under checkpoints/: (named ones: component weights and the scheduler's
-    `from:`, which an entry must cover; string params, e.g. a tokenizer folder, which count only when
-    an entry covers them, since most params are not weights: a config under configs/, a model name)."""
-    named = [c.weights for c in preset.components.values() if _downloaded(c.weights)]
-    if _downloaded(preset.scheduler.get("from")):
-        named.append(preset.scheduler["from"])
-    params = [v for c in preset.components.values() for v in c.params.values() if _downloaded(v)]
-    return named, params
 
 
 def _covering(ref: str, reg: dict[str, WeightsEntry]) -> tuple[list[WeightsEntry], bool]:
@@ -159,32 +154,32 @@ def _get(reg: dict[str, WeightsEntry], name: str) -> WeightsEntry:
 
 
 def _resolve(preset: Preset, reg: dict[str, WeightsEntry]) -> tuple[list[WeightsEntry], list[str]]:
-    """(the entries the preset's files come from, in order; named paths no entry covers)."""
-    chosen: dict[str, WeightsEntry] = {}
+    """(the entries the preset's files come from, in order; named paths no entry covers). Paths under
+    checkpoints/ that the preset names (component weights, a schedule's `from:`) must be covered by an
+    entry; path-like params (a tokenizer folder) count only when one covers them, since most params
+    are not weights (a config under configs/, a model name)."""
+    p = plan(preset)
+    chosen = {name: _get(reg, name) for name in p.entries}
     uncovered = []
-    if preset.family != "guided":
-        named, params = _refs(preset)
-        refs = [(ref, *_covering(ref, reg)) for ref in dict.fromkeys(named + params)]
-        # Files first, then folders: a folder holding files of several entries (glide/ holds the base
-        # model's files and the upsampler's) is covered by an entry already chosen for a file in it,
-        # so a base-only preset does not fetch the upsampler for its tokenizer folder.
-        for ref, found, _ in sorted(refs, key=lambda r: not r[2]):
-            if not found and ref in named:
-                uncovered.append(ref)
-            elif found and not any(e.name in chosen for e in found):
-                chosen.update((e.name, e) for e in found)
-    elif preset.weights:
-        chosen[preset.weights] = _get(reg, preset.weights)
+    named = [ref for ref in p.models + p.needed if _downloaded(ref)]
+    refs = [(ref, *_covering(ref, reg)) for ref in dict.fromkeys(named + [v for v in p.params if _downloaded(v)])]
+    # Files first, then folders: a folder holding files of several entries (glide/ holds the base
+    # model's files and the upsampler's) is covered by an entry already chosen for a file in it,
+    # so a base-only preset does not fetch the upsampler for its tokenizer folder.
+    for ref, found, _ in sorted(refs, key=lambda r: not r[2]):
+        if not found and ref in named:
+            uncovered.append(ref)
+        elif found and not any(e.name in chosen for e in found):
+            chosen.update((e.name, e) for e in found)
     for name in preset.post:  # upscalers the preset runs after each image
         chosen.setdefault(name, _get(reg, name))
     return list(chosen.values()), uncovered
 
 
 def needed_entries(preset: Preset) -> list[WeightsEntry]:
-    """The configs/weights.yaml entries a preset's weights come from (what `download` fetches): a guided
-    preset's generator entry; for a diffusion preset, the entries covering its components' weights,
-    its scheduler's `from:` and any path params; for both, its post-step upscalers. A named path no
-    entry covers is one line naming it."""
+    """The configs/weights.yaml entries a preset's weights come from (what `download` fetches): those its
+    plan names, those covering its paths under checkpoints/, and its post-step upscalers. A named path
+    no entry covers is one line naming it."""
     if preset.untrained:
         return []
     entries, uncovered = _resolve(preset, registry())
@@ -208,13 +203,11 @@ def _missing_weights(preset: Preset) -> list[str]:
     """The preset's weight files (not CLIP's) that are absent or of the wrong length, torch-free."""
     reg = registry()
     entries, uncovered = _resolve(preset, reg)
-    direct = []  # paths no entry lists: built in, absolute, or put under checkpoints/ by hand
-    if preset.family != "guided":
-        source = preset.scheduler.get("from")
-        refs = [c.weights for c in preset.components.values() if c.weights and not _downloaded(c.weights)]
-        refs += [source] if isinstance(source, str) and not _downloaded(source) else []
-        direct = [str(p) for p in map(component_weights, refs + uncovered) if not p.exists()]
-    return direct + [p for e in entries for p in e.missing()]
+    # Paths no entry lists: built in, absolute, or put under checkpoints/ by hand.
+    p = plan(preset)
+    refs = [ref for ref in p.models + p.needed if not _downloaded(ref)]
+    direct = [str(path) for path in map(component_weights, refs + uncovered) if not path.exists()]
+    return direct + [path for e in entries for path in e.missing()]
 
 
 def missing_files(preset: Preset) -> list[str]:
@@ -224,11 +217,13 @@ def missing_files(preset: Preset) -> list[str]:
     if preset.untrained:
         return []
     missing = _missing_weights(preset)
-    for ref in preset.perceptors:
-        if cached_weights(ref.model, resolve_weights_file(ref.pretrained), clip_cache_dir()) is None:
-            missing.append(f"CLIP {ref.label} (in {clip_cache_dir()})")
-    if preset.sketch and not Path(resolve_weights_file(preset.sketch)).is_file():
-        missing.append(f"sketch {resolve_weights_file(preset.sketch)}")
+    p = plan(preset)
+    for model, pretrained in p.clip:
+        if cached_weights(model, resolve_weights_file(pretrained or ""), clip_cache_dir()) is None:
+            missing.append(f"CLIP {model}/{pretrained or 'random'} (in {clip_cache_dir()})")
+    for what, ref in p.files:
+        if not Path(resolve_weights_file(ref)).is_file():
+            missing.append(f"{what} {resolve_weights_file(ref)}")
     return missing
 
 

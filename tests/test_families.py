@@ -10,7 +10,7 @@ import torch
 
 from t2i.engine import Runner, run, run_batches
 from t2i.errors import Cancelled, OutOfMemory
-from t2i.families import build_pipeline
+from t2i.families import FAMILIES, build_pipeline, family, option_names
 from t2i.presets import all_presets, get_preset
 from t2i.spec import make_spec
 
@@ -31,8 +31,8 @@ def pipeline_for(pipelines, name):
 
 def spec(name, prompt, seed, steps=STEPS, **kw):
     p = get_preset(name)
-    fields = {"iterations" if p.family == "guided" else "steps": steps, "save_every": 2, "seed": seed}
-    if p.family == "guided":
+    fields = {family(p.family).steps_field: steps, "save_every": 2, "seed": seed}
+    if "cutn" in option_names(p.family):
         fields["cutn"] = 4
     fields.update(kw)
     return make_spec(prompt, name, family=p.family, defaults=p.defaults, **fields)
@@ -49,7 +49,7 @@ def png(image):
 
 
 def test_every_family_has_a_tiny_preset():
-    assert {get_preset(n).family for n in TINY} == {"guided", "diffusion", "gan"}
+    assert {get_preset(n).family for n in TINY} == set(FAMILIES) == {"guided", "diffusion", "glide", "gan"}
 
 
 @pytest.mark.parametrize("name", TINY)

@@ -11,8 +11,10 @@ import torch
 
 from t2i.errors import WeightsMissing
 from t2i.families.diffusion.components import BrokenWeights
-from t2i.families.diffusion.glide import (GlideDiffusion, check_state_dict, glide_base, glide_upsample, load,
-                                          release_options, space_timesteps)
+from t2i.families.glide.diffusion import GlideDiffusion
+from t2i.families.glide.load import check_state_dict, load
+from t2i.families.glide.model import glide_base, glide_upsample, release_options
+from t2i.families.glide.sizes import space_timesteps
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared/fixtures/glide"
@@ -167,7 +169,7 @@ def test_damaged_state_dicts_fail_in_one_line(tmp_path):
 import gzip  # noqa: E402
 import shutil  # noqa: E402
 
-from t2i.families.diffusion.glide.tokenizer import GlideTokenizer  # noqa: E402
+from t2i.families.glide.tokenizer import GlideTokenizer  # noqa: E402
 
 TINY_BPE = ROOT / "configs/models/tiny-glide"
 

@@ -21,7 +21,8 @@ TINY = "tiny-vqgan-untrained"
 
 
 def _tiny_models(sketch: SketchNet | None = None, init_weight: float = 0.0):
-    preset = dataclasses.replace(get_preset(TINY), init_weight=init_weight)
+    tiny = get_preset(TINY)
+    preset = dataclasses.replace(tiny, settings={**tiny.settings, "init_weight": init_weight})
     models = build_pipeline(preset)
     models.sketch = sketch
     return models

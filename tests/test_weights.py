@@ -13,6 +13,7 @@ import yaml
 
 from t2i import install, weights
 from t2i.errors import PresetError
+from t2i.families.guided.preset import parts as guided_parts
 from t2i.paths import CONFIG_DIR, MODEL_CONFIG_DIR, ROOT
 from t2i.presets import _load_dir, all_presets, get_preset
 
@@ -30,9 +31,10 @@ def test_every_preset_parses_and_names_its_weights_honestly():
         if p.family != "guided":  # components by registry name; weights named unless untrained
             assert all((c.weights is None) == p.untrained for c in p.components.values() if c.target != "pixels")
             continue
-        assert p.arch.is_file(), name
+        g = guided_parts(p)
+        assert g.arch.is_file(), name
         if not p.untrained:
-            assert p.weights in registry and all(ref.pretrained for ref in p.perceptors)
+            assert g.weights in registry and all(ref.pretrained for ref in g.perceptors)
     assert get_preset("vqgan_imagenet_f16_16384").defaults["cutn"] == 32
 
 

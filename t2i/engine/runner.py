@@ -27,7 +27,7 @@ import math
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from PIL import Image
@@ -35,6 +35,7 @@ from torchvision.transforms import functional as TF
 
 from .. import upscale
 from ..errors import Cancelled, OutOfMemory
+from ..families.base import Finished, Pipeline
 from ..memory import MAX_FRAMES
 from ..spec import MAX_SEED, JobSpec
 
@@ -72,7 +73,7 @@ class Slot:
     spec: JobSpec
     seed: int
     gen: torch.Generator
-    state: object
+    state: Any                  # the pipeline's own per-job state (start's result)
     total: int                  # the family's steps and the post-steps
     post: list = field(default_factory=list)  # the job's Upscalers, in order
     step: int = 0
@@ -81,8 +82,8 @@ class Slot:
     losses: list[float] = field(default_factory=list)
     start: float = field(default_factory=time.monotonic)
     stride: int = 1             # frames kept for the GIF: every stride-th of those save_every makes
-    finished: object = None     # the family's Finished once its steps are over; upscaled by the post-steps
-    made: object = None         # the family's image, before any post-step
+    finished: Finished | None = None  # the family's Finished once its steps are over; upscaled by the post-steps
+    made: Image.Image | None = None   # the family's image, before any post-step
     failed: bool = False        # a post-step raised (its Step says why)
 
     @property
@@ -116,7 +117,7 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 
 class Runner:
-    def __init__(self, pipeline, precision: str = "fp32", upscalers: Callable | None = None):
+    def __init__(self, pipeline: Pipeline, precision: str = "fp32", upscalers: Callable | None = None):
         """`upscalers(name, device)` gives a loaded Upscaler (default: t2i.upscale.load, cached per
         process)."""
         if precision not in PRECISIONS:
@@ -174,7 +175,7 @@ class Runner:
             result[name] = Step(s.step, s.total, out.metric, frame, frame_step, now - s.start)
         return result
 
-    def _finish(self, s: Slot):
+    def _finish(self, s: Slot) -> Finished:
         if s.finished is None:
             (s.finished,) = self.pipeline.finish([s.state])
             s.made = s.finished.image  # the GIF ends on it: frames keep the size the family made
@@ -196,7 +197,7 @@ class Runner:
         return Step(s.step, s.total, None, finished.image, s.step - 1, time.monotonic() - s.start)
 
     def _post_out_of_memory(self, s: Slot, upscaler) -> OutOfMemory:
-        width, height = s.finished.image.size
+        width, height = self._finish(s).image.size
         return OutOfMemory(f"out of {self.pipeline.device.type.upper()} memory at {upscaler.describe(width, height)}, "
                            f"after {self.pipeline.describe(s.spec)}: lower the size, or choose a smaller upscaler "
                            f"or {upscale.NONE}")
@@ -261,6 +262,6 @@ def out_of_memory_error(error: BaseException) -> bool:
         isinstance(error, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(error))
 
 
-def out_of_memory(pipeline, spec: JobSpec) -> OutOfMemory:
+def out_of_memory(pipeline: Pipeline, spec: JobSpec) -> OutOfMemory:
     return OutOfMemory(f"out of {pipeline.device.type.upper()} memory at {pipeline.describe(spec)}: "
                        f"lower {spec.options.LIGHTER}")

@@ -2,43 +2,54 @@
 
     guided     a latent optimised by Adam until CLIPs see the prompt (VQGAN / BigGAN)
     diffusion  a denoising UNet sampled by a diffusers scheduler (pixel or latent space)
+    glide      OpenAI's GLIDE: its base UNet and upsampler with their own respaced diffusion
     gan        a text-conditioned GAN generator (GAN-INT-CLS): one forward pass per frame
 
-This module is torch-free: it maps a family name to its Options (what pages, the CLI and the queue
-need) and, on demand, to the module whose `build(preset, device, random_weights)` makes its pipeline
-(imported only by whoever builds models).
+A family is one folder and one entry here: its `Family` record (t2i/families/record.py) answers
+everything the rest of the service asks of it (Options, preset parser, weights plan, what the pages
+show, how its steps are named) and builds its pipeline on demand (`build`, which imports torch only
+when called). This module is torch-free; nothing outside t2i/families/ compares a family's name.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
+from dataclasses import fields
 
-from .diffusion.options import DiffusionOptions
-from .gan.options import GanOptions
-from .guided.options import GuidedOptions
+from .diffusion.family import DIFFUSION
+from .record import Family
+from .gan.family import GAN
+from .glide.family import GLIDE
+from .guided.family import GUIDED
+from .preset import DEFAULT_FAMILY
 
-OPTIONS = {o.FAMILY: o for o in (GuidedOptions, DiffusionOptions, GanOptions)}
-FAMILIES = tuple(OPTIONS)
-DEFAULT_FAMILY = "guided"
-_BUILDERS = {"guided": "t2i.families.guided.build", "diffusion": "t2i.families.diffusion.pipeline",
-             "gan": "t2i.families.gan.pipeline"}
-
-
-def options_class(family: str):
-    if family not in OPTIONS:
-        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-    return OPTIONS[family]
+FAMILIES: dict[str, Family] = {f.name: f for f in (GUIDED, DIFFUSION, GLIDE, GAN)}
 
 
-def option_names(family: str) -> tuple[str, ...]:
-    from dataclasses import fields
+def family(name: str) -> Family:
+    """The registered family of that name; ValueError naming the known ones otherwise."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
 
-    return tuple(f.name for f in fields(options_class(family)))
+
+def options_class(name: str) -> type:
+    return family(name).options
 
 
+def option_names(name: str) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(options_class(name)))
+
+
+def gif_caption(name: str | None) -> str:
+    """What a result's GIF shows, by the family its PNG parameters name (guided when none: older results)."""
+    known = FAMILIES.get(name or DEFAULT_FAMILY)
+    return known.gif_caption if known else "the frames"
 
 
 def build_pipeline(preset, device="cpu", random_weights: bool = False):
     """The preset's family pipeline with its models on `device` (random_weights: the real
     architecture untrained, for benchmarks)."""
-    return import_module(_BUILDERS[preset.family]).build(preset, device, random_weights)
+    return family(preset.family).build(preset, device, random_weights)
+
+
+__all__ = ["DEFAULT_FAMILY", "FAMILIES", "Family", "build_pipeline", "family", "gif_caption", "option_names", "options_class"]

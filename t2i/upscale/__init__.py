@@ -22,23 +22,12 @@ from collections import OrderedDict
 from pathlib import Path
 
 from ..errors import SpecError
+from .sizes import FACTORS, KINDS, TILE, TILE_BYTES_PER_PIXEL  # noqa: F401 - the package's names
 
-KINDS = ("esrgan", "srcnn")
-FACTORS = (2, 3, 4)   # the factors the published SRCNN weights were trained for
 NONE = "none"         # what a user writes for "no upscaler", overriding a preset's post
 MAX_UPSCALERS = 4     # post-steps per job; the final size (spec.MAX_UPSCALED_SIDE) binds long before
 DEFAULT_SCALE = 4     # an esrgan entry whose name does not say its scale: ESRGAN files are mostly x4
 CACHED = 4            # upscalers kept loaded per process (a Real-ESRGAN x4plus is 67 MB)
-
-# Networks run on tiles (t2i/upscale/tiles.py) so that memory stays bounded whatever the image's
-# size: the side of the largest piece, in pixels of the image the network sees (ESRGAN: the input;
-# SRCNN: its bicubic enlargement), and the peak activations per such pixel, measured on the CPU
-# (peak RSS, fp32, inference): a 64-feature 23-block x4 RRDBNet (Real-ESRGAN x4plus) 13 KB at
-# 256x256 and 16 KB at 128x128, so a 256 tile needs about 1 GB; SRCNN 0.7-0.8 KB, about 0.2 GB a
-# 512 tile. t2i/memory.py counts them in a job's estimate.
-TILE = {"esrgan": 256, "srcnn": 512}
-TILE_BYTES_PER_PIXEL = {"esrgan": 16_000, "srcnn": 800}
-
 
 def entries() -> dict:
     """name -> WeightsEntry for every upscaler in the weights registry."""
@@ -56,7 +45,7 @@ def check(name) -> str:
     known = entries()
     if isinstance(name, str) and name.strip() in known:
         return name.strip()
-    from ..families.options import shown
+    from ..checks import shown
 
     listed = ", ".join(known) if known else "none are configured"
     raise SpecError("upscale", f"unknown upscaler {shown(name)}; known: {listed} (or {NONE})")

@@ -18,7 +18,7 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from ..errors import BrokenWeights, WeightsMissing
-from . import TILE as TILES
+from .sizes import TILE as TILES
 from .tiles import tiled
 
 # The largest input piece run at once: for a 64-feature x4 RRDBNet (Real-ESRGAN x4plus) a 256x256

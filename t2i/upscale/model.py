@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from ..errors import BrokenWeights
-from . import FACTORS, esrgan, srcnn
+from . import esrgan, srcnn
+from .sizes import FACTORS
 
 
 @dataclass(eq=False)

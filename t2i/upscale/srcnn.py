@@ -20,8 +20,8 @@ from PIL import Image
 from torch import nn
 
 from ..errors import BrokenWeights, SpecError, WeightsMissing
-from . import FACTORS
-from . import TILE as TILES
+from .sizes import FACTORS
+from .sizes import TILE as TILES
 from .tiles import tiled
 
 # The bicubic image's luma goes through the network 512x512 pixels at a time (about 0.2 GB of fp32

@@ -7,7 +7,7 @@ import time
 import streamlit as st
 
 from t2i.errors import SpecError
-from t2i.families import FAMILIES
+from t2i.families import FAMILIES, gif_caption
 from t2i.infotext import to_infotext
 from t2i.ranking import family_of, win_rate
 from t2i.render import grid_samples
@@ -46,8 +46,7 @@ def detail(job_id: int) -> None:
             group(job)
         return
     left, right = st.columns(2)
-    guided = result.parameters.get("family", "guided") == "guided"
-    left.image(result.gif, caption="the optimisation" if guided else "the denoising", width=384)
+    left.image(result.gif, caption=gif_caption(result.parameters.get("family")), width=384)
     n = result.parameters.get("num_samples", 1)
     size = f"{result.width}x{result.height}"   # each sample's: a several-sample PNG is their grid
     right.image(result.png, caption=f"a grid of {n} samples, each {size}, seed {result.seed}" if n > 1

@@ -5,7 +5,7 @@ import streamlit as st
 
 from t2i import guide, jobview, upscale
 from t2i.errors import T2IError
-from t2i.families import options_class
+from t2i.families import family, gif_caption, options_class
 from t2i.infotext import our_prompt
 from t2i.memory import size_note
 from t2i.presets import get_preset
@@ -219,7 +219,7 @@ with st.form("generate"):
         st.text_input("Seed (empty: random; one for the whole group)" if comparing else "Seed (empty: random)",
                       key="seed")
         init_image = image_prompt = None
-        if chosen.family == "guided" and not comparing:  # the other families take no images; a group neither
+        if family(chosen.family).takes_images and not comparing:  # the other families take no images; a group neither
             # No type filter and a cap above the spec's limit: a file the browser refuses never reaches
             # the server, which would then queue the job without it. Here every file up to the cap
             # reaches check_image, which refuses it with a reason.
@@ -264,7 +264,7 @@ elif submitted:
 def show_result(job_id: int) -> None:
     result = db.result(job_id)
     gif_col, png_col = st.columns(2)
-    gif_col.image(result.gif, caption="the optimisation" if result.parameters.get("family", "guided") == "guided" else "the denoising", width=384)
+    gif_col.image(result.gif, caption=gif_caption(result.parameters.get("family")), width=384)
     png_col.image(result.png, caption=f"{result.width}x{result.height}, seed {result.seed}", width=384)
     a, b, c = st.columns(3)
     a.download_button("Download GIF", result.gif, file_name=f"t2i-{job_id}.gif", mime="image/gif")

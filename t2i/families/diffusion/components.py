@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import overload
 
 import torch
 
@@ -32,6 +33,10 @@ from ...errors import BrokenWeights, WeightsMissing
 from ...paths import CONFIG_DIR, component_weights, resolve_weights_file
 
 
+@overload
+def _path(ref: str, hint: str) -> Path: ...
+@overload
+def _path(ref: None, hint: str) -> None: ...
 def _path(ref: str | None, hint: str) -> Path | None:
     if ref is None:
         return None

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ...errors import SpecError
 from ...paths import component_weights
-from . import glide_sizes
-from .glide_sizes import is_glide
-from ..options import FLOAT, FormField, TamingDecoder, choice, given, read_config, real, shown, whole
+from ...checks import choice, given, real, shown, whole
+from ..options import FLOAT, FormField, TamingDecoder, read_config
 
 # ancestral, DDIM (eta), DPM-Solver++ (2nd-order multistep), PLMS (the LDM paper's pseudo linear multistep)
 SAMPLERS = ("ddpm", "ddim", "dpm++", "plms")
@@ -39,15 +39,15 @@ class DiffusionOptions:
     guidance: float
     eta: float
     num_samples: int
-    # Set by the preset, not the user: the steps of a second (upsampler) stage, GLIDE's 256px presets.
+    # Set by the preset, not the user: the steps of a second (upsampler) stage (GlideOptions, glide-256).
     upsample_steps: int = 0
 
-    FAMILY = "diffusion"
+    FAMILY: ClassVar[str] = "diffusion"
     # What a preset may narrow or fix (its YAML's `samplers:`, `defaults.max_steps`, an upsampler's
     # steps), passed in by make_spec.
-    PRESET_LIMITS = ("samplers", "max_steps", "upsample_steps")
-    LIGHTER = "the size or the number of samples"
-    FORM = (FormField("sampler", "Sampler", "choice", choices=SAMPLERS,
+    PRESET_LIMITS: ClassVar[tuple[str, ...]] = ("samplers", "max_steps", "upsample_steps")
+    LIGHTER: ClassVar[str] = "the size or the number of samples"
+    FORM: ClassVar[tuple[FormField, ...]] = (FormField("sampler", "Sampler", "choice", choices=SAMPLERS,
                       help="ddpm: ancestral; ddim: deterministic at eta 0; dpm++: good images in few steps; "
                            "plms: the LDM paper's sampler"),
             FormField("steps", "Steps", "int", step=10),
@@ -88,8 +88,6 @@ class DiffusionOptions:
         return f"{width}x{height}, {self.steps} {self.sampler.upper()} steps{guidance}{samples}{upsampler}"
 
     def used_size(self, spec, preset) -> tuple[int, int]:
-        if is_glide(preset):
-            return glide_sizes.used_size(preset)
         unet, codec = _unet_config(preset), _codec(preset)
         cell = codec.factor if codec else 1
         if preset.fixed_size:
@@ -107,8 +105,6 @@ class DiffusionOptions:
         return self.num_samples * (int(cond) + int(uncond))
 
     def job_bytes(self, spec, preset) -> int:
-        if is_glide(preset):
-            return glide_sizes.job_bytes(self, spec, preset)
         width, height = self.used_size(spec, preset)
         unet, codec = _unet_config(preset), _codec(preset)
         cell = codec.factor if codec else 1

@@ -16,18 +16,17 @@ Guidance scale 0 samples unconditionally, 1 conditionally without guidance.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
-from torchvision.utils import make_grid
 
-from ... import weights as W
-from ...engine.runner import to_pil
-from ...render import GRID_PADDING, grid_layout
 from ...spec import JobSpec, round_size
 from ...untrained import UNTRAINED_SEED
 from ..base import Finished, StepOut
+from ..preset import Preset
+from ..shared import finished, grid, weights_plan
 from .components import build_component, scheduler_config
-from .glide_sizes import GLIDE_TARGETS
+from .options import DiffusionOptions
 
 
 def make_scheduler(sampler: str, config: dict):
@@ -49,7 +48,7 @@ def make_scheduler(sampler: str, config: dict):
 class DiffusionJob:
     spec: JobSpec
     gen: torch.Generator
-    scheduler: object
+    scheduler: Any                  # a diffusers scheduler of the job's sampler
     x: torch.Tensor                 # (num_samples, C, h, w): x_t, then the clean sample
     cond: torch.Tensor | None       # (num_samples, L, D) rows the UNet sees with the prompt
     uncond: torch.Tensor | None     # ... and without it (the null or the negative prompt)
@@ -62,7 +61,7 @@ class DiffusionJob:
 
 @dataclass
 class DiffusionPipeline:
-    preset: object
+    preset: Preset
     unet: torch.nn.Module
     text: torch.nn.Module
     codec: torch.nn.Module
@@ -97,7 +96,7 @@ class DiffusionPipeline:
 
     # --- the contract -------------------------------------------------------------------------
     def start(self, spec: JobSpec, gen: torch.Generator) -> DiffusionJob:
-        o, n = spec.options, spec.num_samples
+        o, n = cast(DiffusionOptions, spec.options), spec.num_samples
         scheduler = make_scheduler(o.sampler, self.schedule)
         scheduler.set_timesteps(o.steps, device=self.device)
         w, h = self.used_size(spec)
@@ -169,21 +168,7 @@ class DiffusionPipeline:
 
     @torch.no_grad()
     def finish(self, jobs: list[DiffusionJob]) -> list[Finished]:
-        done = []
-        for job in jobs:
-            images = self._images(job.x)
-            samples = [to_pil(images[i:i + 1]) for i in range(len(images))] if len(images) > 1 else []
-            done.append(Finished(to_pil(grid(images)), samples))
-        return done
-
-
-def weights_plan(preset, random_weights: bool) -> tuple[bool, str]:
-    """Whether the preset is built with random weights, and the command that fetches its files; a
-    trained preset's missing files are one clear message before any loading starts."""
-    random_weights = random_weights or preset.untrained
-    if not random_weights:
-        W.require(preset)
-    return random_weights, W.download_command(preset.name)
+        return [finished(self._images(job.x)) for job in jobs]
 
 
 def _step_kwargs(job: DiffusionJob) -> dict:
@@ -198,19 +183,5 @@ def step_kwargs(sampler: str, gen: torch.Generator, eta: float) -> dict:
     return {"generator": gen, "eta": eta} if sampler == "ddim" else {"generator": gen}
 
 
-def grid(images: torch.Tensor) -> torch.Tensor:
-    """Samples side by side in a near-square grid, (1, 3, H, W); one sample is itself. The layout is
-    render's (grid_layout, GRID_PADDING), which the gallery splits the PNG by."""
-    if len(images) == 1:
-        return images
-    columns, _ = grid_layout(len(images))
-    return make_grid(images, nrow=columns, padding=GRID_PADDING, pad_value=0.0)[None]
-
-
-def build(preset, device="cpu", random_weights: bool = False):
-    if preset.components["unet"].target in GLIDE_TARGETS:
-        # GLIDE's own networks and respaced Gaussian diffusion (no diffusers equivalent): glide/pipeline.py.
-        from .glide.pipeline import GlidePipeline
-
-        return GlidePipeline.build(preset, device, random_weights)
+def build(preset, device="cpu", random_weights: bool = False) -> DiffusionPipeline:
     return DiffusionPipeline.build(preset, device, random_weights)

@@ -9,8 +9,10 @@ distribution's centre, the generator's most typical images, as truncation does; 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from ..options import FLOAT, FormField, given, real, whole
+from ...checks import given, real, whole
+from ..options import FLOAT, FormField
 
 SIZE = 64                           # the DCGAN draws 64x64 only
 SAMPLES_RANGE = (1, 64)
@@ -35,9 +37,9 @@ class GanOptions:
     num_samples: int
     noise_scale: float
 
-    FAMILY = "gan"
-    LIGHTER = "the number of samples"
-    FORM = (FormField("steps", "Frames", "int", step=4,
+    FAMILY: ClassVar[str] = "gan"
+    LIGHTER: ClassVar[str] = "the number of samples"
+    FORM: ClassVar[tuple[FormField, ...]] = (FormField("steps", "Frames", "int", step=4,
                       help="frames of the GIF: a loop through the noise, back to the image the job makes"),
             FormField("num_samples", "Samples", "int", step=1, help="1..64 images of the prompt, shown as a grid"),
             FormField("noise_scale", "Noise scale", "float", step=0.1,

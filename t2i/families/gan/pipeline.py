@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import torch
 
 from ... import weights as W
-from ...engine.runner import to_pil
 from ...errors import PresetError
 from ...spec import JobSpec
 from ...untrained import UNTRAINED_SEED
 from ..base import Finished, StepOut
-from ..diffusion.pipeline import grid
+from ..preset import Preset
+from ..shared import finished, grid
 from .components import build_component
 from .options import SIZE
 
@@ -64,7 +64,7 @@ class GanJob:
 
 @dataclass
 class GanPipeline:
-    preset: object
+    preset: Preset
     generator: torch.nn.Module
     text: torch.nn.Module
     device: torch.device
@@ -127,12 +127,7 @@ class GanPipeline:
 
     @torch.no_grad()
     def finish(self, jobs: list[GanJob]) -> list[Finished]:
-        done = []
-        for job in jobs:
-            images = self._draw(job.embed, job.keys[0], nullcontext)
-            samples = [to_pil(images[i:i + 1]) for i in range(len(images))] if len(images) > 1 else []
-            done.append(Finished(to_pil(grid(images)), samples))
-        return done
+        return [finished(self._draw(job.embed, job.keys[0], nullcontext)) for job in jobs]
 
 
 def build(preset, device="cpu", random_weights: bool = False):

@@ -15,9 +15,10 @@ from ...engine.perceptor import load_perceptor, register_model_configs
 from ...engine.sketch import load_sketch
 from ...engine.vqgan import VQGANGenerator, build_taming, load_taming
 from ...paths import MODEL_CONFIG_DIR, clip_cache_dir, resolve_weights_file
-from ...presets import Preset
+from ..preset import Preset
 from ...untrained import UNTRAINED_SEED
 from .pipeline import GuidedPipeline
+from .preset import Parts, parts
 
 
 def load_generator_weights(entry: W.WeightsEntry, hint: str = ""):
@@ -29,14 +30,14 @@ def load_generator_weights(entry: W.WeightsEntry, hint: str = ""):
     raise ValueError(f"weights {entry.name}: unknown kind {entry.kind!r}")
 
 
-def _generator(preset: Preset, random_weights: bool):
+def _generator(preset: Preset, g: Parts, random_weights: bool):
     if random_weights:
-        net = build_taming(preset.arch) if preset.generator_kind == "vqgan" else build_biggan(preset.arch)
+        net = build_taming(g.arch) if g.kind == "vqgan" else build_biggan(g.arch)
     else:
-        net = load_generator_weights(W.entry(preset.weights), hint=W.download_command(preset.name))
-    if preset.generator_kind == "vqgan":
-        return VQGANGenerator(net, **preset.generator_options)
-    return BigGANGenerator(net, **preset.generator_options)
+        net = load_generator_weights(W.entry(str(g.weights)), hint=W.download_command(preset.name))
+    if g.kind == "vqgan":
+        return VQGANGenerator(net, **g.options)
+    return BigGANGenerator(net, **g.options)
 
 
 def build(preset: Preset, device="cpu", random_weights: bool = False) -> GuidedPipeline:
@@ -45,16 +46,17 @@ def build(preset: Preset, device="cpu", random_weights: bool = False) -> GuidedP
     random_weights = random_weights or preset.untrained
     if not random_weights:
         W.require(preset)  # one clear message before any loading starts
+    g = parts(preset)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_SEED)
-        generator = _generator(preset, random_weights)
-        perceptors = [load_perceptor(ref.model, None if random_weights else resolve_weights_file(ref.pretrained),
+        generator = _generator(preset, g, random_weights)
+        perceptors = [load_perceptor(ref.model, None if random_weights else resolve_weights_file(str(ref.pretrained)),
                                      clip_cache_dir(),
                                      device=device, download_hint=W.download_command(preset.name))
-                      for ref in preset.perceptors]
+                      for ref in g.perceptors]
     sketch = None
-    if preset.sketch and not random_weights:
-        sketch = load_sketch(resolve_weights_file(preset.sketch), device=device,
+    if g.sketch and not random_weights:
+        sketch = load_sketch(resolve_weights_file(g.sketch), device=device,
                              download_hint=W.download_command(preset.name))
     device = torch.device(device)
     if device.type == "cuda":

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
-from ..options import FLOAT, FormField, TamingDecoder, given, read_config, real, whole
+from ...checks import given, real, whole
+from ..options import FLOAT, FormField, TamingDecoder, read_config
+from .preset import parts
 
 MAX_ITERATIONS = 5000
 CUTN_RANGE = (1, 256)
@@ -27,9 +30,9 @@ class GuidedOptions:
     cutn: int
     lr: float
 
-    FAMILY = "guided"
-    LIGHTER = "the size or the cutouts"
-    FORM = (FormField("iterations", "Iterations", "int", step=10),
+    FAMILY: ClassVar[str] = "guided"
+    LIGHTER: ClassVar[str] = "the size or the cutouts"
+    FORM: ClassVar[tuple[FormField, ...]] = (FormField("iterations", "Iterations", "int", step=10),
             FormField("cutn", "Cutouts", "int", step=1))
 
     @classmethod
@@ -51,22 +54,24 @@ class GuidedOptions:
         return f"{width}x{height} with {self.cutn} cutouts"
 
     def used_size(self, spec, preset) -> tuple[int, int]:
-        if preset.generator_kind == "biggan":
-            side = int(read_config(str(preset.arch))["output_dim"])
+        g = parts(preset)
+        if g.kind == "biggan":
+            side = int(read_config(str(g.arch))["output_dim"])
             return side, side
-        factor = TamingDecoder.of(str(preset.arch)).factor
+        factor = TamingDecoder.of(str(g.arch)).factor
         return max(factor, spec.width // factor * factor), max(factor, spec.height // factor * factor)
 
     def job_bytes(self, spec, preset) -> int:
         """The generator's decode kept for the backward pass (activations, attention matrices) plus
         every perceptor's pass over this job's cutouts."""
         width, height = self.used_size(spec, preset)
-        if preset.generator_kind == "biggan":
-            activations, attention = _biggan(read_config(str(preset.arch)))
+        g = parts(preset)
+        if g.kind == "biggan":
+            activations, attention = _biggan(read_config(str(g.arch)))
         else:
-            decoder = TamingDecoder.of(str(preset.arch))
+            decoder = TamingDecoder.of(str(g.arch))
             activations, attention = decoder.activations(width, height), decoder.attention(width, height)
-        cutouts = self.cutn * sum(_perceptor_units(p.model) for p in preset.perceptors)
+        cutouts = self.cutn * sum(_perceptor_units(p.model) for p in g.perceptors)
         return int(JOB_FLOOR + PER_ACTIVATION * activations + PER_ATTENTION * attention + PER_CUTOUT_UNIT * cutouts)
 
 
@@ -93,6 +98,8 @@ def _perceptor_units(model: str) -> float:
     path = MODEL_CONFIG_DIR / f"{model}.json"
     if not path.exists():
         spec = find_spec("open_clip")
+        if spec is None or not spec.submodule_search_locations:
+            return 0.0
         path = Path(next(iter(spec.submodule_search_locations))) / "model_configs" / f"{model}.json"
     if not path.exists():
         return 0.0

@@ -21,6 +21,8 @@ from ...engine.sketch import SketchNet, sketch_image
 from ...engine.runner import to_pil
 from ...spec import JobSpec, decode_image
 from ..base import Finished, StepOut
+from ..preset import Preset
+from .preset import parts
 
 
 @dataclass
@@ -36,7 +38,7 @@ class GuidedJob:
 
 @dataclass
 class GuidedPipeline:
-    preset: object
+    preset: Preset
     generator: torch.nn.Module
     perceptors: list[Perceptor]
     device: torch.device
@@ -54,7 +56,7 @@ class GuidedPipeline:
 
     def targets(self, spec: JobSpec) -> list[list[Target]]:
         """Per perceptor: one target per text part, then one per image prompt (weight 1)."""
-        images = [decode_image(b) for b in spec.image_prompts]
+        images = [decode_image(_loaded(b)) for b in spec.image_prompts]
         targets = []
         for p in self.perceptors:
             text = p.encode_text([part.text for part in spec.parts])
@@ -65,18 +67,18 @@ class GuidedPipeline:
 
     def start(self, spec: JobSpec, gen: torch.Generator) -> GuidedJob:
         targets = self.targets(spec)
-        init = decode_image(spec.init_image) if spec.init_image else None
+        init = decode_image(_loaded(spec.init_image)) if spec.init_image else None
         if init is None and self.sketch is not None:
             text = targets[0][:len(spec.parts)]
             init = sketch_image(self.sketch, torch.cat([t.embed for t in text]), [t.weight for t in text])
         with torch.enable_grad():
             latent = self.generator.init_latent(*self.used_size(spec), gen, init)
-        anchor = [t.detach().clone() for t in latent] if self.preset.init_weight > 0 else None
+        anchor = [t.detach().clone() for t in latent] if parts(self.preset).init_weight > 0 else None
         return GuidedJob(spec, gen, latent, targets, torch.optim.Adam(latent, lr=spec.lr), anchor)
 
     def step(self, jobs: list[GuidedJob], frames: list[bool], amp) -> list[StepOut]:
         gens = [j.gen for j in jobs]
-        cut_cfgs = [CutoutConfig(cut_size=p.input_size, cutn=jobs[0].spec.cutn, **self.preset.cutouts)
+        cut_cfgs = [CutoutConfig(cut_size=p.input_size, cutn=jobs[0].spec.cutn, **parts(self.preset).cutouts)
                     for p in self.perceptors]
         with torch.enable_grad():
             latent = [torch.cat(parts) for parts in zip(*(j.latent for j in jobs))]
@@ -112,9 +114,16 @@ class GuidedPipeline:
             total = total + reg
         if job.anchor is not None:
             drift = sum((z - z0).pow(2).mean() for z, z0 in zip(job.latent, job.anchor))
-            total = total + self.preset.init_weight * drift
+            total = total + parts(self.preset).init_weight * drift
         return total
 
     def finish(self, jobs: list[GuidedJob]) -> list[Finished]:
         with torch.no_grad():
             return [Finished(to_pil(self.generator.decode(j.latent).float())) for j in jobs]
+
+
+def _loaded(image) -> bytes:
+    """An image's bytes: the executor loads uploads before a job starts (JobSpec.from_dict with `load`)."""
+    if not isinstance(image, bytes):
+        raise ValueError(f"{image!r} was not loaded from the store")
+    return image

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ....errors import BrokenWeights, WeightsMissing
+from ...errors import BrokenWeights, WeightsMissing
 from .model import Text2ImUNet, glide_base, glide_upsample
 
 KINDS = {"base": glide_base, "upsample": glide_upsample}

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from ..glide_sizes import space_timesteps
+from .sizes import space_timesteps
 
 
 def betas(schedule: str, steps: int = 1000) -> torch.Tensor:

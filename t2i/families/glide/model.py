@@ -268,7 +268,8 @@ class SuperResText2ImUNet(Text2ImUNet):
     def __init__(self, *, in_channels: int = 3, **kwargs):
         super().__init__(in_channels=in_channels * 2, **kwargs)
 
-    def forward(self, x, timesteps, tokens, mask, low_res):
+    # The release's signature: the upsampler takes the low-res image besides the base model's inputs.
+    def forward(self, x, timesteps, tokens, mask, low_res):  # type: ignore[override]
         up = F.interpolate(low_res, x.shape[-2:], mode="bilinear", align_corners=False)
         return super().forward(torch.cat([x, up], dim=1), timesteps, tokens, mask)
 

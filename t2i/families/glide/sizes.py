@@ -25,24 +25,21 @@ def space_timesteps(num_timesteps: int, spacing: str) -> list[int]:
         return sorted(kept - {num_timesteps - 1} | {num_timesteps - 3})
     counts = [int(c) for c in spacing.split(",")]
     size_per, extra = divmod(num_timesteps, len(counts))
-    kept, start = [], 0
+    taken: list[int] = []
+    start = 0
     for i, count in enumerate(counts):
         size = size_per + (1 if i < extra else 0)
         if count > size:
             raise ValueError(f"cannot take {count} steps from a section of {size}")
         stride = 1 if count <= 1 else (size - 1) / (count - 1)
-        kept += [start + round(stride * j) for j in range(count)]
+        taken += [start + round(stride * j) for j in range(count)]
         start += size
-    return sorted(set(kept))
+    return sorted(set(taken))
 
 
 def upsampler_steps(params: dict) -> int:
     """Steps of an upsampler stage with these params: its respacing's length ("fast27" in the release)."""
     return len(space_timesteps(1000, str(params.get("respacing", "fast27"))))
-
-
-def is_glide(preset) -> bool:
-    return preset.components["unet"].target in GLIDE_TARGETS
 
 
 def stage_sizes(preset) -> list[int]:

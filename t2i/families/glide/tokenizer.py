@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ....errors import BrokenWeights, WeightsMissing
+from ...errors import BrokenWeights, WeightsMissing
 
 FILES = ("encoder.json", "vocab.bpe")
 END_TOKEN = "<|endoftext|>"

@@ -17,21 +17,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 
-from ....engine.runner import to_pil
-from ....errors import BrokenWeights, WeightsMissing
-from ....paths import CONFIG_DIR, component_weights
-from ....spec import JobSpec
-from ....untrained import UNTRAINED_SEED
-from ...base import Finished, StepOut
-from ..components import PixelCodec
-from ..pipeline import grid, weights_plan
+from ...errors import BrokenWeights, WeightsMissing
+from ...paths import CONFIG_DIR, component_weights
+from ...spec import JobSpec
+from ...untrained import UNTRAINED_SEED
+from ..base import Finished, StepOut
+from ..diffusion.components import PixelCodec
+from ..preset import Preset
+from ..shared import finished, grid, weights_plan
 from .diffusion import GlideDiffusion
 from .load import load
 from .model import Text2ImUNet, glide_base, glide_upsample
+from .options import GlideOptions
 from .tokenizer import FILES as TOKENIZER_FILES
 from .tokenizer import GlideTokenizer
 
@@ -72,7 +74,7 @@ class GlideStage:
 
 @dataclass
 class GlidePipeline:
-    preset: object
+    preset: Preset
     stages: list[GlideStage]
     tokenizer: GlideTokenizer
     device: torch.device
@@ -128,7 +130,7 @@ class GlidePipeline:
 
     # --- the contract -------------------------------------------------------------------------
     def start(self, spec: JobSpec, gen: torch.Generator) -> GlideJob:
-        o, n = spec.options, spec.num_samples
+        o, n = cast(GlideOptions, spec.options), spec.num_samples
         size = self.stages[0].size
         x = torch.randn((n, 3, size, size), generator=gen, device=self.device)
         positive = ", ".join(p.text for p in spec.parts if p.weight > 0)
@@ -239,12 +241,7 @@ class GlidePipeline:
 
     @torch.no_grad()
     def finish(self, jobs: list[GlideJob]) -> list[Finished]:
-        done = []
-        for job in jobs:
-            images = PIXELS.decode(job.x)
-            samples = [to_pil(images[i:i + 1]) for i in range(len(images))] if len(images) > 1 else []
-            done.append(Finished(to_pil(grid(images)), samples))
-        return done
+        return [finished(PIXELS.decode(job.x)) for job in jobs]
 
 
 def _tokenizer(component, hint: str, random_weights: bool) -> tuple[GlideTokenizer, bool]:
@@ -261,3 +258,7 @@ def _tokenizer(component, hint: str, random_weights: bool) -> tuple[GlideTokeniz
     if random_weights and not all((folder / name).is_file() for name in TOKENIZER_FILES):
         return GlideTokenizer(CONFIG_DIR / STAND_IN_BPE, text_ctx, hint), False
     return GlideTokenizer(folder, text_ctx, hint), True
+
+
+def build(preset, device="cpu", random_weights: bool = False) -> GlidePipeline:
+    return GlidePipeline.build(preset, device, random_weights)
