@@ -31,9 +31,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("t2i").setLevel(logging.INFO)
 
-    from t2i.cli import resolve_device
+    from t2i.cli.common import resolve_device
     from t2i.errors import T2IError
-    from t2i.executor import Executor, ExecutorConfig
+    from t2i.service.executor import Executor, ExecutorConfig
 
     try:
         device = resolve_device(args.device)

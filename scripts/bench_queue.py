@@ -12,7 +12,7 @@ dropped from --pg-admin-url) and each N in --executors, N executor *processes* (
    Every job must be done exactly once (counts()['done'] == J, no job id claimed twice, and
    none left queued or running), else the script fails. With --claims-only the workers claim and
    never complete (the claim path alone: J claims, each job claimed exactly once, all left running).
-2. pickup latency: the N workers idle-poll like t2i/executor.py (sweep, claim; when nothing is
+2. pickup latency: the N workers idle-poll like t2i/service/executor.py (sweep, claim; when nothing is
    queued, worker_seen and wait_for_work(poll), poll doubling from 0.05 s up to 0.5 s, reset after
    a claim). The main process submits K jobs (--pickups) one at a time, each after the previous one
    left 'queued' (polled every 1 ms); latency = started_at - created_at, both on the database clock

@@ -1,4 +1,4 @@
-"""Peak memory of one job, each in a fresh process: the figures t2i/memory.py's estimates are fitted to.
+"""Peak memory of one job, each in a fresh process: the figures t2i/service/memory.py's estimates are fitted to.
 
     python scripts/measure_memory.py shapes 64 256 384 --cutn 16
     python scripts/measure_memory.py tiny-diffusion-untrained 32 128 --num-samples 8
@@ -7,7 +7,7 @@
 Each job runs in a child process (`--one`) that builds the preset, takes its RSS (the fixed part:
 libraries and models), runs the job for a few steps with a frame at every step, and prints its own
 peak RSS (`getrusage(RUSAGE_SELF).ru_maxrss`). The parent prints one line per size, with the
-estimate t2i/memory.py makes for the same job. Keep the predicted peaks well below the machine's
+estimate t2i/service/memory.py makes for the same job. Keep the predicted peaks well below the machine's
 free memory: nothing here stops the kernel from killing a child.
 """
 
@@ -80,7 +80,7 @@ def main() -> None:
         return one(args)
 
     try:
-        from t2i import memory
+        from t2i.service import memory
     except ImportError:
         memory = None
     from t2i.presets import get_preset

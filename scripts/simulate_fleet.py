@@ -1,6 +1,6 @@
 """Fleet simulation: N executors without models, visitors submitting and browsing, on SQLite and PostgreSQL.
 
-What one simulated executor does is what t2i/executor.py does for a batch of one, with sleeps for the
+What one simulated executor does is what t2i/service/executor.py does for a batch of one, with sleeps for the
 model: listen, sweep, claim; idle: worker_seen (every SEEN_EVERY) and wait_for_work with the poll
 doubling up to max_poll. A claimed job runs `--steps` steps of `--step-ms`; after each step, a frame
 (`--frame-kb` of incompressible bytes, like a PNG) every `--save-every` steps, progress at most every
@@ -63,7 +63,7 @@ from t2i.spec import make_spec  # noqa: E402
 from t2i.store import Result, StoreError, open_store  # noqa: E402
 
 PG_ADMIN = "postgresql://t2i_test:t2i_test@127.0.0.1:5432/postgres"
-PROGRESS_EVERY, SEEN_EVERY = 0.5, 5.0  # t2i/executor.py's (real seconds)
+PROGRESS_EVERY, SEEN_EVERY = 0.5, 5.0  # t2i/service/executor.py's (real seconds)
 WORDS = "red green blue small large circle square triangle star shape on the left right top bottom".split()
 # Connections opened at once per process: a fleet starts over minutes, not in one second (2,000
 # simultaneous connects time out on a 2-core server: the postmaster forks one backend per connection).

@@ -55,8 +55,8 @@ class Limits:
     max_side: int = SIDE_RANGE[1]
     max_iterations: int = MAX_ITERATIONS
     max_cutn: int = CUTN_RANGE[1]
-    # Bytes one job may need (t2i/memory.py estimates it); None: T2I_MAX_JOB_MEMORY, else this
-    # machine's RAM less a margin. Checked where the preset is known: t2i.queue.submit_job.
+    # Bytes one job may need (t2i/service/memory.py estimates it); None: T2I_MAX_JOB_MEMORY, else this
+    # machine's RAM less a margin. Checked where the preset is known: t2i.service.queue.submit_job.
     max_job_memory: int | None = None
 
     @classmethod
@@ -64,7 +64,7 @@ class Limits:
         """T2I_MAX_SIDE, T2I_MAX_ITERATIONS, T2I_MAX_CUTN (the web app reads these)."""
         import os
 
-        # max_job_memory stays None: t2i.memory.submit_budget() reads T2I_MAX_JOB_MEMORY where the
+        # max_job_memory stays None: t2i.service.memory.submit_budget() reads T2I_MAX_JOB_MEMORY where the
         # budget is used (memory builds on the spec; the spec does not import it).
         return cls(max_side=int(os.environ.get("T2I_MAX_SIDE", SIDE_RANGE[1])),
                    max_iterations=int(os.environ.get("T2I_MAX_ITERATIONS", MAX_ITERATIONS)),

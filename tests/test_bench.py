@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from t2i.bench import bench
-from t2i.bench_reference import ReferenceCutouts
+from t2i.bench.speed import bench
+from t2i.bench.reference import ReferenceCutouts
 
 
 def test_bench_reports_batches_flops_and_the_reference_ratio(tmp_path):

@@ -13,9 +13,9 @@ import sys
 import pytest
 from PIL import Image
 
-from t2i.executor import Executor, ExecutorConfig
+from t2i.service.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
-from t2i.queue import submit_job
+from t2i.service.queue import submit_job
 from t2i.store import open_store
 from t2i.web.visitor import COOKIE, visitor_of
 from webserver import free_port, stop, wait_healthy
@@ -381,7 +381,7 @@ def test_the_preset_guide_in_a_real_browser(service, browser):
     """Picking a world trained here shows its family, what it is good at, the words it knows and three
     example prompts; clicking one puts it in the prompt box."""
     from t2i.data import shapes
-    from t2i.guide import examples
+    from t2i.service.guide import examples
     from t2i.presets import get_preset
 
     base = service[0]

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 import t2i
-from t2i.render import read_parameters
+from t2i.output.render import read_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = "tiny-vqgan-untrained"
@@ -450,7 +450,7 @@ def test_an_endless_image_file_is_refused_without_reading_it_whole():
     def cap():
         resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
 
-    code = ("import sys\nfrom t2i.cli import _read\nfrom t2i.errors import SpecError\n"
+    code = ("import sys\nfrom t2i.cli.common import read_image_file as _read\nfrom t2i.errors import SpecError\n"
             "try:\n    _read('/dev/zero', 'init_image')\nexcept SpecError as e:\n    print(e); sys.exit(2)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           preexec_fn=cap)

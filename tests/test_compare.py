@@ -1,5 +1,5 @@
 """Compare presets (issue 19): queue.submit_group (validation, seed, per-family fields, limits), the
-group's view and vote (t2i/compare.py) on both backends, and the Generate page's compare view through
+group's view and vote (t2i/service/compare.py) on both backends, and the Generate page's compare view through
 AppTest with the real executor finishing the jobs."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import random
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from t2i import compare
+from t2i.service import compare
 from t2i.errors import PresetError
 from t2i.paths import ROOT
-from t2i.queue import QueueLimit, SubmitPolicy, submit_group
-from t2i.ranking import VotePolicy, fit_bradley_terry
+from t2i.service.queue import QueueLimit, SubmitPolicy, submit_group
+from t2i.service.ranking import VotePolicy, fit_bradley_terry
 from t2i.spec import SpecError
 from t2i.store import open_store
 from t2i.web.visitor import COOKIE, visitor_of
@@ -121,7 +121,7 @@ def test_a_group_larger_than_the_address_allowance_says_how_many_fit(store):
     assert total(store) == 2
 
 
-# --- t2i/compare.py: the view and the vote --------------------------------------------------------
+# --- t2i/service/compare.py: the view and the vote --------------------------------------------------------
 
 def test_presets_stay_hidden_until_the_visitor_votes_and_the_vote_is_pairwise(store):
     ids = submit_group(store, "a red circle", [VQGAN, GUMBEL, GAN], **WITH_GAN)

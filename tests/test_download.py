@@ -1,4 +1,4 @@
-"""t2i.download against a real HTTP server on loopback (no mocks of urllib)."""
+"""t2i.assets.download against a real HTTP server on loopback (no mocks of urllib)."""
 from __future__ import annotations
 
 import random
@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from t2i.download import DownloadError, fetch
+from t2i.assets.download import DownloadError, fetch
 
 from conftest import serve_http
 

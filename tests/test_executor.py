@@ -12,10 +12,10 @@ import time
 import pytest
 import torch
 
-from t2i import executor as executor_module
-from t2i.executor import Executor, ExecutorConfig
+from t2i.service import executor as executor_module
+from t2i.service.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
-from t2i.queue import submit_job
+from t2i.service.queue import submit_job
 from t2i.store import FINISHED, Lease, Result, open_store
 
 TINY = dict(iterations=2, cutn=2, save_every=1)
@@ -337,7 +337,7 @@ def test_run_executor_sh_restarts_a_crashed_executor_and_stops_cleanly(tmp_path,
 def test_diffusion_jobs_share_a_batch_across_samplers_and_finish_with_their_parameters(store, store_url):
     """Jobs of one diffusion preset and size batch together whatever their sampler, steps, guidance or
     sample count; each gets its own result; an OOM names the diffusion load; a cancel stops one job."""
-    from t2i import render
+    from t2i.output import render
 
     preset = "tiny-diffusion-untrained"
     a = submit_job(store, "a six", preset, sampler="ddim", steps=6, guidance=3, seed=1, save_every=2)

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from t2i.checks import given, whole
 from t2i.engine.runner import to_pil
-from t2i.executor import Executor, ExecutorConfig
+from t2i.service.executor import Executor, ExecutorConfig
 from t2i.families import FAMILIES, family
 from t2i.families.base import Finished, StepOut
 from t2i.families.options import FormField
@@ -23,7 +23,7 @@ from t2i.families.preset import check_random_weights, components, label
 from t2i.families.record import Family, WeightsPlan
 from t2i.paths import ROOT
 from t2i.presets import _parse, all_presets
-from t2i.queue import submit_job
+from t2i.service.queue import submit_job
 from t2i.store import open_store
 
 # --- nothing outside t2i/families/ branches on a family's name -------------------------------------
@@ -226,7 +226,7 @@ def _page(page: str) -> AppTest:
 
 
 def test_a_fourth_family_runs_through_submit_the_executor_the_gallery_and_the_guide(paint):
-    from t2i.guide import guide
+    from t2i.service.guide import guide
 
     preset, url = paint
     assert preset.family == "paint" and preset.models_label == "flat-colour(random)"

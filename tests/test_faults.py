@@ -20,10 +20,10 @@ import psycopg
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from t2i import executor as executor_module
-from t2i.executor import EXIT_STORE_GONE, Executor, ExecutorConfig
+from t2i.service import executor as executor_module
+from t2i.service.executor import EXIT_STORE_GONE, Executor, ExecutorConfig
 from t2i.paths import ROOT
-from t2i.queue import submit_job
+from t2i.service.queue import submit_job
 from t2i.store import StoreError, StoreGone, StoreUnavailable, open_store
 from t2i.store import postgres as postgres_module
 from t2i.web import common

@@ -36,7 +36,7 @@ def test_train_demo_writes_and_proves_every_file(world):
 def test_flowersbench_judges_the_presets_images(world, monkeypatch):
     builtin, _ = world
     monkeypatch.setenv("T2I_BUILTIN", str(builtin))
-    from t2i.flowersbench import flowersbench, report
+    from t2i.bench.flowers import flowersbench, report
 
     result = flowersbench(n=6, batch=3, progress=False)
     assert result["n"] == 6 and all(0 <= result[k] <= 1 for k in ("colour", "centre", "petals"))

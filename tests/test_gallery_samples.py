@@ -1,4 +1,4 @@
-"""t2i/render.py's grid splitter (torch-free, for the gallery) against the grids the families really
+"""t2i/output/render.py's grid splitter (torch-free, for the gallery) against the grids the families really
 make: the diffusion pipeline's `grid` (the gan family uses the same one) on random samples, and real
 several-sample jobs of both families run by the executor, compared with the samples the runner keeps."""
 
@@ -15,8 +15,8 @@ from t2i.families import build_pipeline
 from t2i.families.diffusion.pipeline import grid
 from t2i.engine.runner import to_pil
 from t2i.presets import get_preset
-from t2i.queue import submit_job
-from t2i.render import grid_layout, grid_samples, split_grid
+from t2i.service.queue import submit_job
+from t2i.output.render import grid_layout, grid_samples, split_grid
 from t2i.spec import make_spec
 from t2i.store import open_store
 from test_pages import run_queue

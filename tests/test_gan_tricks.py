@@ -132,7 +132,7 @@ def test_bad_settings_are_one_line(field, value, words):
 def test_the_text_affines_start_as_the_identity_and_load_only_into_their_architecture(tmp_path):
     from t2i.engine.gan_int_cls import Generator, init_weights
     from t2i.errors import BrokenWeights
-    from t2i.fp16 import save_checkpoint
+    from t2i.assets.fp16 import save_checkpoint
 
     torch.manual_seed(0)
     plain = Generator(EMBED, 4)

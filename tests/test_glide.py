@@ -351,7 +351,7 @@ def test_glide_options_refused_in_one_line():
 
 
 def test_bench_times_each_stage():
-    from t2i.bench import bench
+    from t2i.bench.speed import bench
 
     lines = bench(TINY, steps=1, batches=(1, 2), frames=False, reference=True)
     text = "\n".join(lines)

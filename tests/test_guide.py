@@ -1,4 +1,4 @@
-"""The preset guide (t2i/guide.py): the worlds' words come from the world modules, unknown words of a
+"""The preset guide (t2i/service/guide.py): the worlds' words come from the world modules, unknown words of a
 prompt, examples a world knows every word of, speed from the store's finished jobs."""
 
 import random
@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from t2i import guide
+from t2i.service import guide
 from t2i.data import digits, flowers, shapes
 from t2i.paths import ROOT
 from t2i.presets import get_preset

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 import yaml
 
-from t2i import install, weights
-from t2i.download import DownloadError
+from t2i.assets import install, weights
+from t2i.assets.download import DownloadError
 from t2i.errors import WeightsMissing
 from t2i.paths import CONFIG_DIR
 

@@ -179,7 +179,7 @@ def test_the_servers_address_limits_hold_for_fresh_browsers(server, browser):
     rotating the visitor is free, rotating the address is not."""
     from playwright.sync_api import expect
 
-    from t2i.queue import SubmitPolicy
+    from t2i.service.queue import SubmitPolicy
 
     base, store = server
     limit = SubmitPolicy().max_active_per_address

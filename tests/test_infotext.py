@@ -6,9 +6,9 @@ import json
 import pytest
 from PIL import Image, PngImagePlugin
 
-from t2i import render
+from t2i.output import render
 from t2i.engine import Generation
-from t2i.infotext import our_prompt, parse_infotext, split_prompt, to_infotext
+from t2i.output.infotext import our_prompt, parse_infotext, split_prompt, to_infotext
 from t2i.presets import get_preset
 from t2i.spec import make_spec, parse_prompt
 

@@ -266,7 +266,7 @@ def test_build_refuses_a_missing_release_before_loading(tmp_path, monkeypatch):
 
 
 def test_the_presets_listing_says_the_weights_are_missing(tmp_path, monkeypatch, capsys):
-    from t2i.cli import cmd_presets
+    from t2i.cli.weights import cmd_presets
 
     monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path))
     assert cmd_presets(None) == 0

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from t2i.paths import ROOT
 from t2i.presets import get_preset
-from t2i.queue import submit_job
+from t2i.service.queue import submit_job
 from t2i.spec import make_spec
 from t2i.store import GroupItem, Result, open_store
 from test_pages import Client, button, key, run_queue, texts

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from t2i.engine.biggan import BigGANGenerator, build_biggan, load_biggan
-from t2i.clip_cache import cached_weights
+from t2i.assets.clip_cache import cached_weights
 from t2i.engine.perceptor import load_perceptor, register_model_configs
 from t2i.engine.vqgan import TamingVQ, VQGANGenerator, load_taming, read_taming_config
 from t2i.errors import WeightsMissing

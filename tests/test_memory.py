@@ -1,4 +1,4 @@
-"""Memory admission (t2i/memory.py): estimates, the submit-time refusal, the executor's batch growth
+"""Memory admission (t2i/service/memory.py): estimates, the submit-time refusal, the executor's batch growth
 under a memory budget, and the cap on the frames a job keeps. Real models (tiny presets), real store."""
 
 import io
@@ -6,14 +6,15 @@ import io
 import pytest
 from PIL import Image
 
-from t2i import executor as executor_module
-from t2i import memory, render
+from t2i.service import executor as executor_module
+from t2i.service import memory
+from t2i.output import render
 from t2i.engine import Runner
-from t2i.executor import Executor, ExecutorConfig
+from t2i.service.executor import Executor, ExecutorConfig
 from t2i.families import build_pipeline
-from t2i.memory import MARGIN, MAX_FRAMES, Admission, TooLarge, estimate
+from t2i.service.memory import MARGIN, MAX_FRAMES, Admission, TooLarge, estimate
 from t2i.presets import get_preset
-from t2i.queue import submit_job
+from t2i.service.queue import submit_job
 from t2i.spec import Limits, make_spec
 from t2i.store import open_store
 
@@ -220,7 +221,7 @@ def test_memory_the_generate_page_states_the_largest_size_and_refuses_a_larger_o
 
 def test_model_bytes_counts_a_file_once_when_components_share_a_folder(tmp_path, monkeypatch):
     """LDM's text encoder names the release's root folder, which also holds the UNet's and VAE's."""
-    from t2i.memory import model_bytes
+    from t2i.service.memory import model_bytes
     from t2i.presets import Component, Preset
 
     monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path))

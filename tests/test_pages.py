@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from t2i.executor import Executor, ExecutorConfig
+from t2i.service.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
-from t2i.queue import submit_job
+from t2i.service.queue import submit_job
 from t2i.spec import MAX_IMAGE_BYTES, MAX_PROMPT_CHARS, MAX_SEARCH_CHARS, UPLOAD_CAP_MB
 from t2i.store import Result, open_store
 from t2i.upscale import names as upscale_names
@@ -460,7 +460,7 @@ def test_a_vote_is_stored_once_and_a_second_vote_on_the_pair_is_refused(app, see
 
 def hand_fit_gap(wins: int, losses: int, prior_sd: float) -> float:
     """Two presets, independent N(0, sd^2) priors: by symmetry theta = +-d/2 and the MAP gap d solves
-    wins - (wins + losses) * sigmoid(d) - d / (2 sd^2) = 0. Bisection, independent of t2i.ranking."""
+    wins - (wins + losses) * sigmoid(d) - d / (2 sd^2) = 0. Bisection, independent of t2i.service.ranking."""
     lo, hi = -20.0, 20.0
     for _ in range(200):
         d = (lo + hi) / 2
@@ -714,11 +714,11 @@ def at_exception(at):
     return list(at.exception)
 
 
-# --- the preset guide on the Generate page (t2i/guide.py) ------------------------------------------
+# --- the preset guide on the Generate page (t2i/service/guide.py) ------------------------------------------
 
 def test_choosing_shapes_shows_its_guide_words_and_three_examples(app):
     from t2i.data import shapes
-    from t2i.guide import examples
+    from t2i.service.guide import examples
     from t2i.presets import get_preset
 
     at = app(visitor=key("g"))
@@ -739,7 +739,7 @@ def test_choosing_shapes_shows_its_guide_words_and_three_examples(app):
 
 
 def test_an_example_button_fills_the_prompt_box(app):
-    from t2i.guide import examples
+    from t2i.service.guide import examples
     from t2i.presets import get_preset
 
     at = app(visitor=key("g"))
@@ -767,9 +767,9 @@ def test_a_prompt_with_unknown_words_is_warned_about_and_still_submits(app, seed
 
 
 def test_the_prompt_placeholder_is_an_example_of_the_default_preset(app):
-    from t2i.guide import examples
+    from t2i.service.guide import examples
     from t2i.presets import get_preset
-    from t2i.weights import default_preset
+    from t2i.assets.weights import default_preset
 
     at = app(visitor=key("g"))
     own = examples(get_preset(default_preset()))
@@ -777,7 +777,7 @@ def test_the_prompt_placeholder_is_an_example_of_the_default_preset(app):
 
 
 def test_open_a_png_fills_the_form_from_its_parameters(app):
-    from t2i.render import png_bytes as png_with
+    from t2i.output.render import png_bytes as png_with
 
     params = {"prompt": "a green triangle at the bottom", "preset": "tiny-vqgan-untrained", "family": "guided",
               "seed": 4242, "size": [48, 40], "requested_size": [48, 40], "iterations": 7, "cutn": 3,
@@ -816,7 +816,7 @@ def test_open_a_png_of_another_tool_fills_the_prompt_with_its_negative_and_the_s
 
 
 def test_open_a_png_of_a_preset_not_offered_here_keeps_the_chosen_one_and_says_so(app):
-    from t2i.render import png_bytes as png_with
+    from t2i.output.render import png_bytes as png_with
 
     params = {"prompt": "a castle", "preset": "some-other-model", "seed": 5}
     at = app(visitor=key("g"))

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from t2i.queue import QueueLimit, SubmitPolicy, submit_job
-from t2i.ranking import VoteLimit, VotePolicy, cast_vote
+from t2i.service.queue import QueueLimit, SubmitPolicy, submit_job
+from t2i.service.ranking import VoteLimit, VotePolicy, cast_vote
 from t2i.spec import Limits, SpecError
 from t2i.store import Result, open_store
 

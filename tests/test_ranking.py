@@ -1,4 +1,4 @@
-"""t2i/ranking.py: the Bradley-Terry fit against hand-computed answers, next_pair and the vote tallies
+"""t2i/service/ranking.py: the Bradley-Terry fit against hand-computed answers, next_pair and the vote tallies
 against a real store (both backends, through the `store_url` fixture), and the gallery's win rate."""
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from t2i.queue import submit_job
+from t2i.service.queue import submit_job
 from t2i.presets import get_preset
-from t2i.ranking import (UNKNOWN_FAMILY, Z95, VotePolicy, cast_vote, family_of, fit_bradley_terry, fit_families,
-                         head_to_head, next_pair, win_rate)
+from t2i.service.ranking import (UNKNOWN_FAMILY, Z95, VotePolicy, cast_vote, family_of, fit_bradley_terry, fit_families, head_to_head, next_pair, win_rate)
 from t2i.spec import make_spec
 from t2i.store import GroupItem, Result, open_store
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from t2i import __version__, render
+from t2i import __version__
+from t2i.output import render
 from t2i.engine import Generation as Result
 from t2i.presets import get_preset
 from t2i.spec import make_spec

@@ -104,7 +104,7 @@ def test_shapes_preset_draws_the_asked_colour(caption, colour):
 
 @trained
 def test_shapesbench_reports_what_the_checker_said_of_each_image():
-    from t2i.shapesbench import ATTRIBUTES, report, shapesbench
+    from t2i.bench.shapes import ATTRIBUTES, report, shapesbench
 
     result = shapesbench("shapes", n=3, iterations=2, progress=False)
     assert result["n"] == 3 and len(result["examples"]) == 3

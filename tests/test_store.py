@@ -13,7 +13,7 @@ import pytest
 
 from t2i.errors import PresetError
 from t2i.presets import get_preset
-from t2i.queue import submit_job
+from t2i.service.queue import submit_job
 from t2i.spec import SpecError, make_spec
 from t2i.store import STATUSES, Beat, Lease, Result, open_store
 

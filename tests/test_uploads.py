@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from t2i.queue import QueueLimit, SubmitPolicy, submit_job
+from t2i.service.queue import QueueLimit, SubmitPolicy, submit_job
 from t2i.spec import JobSpec, SpecError, make_spec
 from t2i.store import open_store
 from t2i.store.schema import POSTGRES, SQLITE
@@ -213,8 +213,8 @@ def test_policy_reads_the_upload_quota_from_the_environment(monkeypatch):
 # --- the executor resolves references -------------------------------------------------------------
 
 def test_the_executor_runs_a_job_from_its_uploads_and_fails_one_whose_upload_is_missing(store, store_url):
-    from t2i import render
-    from t2i.executor import Executor, ExecutorConfig
+    from t2i.output import render
+    from t2i.service.executor import Executor, ExecutorConfig
 
     init, prompt = noise_png(64, 13), noise_png(64, 14)
     good = submit_job(store, "a fox", PRESET, iterations=1, cutn=2, width=64, height=64, seed=1,

@@ -24,11 +24,11 @@ from spandrel.architectures.ESRGAN import ESRGAN
 from t2i import upscale
 from t2i.engine import run, run_batches
 from t2i.errors import BrokenWeights, Cancelled, SpecError, WeightsMissing
-from t2i.executor import Executor, ExecutorConfig
+from t2i.service.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
 from t2i.presets import get_preset
-from t2i.queue import submit_job
-from t2i.render import read_parameters
+from t2i.service.queue import submit_job
+from t2i.output.render import read_parameters
 from t2i.spec import JobSpec, make_spec
 from t2i.store import open_store
 from t2i.upscale import esrgan
@@ -354,8 +354,8 @@ OOM_SCRIPT = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from t2i import upscale
-    from t2i.executor import Executor, ExecutorConfig
-    from t2i.queue import submit_job
+    from t2i.service.executor import Executor, ExecutorConfig
+    from t2i.service.queue import submit_job
     from t2i.store import open_store
 
     url = sys.argv[1]

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from t2i import install, weights
+from t2i.assets import install, weights
 from t2i.errors import PresetError
 from t2i.families.guided.preset import parts as guided_parts
 from t2i.paths import CONFIG_DIR, MODEL_CONFIG_DIR, ROOT
@@ -127,7 +127,7 @@ def test_listing_ready_presets_does_not_import_torch(tmp_path):
     # seconds of importing torch and open_clip (the first page render timed out under load).
     import os
 
-    code = ("import sys; from t2i.weights import ready_presets; print(ready_presets()[0]); "
+    code = ("import sys; from t2i.assets.weights import ready_presets; print(ready_presets()[0]); "
             "print('torch' in sys.modules, 'open_clip' in sys.modules)")
     env = {**os.environ, "T2I_CHECKPOINTS": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -275,7 +275,7 @@ def test_gpt2_bpe_sizes_match_the_release_files():
 
 
 def test_presets_listing_says_what_to_download(tmp_path, monkeypatch, capsys):
-    from t2i.cli import cmd_presets
+    from t2i.cli.weights import cmd_presets
 
     monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path))
     cmd_presets(None)

@@ -1,5 +1,5 @@
 """The digits world's words: what its captions say, in a module without torch, so the pages' preset
-guide (t2i/guide.py) can read them. t2i/data/digits.py draws the images and fills these templates."""
+guide (t2i/service/guide.py) can read them. t2i/data/digits.py draws the images and fills these templates."""
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 

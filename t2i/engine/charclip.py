@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..errors import T2IError, WeightsMissing
-from ..fp16 import save_checkpoint
+from ..assets.fp16 import save_checkpoint
 
 # Index 0 pads, 1 stands for any character outside the vocabulary.
 PAD, UNKNOWN = 0, 1

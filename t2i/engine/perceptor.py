@@ -16,7 +16,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from ..clip_cache import cached_weights
+from ..assets.clip_cache import cached_weights
 from ..errors import WeightsMissing
 
 _registered_dirs: set[str] = set()

@@ -36,7 +36,7 @@ from torchvision.transforms import functional as TF
 from .. import upscale
 from ..errors import Cancelled, OutOfMemory
 from ..families.base import Finished, Pipeline
-from ..memory import MAX_FRAMES
+from ..service.memory import MAX_FRAMES
 from ..spec import MAX_SEED, JobSpec
 
 PRECISIONS = ("fp32", "bf16")

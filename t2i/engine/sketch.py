@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsMissing
-from ..fp16 import fp16_state_dict
+from ..assets.fp16 import fp16_state_dict
 
 SIZE = 64  # side of the sketch; the generator's init path resizes it to the job's size
 # A 4x4 seed and four x2 upsamplings. The 64x64 stage has 16 channels: at 32 it cost twice the

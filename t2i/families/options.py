@@ -48,11 +48,11 @@ class Options(Protocol):
         """The size the job is made at (the pipeline's used_size, without building it)."""
 
     def job_bytes(self, spec, preset) -> int:
-        """The job's own peak memory on top of the process and the preset's models (t2i/memory.py):
+        """The job's own peak memory on top of the process and the preset's models (t2i/service/memory.py):
         fitted to measured peaks (BENCHMARKS.md, "Memory per job")."""
 
 
-# --- memory: the torch-free geometry estimates are made from (t2i/memory.py composes them) ----------
+# --- memory: the torch-free geometry estimates are made from (t2i/service/memory.py composes them) ----------
 
 FLOAT = 4  # bytes: activations are fp32 on the CPU (bf16 autocast on GPUs only makes them smaller)
 

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class WeightsPlan:
-    """What a preset's weights are, by kind of reference (t2i/weights.py maps them to configs/weights.yaml
-    entries, checks their files, and t2i/memory.py counts their bytes)."""
+    """What a preset's weights are, by kind of reference (t2i/assets/weights.py maps them to configs/weights.yaml
+    entries, checks their files, and t2i/service/memory.py counts their bytes)."""
 
     entries: tuple[str, ...] = ()    # configs/weights.yaml entries named directly (a guided generator)
     models: tuple[str, ...] = ()     # component weights: paths under checkpoints/ (an entry must cover
@@ -73,6 +73,6 @@ def components_plan(preset: Preset) -> WeightsPlan:
 
 
 def text_component_weights(preset: Preset) -> list[str]:
-    """The `text` component's weights: a world trained here is read from them (t2i/guide.py)."""
+    """The `text` component's weights: a world trained here is read from them (t2i/service/guide.py)."""
     text = preset.components.get("text")
     return [text.weights] if text is not None and text.weights else []

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torchvision.utils import make_grid
 
-from .. import weights as W
+from ..assets import weights as W
 from ..engine.runner import to_pil
-from ..render import GRID_PADDING, grid_layout
+from ..output.render import GRID_PADDING, grid_layout
 from .base import Finished
 from .preset import Preset
 

@@ -117,7 +117,7 @@ _VERSIONS = [
     );
     CREATE INDEX job_uploads_sha256 ON job_uploads (sha256);
     """,
-    # version 6: "compare presets" submits one prompt to several presets as a group (t2i/compare.py);
+    # version 6: "compare presets" submits one prompt to several presets as a group (t2i/service/compare.py);
     # every job of a group carries the id of its first job, so pages find the group's results together
     """
     ALTER TABLE jobs ADD COLUMN group_id {BIGINT};

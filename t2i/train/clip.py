@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ..data import shapes
 from ..engine.perceptor import register_model_configs
 from ..paths import MODEL_CONFIG_DIR
-from ..fp16 import fp16_state_dict
+from ..assets.fp16 import fp16_state_dict
 from .schedule import one_cycle
 
 MODEL = "shapes-clip"

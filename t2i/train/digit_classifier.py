@@ -19,7 +19,7 @@ from torch import nn
 from ..data import digits
 from ..data.digits import to_float
 from ..engine.charclip import load_model
-from ..fp16 import save_checkpoint
+from ..assets.fp16 import save_checkpoint
 from .schedule import optimise
 
 STEPS = 200

@@ -41,7 +41,7 @@ from torch import nn
 
 from ..data import flowers
 from ..engine.charclip import load_model
-from ..fp16 import save_checkpoint
+from ..assets.fp16 import save_checkpoint
 from .schedule import optimise
 from .threads import torch_threads
 

@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 from ..engine.gan_int_cls import NOISE_DIM, Discriminator, Generator, ProjectionDiscriminator, init_weights
 from ..errors import T2IError
-from ..fp16 import save_checkpoint
+from ..assets.fp16 import save_checkpoint
 from .gan_data import BatchSource
 from .gan_tricks import AUGMENTS, Ema, diff_augment, matching_aware_gp, mode_seeking
 from .threads import torch_threads

@@ -31,7 +31,7 @@ CACHED = 4            # upscalers kept loaded per process (a Real-ESRGAN x4plus 
 
 def entries() -> dict:
     """name -> WeightsEntry for every upscaler in the weights registry."""
-    from ..weights import registry
+    from ..assets.weights import registry
 
     return {name: e for name, e in registry().items() if e.kind in KINDS}
 
@@ -79,7 +79,7 @@ def scale_hint(name: str) -> int:
 
 def post_bytes(names, width: int, height: int, samples: int = 1) -> int:
     """Peak bytes of running these upscalers in turn on a width x height image (torch-free, for
-    t2i/memory.py): the largest of one tile's activations plus the images in and out (float32 while
+    t2i/service/memory.py): the largest of one tile's activations plus the images in and out (float32 while
     assembled, then 8-bit), with the weights file twice (read, then as tensors)."""
     found, peak = entries(), 0
     # A several-sample job upscales its grid and each sample: about twice the grid's pixels.

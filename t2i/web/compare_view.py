@@ -1,4 +1,4 @@
-"""The Generate page's view of a compare group (layout only; t2i/compare.py decides what it shows):
+"""The Generate page's view of a compare group (layout only; t2i/service/compare.py decides what it shows):
 the results side by side as they finish, each column with its own progress, labelled A-D with the
 presets hidden until the visitor picks the best (or "all bad"); then the presets are shown."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from t2i import compare, jobview
-from t2i.ranking import VotePolicy
+from t2i.service import compare, jobview
+from t2i.service.ranking import VotePolicy
 from t2i.web.common import client_address, plain
 
 IMAGE_WIDTH = 256

@@ -8,9 +8,9 @@ import streamlit as st
 
 from t2i.errors import SpecError
 from t2i.families import FAMILIES, gif_caption
-from t2i.infotext import to_infotext
-from t2i.ranking import family_of, win_rate
-from t2i.render import grid_samples
+from t2i.output.infotext import to_infotext
+from t2i.service.ranking import family_of, win_rate
+from t2i.output.render import grid_samples
 from t2i.spec import check_search
 from t2i.web.common import plain, store, visitor_id
 from t2i.web.guard import is_operator, short_error

@@ -3,16 +3,17 @@ compare presets: one prompt and seed on 2 to 4 presets, side by side (t2i/web/co
 
 import streamlit as st
 
-from t2i import guide, jobview, upscale
+from t2i.service import guide, jobview
+from t2i import upscale
 from t2i.errors import T2IError
 from t2i.families import family, gif_caption, options_class
-from t2i.infotext import our_prompt
-from t2i.memory import size_note
+from t2i.output.infotext import our_prompt
+from t2i.service.memory import size_note
 from t2i.presets import get_preset
-from t2i.queue import GROUP_SIZE, SubmitPolicy, submit_group, submit_job
-from t2i.render import read_parameters
+from t2i.service.queue import GROUP_SIZE, SubmitPolicy, submit_group, submit_job
+from t2i.output.render import read_parameters
 from t2i.spec import DEFAULTS, MAX_IMAGE_BYTES, MAX_PROMPT_CHARS, UPLOAD_CAP_MB, Limits, SpecError, cut_prompt
-from t2i.weights import download_command, is_ready, ready_presets
+from t2i.assets.weights import download_command, is_ready, ready_presets
 from t2i.web import compare_view
 from t2i.web.common import client_address, plain, store, visitor_id
 

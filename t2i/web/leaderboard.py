@@ -4,7 +4,7 @@ intervals, and each preset's win rate against each other one."""
 import pandas as pd
 import streamlit as st
 
-from t2i.ranking import fit_bradley_terry, fit_families, head_to_head
+from t2i.service.ranking import fit_bradley_terry, fit_families, head_to_head
 from t2i.web.common import store
 
 

@@ -4,7 +4,7 @@ import random
 
 import streamlit as st
 
-from t2i.ranking import VoteLimit, VotePolicy, cast_vote, next_pair
+from t2i.service.ranking import VoteLimit, VotePolicy, cast_vote, next_pair
 from t2i.web.common import client_address, plain, store, visitor_id
 
 CHOICES = {"left": "Left is better", "right": "Right is better", "tie": "About the same", "both_bad": "Both bad"}

@@ -42,6 +42,6 @@ DIFFUSION = Family(
     gif_caption="the denoising",
     min_side=16,  # small trained-here diffusion models work at 32x32 (digits)
     text_weights=text_component_weights,
-    bench_reference="t2i.bench_reference:diffusion_reference_steps",
+    bench_reference="t2i.bench.reference:diffusion_reference_steps",
     reference_how="diffusers-pipeline-style loop, CFG as one batch of 2, fp32, one job",
 )

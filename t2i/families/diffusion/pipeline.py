@@ -21,7 +21,7 @@ from typing import Any, cast
 import torch
 
 from ...spec import JobSpec, round_size
-from ...untrained import UNTRAINED_SEED
+from ...assets.untrained import UNTRAINED_SEED
 from ..base import Finished, StepOut
 from ..preset import Preset
 from ..shared import finished, grid, weights_plan

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ... import weights as W
+from ...assets import weights as W
 from ...errors import PresetError
 from ...spec import JobSpec
-from ...untrained import UNTRAINED_SEED
+from ...assets.untrained import UNTRAINED_SEED
 from ..base import Finished, StepOut
 from ..preset import Preset
 from ..shared import finished, grid

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ...errors import BrokenWeights, WeightsMissing
 from ...paths import CONFIG_DIR, component_weights
 from ...spec import JobSpec
-from ...untrained import UNTRAINED_SEED
+from ...assets.untrained import UNTRAINED_SEED
 from ..base import Finished, StepOut
 from ..diffusion.components import PixelCodec
 from ..preset import Preset

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from ... import weights as W
+from ...assets import weights as W
 from ...engine.biggan import BigGANGenerator, build_biggan, load_biggan
 from ...engine.perceptor import load_perceptor, register_model_configs
 from ...engine.sketch import load_sketch
 from ...engine.vqgan import VQGANGenerator, build_taming, load_taming
 from ...paths import MODEL_CONFIG_DIR, clip_cache_dir, resolve_weights_file
 from ..preset import Preset
-from ...untrained import UNTRAINED_SEED
+from ...assets.untrained import UNTRAINED_SEED
 from .pipeline import GuidedPipeline
 from .preset import Parts, parts
 

@@ -17,6 +17,6 @@ GUIDED = Family(
     takes_images=True,
     steps_field="iterations",
     text_weights=text_weights,
-    bench_reference="t2i.bench_reference:guided_reference_steps",
+    bench_reference="t2i.bench.reference:guided_reference_steps",
     reference_how="per-cutout Python loop + kornia, fp32, one job",
 )

@@ -121,6 +121,6 @@ def weights_plan(preset: Preset) -> WeightsPlan:
 
 
 def text_weights(preset: Preset) -> list[str]:
-    """The perceptors' weights: a world trained here is read from them (t2i/guide.py)."""
+    """The perceptors' weights: a world trained here is read from them (t2i/service/guide.py)."""
     return [p.pretrained for p in perceptors(preset) if p.pretrained]
 

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import T2IError
+from ..errors import T2IError
 
 GIB = 2**30
 GB = 10**9
@@ -61,7 +61,7 @@ def post_bytes(spec, preset) -> int:
     Counted on top of the steps' peak, though the two never meet: an upper bound, kept simple."""
     if not spec.upscale:
         return 0
-    from .upscale import post_bytes as upscaling
+    from ..upscale import post_bytes as upscaling
 
     return upscaling(spec.upscale, *spec.options.used_size(spec, preset), getattr(spec.options, "num_samples", 1))
 
@@ -75,8 +75,8 @@ def frame_bytes(spec, preset) -> int:
 def model_bytes(preset) -> int:
     """The preset's weight files as found on disk (fp16 files grow to fp32 when loaded: counted twice
     over, which errs on the safe side for the small ones here)."""
-    from .paths import component_weights, resolve_weights_file
-    from .weights import entry, plan
+    from ..paths import component_weights, resolve_weights_file
+    from ..assets.weights import entry, plan
 
     p = plan(preset)
     paths = [component_weights(ref) for ref in p.models]
@@ -146,8 +146,8 @@ def largest_side(spec, preset, budget: int, hi: int | None = None) -> int | None
     """The largest square side (a multiple of the preset's size step, within the sides make_spec
     accepts) whose estimate fits `budget` with the job's other options; None when even the smallest
     does not."""
-    from .families import family
-    from .spec import SIDE_RANGE
+    from ..families import family
+    from ..spec import SIDE_RANGE
 
     hi = SIDE_RANGE[1] if hi is None else hi
     fixed = RUNTIME_BYTES + model_bytes(preset)
@@ -267,7 +267,7 @@ class Admission:
 def size_note(preset, budget: int | None = None, max_side: int | None = None) -> str:
     """For the Generate form: the sizes the preset makes here, with its default options (budget:
     default submit_budget())."""
-    from .spec import make_spec
+    from ..spec import make_spec
 
     budget = submit_budget() if budget is None else budget
 

@@ -1,6 +1,6 @@
 """Turning a run into files: the animated GIF of the frames and the PNG that carries its parameters.
 
-The PNG carries its parameters twice: under `parameters` in AUTOMATIC1111's text form (t2i/infotext.py),
+The PNG carries its parameters twice: under `parameters` in AUTOMATIC1111's text form (t2i/output/infotext.py),
 which other tools (image browsers, sites, A1111's "PNG Info") read, and under `t2i` as the complete
 JSON object (prompt, seed, preset, family, size, the family's options, versions), so an image found on
 disk says exactly how to make it again.
@@ -18,9 +18,9 @@ import imageio.v3 as iio
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from . import __version__
+from .. import __version__
 from .infotext import parse_infotext, to_infotext
-from .store.uploads import ref
+from ..store.uploads import ref
 
 PARAMETERS_KEY = "parameters"  # A1111's text; before issue 19 our JSON
 JSON_KEY = "t2i"

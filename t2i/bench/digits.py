@@ -15,13 +15,13 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from .data import digits
-from .engine import run_batches
-from .families import build_pipeline
-from .paths import resolve_weights_file
-from .presets import get_preset
-from .spec import make_spec
-from .train.digit_classifier import judge, load_classifier
+from ..data import digits
+from ..engine import run_batches
+from ..families import build_pipeline
+from ..paths import resolve_weights_file
+from ..presets import get_preset
+from ..spec import make_spec
+from ..train.digit_classifier import judge, load_classifier
 
 CLASSIFIER = "builtin:digits/digits-classifier.pt"
 

@@ -4,7 +4,7 @@ Weights are random (built from the preset's architecture), so no download is nee
 memory of a step do not depend on the weights' values. Reports job-steps/s for batches of B jobs
 (--batch 1,2,4,...), the FLOPs of one job-step as torch counts them (so achieved FLOP/s can be set
 against the device's peak), and with --reference the loop users would write, one job at a time, on
-the same models (t2i/bench_reference.py), as a ratio. Not a test: figures go to BENCHMARKS.md.
+the same models (t2i/bench/reference.py), as a ratio. Not a test: figures go to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from importlib import import_module
 
 import torch
 
-from .engine import Runner
-from .families import build_pipeline, family, option_names
-from .presets import get_preset
-from .spec import make_spec
+from ..engine import Runner
+from ..families import build_pipeline, family, option_names
+from ..presets import get_preset
+from ..spec import make_spec
 
 WARMUP_STEPS = 2
 

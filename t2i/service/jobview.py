@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .store import Job
+from ..store import Job
 
 
 @dataclass

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from . import jobview
-from .data import digit_words, flowers, shapes
-from .families import family
-from .paths import BUILTIN_PREFIX
-from .presets import Preset
-from .spec import _split_part
+from ..data import digit_words, flowers, shapes
+from ..families import family
+from ..paths import BUILTIN_PREFIX
+from ..presets import Preset
+from ..spec import _split_part
 
 # One line per preset whose description says more than a visitor needs; others use their description.
 GOOD_AT = {

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from . import jobview
 from .ranking import VoteLimit, VotePolicy, cast_vote
-from .store import FINISHED, Job
+from ..store import FINISHED, Job
 
 LABELS = "ABCD"   # the group's jobs in its (random) submission order: queue.submit_group shuffles it
 

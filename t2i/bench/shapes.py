@@ -21,12 +21,12 @@ from collections import Counter
 
 from tqdm import tqdm
 
-from .data import checker, shapes
-from .data.checker import ATTRIBUTES
-from .engine import run_batches
-from .families import build_pipeline, family
-from .presets import get_preset
-from .spec import make_spec
+from ..data import checker, shapes
+from ..data.checker import ATTRIBUTES
+from ..engine import run_batches
+from ..families import build_pipeline, family
+from ..presets import get_preset
+from ..spec import make_spec
 
 
 def shapesbench(preset_name: str = "shapes", n: int = 100, device: str = "cpu", seed: int = 0,
@@ -49,12 +49,12 @@ def shapesbench(preset_name: str = "shapes", n: int = 100, device: str = "cpu", 
     retrieval = clip_attributes = sketch = None
     perceptor = preset.components.get("perceptor")  # a guided preset's first CLIP
     if perceptor is not None and perceptor.params.get("model") == "shapes-clip":
-        from .train.clip import attribute_accuracy, retrieval_accuracy
+        from ..train.clip import attribute_accuracy, retrieval_accuracy
 
         retrieval = retrieval_accuracy(models.perceptors[0].model)
         clip_attributes = attribute_accuracy(models.perceptors[0].model)
         if models.sketch is not None:
-            from .train.sketch import heldout_accuracy
+            from ..train.sketch import heldout_accuracy
 
             # The sketches of the same captions, before guidance: how much of the result is the start's.
             sketch = heldout_accuracy(models.sketch, models.perceptors[0].model, n=len(pairs), seed=seed)

@@ -20,14 +20,14 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from .data import flowers
-from .data.flowers_check import judge
-from .engine import run_batches
-from .families import build_pipeline
-from .paths import resolve_weights_file
-from .presets import get_preset
-from .spec import make_spec
-from .train.flowers_classifier import diversity, frechet, inception_like, load_classifier
+from ..data import flowers
+from ..data.flowers_check import judge
+from ..engine import run_batches
+from ..families import build_pipeline
+from ..paths import resolve_weights_file
+from ..presets import get_preset
+from ..spec import make_spec
+from ..train.flowers_classifier import diversity, frechet, inception_like, load_classifier
 
 CLASSIFIER = "builtin:flowers/flowers-classifier.pt"
 TARGETS = {"colour": 0.90, "centre": 0.85, "petals": 0.75}

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .engine.prompts import Target, guidance_loss
-from .engine.vqgan import clamp_with_grad, vector_quantize
+from ..engine.prompts import Target, guidance_loss
+from ..engine.vqgan import clamp_with_grad, vector_quantize
 
 
 class ReferenceCutouts(torch.nn.Module):
@@ -84,7 +84,7 @@ def guided_reference_steps(models, spec, steps: int, on_step) -> None:
 
 def diffusion_reference_steps(pipeline, spec, steps: int, on_step) -> None:
     """`steps` denoising steps of one job the way a diffusers pipeline runs them (on_step() after each)."""
-    from .families.diffusion.pipeline import make_scheduler, step_kwargs
+    from ..families.diffusion.pipeline import make_scheduler, step_kwargs
 
     unet, text = pipeline.unet, pipeline.text
     scheduler = make_scheduler(spec.sampler, pipeline.schedule)

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import PresetError, T2IError
-from .presets import get_preset
-from .store.base import QuotaReached, VoteQuota
+from ..errors import PresetError, T2IError
+from ..presets import get_preset
+from ..store.base import QuotaReached, VoteQuota
 
 ELO_BASE = 1000.0
 ELO_PER_THETA = 400.0 / math.log(10.0)   # 400 points = 10:1 odds

@@ -3,7 +3,7 @@ files are present (at the listed length, where the registry knows it).
 
 Files live under checkpoints/ (or $T2I_CHECKPOINTS) at the paths configs/weights.yaml gives; CLIP
 weights live in open_clip's own cache under checkpoints/clip. Nothing here builds models (the
-pipelines import this module): t2i/install.py fetches a preset's files and proves them by building.
+pipelines import this module): t2i/assets/install.py fetches a preset's files and proves them by building.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .errors import PresetError, WeightsMissing
-from .paths import (BUILTIN_PREFIX, builtin_dir, checkpoints_dir, clip_cache_dir, component_weights, resolve_weights_file,
-                    weights_registry)
-from .families import family
-from .families.record import WeightsPlan
-from .presets import Preset, all_presets
+from ..errors import PresetError, WeightsMissing
+from ..paths import (BUILTIN_PREFIX, builtin_dir, checkpoints_dir, clip_cache_dir, component_weights, resolve_weights_file, weights_registry)
+from ..families import family
+from ..families.record import WeightsPlan
+from ..presets import Preset, all_presets
 
 
 HF_ENDPOINT = "https://huggingface.co"
@@ -244,7 +243,7 @@ def is_ready(preset: Preset) -> bool:
 def ready_presets() -> list[str]:
     """Presets that can run now, best first: the default when its weights are present, other
     downloaded ones, the built-in shapes set, then the untrained ones."""
-    from .presets import DEFAULT_PRESET, OFFLINE_DEFAULT
+    from ..presets import DEFAULT_PRESET, OFFLINE_DEFAULT
 
     presets = all_presets()
     trained = [n for n, p in presets.items() if not p.untrained and is_ready(p)]

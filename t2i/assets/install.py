@@ -1,4 +1,4 @@
-"""Installing a preset's weights: fetch every file it needs (t2i/download.py does one file), then prove
+"""Installing a preset's weights: fetch every file it needs (t2i/assets/download.py does one file), then prove
 them by building the preset through the real loaders. Apart from weights.py because it builds
 models, and the pipelines that build them read weights.py."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .download import fetch, fetch_hub
-from .paths import clip_cache_dir
-from .presets import all_presets
-from .errors import PresetError
+from ..paths import clip_cache_dir
+from ..presets import all_presets
+from ..errors import PresetError
 from .weights import WeightsEntry, entry, is_builtin, needed_entries, plan
 
 UPSCALER_KINDS = ("esrgan", "srcnn")
@@ -43,7 +43,7 @@ def download(name: str, progress: bool = True, verify: bool = True) -> list[str]
 
 def _download_preset(preset, progress: bool, verify: bool) -> list[str]:
     from .clip_cache import download_weights
-    from .families import build_pipeline
+    from ..families import build_pipeline
 
     name = preset.name
     if preset.untrained:
@@ -63,18 +63,18 @@ def _download_preset(preset, progress: bool, verify: bool) -> list[str]:
 def prove_entry(e: WeightsEntry) -> None:
     """Load one entry's files through the loader its kind names (a broken file raises BrokenWeights)."""
     if e.kind in UPSCALER_KINDS:
-        from .upscale import build
+        from ..upscale import build
 
         build(e.name, "cpu")
     else:
-        from .families.guided.build import load_generator_weights
+        from ..families.guided.build import load_generator_weights
 
         load_generator_weights(e)
 
 
 def _prove_part(e: WeightsEntry) -> str:
     """A diffusion preset's part is proved by building a preset that uses it, once all its parts are here."""
-    from .families import build_pipeline
+    from ..families import build_pipeline
 
     users = [p for p in all_presets().values() if not p.untrained and e.name in _entry_names(p)]
     ready = [p for p in users if not any(x.missing() for x in needed_entries(p))]

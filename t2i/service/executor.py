@@ -28,15 +28,16 @@ from dataclasses import dataclass
 
 import torch
 
-from . import render, upscale
-from .engine.runner import Runner, out_of_memory
-from .errors import OutOfMemory, T2IError
-from .families import build_pipeline
+from ..output import render
+from .. import upscale
+from ..engine.runner import Runner, out_of_memory
+from ..errors import OutOfMemory, T2IError
+from ..families import build_pipeline
 from .memory import Admission, estimate
-from .presets import get_preset
-from .spec import JobSpec, SpecError
-from .store import Beat, Job, Lease, Result, StoreError, StoreGone, open_store
-from .store.retry import StoreTrouble
+from ..presets import get_preset
+from ..spec import JobSpec, SpecError
+from ..store import Beat, Job, Lease, Result, StoreError, StoreGone, open_store
+from ..store.retry import StoreTrouble
 
 log = logging.getLogger("t2i.executor")
 PROGRESS_EVERY = 0.5  # seconds between progress writes (frames are written as they come)
@@ -218,7 +219,7 @@ class Executor:
         self.store = open_store(cfg.db)  # the service start: creates an SQLite file that is not there yet
         self.cache = ModelCache(cfg.device, cfg.cache_size)
         self.sizer = BatchSizer(cfg.batch, cfg.device)
-        self.admission = Admission(cfg.device, cfg.memory_budget)  # memory: claim only what fits (t2i/memory.py)
+        self.admission = Admission(cfg.device, cfg.memory_budget)  # memory: claim only what fits (t2i/service/memory.py)
         self.stopping = threading.Event()
         self.trouble = StoreTrouble(self.stopping, cfg.poll)
         self.done = 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import T2IError
+from ..errors import T2IError
 
 USER_AGENT = "t2i-downloader/0.1"  # some mirrors reject urllib's default agent
 TRIES_PER_MIRROR = 3

@@ -15,13 +15,13 @@ import os
 import random
 from dataclasses import dataclass
 
-from .errors import SpecError, T2IError
-from .families import option_names
+from ..errors import SpecError, T2IError
+from ..families import option_names
 from .memory import check_submit
-from .presets import get_preset
-from .spec import Limits, make_spec
-from .store import GroupItem, JobStore
-from .store.base import Quota, QuotaReached
+from ..presets import get_preset
+from ..spec import Limits, make_spec
+from ..store import GroupItem, JobStore
+from ..store.base import Quota, QuotaReached
 
 
 class QueueLimit(T2IError):
@@ -78,7 +78,7 @@ class SubmitPolicy:
 
 def _validated(prompt, preset: str, limits: Limits, fields: dict) -> GroupItem:
     """One job's input checked as every entry point checks it: the fields (make_spec), then the
-    memory the job needs (t2i/memory.py). Returns what the store inserts."""
+    memory the job needs (t2i/service/memory.py). Returns what the store inserts."""
     p = get_preset(preset)
     spec = make_spec(prompt, p.name, family=p.family, limits=limits, defaults=p.defaults, post=p.post, **fields)
     check_submit(spec, p, limits.max_job_memory, limits.max_side)
@@ -91,7 +91,7 @@ def submit_job(store: JobStore, prompt, preset: str, *, priority: int = 0, submi
     """fields: the common ones (width, height, save_every, seed, init_image, image_prompts, upscale:
     default the preset's post-steps) and the preset's family's options (iterations, cutn, lr | sampler, steps, guidance, ...), raw.
 
-    Validation first (the fields, then the memory the job needs: t2i/memory.py), then one insert;
+    Validation first (the fields, then the memory the job needs: t2i/service/memory.py), then one insert;
     with a policy, the policy's limits for `address` are checked in the insert's transaction (a
     submission without an address counts against "anonymous"). The images are stored once each, by
     their hash, in that same transaction; the spec refers to them."""

@@ -6,7 +6,7 @@ string. We write the fields such tools know (Steps, Sampler, CFG scale, Seed, Si
 size) first, then this project's own keys, under their own names, in a fixed order.
 
 The text is for other tools and people: it loses our prompt syntax (parts with weights and stops) and
-some fields' types, so our PNGs carry the complete JSON too (t2i/render.py). `parse_infotext` reads
+some fields' types, so our PNGs carry the complete JSON too (t2i/output/render.py). `parse_infotext` reads
 any tool's infotext, ours or A1111's, into its keys as written plus, where they map, our field names,
 so a form can be filled from it. Torch-free.
 """
@@ -17,9 +17,9 @@ import json
 import math
 import re
 
-from .errors import SpecError
-from .families import FAMILIES
-from .spec import NUMBER, parse_prompt
+from ..errors import SpecError
+from ..families import FAMILIES
+from ..spec import NUMBER, parse_prompt
 
 NEGATIVE = "Negative prompt:"
 # Our diffusion samplers by the names A1111 gives them. The guided family optimises (Adam) and the GAN
