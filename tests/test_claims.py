@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from t2i.service.executor import ExecutorConfig, Heartbeat
+from t2i.service.executor import ExecutorConfig
+from t2i.service.leases import Heartbeat
 from t2i.store import Beat, Lease, Result, open_store
 from t2i.store.retry import StoreTrouble
 from test_store import claim_concurrently

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from t2i.service import executor as executor_module
+from t2i.service import models as models_module
 from t2i.service.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
 from t2i.service.queue import submit_job
@@ -243,8 +244,8 @@ def test_failing_jobs_get_their_reason_and_the_executor_goes_on(store, store_url
 
     monkeypatch.setattr(executor_module.Runner, "step", flaky_step)
     builds = []
-    real_build = executor_module.build_pipeline
-    monkeypatch.setattr(executor_module, "build_pipeline", lambda *a, **k: builds.append(a) or real_build(*a, **k))
+    real_build = models_module.build_pipeline
+    monkeypatch.setattr(models_module, "build_pipeline", lambda *a, **k: builds.append(a) or real_build(*a, **k))
 
     # Different cutouts: each failing job runs in a batch of its own.
     explode = submit_job(store, "explode", "tiny-vqgan-untrained", iterations=2, cutn=3)

@@ -131,6 +131,31 @@ class Runner:
     def __len__(self) -> int:
         return len(self.slots)
 
+    # What a caller driving jobs through the Runner (the executor) asks, so that it needs neither the
+    # pipeline nor the slots.
+    @property
+    def device(self):
+        return self.pipeline.device
+
+    @property
+    def preset(self):
+        return self.pipeline.preset
+
+    def specs(self) -> list[JobSpec]:
+        """The specs of the jobs in the batch, in the order they joined."""
+        return [s.spec for s in self.slots.values()]
+
+    def spec(self, name) -> JobSpec:
+        return self.slots[name].spec
+
+    def done(self, name) -> bool:
+        """Whether the job has taken all its steps (its result is ready)."""
+        return self.slots[name].done
+
+    def out_of_memory(self) -> OutOfMemory:
+        """The one line for a batch step that ran out of memory, naming the load of the batch's first job."""
+        return out_of_memory(self.pipeline, next(iter(self.slots.values())).spec)
+
     def accepts(self, spec: JobSpec) -> bool:
         return self.key is None or spec.batch_key == self.key
 

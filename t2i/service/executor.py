@@ -16,28 +16,26 @@ SQLite file that was deleted or replaced under it stops it (EXIT_STORE_GONE), wi
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 
-from ..output import render
-from .. import upscale
-from ..engine.runner import Runner, out_of_memory
+from ..engine.runner import Runner
 from ..errors import OutOfMemory, T2IError
-from ..families import build_pipeline
-from .memory import Admission, estimate
+from ..output import render
 from ..presets import get_preset
 from ..spec import JobSpec, SpecError
 from ..store import Beat, Job, Lease, Result, StoreError, StoreGone, open_store
 from ..store.retry import StoreTrouble
+from .leases import Heartbeat
+from .memory import Admission, estimate
+from .models import BatchSizer, ModelCache, free_memory
 
 log = logging.getLogger("t2i.executor")
 PROGRESS_EVERY = 0.5  # seconds between progress writes (frames are written as they come)
@@ -77,123 +75,6 @@ class ExecutorConfig:
             raise ValueError(f"--cache-size {self.cache_size}: must be at least 1")
         if not self.worker_id:
             self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-class ModelCache:
-    """Built pipelines by preset, so consecutive jobs with the same preset do not reload."""
-
-    def __init__(self, device: str, size: int):
-        self.device, self.size = device, max(1, size)
-        self._models: OrderedDict[str, object] = OrderedDict()
-
-    def get(self, preset_name: str):
-        if preset_name in self._models:
-            self._models.move_to_end(preset_name)
-            return self._models[preset_name]
-        while len(self._models) >= self.size:
-            self._models.popitem(last=False)
-            free_memory()
-        pipeline = build_pipeline(get_preset(preset_name), device=self.device)
-        self._models[preset_name] = pipeline
-        return pipeline
-
-    def clear(self) -> None:
-        self._models.clear()
-        upscale.clear()
-        free_memory()
-
-
-class BatchSizer:
-    """How many compatible jobs run as one batch: fixed (--batch N), or "auto": on a GPU, from the
-    memory one step took per job and the memory still free; on the CPU a small constant, since
-    batching buys little there."""
-
-    CPU_AUTO = 4
-    GPU_MAX = 32
-    HEADROOM = 0.8
-
-    def __init__(self, setting: str, device: str):
-        self.fixed = None if str(setting) == "auto" else max(1, int(setting))
-        self.cuda = torch.device(device).type == "cuda"
-        self.size = self.fixed or (1 if self.cuda else self.CPU_AUTO)
-        self._base = 0
-
-    def before_step(self, device: torch.device) -> None:
-        if self.cuda and not self.fixed:
-            torch.cuda.reset_peak_memory_stats(device)
-            self._base = torch.cuda.memory_allocated(device)
-
-    def observe(self, active: int, device: torch.device) -> None:
-        if not self.cuda or self.fixed:
-            return
-        per_job = max(1, (torch.cuda.max_memory_allocated(device) - self._base) // active)
-        free, _ = torch.cuda.mem_get_info(device)
-        self.size = max(1, min(self.GPU_MAX, active + int(self.HEADROOM * free // per_job)))
-
-    def shrink(self, active: int) -> None:
-        """After running out of memory with `active` jobs: half as many from now on."""
-        self.size = max(1, active // 2)
-        if self.fixed:
-            self.fixed = self.size
-
-
-def free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-class Heartbeat(threading.Thread):
-    """Extends the leases of every running job every lease/3 seconds, all in one statement
-    (heartbeat_all), and notices leases that were lost (swept, cancelled from elsewhere, taken over).
-    It shares the executor's store, whose connections are safe to share between threads; a failing
-    store is retried at the next beat."""
-
-    def __init__(self, cfg: ExecutorConfig, store, trouble: StoreTrouble):
-        super().__init__(name="heartbeat", daemon=True)
-        self.cfg, self.store, self.trouble = cfg, store, trouble
-        self._leases: set[Lease] = set()
-        self._lost: set[Lease] = set()
-        self._lock = threading.Lock()
-        self._stop_event = threading.Event()
-
-    def add(self, lease: Lease) -> None:
-        with self._lock:
-            self._leases.add(lease)
-
-    def remove(self, lease: Lease) -> None:
-        with self._lock:
-            self._leases.discard(lease)
-            self._lost.discard(lease)
-
-    def lost(self, lease: Lease) -> bool:
-        with self._lock:
-            return lease in self._lost
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.cfg.lease / 3):
-            self.beat()
-
-    def beat(self) -> None:
-        """One beat: every held lease extended in one statement; the lost ones noted."""
-        with self._lock:
-            leases = list(self._leases - self._lost)
-        if not leases:
-            return
-        try:
-            beats = self.store.heartbeat_all(self.cfg.worker_id, leases, self.cfg.lease)
-        except StoreError as error:  # the next beat may succeed; the main loop deals with a gone file
-            self.trouble.failed(error)
-            return
-        except Exception:  # noqa: BLE001 - a bug must not stop the next beats
-            log.exception("heartbeat for jobs %s failed", sorted(lease.job_id for lease in leases))
-            return
-        with self._lock:
-            self._lost.update(lease for lease in leases if not beats[lease.job_id].alive)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
 
 
 def load_of(spec: dict) -> str:
@@ -288,13 +169,14 @@ class Executor:
         heart.start()
         active: dict[int, tuple[Lease, dict]] = {}
         try:
+            if (spec := self._read(first, outcomes)) is None:
+                return outcomes
             try:
-                pipeline = self.cache.get(JobSpec.from_dict(first.spec).preset)
+                batch = Runner(self.cache.get(spec.preset), self.cfg.precision)
             except Exception as error:  # noqa: BLE001 - e.g. missing weights: only this job fails
                 self._fail(first.lease, error, outcomes)
                 return outcomes
-            batch = Runner(pipeline, self.cfg.precision)
-            self._admit(batch, first, heart, active, outcomes)
+            self._admit(batch, first, spec, heart, active, outcomes)
             if first.alone:  # the store adds nothing to it either; asking every step would be wasted
                 log.info("job %s runs alone: its executor died while it ran in a batch", first.id)
             while active:
@@ -302,25 +184,26 @@ class Executor:
                     jobs = self.trouble.optional(lambda: self.store.claim_many(
                         self.cfg.worker_id, self.cfg.lease, room, batch_key=batch.key), default=[])
                     for job in jobs:
-                        self._admit(batch, job, heart, active, outcomes)
+                        if (spec := self._read(job, outcomes)) is not None:
+                            self._admit(batch, job, spec, heart, active, outcomes)
                     if len(jobs) < room:  # the queue has no more of this key (or the store failed)
                         break
                 if not active:
                     break
                 self._seen(next(iter(active)))
-                self.sizer.before_step(pipeline.device)
+                self.sizer.before_step(batch.device)
                 try:
                     steps = batch.step()
                 except Exception as error:  # noqa: BLE001 - cannot be pinned on one job: all fail
                     if isinstance(error, torch.OutOfMemoryError):
                         self.sizer.shrink(len(active))
-                        error = out_of_memory(pipeline, next(iter(batch.slots.values())).spec)
+                        error = batch.out_of_memory()
                         self.cache.clear()
                     for job_id, (lease, _) in list(active.items()):
                         self._fail(lease, error, outcomes)
                         self._leave(batch, job_id, heart, active)
                     break
-                self.sizer.observe(len(active), pipeline.device)
+                self.sizer.observe(len(active), batch.device)
                 for job_id, step in steps.items():
                     lease, state = active[job_id]
                     if step.error is not None:  # a post-step (upscaler) failed: this job alone
@@ -328,9 +211,8 @@ class Executor:
                         free_memory()
                     elif self._on_step(lease, step, heart, state):
                         outcomes[job_id] = self._stopped(lease, heart, state)
-                    elif batch.slots[job_id].done:
-                        spec = batch.slots[job_id].spec
-                        outcomes[job_id] = self._complete(lease, spec, pipeline, batch.result(job_id))
+                    elif batch.done(job_id):
+                        outcomes[job_id] = self._complete(lease, batch.spec(job_id), batch.preset, batch.result(job_id))
                     else:
                         continue
                     self._leave(batch, job_id, heart, active)
@@ -349,27 +231,34 @@ class Executor:
         want = self.sizer.size - len(active)
         if self.cfg.max_jobs:
             want = min(want, self.cfg.max_jobs - self.done - len(outcomes) - len(active))
-        preset = batch.pipeline.preset
-        running = [s.spec for s in batch.slots.values()]
+        preset, running = batch.preset, batch.specs()
         largest = [max(running, key=lambda spec: estimate(spec, preset).job)] if running else []
         room = 0
         while room < want and self.admission.room(running + largest * room, preset):
             room += 1
         return room
 
-    def _admit(self, batch: Runner, job: Job, heart: Heartbeat, active: dict, outcomes: dict) -> None:
+    def _read(self, job: Job, outcomes: dict) -> JobSpec | None:
+        """The claimed job's spec, read once: its images are references to uploads, loaded now (a
+        failing store is waited out, not the job's fault). None: it cannot be read (an unreadable
+        image, a preset gone), and the job has failed with one line."""
         log.info("job %s claimed (attempt %d): %r", job.id, job.attempts, job.prompt[:80])
         try:
-            # Images are references to uploads, loaded now; a failing store is waited out, not the job's fault.
-            spec = JobSpec.from_dict(job.spec, load=self._upload)
+            return JobSpec.from_dict(job.spec, load=self._upload)
+        except Exception as error:  # noqa: BLE001 - only this job fails
+            self._fail(job.lease, error, outcomes)
+            return None
+
+    def _admit(self, batch: Runner, job: Job, spec: JobSpec, heart: Heartbeat, active: dict, outcomes: dict) -> None:
+        try:
             # Memory: a job that can never fit here fails with one line (TooLarge); one that does not
             # fit beside the running jobs goes back to the queue until one of them leaves.
-            if not self.admission.admit([s.spec for s in batch.slots.values()], spec, batch.pipeline.preset):
+            if not self.admission.admit(batch.specs(), spec, batch.preset):
                 log.info("job %s: no memory for it beside %d running jobs; back to the queue", job.id, len(active))
                 self.trouble.must(lambda: self.store.release(job.lease), f"job {job.id}")
                 return
             batch.add(job.id, spec)
-        except Exception as error:  # noqa: BLE001 - e.g. an unreadable init image: only this job fails
+        except Exception as error:  # noqa: BLE001 - e.g. a missing upscaler: only this job fails
             self._fail(job.lease, error, outcomes)
             return
         heart.add(job.lease)
@@ -424,8 +313,8 @@ class Executor:
             return _ended(self.trouble.must(lambda: self.store.release(lease), what), "released back to the queue")
         return "lease lost"
 
-    def _complete(self, lease: Lease, spec: JobSpec, pipeline, result) -> str:
-        params = render.parameters(spec, result, pipeline.preset)
+    def _complete(self, lease: Lease, spec: JobSpec, preset, result) -> str:
+        params = render.parameters(spec, result, preset)
         stored = Result(job_id=lease.job_id, gif=render.gif_bytes(result.frames),
                         png=render.png_bytes(result.image, params), thumbnail=render.thumbnail_bytes(result.image),
                         parameters=params, width=result.width, height=result.height, seed=result.seed,

@@ -12,8 +12,10 @@ from contextlib import contextmanager, nullcontext
 
 from ..errors import SpecError
 from .base import ALONE, FINISHED, PRIORITIES, STATUSES, Beat, GroupItem, Job, Lease, Result
-from .base import Quota, QuotaReached, VoteQuota
-from .uploads import UPLOAD_WINDOW, Upload, inline_images
+from .base import Quota
+from .sql_limits import LimitedWrites
+from .sql_pages import PageQueries
+from .uploads import Upload, inline_images
 
 JOB_COLUMNS = ("id, spec, prompt, preset, status, priority, attempts, max_attempts, worker_id, lease_expires_at, "
                "heartbeat_at, step, total, loss, error, cancel_requested, submitter, retry_of, created_at, "
@@ -43,7 +45,7 @@ def _died_alone(spec: dict, times: int, describe) -> str:
             "probably out of memory")
 
 
-class SQLStore:
+class SQLStore(PageQueries, LimitedWrites):
     NOW = "0"            # SQL expression for seconds since the epoch on the database's clock
     LIKE = "LIKE"        # case-insensitive substring match
     CLAIM_LOCK = ""      # appended to the claim's inner SELECT
@@ -392,195 +394,6 @@ class SQLStore:
     def frames(self, job_id: int) -> list[tuple[int, bytes]]:
         return [(int(s), bytes(p)) for s, p in self._all("SELECT step, png FROM frames WHERE job_id = ? ORDER BY step",
                                                          (job_id,))]
-
-    # --- gallery ----------------------------------------------------------------------------
-    GALLERY_SORTS = {"newest": "j.id DESC",
-                     # Laplace-smoothed win rate: one lucky vote does not top the gallery.
-                     "preferred": "(COALESCE(r.wins, 0) + 1.0) / (COALESCE(r.appearances, 0) + 2.0) DESC, j.id DESC"}
-
-    def gallery(self, *, search: str | None = None, preset: str | None = None, status: str | None = "done",
-                since: float | None = None, sort: str = "newest", limit: int = 24, offset: int = 0,
-                presets: list[str] | None = None) -> tuple[list[dict], int]:
-        """One page of jobs with their thumbnails (never the GIF or full PNG), and the total matching."""
-        where, params = [], []
-        if search:
-            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append(f"j.prompt {self.LIKE} ? ESCAPE '\\'")
-            params.append(f"%{escaped}%")
-        for column, value in (("j.preset", preset), ("j.status", status)):
-            if value:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if presets is not None:  # a family's presets; none of them: nothing matches
-            where.append(f"j.preset IN ({', '.join('?' * len(presets))})" if presets else "1 = 0")
-            params.extend(presets)
-        if since is not None:
-            where.append("j.created_at >= ?")
-            params.append(since)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        join = "JOIN" if status == "done" else "LEFT JOIN"
-        total = int(self._one(f"SELECT COUNT(*) FROM jobs j {join} results r ON r.job_id = j.id {clause}",
-                              tuple(params))[0])
-        # Page through light columns only; the thumbnails of the one page are fetched afterwards, so
-        # no BLOB is carried through the sort.
-        rows = self._all(
-            "SELECT j.id, j.prompt, j.preset, j.status, j.created_at, j.finished_at, j.error, "
-            f"COALESCE(r.wins, 0), COALESCE(r.appearances, 0), j.group_id FROM jobs j {join} results r ON r.job_id = j.id "
-            f"{clause} ORDER BY {self.GALLERY_SORTS[sort]} LIMIT ? OFFSET ?", (*params, limit, offset))
-        keys = ("id", "prompt", "preset", "status", "created_at", "finished_at", "error", "wins", "appearances",
-                "group_id")
-        items = [dict(zip(keys, r)) for r in rows]
-        thumbs = {}
-        if items:
-            marks = ", ".join("?" * len(items))
-            thumbs = dict(self._all(f"SELECT job_id, thumbnail FROM results WHERE job_id IN ({marks})",
-                                    tuple(i["id"] for i in items)))
-        for item in items:
-            thumb = thumbs.get(item["id"])
-            item["thumbnail"] = bytes(thumb) if thumb is not None else None
-        return items, total
-
-    def presets_in_use(self) -> list[str]:
-        return [r[0] for r in self._all("SELECT DISTINCT preset FROM jobs ORDER BY preset")]
-
-    # --- votes ------------------------------------------------------------------------------
-    def vote(self, voter: str, left_job: int, right_job: int, choice: str) -> bool:
-        """Record one vote on a pair of finished jobs; False when this voter already voted on the pair."""
-        lo, hi = sorted((left_job, right_job))
-        if lo == hi:
-            raise ValueError("a vote needs two different images")
-        with self.transaction():
-            finished = self._one("SELECT COUNT(*) FROM results WHERE job_id IN (?, ?)", (lo, hi))[0]
-            if finished != 2:
-                raise ValueError(f"jobs {lo} and {hi} are not both finished images")
-            inserted = self._rowcount(
-                "INSERT INTO votes (voter, left_job, right_job, job_lo, job_hi, choice, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, {now}) ON CONFLICT (voter, job_lo, job_hi) DO NOTHING",
-                (voter, left_job, right_job, lo, hi, choice))
-            if inserted != 1:
-                return False
-            credit = {"left": (1.0, 0.0), "right": (0.0, 1.0), "tie": (0.5, 0.5), "both_bad": (0.0, 0.0)}[choice]
-            for job, win in zip((left_job, right_job), credit):
-                self._execute("UPDATE results SET wins = wins + ?, appearances = appearances + 1 WHERE job_id = ?",
-                              (win, job))
-        return True
-
-    def voted_pairs(self, voter: str) -> set[tuple[int, int]]:
-        return {(int(a), int(b)) for a, b in self._all("SELECT job_lo, job_hi FROM votes WHERE voter = ?", (voter,))}
-
-    def vote_records(self) -> list[dict]:
-        """Every vote with the presets of both sides and its address (for the leaderboard fit)."""
-        rows = self._all(
-            "SELECT v.left_job, v.right_job, l.preset, r.preset, v.choice, v.address FROM votes v "
-            "JOIN jobs l ON l.id = v.left_job JOIN jobs r ON r.id = v.right_job ORDER BY v.id")
-        return [dict(zip(("left_job", "right_job", "left_preset", "right_preset", "choice", "address"), r))
-                for r in rows]
-
-    def prompts_with_results(self, min_results: int = 2, limit: int = 20) -> list[str]:
-        """Random prompts that have at least min_results finished images (for same-prompt pairs)."""
-        return [r[0] for r in self._all(
-            "SELECT prompt FROM jobs WHERE status = 'done' GROUP BY prompt HAVING COUNT(*) >= ? "
-            "ORDER BY random() LIMIT ?", (min_results, limit))]
-
-    def done_jobs(self, *, prompt: str | None = None, group: int | None = None, limit: int = 50) -> list[int]:
-        """Random finished job ids, optionally for one prompt or one group."""
-        where, params = "", ()
-        if prompt is not None:
-            where, params = " AND prompt = ?", (prompt,)
-        if group is not None:
-            where, params = where + " AND group_id = ?", (*params, group)
-        return [int(r[0]) for r in self._all(f"SELECT id FROM jobs WHERE status = 'done'{where} ORDER BY random() LIMIT ?",
-                                             (*params, limit))]
-
-    def done_groups(self, min_results: int = 2, limit: int = 20) -> list[int]:
-        """Random groups that have at least min_results finished images (for same-group pairs)."""
-        return [int(r[0]) for r in self._all(
-            "SELECT group_id FROM jobs WHERE status = 'done' AND group_id IS NOT NULL GROUP BY group_id "
-            "HAVING COUNT(*) >= ? ORDER BY random() LIMIT ?", (min_results, limit))]
-
-    # --- public limits: checked in the transaction that writes -------------------------------
-    # Check, then insert, as two statements let concurrent submitters all pass the check (12 threads
-    # got 7 to 10 jobs past a limit of 3). Here both happen in one transaction that holds the write
-    # lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: LIMITS_LOCK, an advisory lock), so the next one
-    # counts what this one wrote.
-    def _limits_lock(self) -> None:
-        if self.LIMITS_LOCK:
-            self._execute(self.LIMITS_LOCK)
-
-    def _count(self, sql: str, params: tuple) -> int:
-        return int(self._one(sql, params)[0])
-
-    def submit_limited(self, spec: dict, *, address: str, quota: Quota, batch_key: str, total: int,
-                       priority: int = 0, max_attempts: int = 3, submitter: str | None = None,
-                       uploads: list[Upload] = ()) -> int:
-        with self.transaction():
-            self._limits_lock()
-            self._check_quota(address, quota, uploads, 1)
-            job_id = self.submit(spec, batch_key=batch_key, total=total, priority=priority,
-                                 max_attempts=max_attempts, submitter=submitter, uploads=uploads, address=address)
-        return job_id
-
-    def _check_quota(self, address: str, quota: Quota, uploads: list[Upload], jobs: int) -> None:
-        """QuotaReached when adding `jobs` jobs (and these uploads) would pass one of the bounds;
-        inside the caller's transaction, after _limits_lock."""
-        checks = [("queued", quota.max_queued, "SELECT COUNT(*) FROM jobs WHERE status = 'queued'", ()),
-                  ("active", quota.max_active,
-                   "SELECT COUNT(*) FROM jobs WHERE address = ? AND status IN ('queued', 'running')", (address,)),
-                  ("per_minute", quota.max_per_minute,
-                   "SELECT COUNT(*) FROM jobs WHERE address = ? AND created_at > {now} - 60", (address,))]
-        for bound, limit, sql, params in checks:
-            if self._count(sql, params) + jobs > limit:
-                raise QuotaReached(bound, limit)
-        if quota.max_upload_bytes is not None and uploads:
-            self._check_upload_bytes(address, uploads, quota.max_upload_bytes)
-
-    def _check_upload_bytes(self, address: str, uploads: list[Upload], limit: int) -> None:
-        """The address's images: the distinct uploads of its jobs queued, running or submitted in the
-        last UPLOAD_WINDOW, each counted once however many jobs use it, plus this submission's
-        others. Only a submission that adds images to that set can be refused."""
-        held = dict(self._all(
-            "SELECT u.sha256, u.size FROM uploads u WHERE u.sha256 IN (SELECT ju.sha256 FROM job_uploads ju "
-            "JOIN jobs j ON j.id = ju.job_id WHERE j.address = ? AND "
-            "(j.status IN ('queued', 'running') OR j.created_at > {now} - ?))", (address, UPLOAD_WINDOW)))
-        new = {u.sha256: len(u.data) for u in uploads if u.sha256 not in held}
-        if new and sum(held.values()) + sum(new.values()) > limit:
-            raise QuotaReached("upload_bytes", limit)
-
-    def vote_limited(self, voter: str, address: str, left_job: int, right_job: int, choice: str,
-                     quota: VoteQuota) -> bool:
-        lo, hi = sorted((left_job, right_job))
-        with self.transaction():
-            self._limits_lock()
-            if self._count("SELECT COUNT(*) FROM votes WHERE voter = ? AND job_lo = ? AND job_hi = ?", (voter, lo, hi)):
-                return False  # this visitor's first vote stands, whatever the address's quota
-            if self._count("SELECT COUNT(*) FROM votes WHERE address = ? AND job_lo = ? AND job_hi = ?",
-                           (address, lo, hi)) >= quota.max_per_pair:
-                raise QuotaReached("pair", quota.max_per_pair)
-            if self._count("SELECT COUNT(*) FROM votes WHERE address = ? AND created_at > {now} - 60",
-                           (address,)) >= quota.max_per_minute:
-                raise QuotaReached("votes_per_minute", quota.max_per_minute)
-            if not self.vote(voter, left_job, right_job, choice):
-                return False
-            self._execute("UPDATE votes SET address = ? WHERE voter = ? AND job_lo = ? AND job_hi = ?",
-                          (address, voter, lo, hi))
-        return True
-
-    def full_pairs(self, address: str, at_least: int) -> set[tuple[int, int]]:
-        return {(int(a), int(b)) for a, b in self._all(
-            "SELECT job_lo, job_hi FROM votes WHERE address = ? GROUP BY job_lo, job_hi HAVING COUNT(*) >= ?",
-            (address, at_least))}
-
-    # --- executors --------------------------------------------------------------------------
-    def worker_seen(self, worker_id: str, *, host: str, device: str, job_id: int | None) -> None:
-        self._execute(
-            "INSERT INTO workers (id, host, device, job_id, started_at, seen_at) VALUES (?, ?, ?, ?, {now}, {now}) "
-            "ON CONFLICT (id) DO UPDATE SET job_id = excluded.job_id, seen_at = excluded.seen_at",
-            (worker_id, host, device, job_id))
-
-    def workers(self, seen_within: float = 60.0) -> list[dict]:
-        rows = self._all("SELECT id, host, device, job_id, started_at, seen_at FROM workers "
-                         "WHERE seen_at > {now} - ? ORDER BY id", (seen_within,))
-        return [dict(zip(("id", "host", "device", "job_id", "started_at", "seen_at"), r)) for r in rows]
 
 
 __all__ = ["SQLStore", "FINISHED"]
