@@ -1,3 +1,3 @@
-"""t2i: CLIP-guided text-to-image generation (VQGAN / BigGAN steered by open_clip)."""
+"""t2i: a self-hosted text-to-image service (docs/ARCHITECTURE.md has the floor plan)."""
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """GLIDE networks and diffusion maths against the release's checkpoint layouts and tiny reference outputs.
 
-The fixtures (../shared/fixtures/glide, see its README) are data made by running the public release;
-tests that need them skip, saying so, where the folder is absent.
+The fixtures (FIXTURES: a folder kept beside the repository, not in it, with its own README) are data
+made by running the public release; tests that need them skip, saying so, where the folder is absent.
 """
 
 from pathlib import Path
@@ -237,7 +237,7 @@ def test_guidance_is_the_releases(monkeypatch):
     job = pipe.start(spec, torch.Generator().manual_seed(1))
     x, gen_state = job.x.clone(), job.gen.get_state()
     stage = pipe.stages[0]
-    d = stage.diffusion(spec.steps)
+    d = stage.diffusion(spec.options.steps)
     last = len(d) - 1
     with torch.no_grad():
         out = stage.model(torch.cat([x, x]), d.timestep_map[[last, last]], job.tokens, job.mask)
@@ -345,7 +345,7 @@ def test_glide_options_refused_in_one_line():
         with pytest.raises(SpecError, match="guidance"):
             make_spec("a cat", "glide-256", guidance=bad, **base)
     spec = make_spec("a cat", "glide-256", **base)
-    assert (spec.steps, spec.guidance, spec.total_steps) == (100, 3.0, 127)
+    assert (spec.options.steps, spec.options.guidance, spec.total_steps) == (100, 3.0, 127)
     assert spec.options.used_size(spec, p) == (256, 256)
     assert "then 27 upsampler steps" in spec.describe(256, 256)
 

@@ -268,7 +268,7 @@ def test_gpt2_bpe_sizes_match_the_release_files():
 
     fixtures = ROOT.parent / "shared" / "fixtures" / "glide"
     if not fixtures.is_dir():
-        pytest.skip("../shared/fixtures/glide is not here")
+        pytest.skip(f"the GLIDE fixtures (made from the release, kept beside the repository) are not at {fixtures}")
     files = weights.registry(CONFIG_DIR / "weights.yaml")["glide-base"].files
     for name in ("encoder.json", "vocab.bpe"):
         assert len(gzip.decompress((fixtures / f"{name}.gz").read_bytes())) == files[f"glide/{name}"].size

@@ -10,8 +10,9 @@ serves any number of jobs, several at a time:
                                              where the family allows; per job a StepOut: its metric
                                              (a loss, or None where there is none) and, where
                                              frames[i] is True, a preview image (1, 3, H, W) in [0, 1]
-    final = pipeline.finish(states)          per job a Finished: the final image (post-steps applied)
-                                             and, for jobs of several samples, each sample
+    final = pipeline.finish(states)          per job a Finished: the family's final image (a grid
+                                             for several samples) and each sample; post-steps
+                                             (upscalers) are the Runner's, applied after this
     pipeline.describe(spec)                  the job's load in words, for one-line errors
     pipeline.used_size(spec)                 the size the job is made at, (width, height)
 
