@@ -1,7 +1,7 @@
 """User input: the JobSpec and the one place that checks it.
 
 Every entry point (CLI, queue, web pages) turns raw input into a JobSpec through `make_spec`, so the
-limits in ../shared/DESIGN.md live here and nowhere else: the common fields (prompt, size, seed, frame
+input limits of the project's design notes live here and nowhere else: the common fields (prompt, size, seed, frame
 cadence, images) here, each family's own fields in its torch-free Options (t2i/families/), which
 `make_spec` dispatches to. A rejected input raises SpecError, whose message is one line naming the
 field; nothing has been written by then.
@@ -82,9 +82,10 @@ class PromptPart:
 class JobSpec:
     """A validated request: the common fields, and the family's own in `options`.
 
-    The family's fields read as attributes too (spec.iterations, spec.steps), so code that knows
-    the family needs no `.options.`. Images are kept as their (checked) encoded bytes; a spec read
-    from the store without its images (from_dict without `load`) has UploadRefs in their place."""
+    The family's fields are read from `options` (spec.options.steps): every attribute is declared
+    here, so grep and the type checker follow each read. Images are kept as their (checked) encoded
+    bytes; a spec read from the store without its images (from_dict without `load`) has UploadRefs
+    in their place."""
 
     prompt: str
     preset: str
@@ -97,11 +98,6 @@ class JobSpec:
     init_image: bytes | UploadRef | None = None
     image_prompts: tuple[bytes | UploadRef, ...] = field(default_factory=tuple)
     upscale: tuple[str, ...] = ()     # post-steps: upscalers (t2i/upscale/) run on the finished image, in order
-
-    def __getattr__(self, name):
-        if name != "options" and name in option_names(self.__dict__.get("family", DEFAULT_FAMILY)):
-            return getattr(self.options, name)
-        raise AttributeError(name)
 
     @property
     def parts(self) -> list[PromptPart]:

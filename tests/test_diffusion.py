@@ -68,7 +68,7 @@ def test_eta_applies_to_ddim_only_and_images_do_not_apply():
 
 def test_operator_step_cap_and_defaults_come_from_the_preset():
     s = spec(steps=None, sampler="", guidance=None)
-    assert (s.sampler, s.steps, s.guidance, s.num_samples) == ("ddim", 10, 3.0, 1)
+    assert (s.options.sampler, s.options.steps, s.options.guidance, s.options.num_samples) == ("ddim", 10, 3.0, 1)
     with pytest.raises(SpecError, match="steps: must be between 1 and 50"):
         make_spec("a cat", PRESET, family="diffusion", steps=51, limits=Limits(max_iterations=50))
 
@@ -87,7 +87,7 @@ def test_a_spec_stored_before_families_existed_reads_as_guided():
     old = {"prompt": "a cat", "preset": "tiny-vqgan-untrained", "width": 64, "height": 64, "iterations": 5,
            "cutn": 8, "lr": 0.1, "save_every": 2, "seed": 1, "init_image": None, "image_prompts": []}
     s = JobSpec.from_dict(old)
-    assert s.family == "guided" and (s.iterations, s.cutn, s.lr) == (5, 8, 0.1)
+    assert s.family == "guided" and (s.options.iterations, s.options.cutn, s.options.lr) == (5, 8, 0.1)
     assert s.batch_key == "tiny-vqgan-untrained|64x64|8" and s.total_steps == 5
 
 

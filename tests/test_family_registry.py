@@ -180,7 +180,7 @@ class PaintPipeline:
 
     def _image(self, job) -> torch.Tensor:
         w, h = self.used_size(job["spec"])
-        return (job["colour"] * job["step"] / job["spec"].steps).expand(3, h, w)[None]
+        return (job["colour"] * job["step"] / job["spec"].options.steps).expand(3, h, w)[None]
 
     def step(self, states, frames, amp):
         for job in states:

@@ -168,11 +168,12 @@ def test_bad_input_is_one_line_naming_the_field(field, value, message):
 def test_the_seed_defaults_and_the_step_cap_come_from_the_preset():
     preset = get_preset(REAL)
     s = make_spec("a cat", REAL, family="diffusion", defaults=preset.defaults)
-    assert (s.width, s.height, s.sampler, s.steps, s.guidance, s.eta) == (256, 256, "ddim", 50, 7.5, 0.0)
-    assert make_spec("a cat", REAL, family="diffusion", defaults=preset.defaults, steps=250).steps == 250
+    o = s.options
+    assert (s.width, s.height, o.sampler, o.steps, o.guidance, o.eta) == (256, 256, "ddim", 50, 7.5, 0.0)
+    assert make_spec("a cat", REAL, family="diffusion", defaults=preset.defaults, steps=250).options.steps == 250
     # the other diffusion presets keep the family's cap
     other = get_preset("tiny-diffusion-untrained")
-    assert make_spec("a cat", other.name, family="diffusion", defaults=other.defaults, steps=251).steps == 251
+    assert make_spec("a cat", other.name, family="diffusion", defaults=other.defaults, steps=251).options.steps == 251
 
 
 def test_sizes_and_memory_are_known_at_submit_time_without_torch_or_weights(tmp_path):

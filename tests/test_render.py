@@ -125,8 +125,8 @@ def test_parameters_from_real_spec_result_and_preset():
     assert params["seed"] == 42
     assert params["size"] == [64, 80]
     assert params["requested_size"] == [70, 90]
-    assert params["iterations"] == preset.defaults["iterations"] == spec.iterations
-    assert params["cutn"] == preset.defaults["cutn"] == spec.cutn
+    assert params["iterations"] == preset.defaults["iterations"] == spec.options.iterations
+    assert params["cutn"] == preset.defaults["cutn"] == spec.options.cutn
     assert params["lr"] == pytest.approx(preset.defaults["lr"])
     assert params["untrained"] is True
     assert params["init_image"] is False

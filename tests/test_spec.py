@@ -166,7 +166,7 @@ def test_stop_out_of_range_rejected(prompt):
 
 def test_global_defaults_applied():
     s = make_spec("a cat", "some-preset")
-    assert (s.width, s.height, s.iterations, s.cutn, s.lr, s.save_every) == (
+    assert (s.width, s.height, s.options.iterations, s.options.cutn, s.options.lr, s.save_every) == (
         DEFAULTS["width"], DEFAULTS["height"], GUIDED["iterations"], GUIDED["cutn"], GUIDED["lr"],
         DEFAULTS["save_every"])
     assert s.seed is None and s.init_image is None and s.image_prompts == ()
@@ -178,20 +178,22 @@ def test_preset_defaults_override_global_ones():
 
     preset = get_preset("tiny-vqgan-untrained")
     s = make_spec("a cat", preset.name, defaults=preset.defaults)
-    assert (s.width, s.height, s.iterations, s.cutn, s.save_every) == (64, 64, 20, 8, 5)
+    assert (s.width, s.height, s.options.iterations, s.options.cutn, s.save_every) == (64, 64, 20, 8, 5)
     # Partial defaults: only the named keys change.
     s = make_spec("a cat", "p", defaults={"width": 128, "cutn": 4})
-    assert (s.width, s.height, s.cutn, s.iterations) == (128, DEFAULTS["height"], 4, GUIDED["iterations"])
+    assert (s.width, s.height, s.options.cutn, s.options.iterations) == (128, DEFAULTS["height"], 4,
+                                                                       GUIDED["iterations"])
     # Explicit values beat both; "" means "use the default".
     s = make_spec("a cat", "p", width=96, iterations="", defaults={"width": 128, "iterations": 7})
-    assert (s.width, s.iterations) == (96, 7)
+    assert (s.width, s.options.iterations) == (96, 7)
 
 
 def test_strings_accepted_for_numbers():
     s = make_spec("a cat", "p", width="64", height=" 128 ", iterations="10", cutn="4", lr="0.05",
                   save_every="3", seed="42")
-    assert (s.width, s.height, s.iterations, s.cutn, s.lr, s.save_every, s.seed) == (64, 128, 10, 4, 0.05, 3, 42)
-    assert all(isinstance(v, int) for v in (s.width, s.height, s.iterations, s.cutn, s.save_every, s.seed))
+    o = s.options
+    assert (s.width, s.height, o.iterations, o.cutn, o.lr, s.save_every, s.seed) == (64, 128, 10, 4, 0.05, 3, 42)
+    assert all(isinstance(v, int) for v in (s.width, s.height, o.iterations, o.cutn, s.save_every, s.seed))
 
 
 BOUNDS = [
@@ -203,12 +205,17 @@ BOUNDS = [
 ]
 
 
+def read(spec, name):
+    """A common field of the spec, or one of its family's options."""
+    return getattr(spec, name) if name in JobSpec.__dataclass_fields__ else getattr(spec.options, name)
+
+
 @pytest.mark.parametrize("name, lo, hi", BOUNDS)
 @pytest.mark.parametrize("as_str", [False, True])
 def test_numeric_bounds(name, lo, hi, as_str):
     conv = str if as_str else (lambda v: v)
     for ok in (lo, hi):
-        assert getattr(make_spec("a cat", "p", **{name: conv(ok)}), name) == ok
+        assert read(make_spec("a cat", "p", **{name: conv(ok)}), name) == ok
     for bad in (lo - 1, hi + 1):
         with pytest.raises(SpecError) as ei:
             make_spec("a cat", "p", **{name: conv(bad)})
@@ -221,8 +228,8 @@ def test_non_integral_floats_rejected_integral_accepted(name):
     with pytest.raises(SpecError) as ei:
         make_spec("a cat", "p", **{name: 64.5})
     assert "whole number" in assert_spec_error(ei, name)
-    assert getattr(make_spec("a cat", "p", **{name: 64.0}), name) == 64
-    assert type(getattr(make_spec("a cat", "p", **{name: 64.0}), name)) is int
+    assert read(make_spec("a cat", "p", **{name: 64.0}), name) == 64
+    assert type(read(make_spec("a cat", "p", **{name: 64.0}), name)) is int
 
 
 @pytest.mark.parametrize("name", ["width", "height", "iterations", "cutn", "seed", "save_every"])
@@ -249,8 +256,8 @@ def test_lr_rejected(value):
 
 
 def test_lr_bounds_accepted():
-    assert make_spec("a cat", "p", lr="1e-5").lr == 1e-5
-    assert make_spec("a cat", "p", lr=10).lr == 10.0
+    assert make_spec("a cat", "p", lr="1e-5").options.lr == 1e-5
+    assert make_spec("a cat", "p", lr=10).options.lr == 10.0
 
 
 def test_seed_empty_or_none_means_random():
@@ -294,7 +301,7 @@ def test_bad_preset_rejected(preset):
 def test_limits_lower_the_caps():
     lim = Limits(max_side=512, max_iterations=100, max_cutn=16)
     s = make_spec("a cat", "p", width=512, height=512, iterations=100, cutn=16, limits=lim)
-    assert (s.width, s.height, s.iterations, s.cutn) == (512, 512, 100, 16)
+    assert (s.width, s.height, s.options.iterations, s.options.cutn) == (512, 512, 100, 16)
     ok = dict(width=64, height=64, iterations=1, cutn=1)
     for name, bad, cap in [("width", 513, 512), ("height", 1024, 512), ("iterations", 101, 100),
                            ("cutn", 17, 16)]:

@@ -834,7 +834,7 @@ def test_a_version_2_database_migrates_and_its_queued_guided_jobs_still_run(tmp_
         assert schema_version(s) == [len(SQLITE)]
         job = s.claim("w", LONG)
         spec = JobSpec.from_dict(job.spec)
-        assert (job.total, spec.family, spec.iterations, spec.cutn) == (4, "guided", 4, 8)
+        assert (job.total, spec.family, spec.options.iterations, spec.options.cutn) == (4, "guided", 4, 8)
         assert spec.batch_key == make_spec("x", PRESET, width=64, height=64, cutn=8).batch_key
     finally:
         s.close()

@@ -42,7 +42,7 @@ def digitsbench(preset_name: str = "digits", n: int = 20, device: str = "cpu", s
         asked += [d] * len(samples)
     verdict = judge(np.stack(images), asked, classifier, seed=seed)
     s = specs[0]
-    return {"preset": preset.name, "n": n, "settings": f"{s.sampler} {s.steps} steps, guidance {s.guidance:g}",
+    return {"preset": preset.name, "n": n, "settings": f"{s.options.sampler} {s.options.steps} steps, guidance {s.options.guidance:g}",
             **verdict}
 
 

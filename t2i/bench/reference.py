@@ -79,7 +79,7 @@ def reference_steps(models, width: int, height: int, cutn: int, steps: int, on_s
 
 def guided_reference_steps(models, spec, steps: int, on_step) -> None:
     """The guided family's reference loop for one job's spec (its size and cutouts)."""
-    reference_steps(models, spec.width, spec.height, spec.cutn, steps, on_step)
+    reference_steps(models, spec.width, spec.height, spec.options.cutn, steps, on_step)
 
 
 def diffusion_reference_steps(pipeline, spec, steps: int, on_step) -> None:
@@ -87,19 +87,19 @@ def diffusion_reference_steps(pipeline, spec, steps: int, on_step) -> None:
     from ..families.diffusion.pipeline import make_scheduler, step_kwargs
 
     unet, text = pipeline.unet, pipeline.text
-    scheduler = make_scheduler(spec.sampler, pipeline.schedule)
+    scheduler = make_scheduler(spec.options.sampler, pipeline.schedule)
     scheduler.set_timesteps(steps, device=pipeline.device)
     w, h = pipeline.used_size(spec)
     f = pipeline.codec.factor
     gen = torch.Generator(device=pipeline.device).manual_seed(0)
-    x = torch.randn((spec.num_samples, unet.config.in_channels, h // f, w // f), generator=gen,
+    x = torch.randn((spec.options.num_samples, unet.config.in_channels, h // f, w // f), generator=gen,
                     device=pipeline.device) * scheduler.init_noise_sigma
     with torch.no_grad():
-        cond = text.encode([spec.prompt]).expand(spec.num_samples, -1, -1)
-        uncond = text.null(spec.num_samples).to(pipeline.device)
+        cond = text.encode([spec.prompt]).expand(spec.options.num_samples, -1, -1)
+        uncond = text.null(spec.options.num_samples).to(pipeline.device)
         for t in scheduler.timesteps:
             x_in = scheduler.scale_model_input(torch.cat([x] * 2), t)
             eps_u, eps_c = unet(x_in, t, encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
-            x = scheduler.step(eps_u + spec.guidance * (eps_c - eps_u), t, x,
-                               **step_kwargs(spec.sampler, gen, spec.eta)).prev_sample
+            x = scheduler.step(eps_u + spec.options.guidance * (eps_c - eps_u), t, x,
+                               **step_kwargs(spec.options.sampler, gen, spec.options.eta)).prev_sample
             on_step()

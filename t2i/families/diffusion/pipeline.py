@@ -28,6 +28,11 @@ from ..shared import finished, grid, weights_plan
 from .components import build_component, scheduler_config
 from .options import DiffusionOptions
 
+def _options(spec: JobSpec) -> DiffusionOptions:
+    """The job's options, typed as this family's."""
+    return cast(DiffusionOptions, spec.options)
+
+
 
 def make_scheduler(sampler: str, config: dict):
     """A fresh scheduler of the job's sampler over the preset's training schedule."""
@@ -96,7 +101,8 @@ class DiffusionPipeline:
 
     # --- the contract -------------------------------------------------------------------------
     def start(self, spec: JobSpec, gen: torch.Generator) -> DiffusionJob:
-        o, n = cast(DiffusionOptions, spec.options), spec.num_samples
+        o = _options(spec)
+        n = o.num_samples
         scheduler = make_scheduler(o.sampler, self.schedule)
         scheduler.set_timesteps(o.steps, device=self.device)
         w, h = self.used_size(spec)
@@ -145,7 +151,7 @@ class DiffusionPipeline:
             at += k * n
             if job.cond is not None and job.uncond is not None:
                 c, u = parts
-                eps.append(u + job.spec.guidance * (c - u))
+                eps.append(u + _options(job.spec).guidance * (c - u))
             else:
                 eps.append(parts[0])
         return eps
@@ -172,7 +178,7 @@ class DiffusionPipeline:
 
 
 def _step_kwargs(job: DiffusionJob) -> dict:
-    return step_kwargs(job.spec.sampler, job.gen, job.spec.eta)
+    return step_kwargs(_options(job.spec).sampler, job.gen, _options(job.spec).eta)
 
 
 def step_kwargs(sampler: str, gen: torch.Generator, eta: float) -> dict:

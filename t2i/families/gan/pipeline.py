@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -29,9 +30,14 @@ from ..base import Finished, StepOut
 from ..preset import Preset
 from ..shared import finished, grid
 from .components import build_component
-from .options import SIZE
+from .options import SIZE, GanOptions
 
 KEYS = 3  # noise vectors a loop visits: enough to wander, few enough that each is seen for a while
+
+def _options(spec: JobSpec) -> GanOptions:
+    """The job's options, typed as this family's."""
+    return cast(GanOptions, spec.options)
+
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -95,9 +101,9 @@ class GanPipeline:
         return spec.options.describe(spec, SIZE, SIZE)
 
     def start(self, spec: JobSpec, gen: torch.Generator) -> GanJob:
-        n = spec.num_samples
+        n = _options(spec).num_samples
         keys = torch.randn((KEYS, n, self.generator.noise_dim), generator=gen, device=self.device)
-        return GanJob(spec, self.embedding(spec).expand(n, -1), keys * spec.noise_scale)
+        return GanJob(spec, self.embedding(spec).expand(n, -1), keys * _options(spec).noise_scale)
 
     @torch.no_grad()
     def embedding(self, spec: JobSpec) -> torch.Tensor:
@@ -112,7 +118,7 @@ class GanPipeline:
 
     @torch.no_grad()
     def step(self, jobs: list[GanJob], frames: list[bool], amp) -> list[StepOut]:
-        zs = [loop_point(job.keys, job.index / job.spec.steps) for job in jobs]
+        zs = [loop_point(job.keys, job.index / _options(job.spec).steps) for job in jobs]
         images = self._draw(torch.cat([j.embed for j in jobs]), torch.cat(zs), amp)
         outs = []
         for job, rows, want in zip(jobs, images.split([len(z) for z in zs]), frames):

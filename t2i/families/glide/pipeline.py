@@ -47,6 +47,11 @@ def diffusion(schedule: str, respacing: str) -> GlideDiffusion:
     """The respaced diffusion of a stage (cached: jobs with the same step count share its tables)."""
     return GlideDiffusion(schedule, 1000, respacing)
 
+def _options(spec: JobSpec) -> GlideOptions:
+    """The job's options, typed as this family's."""
+    return cast(GlideOptions, spec.options)
+
+
 
 @dataclass
 class GlideJob:
@@ -130,7 +135,8 @@ class GlidePipeline:
 
     # --- the contract -------------------------------------------------------------------------
     def start(self, spec: JobSpec, gen: torch.Generator) -> GlideJob:
-        o, n = cast(GlideOptions, spec.options), spec.num_samples
+        o = _options(spec)
+        n = o.num_samples
         size = self.stages[0].size
         x = torch.randn((n, 3, size, size), generator=gen, device=self.device)
         positive = ", ".join(p.text for p in spec.parts if p.weight > 0)
@@ -161,7 +167,7 @@ class GlidePipeline:
         net = self.stages[stage]
         xs, ts, tokens, masks, lows, spans = [], [], [], [], [], []
         for job in jobs:
-            d = net.diffusion(job.spec.steps)
+            d = net.diffusion(_options(job.spec).steps)
             t = d.timestep_map[len(d) - 1 - job.index]
             rows = len(job.tokens) // len(job.x) if stage == 0 else 1
             tok, msk = (job.tokens, job.mask) if stage == 0 else self._upsampler_tokens(job)
@@ -183,7 +189,7 @@ class GlidePipeline:
             parts = out[at:at + rows * n].split(n)
             at += rows * n
             model_out = self._guided(job, parts) if stage == 0 else parts[0]
-            d = net.diffusion(job.spec.steps)
+            d = net.diffusion(_options(job.spec).steps)
             t = torch.full((n,), len(d) - 1 - job.index, device=self.device, dtype=torch.long)
             p = d.p_mean_variance(model_out, job.x, t, clip_denoised=True)
             job.x = self._update(job, d, p, model_out, t)
@@ -201,19 +207,19 @@ class GlidePipeline:
         cond, uncond = parts
         eps_c, var_c = cond.split(3, dim=1)
         eps_u = uncond[:, :3]
-        return torch.cat([eps_u + job.spec.guidance * (eps_c - eps_u), var_c], dim=1)
+        return torch.cat([eps_u + _options(job.spec).guidance * (eps_c - eps_u), var_c], dim=1)
 
     def _update(self, job: GlideJob, d: GlideDiffusion, p: dict, model_out: torch.Tensor, t: torch.Tensor):
         noise = torch.randn(job.x.shape, generator=job.gen, device=self.device)
         last = bool(t[0] == 0)  # no noise is added at the final step
-        if job.spec.sampler == "ddim" and job.stage == 0:
+        if _options(job.spec).sampler == "ddim" and job.stage == 0:
             # guided-diffusion's ddim_sample: eps re-derived from the clipped x0, eta-scaled noise.
             x0 = p["pred_xstart"]
             eps = (d._at(d.sqrt_recip_alphas_cumprod, t, job.x) * job.x - x0) / d._at(d.sqrt_recipm1_alphas_cumprod,
                                                                                         t, job.x)
             ab = d._at(d.alphas_cumprod, t, job.x)
             ab_prev = d._at(d.alphas_cumprod_prev, t, job.x)
-            sigma = job.spec.eta * torch.sqrt((1 - ab_prev) / (1 - ab)) * torch.sqrt(1 - ab / ab_prev)
+            sigma = _options(job.spec).eta * torch.sqrt((1 - ab_prev) / (1 - ab)) * torch.sqrt(1 - ab / ab_prev)
             mean = x0 * ab_prev.sqrt() + torch.sqrt(1 - ab_prev - sigma ** 2) * eps
             return mean if last else mean + sigma * noise
         return p["mean"] if last else p["mean"] + torch.exp(0.5 * p["log_variance"]) * noise

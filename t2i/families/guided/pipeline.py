@@ -11,6 +11,7 @@ decides where the generator's and the perceptors' weights come from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -22,7 +23,13 @@ from ...engine.runner import to_pil
 from ...spec import JobSpec, decode_image
 from ..base import Finished, StepOut
 from ..preset import Preset
+from .options import GuidedOptions
 from .preset import parts
+
+def _options(spec: JobSpec) -> GuidedOptions:
+    """The job's options, typed as this family's."""
+    return cast(GuidedOptions, spec.options)
+
 
 
 @dataclass
@@ -74,15 +81,15 @@ class GuidedPipeline:
         with torch.enable_grad():
             latent = self.generator.init_latent(*self.used_size(spec), gen, init)
         anchor = [t.detach().clone() for t in latent] if parts(self.preset).init_weight > 0 else None
-        return GuidedJob(spec, gen, latent, targets, torch.optim.Adam(latent, lr=spec.lr), anchor)
+        return GuidedJob(spec, gen, latent, targets, torch.optim.Adam(latent, lr=_options(spec).lr), anchor)
 
     def step(self, jobs: list[GuidedJob], frames: list[bool], amp) -> list[StepOut]:
         gens = [j.gen for j in jobs]
-        cut_cfgs = [CutoutConfig(cut_size=p.input_size, cutn=jobs[0].spec.cutn, **parts(self.preset).cutouts)
+        cut_cfgs = [CutoutConfig(cut_size=p.input_size, cutn=_options(jobs[0].spec).cutn, **parts(self.preset).cutouts)
                     for p in self.perceptors]
         with torch.enable_grad():
             latent = [torch.cat(parts) for parts in zip(*(j.latent for j in jobs))]
-            progress = torch.tensor([j.step / j.spec.iterations for j in jobs], device=self.device)
+            progress = torch.tensor([j.step / _options(j.spec).iterations for j in jobs], device=self.device)
             with amp():
                 images = self.generator.decode(latent, progress)
             losses = [torch.zeros((), device=images.device) for _ in jobs]
