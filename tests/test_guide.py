@@ -125,7 +125,7 @@ def test_speed_is_the_median_of_the_presets_finished_jobs():
 
 
 def test_the_guide_is_torch_free():
-    code = ("import sys; from t2i import guide; from t2i.presets import get_preset; "
+    code = ("import sys; from t2i.service import guide; from t2i.presets import get_preset; "
             "[guide.guide(get_preset(p)) for p in ('shapes', 'digits', 'flowers-gan')]; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
