@@ -43,6 +43,35 @@ def test_flowersbench_judges_the_presets_images(world, monkeypatch):
     assert result["real_is_like"] >= 1.0 and result["is_like"] >= 1.0 - 1e-6
     lines = report(result)
     assert "not Inception" in lines[6] and ("met" in lines[3] or "missed" in lines[3])
+    assert 0 <= result["spread"] < 1 and 0 < result["between"] < 1 and result["fid_like"] >= 0
+    assert any(line.startswith("| spread of 16 samples") for line in lines)
+
+
+def test_the_frechet_figure_is_zero_for_the_same_images_and_grows_for_noise(world):
+    import numpy as np
+    import torch
+
+    from t2i.data import flowers
+    from t2i.train.flowers_classifier import frechet, load_classifier
+
+    builtin, _ = world
+    classifier = load_classifier(builtin / "flowers" / "flowers-classifier.pt")
+    real = flowers.sample(40, np.random.default_rng(0), "heldout")[0]
+    noise = torch.rand(40, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert abs(frechet(real, real, classifier)) < 1e-3 < frechet(noise, real, classifier)
+
+
+def test_the_readme_grids_come_from_jobs_of_the_preset(world, monkeypatch, tmp_path):
+    builtin, _ = world
+    monkeypatch.setenv("T2I_BUILTIN", str(builtin))
+    from PIL import Image
+
+    from t2i.flowersbench import grids
+
+    one, many = grids(tmp_path)
+    assert Image.open(one).size == (4 * 64 + 5 * 2, 4 * 64 + 5 * 2)  # a 16-sample job's grid
+    assert Image.open(many).size == (4 * 64 + 6, 4 * 64 + 6)
+    assert len((tmp_path / "flowers-gan-16-prompts.txt").read_text().splitlines()) == 16
 
 
 def test_the_flowers_srcnn_upscalers_are_offered(world, monkeypatch):

@@ -59,7 +59,8 @@ def flowersbench(preset_name: str = "flowers-gan", n: int = 200, device: str = "
             "is_like": inception_like(images, classifier), "diversity": diversity(images, classifier),
             "real_is_like": inception_like(real, classifier), "real_diversity": diversity(real, classifier),
             "fid_like": frechet(images, real, classifier),
-            **spread(pipeline, preset, captions[:2 * SPREAD_PROMPTS], seed, noise_scale, batch)}
+            **spread(pipeline, preset, [flowers.canonical_caption(s) for s in flowers.heldout_scenes(2 * SPREAD_PROMPTS, seed)],
+                     seed, noise_scale, batch)}
 
 
 def spread(pipeline, preset, captions: list[str], seed: int, noise_scale, batch: int) -> dict:

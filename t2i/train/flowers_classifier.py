@@ -201,7 +201,10 @@ def frechet(images, reference, classifier: FlowersClassifier) -> float:
         f = torch.cat([classifier.features(x[i:i + 256].to(device)).cpu() for i in range(0, len(x), 256)]).double()
         stats.append((f.mean(0).numpy(), np.cov(f.numpy(), rowvar=False)))
     (m1, s1), (m2, s2) = stats
-    root, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    # ReLU features leave some dimensions always 0, so the covariances are singular; a small ridge
+    # (as pytorch-fid adds when the root is not finite) keeps the square root well defined.
+    ridge = np.eye(len(m1)) * 1e-6
+    root, _ = linalg.sqrtm((s1 + ridge) @ (s2 + ridge), disp=False)
     return float(((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * root.real))
 
 

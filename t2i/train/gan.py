@@ -407,4 +407,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    try:
+        raise SystemExit(main())
+    except T2IError as e:  # bad settings, data or checkpoints: one line, as the t2i CLI does
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
