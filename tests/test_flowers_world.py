@@ -66,7 +66,7 @@ def test_the_readme_grids_come_from_jobs_of_the_preset(world, monkeypatch, tmp_p
     monkeypatch.setenv("T2I_BUILTIN", str(builtin))
     from PIL import Image
 
-    from t2i.flowersbench import grids
+    from t2i.bench.flowers import grids
 
     one, many = grids(tmp_path)
     assert Image.open(one).size == (4 * 64 + 5 * 2, 4 * 64 + 5 * 2)  # a 16-sample job's grid

@@ -206,11 +206,11 @@ def test_bad_options_are_one_line(field, value, words):
 
 def test_the_options_load_and_size():
     spec = gan_spec(num_samples=64, noise_scale="0.5", steps=12, width=300, height=200)
-    assert (spec.num_samples, spec.noise_scale, spec.total_steps) == (64, 0.5, 12)
+    assert (spec.options.num_samples, spec.options.noise_scale, spec.total_steps) == (64, 0.5, 12)
     assert spec.options.used_size(spec, get_preset(NAME)) == (64, 64)
     assert spec.describe(64, 64) == "64x64, 12 frames, 64 samples, noise x0.5"
     assert gan_spec().batch_key == gan_spec(num_samples=3).batch_key  # samples are rows of one call
-    assert gan_spec().width == 64 and gan_spec().steps == 8  # the preset's defaults
+    assert gan_spec().width == 64 and gan_spec().options.steps == 8  # the preset's defaults
 
 
 @pytest.fixture(scope="module")
