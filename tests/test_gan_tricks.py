@@ -150,3 +150,16 @@ def test_the_text_affines_start_as_the_identity_and_load_only_into_their_archite
     assert load_generator(tmp_path / "fused.pt", embed_dim=EMBED, ngf=4, affine=True).config["affine"]
     with pytest.raises(BrokenWeights, match="unexpected key\\(s\\), the first affine.1.bias"):
         load_generator(tmp_path / "fused.pt", embed_dim=EMBED, ngf=4)
+
+
+def test_the_joint_discriminator_adds_the_ports_spatial_head_to_the_projection():
+    torch.manual_seed(0)
+    joint = ProjectionDiscriminator(EMBED, ndf=4, joint=True).eval()
+    images, embed = torch.randn(2, 3, 64, 64), torch.randn(2, EMBED)
+    score, _ = joint(images, embed)
+    features = joint.features(images)
+    phi = features.sum((2, 3))
+    projection = joint.score(phi).view(-1) + (joint.embed(embed) * phi).sum(1)
+    text = joint.text(embed)[:, :, None, None].expand(-1, -1, 4, 4)
+    assert torch.allclose(score, projection + joint.joint(torch.cat([features, text], 1)).view(-1), atol=1e-5)
+    assert GanConfig(d_arch="joint").d_arch == "joint"

@@ -178,9 +178,9 @@ class ProjectionDiscriminator(nn.Module):
     DF-GAN's matching-aware discriminator scores the same pairs). Returns (logits (n,), features
     (n, ndf*8, 4, 4)) like `Discriminator`, so the losses take either."""
 
-    def __init__(self, embed_dim: int = EMBED_DIM, ndf: int = NDF, spectral: bool = True):
+    def __init__(self, embed_dim: int = EMBED_DIM, ndf: int = NDF, spectral: bool = True, joint: bool = False):
         super().__init__()
-        self.config = dict(embed_dim=embed_dim, ndf=ndf, spectral=spectral)
+        self.config = dict(embed_dim=embed_dim, ndf=ndf, spectral=spectral, joint=joint)
         sn = nn.utils.parametrizations.spectral_norm if spectral else (lambda m: m)
         widths = [3, ndf, ndf * 2, ndf * 4, ndf * 8]
         layers = []
@@ -189,11 +189,20 @@ class ProjectionDiscriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.score = sn(nn.Linear(ndf * 8, 1))
         self.embed = sn(nn.Linear(embed_dim, ndf * 8, bias=False))
+        # joint: also the port's head, the text replicated over the 4x4 cells beside the features and
+        # one conv over both, which sees where things are (the sum in phi does not): petal counts.
+        self.joint = nn.Sequential(sn(nn.Conv2d(ndf * 8 + PROJECTED_DIM, ndf * 8, 1)), nn.LeakyReLU(0.2, True),
+                                   sn(nn.Conv2d(ndf * 8, 1, 4))) if joint else None
+        self.text = sn(nn.Linear(embed_dim, PROJECTED_DIM)) if joint else None
 
     def forward(self, images: torch.Tensor, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.features(images)
         phi = features.sum((2, 3))
-        return self.score(phi).view(-1) + (self.embed(embed) * phi).sum(1), features
+        score = self.score(phi).view(-1) + (self.embed(embed) * phi).sum(1)
+        if self.joint is not None:
+            text = self.text(embed)[:, :, None, None].expand(-1, -1, *features.shape[2:])
+            score = score + self.joint(torch.cat([features, text], 1)).view(-1)
+        return score, features
 
 
 # --- checkpoints ------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from .gan_tricks import AUGMENTS, Ema, diff_augment, matching_aware_gp, mode_see
 from .threads import torch_threads
 
 TYPES = ("gan", "hinge", "wgan", "wgan-gp")
-D_ARCHS = ("concat", "projection")  # the port's D (text as channels) or the projection D
+D_ARCHS = ("concat", "projection", "joint")  # the port's D (text as channels), the projection D, or both heads
 SAMPLES = 16  # images in each epoch's sample grid
 
 
@@ -117,8 +117,8 @@ class Trained:
 def make_nets(config: GanConfig, embed_dim: int) -> tuple[Generator, Discriminator]:
     g = Generator(embed_dim, config.ngf, affine=config.affine)
     init_weights(g)
-    if config.d_arch == "projection":  # torch's own initialisation: spectral norm rescales anyway
-        return g, ProjectionDiscriminator(embed_dim, config.ndf)
+    if config.d_arch in ("projection", "joint"):  # torch's own initialisation: spectral norm rescales anyway
+        return g, ProjectionDiscriminator(embed_dim, config.ndf, joint=config.d_arch == "joint")
     d = Discriminator(embed_dim, config.ndf, batch_norm=config.type != "wgan-gp", minibatch=config.minibatch)
     init_weights(d)
     return g, d
