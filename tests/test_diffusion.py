@@ -11,7 +11,6 @@ import torch
 
 from t2i.engine import Runner, run
 from t2i.errors import WeightsMissing
-from t2i.families import build_pipeline
 from t2i.families.diffusion.options import DiffusionOptions
 from t2i.presets import Component, get_preset
 from t2i.spec import JobSpec, Limits, SpecError, make_spec
@@ -20,8 +19,8 @@ PRESET = "tiny-diffusion-untrained"
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return build_pipeline(get_preset(PRESET))
+def pipe(pipelines):
+    return pipelines(PRESET)
 
 
 def spec(prompt="a red circle", **kw):

@@ -10,7 +10,6 @@ from t2i import executor as executor_module
 from t2i import memory, render
 from t2i.engine import Runner
 from t2i.executor import Executor, ExecutorConfig
-from t2i.families import build_pipeline
 from t2i.memory import MARGIN, MAX_FRAMES, Admission, TooLarge, estimate
 from t2i.presets import get_preset
 from t2i.queue import submit_job
@@ -166,9 +165,9 @@ def test_memory_a_job_too_large_for_the_running_batch_waits_and_runs_alone(store
 
 # --- frames ------------------------------------------------------------------------------------
 
-def test_memory_a_long_job_keeps_at_most_the_frame_cap_and_its_gif_runs_first_to_last():
-    spec, preset = job_spec("tiny-diffusion-untrained", steps=3 * MAX_FRAMES + 5, save_every=1, seed=1)
-    runner = Runner(build_pipeline(preset))
+def test_memory_a_long_job_keeps_at_most_the_frame_cap_and_its_gif_runs_first_to_last(pipelines):
+    spec, _ = job_spec("tiny-diffusion-untrained", steps=3 * MAX_FRAMES + 5, save_every=1, seed=1)
+    runner = Runner(pipelines("tiny-diffusion-untrained"))
     slot = runner.add(0, spec)
     held = 0
     while not slot.done:
