@@ -92,11 +92,23 @@ def serve_http(handler, monkeypatch, **state):
 
 # --- tiers (pyproject.toml declares the markers; `bash tests/run.sh --fast` leaves them out) ---------
 
+# Modules this branch leaves alone carry their marks here: test name -> marks.
+MARKS_ELSEWHERE = {
+    "test_flowers_world.py": {"test_train_demo_writes_and_proves_every_file": ("trains", "subprocess"),
+                              "test_flowersbench_judges_the_presets_images": ("trains", "subprocess"),
+                              "test_the_flowers_srcnn_upscalers_are_offered": ("trains", "subprocess"),
+                              "test_gan_steps_must_fill_whole_epochs": ("subprocess",),
+                              "test_a_seed_layout_hdf5_file_trains_the_gan": ("trains",)},
+}
+
+
 def pytest_collection_modifyitems(items):
     """Marks what a test's fixtures already say: the real PostgreSQL server (pg_admin_url, or the
     postgres side of store_url) and Chromium (a `browser` fixture). The other tiers are marked by
     module (pytestmark) or by test, where a reader of the test sees them."""
     for item in items:
+        for mark in MARKS_ELSEWHERE.get(item.path.name, {}).get(getattr(item, "originalname", item.name), ()):
+            item.add_marker(mark)
         names = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)
         if "pg_admin_url" in names or (callspec and callspec.params.get("store_url") == "postgres"):

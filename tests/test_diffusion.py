@@ -170,6 +170,7 @@ def test_describe_names_the_load(pipe):
     assert math.isfinite(get_preset(PRESET).defaults["guidance"])
 
 
+@pytest.mark.trains
 def test_a_tiny_model_trained_on_two_images_draws_the_prompted_one():
     """A tiny real UNet trained for 150 steps (the shared objective, condition dropout included) on a
     rendered 1 and a rendered 8, conditioned by the committed digits CLIP's text tower: sampled

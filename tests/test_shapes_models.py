@@ -19,11 +19,13 @@ trained = pytest.mark.skipif(not (SHAPES_DIR / "shapes-vqgan.ckpt").is_file(),
                              reason="run `python -m t2i train-demo` to make the built-in weights")
 
 
+@pytest.mark.trains
 def test_a_few_clip_training_steps_reduce_the_contrastive_loss():
     _, losses = clip_training.train(steps=40, batch_size=16, progress=False)
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1
 
 
+@pytest.mark.trains
 def test_a_few_vqgan_training_steps_reduce_the_reconstruction_loss(tmp_path):
     # Images differ a lot in how much shape they hold, so compare means over ten steps.
     model, losses = vqgan_training.train(steps=60, batch_size=8, progress=False)
@@ -92,6 +94,7 @@ def test_the_committed_sketch_net_draws_held_out_captions(pipelines):
     assert accuracy["shape"] >= 0.5, accuracy
 
 
+@pytest.mark.slow
 @trained
 @pytest.mark.parametrize("caption,colour", [("a large red circle in the centre", "red"),
                                             ("a large blue square in the centre", "blue")])
