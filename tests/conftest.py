@@ -11,12 +11,34 @@ torch.set_num_threads(1)
 os.environ.setdefault("T2I_CHECKPOINTS", os.path.join(os.path.dirname(__file__), "_no_checkpoints"))
 
 
+def absent(reason: str):
+    """An outside part (a server, a browser, shared fixtures) is missing: a skip that says so, but a
+    failure where CI is set, since CI must have every part."""
+    if os.environ.get("CI"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
-def tiny_models():
+def pipelines():
+    """Built pipelines of the repository's presets, by name, each built once per session and shared by
+    every module that runs jobs on it (a pipeline keeps no job state: jobs carry their own). Tests
+    that change one (monkeypatch) put it back; tests of building itself build their own."""
     from t2i.families import build_pipeline
     from t2i.presets import get_preset
 
-    return build_pipeline(get_preset("tiny-vqgan-untrained"), device="cpu")
+    built = {}
+
+    def pipeline(name: str):
+        if name not in built:
+            built[name] = build_pipeline(get_preset(name), device="cpu")
+        return built[name]
+    return pipeline
+
+
+@pytest.fixture(scope="session")
+def tiny_models(pipelines):
+    return pipelines("tiny-vqgan-untrained")
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +46,7 @@ def pg_admin_url():
     """The local PostgreSQL server tests/run.sh started. CI must have it; elsewhere its tests skip."""
     url = os.environ.get("T2I_TEST_PG_URL")
     if not url:
-        if os.environ.get("CI"):
-            pytest.fail("T2I_TEST_PG_URL is not set: run the suite through tests/run.sh")
-        pytest.skip("no PostgreSQL server: run through tests/run.sh (or set T2I_TEST_PG_URL)")
+        absent("no PostgreSQL server (T2I_TEST_PG_URL is not set): run the suite through tests/run.sh")
     return url
 
 
@@ -68,3 +88,30 @@ def serve_http(handler, monkeypatch, **state):
     srv.shutdown()
     srv.server_close()
     thread.join(timeout=5)
+
+
+# --- tiers (pyproject.toml declares the markers; `bash tests/run.sh --fast` leaves them out) ---------
+
+# Modules this branch leaves alone carry their marks here: test name -> marks.
+MARKS_ELSEWHERE = {
+    "test_flowers_world.py": {"test_train_demo_writes_and_proves_every_file": ("trains", "subprocess"),
+                              "test_flowersbench_judges_the_presets_images": ("trains", "subprocess"),
+                              "test_the_flowers_srcnn_upscalers_are_offered": ("trains", "subprocess"),
+                              "test_gan_steps_must_fill_whole_epochs": ("subprocess",),
+                              "test_a_seed_layout_hdf5_file_trains_the_gan": ("trains",)},
+}
+
+
+def pytest_collection_modifyitems(items):
+    """Marks what a test's fixtures already say: the real PostgreSQL server (pg_admin_url, or the
+    postgres side of store_url) and Chromium (a `browser` fixture). The other tiers are marked by
+    module (pytestmark) or by test, where a reader of the test sees them."""
+    for item in items:
+        for mark in MARKS_ELSEWHERE.get(item.path.name, {}).get(getattr(item, "originalname", item.name), ()):
+            item.add_marker(mark)
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        if "pg_admin_url" in names or (callspec and callspec.params.get("store_url") == "postgres"):
+            item.add_marker(pytest.mark.postgres)
+        if "browser" in names:
+            item.add_marker(pytest.mark.browser)

@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Install the environment (if needed) and run the whole test suite. Extra arguments go to pytest.
+# Install the environment (if needed) and run the tests. Extra arguments go to pytest.
+#
+#   bash tests/run.sh          the whole suite (what CI runs): starts PostgreSQL and installs Chromium
+#   bash tests/run.sh --fast   the fast tier (a few minutes): leaves out the tests marked browser,
+#                              postgres, subprocess, trains or slow (pyproject.toml), and so needs neither
 set -euo pipefail
 cd "$(dirname "$0")/.."
+FAST=0
+if [[ "${1:-}" == "--fast" ]]; then FAST=1; shift; fi
 bash set_up_env.sh --dev --install-only
+if [[ $FAST == 1 ]]; then
+  exec .venv/bin/python -m pytest -m "not (browser or postgres or subprocess or trains or slow)" "$@"
+fi
 # The PostgreSQL backend is tested against a real local server (installed and started here).
 if [[ -z "${T2I_TEST_PG_URL:-}" ]]; then
   T2I_TEST_PG_URL=$(bash tests/setup_postgres.sh)

@@ -106,6 +106,7 @@ def _child(tmp_path, code: str, xfsz: str):
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.subprocess
 def test_write_failing_midway_leaves_nothing(tmp_path):
     """The disk fills up during the write (EFBIG past the limit): one line, no blob, no temporary file,
     and the blob that was there before is intact."""
@@ -122,6 +123,7 @@ def test_write_failing_midway_leaves_nothing(tmp_path):
     assert temps(tmp_path) == []
 
 
+@pytest.mark.subprocess
 def test_crash_mid_write_leaves_no_partial_blob(tmp_path):
     """The writer is killed mid-write (SIGXFSZ's default action): the final name never shows a partial
     file; the orphaned temporary file is invisible to reads and clean() removes it."""

@@ -28,6 +28,7 @@ VISITOR = visitor_of(KEY)
 SEED_PROMPT = "a red circle on a white field"
 PROMPT = "a lighthouse in a storm, seen from the browser test"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
+pytestmark = [pytest.mark.browser, pytest.mark.subprocess]  # Chromium, and the app and an executor as processes
 RES = ROOT / "res"
 # The README's screenshots are tracked files: a test run refreshes them only when asked, so running
 # the suite leaves the checkout clean. Every run still writes them under test-artifacts/browser/.

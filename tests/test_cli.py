@@ -1,7 +1,9 @@
 """`python -m t2i ...` end to end, as real subprocesses, with the untrained tiny preset.
 
 Every process pays ~5-10 s of imports (torch, open_clip, taming), so all invocations are started
-together by one module-scoped fixture and run concurrently; the tests then check their results.
+together by one module-scoped fixture and run concurrently; the tests then check their results. Bad
+input is refused before any work: two such processes show the exit codes a shell sees, the other
+cases go through the same `main` in this process.
 """
 
 import math
@@ -59,6 +61,8 @@ BAD_INPUTS = {
     "init-text-file": lambda tf: _bad("--init-image", str(tf)),
     "init-missing": lambda tf: _bad("--init-image", str(tf.parent / "missing.png")),
 }
+# Run as real processes (exit codes 2 and 1 as a shell sees them); the rest run in this process.
+BAD_PROCESSES = ("iterations-abc", "unknown-preset")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +74,7 @@ def runs(tmp_path_factory, text_file):
         "size-70": [*GENERATE, "--size", "70", "70"],
         "trained-missing": ["generate", "a red circle", "--preset", TRAINED, "--device", "cpu", "--quiet"],
         "presets": ["presets"],
-        **{name: make(text_file) for name, make in BAD_INPUTS.items()},
+        **{name: BAD_INPUTS[name](text_file) for name in BAD_PROCESSES},
     }
     runs = {}
     for name, args in jobs.items():
@@ -106,6 +110,7 @@ def _files(directory: Path):
 
 # --- a successful run -------------------------------------------------------------------------------
 
+@pytest.mark.subprocess
 def test_generate_succeeds(runs):
     r = runs["generate"]
     assert r.returncode == 0, r.stderr
@@ -115,6 +120,7 @@ def test_generate_succeeds(runs):
     assert not [f for f in files if f.startswith(".")], "temporary files left behind"
 
 
+@pytest.mark.subprocess
 def test_generate_stdout_names_seed_and_paths(runs):
     r = runs["generate"]
     assert r.returncode == 0, r.stderr
@@ -125,6 +131,7 @@ def test_generate_stdout_names_seed_and_paths(runs):
     assert "size 64x64" in r.stdout
 
 
+@pytest.mark.subprocess
 def test_png_parameters(runs):
     r = runs["generate"]
     (png,) = r.out.glob("*.png")
@@ -144,6 +151,7 @@ def test_png_parameters(runs):
         assert im.format == "PNG" and im.size == (64, 64)
 
 
+@pytest.mark.subprocess
 def test_gif_frames(runs):
     r = runs["generate"]
     (gif,) = r.out.glob("*.gif")
@@ -153,6 +161,7 @@ def test_gif_frames(runs):
     assert "(4 frames)" in r.stdout
 
 
+@pytest.mark.subprocess
 def test_same_seed_gives_identical_png(runs):
     a, b = runs["generate"], runs["generate-again"]
     assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
@@ -162,6 +171,7 @@ def test_same_seed_gives_identical_png(runs):
     assert png_a.read_bytes() == png_b.read_bytes()
 
 
+@pytest.mark.subprocess
 def test_size_rounded_and_reported(runs):
     # 70 is not a multiple of the tiny VQGAN's factor (4: two downsamplings), so the size is rounded
     # down and the used size is reported next to the requested one.
@@ -190,30 +200,38 @@ def _assert_one_error_line(r):
     return lines[0]
 
 
+def run_in_process(args, out: Path, capsys) -> Run:
+    """`main` as `python -m t2i` calls it, in this process (argparse's own refusals exit)."""
+    from t2i.cli import main
+
+    args = [*args, "--out", str(out)]
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return Run(args, out, None, code, captured.out, captured.err)
+
+
 @pytest.mark.parametrize("name, expect", [
-    ("iterations-0", "iterations"),
-    ("iterations-abc", "iterations"),
-    ("size-10", "width"),
-    ("cutn-999", "cutn"),
-    ("seed-negative", "seed"),
-    ("empty-prompt", "prompt"),
-    ("nine-parts", "prompt"),
-    ("unknown-preset", "nope"),
-    ("init-text-file", "init_image"),
-    ("init-missing", "init_image"),
-])
-def test_bad_input(runs, name, expect):
-    line = _assert_one_error_line(runs[name])
+    pytest.param(name, expect, marks=[pytest.mark.subprocess] if name in BAD_PROCESSES else [])
+    for name, expect in [("iterations-0", "iterations"), ("iterations-abc", "iterations"), ("size-10", "width"),
+                         ("cutn-999", "cutn"), ("seed-negative", "seed"), ("empty-prompt", "prompt"),
+                         ("nine-parts", "prompt"), ("unknown-preset", "nope"), ("init-text-file", "init_image"),
+                         ("init-missing", "init_image")]])
+def test_bad_input(request, text_file, tmp_path, capsys, name, expect):
+    if name in BAD_PROCESSES:
+        r = request.getfixturevalue("runs")[name]
+    else:
+        r = run_in_process(BAD_INPUTS[name](text_file), tmp_path / "out", capsys)
+    line = _assert_one_error_line(r)
     assert expect in line, line
-
-
-def test_bad_input_exit_code_is_not_a_crash(runs):
     # A traceback exits 1 too, but would print more than one line; user errors here use exit code 2
     # (bad input) or 1 (unknown preset).
-    assert {runs[n].returncode for n in BAD_INPUTS if n != "unknown-preset"} == {2}
-    assert runs["unknown-preset"].returncode == 1
+    assert r.returncode == (1 if name == "unknown-preset" else 2)
 
 
+@pytest.mark.subprocess
 def test_trained_preset_without_weights(runs):
     r = runs["trained-missing"]
     line = _assert_one_error_line(r)
@@ -239,6 +257,7 @@ def _preset_blocks(stdout):
     return {k: "\n".join(v) for k, v in blocks.items()}
 
 
+@pytest.mark.subprocess
 def test_presets_lists_every_config(runs):
     r = runs["presets"]
     assert r.returncode == 0, r.stderr
@@ -249,6 +268,7 @@ def test_presets_lists_every_config(runs):
     assert "weights" not in blocks
 
 
+@pytest.mark.subprocess
 def test_presets_states(runs):
     blocks = _preset_blocks(runs["presets"].stdout)
     assert "random weights" in blocks[TINY]
@@ -277,6 +297,7 @@ def test_counts_below_one_stop_before_any_work(argv, flag, capsys):
     assert {p: p.stat().st_mtime_ns for p in (BUILTIN_DIR / "shapes").iterdir()} == before  # nothing rewritten
 
 
+@pytest.mark.trains
 def test_train_demo_interrupted_while_saving_keeps_the_committed_files_and_leaves_no_temporaries(monkeypatch):
     from t2i.cli import main
     from t2i.paths import BUILTIN_DIR
@@ -293,6 +314,7 @@ def test_train_demo_interrupted_while_saving_keeps_the_committed_files_and_leave
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no .tmp left, nothing replaced
 
 
+@pytest.mark.trains
 def test_train_demo_under_t2i_builtin_writes_there_and_the_shapes_preset_reads_it(tmp_path, monkeypatch):
     """A seed sweep trains into its own folder; the committed checkpoints/shapes/ stay untouched."""
     import torch
@@ -315,6 +337,7 @@ def test_train_demo_under_t2i_builtin_writes_there_and_the_shapes_preset_reads_i
     assert models.sketch is not None
 
 
+@pytest.mark.trains
 def test_train_demo_digits_then_generate_writes_a_grid_and_each_sample(tmp_path, monkeypatch):
     """The digits world end to end through the CLI, on a few training steps under T2I_BUILTIN (the
     committed checkpoints/digits/ stay untouched): train-demo writes the real formats, the preset
@@ -441,6 +464,7 @@ def test_an_unknown_device_is_one_line(device, capsys):
     assert f"--device {device}" in line
 
 
+@pytest.mark.subprocess
 def test_an_endless_image_file_is_refused_without_reading_it_whole():
     """`--init-image /dev/zero` used to be read in full before the 10 MB check (23 GB before the
     kernel stepped in). Under a 3 GB address-space cap the old code died with a MemoryError traceback;

@@ -229,6 +229,7 @@ def compare_form(at, others, prompt="a red circle"):
     return at
 
 
+@pytest.mark.slow
 def test_the_page_submits_a_group_shows_each_columns_progress_then_the_vote_reveals_the_presets(page):
     make, store, url = page
     at = compare_form(make(), [GUMBEL, GAN])
@@ -282,6 +283,7 @@ def test_the_page_submits_a_group_shows_each_columns_progress_then_the_vote_reve
     assert [t for t in texts(again) if " was: " in t] == [f"{label} was: {j.preset}" for label, j in zip("ABC", jobs)]
 
 
+@pytest.mark.slow
 def test_the_page_refuses_a_group_of_one_with_a_line(page):
     make, store, _ = page
     at = compare_form(make(), [])
@@ -291,6 +293,7 @@ def test_the_page_refuses_a_group_of_one_with_a_line(page):
     assert total(store) == 0
 
 
+@pytest.mark.slow
 def test_the_page_refuses_a_group_that_does_not_fit_the_address_limit(page, monkeypatch):
     make, store, _ = page
     monkeypatch.setenv("T2I_MAX_ACTIVE_PER_ADDRESS", "4")
@@ -305,6 +308,7 @@ def test_the_page_refuses_a_group_that_does_not_fit_the_address_limit(page, monk
     assert total(store) == 3
 
 
+@pytest.mark.slow
 def test_the_single_job_flow_is_unchanged_when_compare_is_off(page):
     make, store, _ = page
     at = make()

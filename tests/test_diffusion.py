@@ -11,7 +11,6 @@ import torch
 
 from t2i.engine import Runner, run
 from t2i.errors import WeightsMissing
-from t2i.families import build_pipeline
 from t2i.families.diffusion.options import DiffusionOptions
 from t2i.presets import Component, get_preset
 from t2i.spec import JobSpec, Limits, SpecError, make_spec
@@ -20,8 +19,8 @@ PRESET = "tiny-diffusion-untrained"
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return build_pipeline(get_preset(PRESET))
+def pipe(pipelines):
+    return pipelines(PRESET)
 
 
 def spec(prompt="a red circle", **kw):
@@ -171,6 +170,7 @@ def test_describe_names_the_load(pipe):
     assert math.isfinite(get_preset(PRESET).defaults["guidance"])
 
 
+@pytest.mark.trains
 def test_a_tiny_model_trained_on_two_images_draws_the_prompted_one():
     """A tiny real UNet trained for 150 steps (the shared objective, condition dropout included) on a
     rendered 1 and a rendered 8, conditioned by the committed digits CLIP's text tower: sampled

@@ -47,6 +47,7 @@ def test_bad_config_is_one_line():
         build_char_clip(dims=3)
 
 
+@pytest.mark.trains
 def test_char_clip_loss_falls():
     model, losses = train_char_clip(steps=30, batch=32, progress=False, config=SMALL)
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2, losses
@@ -150,6 +151,7 @@ def trained(tmp_path_factory):
     return out, figures
 
 
+@pytest.mark.trains
 def test_train_digits_writes_loadable_files(trained):
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from safetensors.torch import load_file
@@ -174,6 +176,7 @@ def test_train_digits_writes_loadable_files(trained):
         assert np.isfinite(figures[key]), key
 
 
+@pytest.mark.trains
 def test_train_digits_is_byte_repeatable(trained, tmp_path):
     from t2i.train.digits import train_digits
 
@@ -182,6 +185,7 @@ def test_train_digits_is_byte_repeatable(trained, tmp_path):
     assert _files(tmp_path) == _files(out)
 
 
+@pytest.mark.trains
 def test_interrupted_save_leaves_the_folder_as_it_was(trained, tmp_path):
     from t2i.train.digits import train_digits
 

@@ -11,7 +11,7 @@ from torchvision.transforms import functional as TF
 
 from t2i.engine import run, run_batches
 from t2i.families import build_pipeline
-from t2i.errors import Cancelled, OutOfMemory, WeightsMissing
+from t2i.errors import OutOfMemory, WeightsMissing
 from t2i.presets import get_preset
 from t2i.spec import make_spec
 
@@ -61,8 +61,11 @@ def test_stop_cuts_the_pull_once_reached(tiny_models):
     assert all(np.array_equal(frames[0], f) for f in frames)
 
 
-@pytest.mark.parametrize("iterations,save_every", [(12, 4), (10, 4), (5, 10)])
-def test_frames_every_k_steps_plus_final(tiny_models, iterations, save_every):
+# test_families checks the frame cadence (5 steps every 2, 4 every 10), same-seed determinism and
+# cancelling on every tiny preset, this one included; here only what it does not: a step count the
+# cadence divides, and the losses.
+def test_frames_every_k_steps_plus_final_when_k_divides_the_steps(tiny_models):
+    iterations, save_every = 8, 4
     steps = []
     spec = spec_for("tiny-vqgan-untrained", "a cat", iterations=iterations, save_every=save_every, seed=0)
     result = run(spec, tiny_models, on_step=lambda s: steps.append(s))
@@ -71,14 +74,6 @@ def test_frames_every_k_steps_plus_final(tiny_models, iterations, save_every):
     assert [s.step for s in steps] == list(range(1, iterations + 1))
     assert [s.frame_step for s in steps if s.frame is not None] == result.frame_steps[:-1]
     assert len(result.losses) == iterations and all(math.isfinite(x) for x in result.losses)
-
-
-def test_same_seed_same_image_and_different_seed_differs(tiny_models):
-    a = run(spec_for("tiny-vqgan-untrained", "a red circle", iterations=5, seed=42), tiny_models)
-    b = run(spec_for("tiny-vqgan-untrained", "a red circle", iterations=5, seed=42), tiny_models)
-    c = run(spec_for("tiny-vqgan-untrained", "a red circle", iterations=5, seed=43), tiny_models)
-    assert png(a.image) == png(b.image) and a.losses == b.losses
-    assert png(a.image) != png(c.image)
 
 
 def test_random_seed_is_chosen_and_reported(tiny_models):
@@ -139,21 +134,9 @@ def test_image_prompt_adds_a_target(tiny_models):
     assert sims[1] > sims[0]
 
 
-def test_cancel_between_steps(tiny_models):
-    seen = []
-
-    def on_step(step):
-        seen.append(step.step)
-        return step.step == 3
-
-    with pytest.raises(Cancelled, match="after 3 of 10 steps"):
-        run(spec_for("tiny-vqgan-untrained", "a cat", iterations=10, seed=0), tiny_models, on_step)
-    assert seen == [1, 2, 3]
-
-
 @pytest.mark.parametrize("preset", ["tiny-gumbel-untrained", "tiny-biggan-untrained", "tiny-ensemble-untrained"])
-def test_other_generators_and_perceptor_ensembles_optimise(preset):
-    models = build_pipeline(get_preset(preset))
+def test_other_generators_and_perceptor_ensembles_optimise(pipelines, preset):
+    models = pipelines(preset)
     weights_before = [t.clone() for t in models.generator.state_dict().values()]
     result = run(spec_for(preset, "a red circle", iterations=20, cutn=16, lr=0.2, seed=0), models)
     assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])

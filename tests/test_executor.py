@@ -80,6 +80,7 @@ def finish(proc, timeout=180):
     return proc.returncode, out
 
 
+@pytest.mark.subprocess
 def test_four_executors_drain_forty_jobs_exactly_once(store, store_url, env):
     ids = [submit_job(store, f"job {i}", "tiny-vqgan-untrained", seed=i, **TINY) for i in range(40)]
     procs = [start_executor(store_url, env, "--once") for _ in range(4)]
@@ -97,6 +98,7 @@ def test_four_executors_drain_forty_jobs_exactly_once(store, store_url, env):
     assert len(workers) >= 2  # the work was shared
 
 
+@pytest.mark.subprocess
 def test_killed_executor_job_finished_by_another_and_late_writes_fenced(store, store_url, env):
     job_id = submit_job(store, "a long job", "tiny-vqgan-untrained", iterations=300, cutn=2, save_every=1, seed=1)
     a = start_executor(store_url, env, "--lease", "3")
@@ -124,6 +126,7 @@ def test_killed_executor_job_finished_by_another_and_late_writes_fenced(store, s
     assert store.frames(job_id) == []
 
 
+@pytest.mark.subprocess
 def test_an_executor_killed_under_a_batch_charges_only_the_job_that_kills_it_alone(tmp_path, env):
     """Four compatible jobs run as one batch; whenever the culprit has taken a step in an executor,
     the test SIGKILLs that executor, as the kernel's OOM killer kills the process whichever of its
@@ -182,6 +185,7 @@ def test_an_executor_killed_under_a_batch_charges_only_the_job_that_kills_it_alo
         store.close()
 
 
+@pytest.mark.subprocess
 def test_cancel_before_claim_during_run_and_after_completion(store, store_url, env):
     early = submit_job(store, "cancel me early", "tiny-vqgan-untrained", **TINY)
     assert store.cancel(early) == "cancelled"
@@ -206,6 +210,7 @@ def test_cancel_before_claim_during_run_and_after_completion(store, store_url, e
     assert store.get(late).status == "done" and store.result(late) is not None
 
 
+@pytest.mark.subprocess
 def test_sigterm_mid_job_requeues_it_and_exits_zero(store, store_url, env):
     job_id = submit_job(store, "interrupted", "tiny-vqgan-untrained", iterations=3000, cutn=2, save_every=1)
     proc = start_executor(store_url, env)
@@ -300,6 +305,7 @@ def test_compatible_jobs_run_as_one_batch_with_per_job_cancel_and_fencing(store,
         assert store.result(j).seed == store.get(j).spec["seed"] and store.frames(j) == []
 
 
+@pytest.mark.subprocess
 def test_submit_from_the_shell_rejects_bad_input_and_inserts_nothing(store, store_url, env):
     bad = subprocess.run([sys.executable, "-m", "t2i", "submit", "a cat", "--preset", "tiny-vqgan-untrained",
                           "--iterations", "0", "--db", store_url], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -314,6 +320,7 @@ def test_submit_from_the_shell_rejects_bad_input_and_inserts_nothing(store, stor
     assert "queued 1" in listing.stdout and "'a cat'" in listing.stdout
 
 
+@pytest.mark.subprocess
 def test_run_executor_sh_restarts_a_crashed_executor_and_stops_cleanly(tmp_path, env):
     url = f"sqlite:///{tmp_path / 't2i.db'}"
     store = open_store(url)

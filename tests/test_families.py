@@ -10,23 +10,13 @@ import torch
 
 from t2i.engine import Runner, run, run_batches
 from t2i.errors import Cancelled, OutOfMemory
-from t2i.families import FAMILIES, build_pipeline, family, option_names
+from t2i.families import FAMILIES, family, option_names
 from t2i.presets import all_presets, get_preset
 from t2i.spec import make_spec
 
 TINY = [name for name, p in all_presets().items() if p.untrained]
 STEPS = 6
-
-
-@pytest.fixture(scope="module")
-def pipelines():
-    return {}
-
-
-def pipeline_for(pipelines, name):
-    if name not in pipelines:
-        pipelines[name] = build_pipeline(get_preset(name))
-    return pipelines[name]
+# `pipelines` (conftest.py): each tiny preset built once per session.
 
 
 def spec(name, prompt, seed, steps=STEPS, **kw):
@@ -54,7 +44,7 @@ def test_every_family_has_a_tiny_preset():
 
 @pytest.mark.parametrize("name", TINY)
 def test_a_job_alone_equals_the_job_inside_a_batch_whose_members_come_and_go(pipelines, name):
-    pipe = pipeline_for(pipelines, name)
+    pipe = pipelines(name)
     target = spec(name, "a red circle", 7)
     alone = run(target, pipe)
 
@@ -79,9 +69,10 @@ def test_a_job_alone_equals_the_job_inside_a_batch_whose_members_come_and_go(pip
 
 @pytest.mark.parametrize("name", TINY)
 def test_same_seed_same_bytes_and_another_seed_differs(pipelines, name):
-    pipe = pipeline_for(pipelines, name)
+    pipe = pipelines(name)
     a, b, c = (run(spec(name, "a red circle", seed, steps=3), pipe) for seed in (42, 42, 43))
     assert png(a.image) == png(b.image) and [png(f) for f in a.frames] == [png(f) for f in b.frames]
+    assert a.losses == b.losses
     assert png(a.image) != png(c.image)
 
 
@@ -90,7 +81,7 @@ def test_same_seed_same_bytes_and_another_seed_differs(pipelines, name):
 def test_frames_every_k_steps_plus_the_final_one(pipelines, name, steps, save_every):
     seen = []
     job = spec(name, "a cat", 0, steps=steps, save_every=save_every)
-    result = run(job, pipeline_for(pipelines, name), on_step=seen.append)
+    result = run(job, pipelines(name), on_step=seen.append)
     # Steps of a later stage (GLIDE's upsampler) count too.
     steps = job.total_steps
     assert result.frame_steps == [*range(0, steps, save_every), steps]
@@ -110,13 +101,13 @@ def test_cancel_between_steps(pipelines, name):
 
     job = spec(name, "a cat", 0)
     with pytest.raises(Cancelled, match=f"after 3 of {job.total_steps} steps"):
-        run(job, pipeline_for(pipelines, name), on_step)
+        run(job, pipelines(name), on_step)
     assert seen == [1, 2, 3]
 
 
 @pytest.mark.parametrize("name", TINY)
 def test_out_of_memory_becomes_one_line_naming_the_load(pipelines, name, monkeypatch):
-    pipe = pipeline_for(pipelines, name)
+    pipe = pipelines(name)
 
     def exhausted(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -133,7 +124,7 @@ def test_out_of_memory_becomes_one_line_naming_the_load(pipelines, name, monkeyp
 
 @pytest.mark.parametrize("name", TINY)
 def test_the_used_size_is_reported(pipelines, name):
-    pipe = pipeline_for(pipelines, name)
+    pipe = pipelines(name)
     s = spec(name, "a cat", 0, steps=1, width=70, height=66)
     result = run(s, pipe)
     assert (result.width, result.height) == pipe.used_size(s)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -58,12 +60,14 @@ def check(text: str, backend: str) -> None:
     assert float(per["store writes/s"]) > 0
 
 
+@pytest.mark.subprocess
 def test_fleet_sqlite(tmp_path):
     text, run = simulate(tmp_path, "sqlite")
     assert "EXACTLY-ONCE BROKEN" not in run.stderr
     check(text, "sqlite")
 
 
+@pytest.mark.subprocess
 def test_fleet_postgres(tmp_path, pg_admin_url):
     # as the executor claims and beats now (claim_many, heartbeat_all); the SQLite run uses claim/heartbeat
     text, run = simulate(tmp_path, "postgresql", "--pg-admin-url", pg_admin_url, "--claim-many")
@@ -86,6 +90,7 @@ def test_exactly_once_names_what_broke():
     assert simulate_fleet.exactly_once([1], [1], {**counts, "done": 1, "queued": 1}, 1, 0)  # a job left queued
 
 
+@pytest.mark.subprocess
 def test_bad_arguments_are_one_line(tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "simulate_fleet.py"), "--kill-rate", "1.5"],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from t2i.engine import run
-from t2i.families import build_pipeline
 from t2i.families.diffusion.pipeline import grid
 from t2i.engine.runner import to_pil
 from t2i.presets import get_preset
@@ -82,7 +81,7 @@ def jobs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("preset", ["tiny-diffusion-untrained", "tiny-gan-untrained"])
-def test_a_real_jobs_png_splits_into_the_samples_the_runner_made(jobs, preset):
+def test_a_real_jobs_png_splits_into_the_samples_the_runner_made(jobs, pipelines, preset):
     store, made = jobs
     job, result = store.get(made[preset]), store.result(made[preset])
     assert job.status == "done", job.error
@@ -93,7 +92,7 @@ def test_a_real_jobs_png_splits_into_the_samples_the_runner_made(jobs, preset):
     p = get_preset(preset)
     spec = make_spec(job.prompt, preset, family=p.family, defaults=p.defaults, post=p.post,
                      **{k: v for k, v in job.spec.items() if k in ("steps", "num_samples", "seed", "width", "height")})
-    again = run(spec, build_pipeline(p))
+    again = run(spec, pipelines(preset))
     assert len(again.samples) == n
     for sample, want in zip(cut, again.samples):
         assert np.abs(pixels(sample).astype(int) - pixels(want).astype(int)).max() <= 1

@@ -124,6 +124,7 @@ def test_speed_is_the_median_of_the_presets_finished_jobs():
     assert guide.speed(jobs, "shapes", window=1).jobs == 1
 
 
+@pytest.mark.subprocess
 def test_the_guide_is_torch_free():
     code = ("import sys; from t2i.service import guide; from t2i.presets import get_preset; "
             "[guide.guide(get_preset(p)) for p in ('shapes', 'digits', 'flowers-gan')]; "

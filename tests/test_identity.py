@@ -6,6 +6,7 @@ import subprocess
 import urllib.request
 
 import pytest
+from conftest import absent
 
 from t2i.paths import ROOT
 from t2i.store import open_store
@@ -82,6 +83,7 @@ def get(url: str, **headers):
         return r.status, [c for c in r.headers.get_all("Set-Cookie") or [] if c.startswith(f"{COOKIE}=")]
 
 
+@pytest.mark.subprocess
 def test_a_page_load_sets_an_httponly_key_once(server):
     base, _ = server
     status, cookies = get(f"{base}/", Accept="text/html,application/xhtml+xml,*/*;q=0.8")
@@ -107,10 +109,7 @@ def browser():
     except ImportError:
         sync_playwright = None
     if sync_playwright is None or not os.path.exists(CHROMIUM):
-        reason = "needs Chromium and playwright: run tests/setup_browser.sh and install requirements-dev.txt"
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        absent("needs Chromium and playwright: run tests/setup_browser.sh and install requirements-dev.txt")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
@@ -128,6 +127,7 @@ def open_app(context, url: str):
     return page
 
 
+@pytest.mark.subprocess
 def test_a_copied_link_hands_over_nothing(server, browser):
     """The owner's jobs, their Cancel button and their quota rest on a cookie page scripts cannot read
     and links do not carry: another browser opening the owner's address (or an old ?v= link naming the
@@ -174,6 +174,7 @@ def test_a_copied_link_hands_over_nothing(server, browser):
     stranger.close()
 
 
+@pytest.mark.subprocess
 def test_the_servers_address_limits_hold_for_fresh_browsers(server, browser):
     """One browser (one cookie) more than the default limit, from one address: the last is refused;
     rotating the visitor is free, rotating the address is not."""

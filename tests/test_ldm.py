@@ -30,8 +30,8 @@ TINY_CONFIGS = {"unet": "models/tiny-ldm-text2im/unet.json", "text": "models/tin
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return build_pipeline(get_preset(TINY))
+def tiny(pipelines):
+    return pipelines(TINY)
 
 
 def write_release(pipe, root):
@@ -176,6 +176,7 @@ def test_the_seed_defaults_and_the_step_cap_come_from_the_preset():
     assert make_spec("a cat", other.name, family="diffusion", defaults=other.defaults, steps=251).options.steps == 251
 
 
+@pytest.mark.subprocess
 def test_sizes_and_memory_are_known_at_submit_time_without_torch_or_weights(tmp_path):
     """Multiples of 64 px (the KL-f8 latent under the UNet's three downsamplings), read from the committed
     architecture configs: in a fresh interpreter, with no checkpoints, torch never imported."""

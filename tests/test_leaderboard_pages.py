@@ -15,6 +15,8 @@ from t2i.spec import make_spec
 from t2i.store import GroupItem, Result, open_store
 from test_pages import Client, button, key, run_queue, texts
 
+pytestmark = pytest.mark.slow  # AppTest runs of the app, as tests/test_pages.py's
+
 GROUP_PROMPT = "a red circle"
 GROUP = {"tiny-vqgan-untrained": dict(iterations=2, cutn=2), "tiny-diffusion-untrained": dict(steps=2),
          "tiny-gan-untrained": dict(steps=2)}

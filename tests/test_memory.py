@@ -167,9 +167,10 @@ def test_memory_a_job_too_large_for_the_running_batch_waits_and_runs_alone(store
 
 # --- frames ------------------------------------------------------------------------------------
 
-def test_memory_a_long_job_keeps_at_most_the_frame_cap_and_its_gif_runs_first_to_last():
-    spec, preset = job_spec("tiny-diffusion-untrained", steps=3 * MAX_FRAMES + 5, save_every=1, seed=1)
-    runner = Runner(build_pipeline(preset))
+@pytest.mark.slow
+def test_memory_a_long_job_keeps_at_most_the_frame_cap_and_its_gif_runs_first_to_last(pipelines):
+    spec, _ = job_spec("tiny-diffusion-untrained", steps=3 * MAX_FRAMES + 5, save_every=1, seed=1)
+    runner = Runner(pipelines("tiny-diffusion-untrained"))
     slot = runner.add(0, spec)
     held = 0
     while not slot.done:

@@ -20,6 +20,8 @@ PROMPTS = ["a red circle", "a red circle", "a blue square", "a green triangle", 
 KEY = "0123456789abcdef0123456789abcdef0123456789a"   # a visitor's cookie (43 URL-safe characters)
 VISITOR = visitor_of(KEY)                            # the id the store keeps: a hash of the key
 ADDRESS = "192.0.2.10"
+# Each test runs the app (AppTest) a few times, a few seconds a run on two cores: the whole suite's.
+pytestmark = pytest.mark.slow
 
 
 def key(c: str) -> str:

@@ -20,6 +20,8 @@ import pytest
 
 from t2i.paths import ROOT
 
+pytestmark = pytest.mark.subprocess  # every test runs the scripts
+
 SCRIPTS = ["set_up_env.sh", "run_webapp.sh", "run_executor.sh", "scripts/supervise.sh"]
 
 FAKE_STREAMLIT = f"""#!{sys.executable}

@@ -119,6 +119,7 @@ def _fixed_loss(unet, scheduler, latents, cond, null) -> float:
                                             p_uncond=0.0) for s in range(4)]))
 
 
+@pytest.mark.trains
 @trained
 def test_a_few_dozen_steps_reduce_the_denoising_loss_and_repeat_exactly(clip_tokens, vq):
     images, captions = shapes_ldm.render_scenes(random.Random(0), 8)
@@ -147,6 +148,7 @@ def _snapshot(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.trains
 @trained
 def test_train_shapes_ldm_writes_loadable_files_and_an_interrupted_save_changes_nothing(tmp_path):
     figures = shapes_ldm.train_shapes_ldm(tmp_path, steps=3, scenes=16, batch=4, unet_config=TINY_UNET,

@@ -7,7 +7,6 @@ import torch
 
 from t2i.data import checker
 from t2i.engine import run
-from t2i.families import build_pipeline
 from t2i.engine.vqgan import load_taming
 from t2i.paths import BUILTIN_DIR
 from t2i.presets import get_preset
@@ -20,11 +19,13 @@ trained = pytest.mark.skipif(not (SHAPES_DIR / "shapes-vqgan.ckpt").is_file(),
                              reason="run `python -m t2i train-demo` to make the built-in weights")
 
 
+@pytest.mark.trains
 def test_a_few_clip_training_steps_reduce_the_contrastive_loss():
     _, losses = clip_training.train(steps=40, batch_size=16, progress=False)
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1
 
 
+@pytest.mark.trains
 def test_a_few_vqgan_training_steps_reduce_the_reconstruction_loss(tmp_path):
     # Images differ a lot in how much shape they hold, so compare means over ten steps.
     model, losses = vqgan_training.train(steps=60, batch_size=8, progress=False)
@@ -72,8 +73,8 @@ def test_hard_negatives_change_exactly_one_attribute():
 
 
 @trained
-def test_committed_shapes_models_load_and_the_clip_retrieves_held_out_images():
-    models = build_pipeline(get_preset("shapes"))
+def test_committed_shapes_models_load_and_the_clip_retrieves_held_out_images(pipelines):
+    models = pipelines("shapes")
     assert models.generator.factor == 4 and models.perceptors[0].input_size == 64
     clip = models.perceptors[0].model
     assert clip_training.retrieval_accuracy(clip) > 0.5
@@ -83,21 +84,22 @@ def test_committed_shapes_models_load_and_the_clip_retrieves_held_out_images():
 
 
 @trained
-def test_the_committed_sketch_net_draws_held_out_captions():
+def test_the_committed_sketch_net_draws_held_out_captions(pipelines):
     """Its own drawings of captions it never saw, judged by the checker: what guidance starts from."""
     from t2i.train import sketch as sketch_training
 
-    models = build_pipeline(get_preset("shapes"))
+    models = pipelines("shapes")
     accuracy = sketch_training.heldout_accuracy(models.sketch, models.perceptors[0].model, n=36)
     assert min(accuracy["colour"], accuracy["position"], accuracy["size"]) >= 0.9, accuracy
     assert accuracy["shape"] >= 0.5, accuracy
 
 
+@pytest.mark.slow
 @trained
 @pytest.mark.parametrize("caption,colour", [("a large red circle in the centre", "red"),
                                             ("a large blue square in the centre", "blue")])
-def test_shapes_preset_draws_the_asked_colour(caption, colour):
-    models = build_pipeline(get_preset("shapes"))
+def test_shapes_preset_draws_the_asked_colour(pipelines, caption, colour):
+    models = pipelines("shapes")
     spec = make_spec(caption, "shapes", seed=0, defaults=get_preset("shapes").defaults)
     assert checker.judge(run(spec, models).image)["colour"] == colour
 

@@ -38,6 +38,7 @@ def _spec(prompt="a red circle", **kw):
     return make_spec(prompt, TINY, seed=3, width=64, height=64, iterations=kw.pop("iterations", 1), cutn=2, **kw)
 
 
+@pytest.mark.trains
 def test_a_few_sketch_training_steps_reduce_the_loss():
     clip, tokenizer = clip_training.build(0)  # any text tower will do: the loss must still fall
     _, losses = sketch_training.train(clip, tokenizer, steps=40, batch_size=8, progress=False)

@@ -41,11 +41,13 @@ def test_the_identity_init_returns_the_bicubic_image():
     assert 20 < r["bicubic"] < 60
 
 
+@pytest.mark.trains
 def test_srcnn_beats_bicubic_after_a_few_dozen_steps(trained_x2):
     r = train_srcnn.evaluate(trained_x2, 2, n=2, seed=5, size=96)  # held-out renders, never trained on
     assert r["srcnn"] > r["bicubic"], r
 
 
+@pytest.mark.trains
 def test_training_is_deterministic(trained_x2):
     again = train_srcnn.train(2, **TOY)
     assert all(torch.equal(trained_x2[k], again[k]) for k in PUBLISHED_SHAPES)
@@ -53,6 +55,7 @@ def test_training_is_deterministic(trained_x2):
     assert not torch.equal(trained_x2["conv1.weight"], other["conv1.weight"])
 
 
+@pytest.mark.trains
 def test_the_state_dict_is_the_published_layout_and_loads_unchanged(trained_x2, tmp_path):
     assert {k: tuple(v.shape) for k, v in trained_x2.items()} == PUBLISHED_SHAPES
     assert all(v.dtype == torch.float32 for v in trained_x2.values())
@@ -69,6 +72,7 @@ def _y(image: Image.Image) -> torch.Tensor:
     return rgb_to_ycbcr(torch.from_numpy(np.asarray(image, dtype=np.float32)))[..., 0] / 255.0
 
 
+@pytest.mark.trains
 def test_the_trained_file_runs_through_the_registry_and_beats_bicubic_there(trained_x2, tmp_path, monkeypatch):
     registry, checkpoints = tmp_path / "weights.yaml", tmp_path / "checkpoints"
     registry.write_text("flowers-srcnn-x2: {kind: srcnn, files: {flowers/srcnn_x2.pth: []}}\n")
@@ -93,6 +97,7 @@ def test_the_trained_file_runs_through_the_registry_and_beats_bicubic_there(trai
     assert gained > 0, gained
 
 
+@pytest.mark.trains
 def test_psnr_table_reports_every_factor_it_is_given(trained_x2):
     table = train_srcnn.psnr_table({2: trained_x2}, n=1, seed=2)
     assert list(table) == [2] and set(table[2]) == {"bicubic", "srcnn"}
@@ -111,6 +116,7 @@ def classifier():
     return fc.train_classifier(steps=60, seed=0, progress=False, pool=256, batch=32)  # about 5 s
 
 
+@pytest.mark.trains
 def test_the_classifier_trains_without_nan(classifier):
     model, losses = classifier
     assert len(losses) == 60 and all(math.isfinite(v) for v in losses)
@@ -118,6 +124,7 @@ def test_the_classifier_trains_without_nan(classifier):
     assert np.mean(losses[-5:]) < np.mean(losses[:5])  # it learnt something
 
 
+@pytest.mark.trains
 def test_the_is_like_figure_is_one_for_one_image_repeated_and_more_for_varied_renders(classifier):
     model, _ = classifier
     images, _, _ = flowers.sample(24, np.random.default_rng(4), "heldout")
@@ -130,6 +137,7 @@ def test_the_is_like_figure_is_one_for_one_image_repeated_and_more_for_varied_re
     assert fc.diversity(images, model) > 0.01 and fc.diversity(images) > 0.01
 
 
+@pytest.mark.trains
 def test_the_classifier_takes_channels_last_and_other_sizes(classifier):
     model, _ = classifier
     images, _, _ = flowers.sample(4, np.random.default_rng(6), "train")
@@ -140,6 +148,7 @@ def test_the_classifier_takes_channels_last_and_other_sizes(classifier):
     assert fc.probabilities(big, model)["colour"].shape == (4, len(flowers.PETAL_COLOURS))
 
 
+@pytest.mark.trains
 def test_the_classifier_saves_and_loads(classifier, tmp_path):
     model, _ = classifier
     path = tmp_path / "flowers-classifier.pt"

@@ -123,6 +123,7 @@ def one_line(error: BaseException, *parts: str) -> str:
 
 # --- the module's API --------------------------------------------------------------------------------
 
+@pytest.mark.subprocess
 def test_names_lists_the_registrys_upscalers_without_importing_torch(weights):
     assert upscale.names() == KNOWN  # the taming entry is not an upscaler
     code = "import sys, t2i.upscale as u; print(u.names(), u.scale_hint('srcnn-x2'), 'torch' in sys.modules)"
@@ -377,6 +378,7 @@ OOM_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.subprocess
 def test_running_out_of_memory_in_a_post_step_fails_that_job_alone(weights, tmp_path):
     url = f"sqlite:///{tmp_path / 't2i.db'}"
     open_store(url).close()
@@ -393,6 +395,7 @@ def test_running_out_of_memory_in_a_post_step_fails_that_job_alone(weights, tmp_
 
 # --- the CLI -----------------------------------------------------------------------------------------
 
+@pytest.mark.subprocess
 def test_the_cli_upscales_and_refuses_an_unknown_upscaler_in_one_line(weights, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = ["--preset", TINY, "--iterations", "2", "--cutn", "2", "--size", "64", "64", "--seed", "5"]

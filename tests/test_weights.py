@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import absent
 
 from t2i.assets import install, weights
 from t2i.errors import PresetError
@@ -85,6 +86,7 @@ def test_download_fetches_from_mirrors_and_proves_by_loading(tmp_path, monkeypat
     assert sorted(p.name for p in (checkpoints / "tiny").iterdir()) == ["tiny-taming.ckpt", "tiny-taming.yaml"]
 
 
+@pytest.mark.subprocess
 def test_download_cli_end_to_end_and_bad_name(tmp_path, mirror):
     registry, _ = mirror
     env = {**__import__("os").environ, "T2I_CHECKPOINTS": str(tmp_path / "ck"), "T2I_WEIGHTS_REGISTRY": str(registry)}
@@ -122,6 +124,7 @@ def test_registry_covers_the_published_weights():
         assert set(reg[f"biggan-deep-{r}"].files) == {f"biggan-deep-{r}/config.json", f"biggan-deep-{r}/pytorch_model.bin"}
 
 
+@pytest.mark.subprocess
 def test_listing_ready_presets_does_not_import_torch(tmp_path):
     # Every page lists the ready presets; on a machine without downloads that must not cost the
     # seconds of importing torch and open_clip (the first page render timed out under load).
@@ -268,7 +271,7 @@ def test_gpt2_bpe_sizes_match_the_release_files():
 
     fixtures = ROOT.parent / "shared" / "fixtures" / "glide"
     if not fixtures.is_dir():
-        pytest.skip(f"the GLIDE fixtures (made from the release, kept beside the repository) are not at {fixtures}")
+        absent(f"the GLIDE fixtures (made from the release, kept beside the repository) are not at {fixtures}")
     files = weights.registry(CONFIG_DIR / "weights.yaml")["glide-base"].files
     for name in ("encoder.json", "vocab.bpe"):
         assert len(gzip.decompress((fixtures / f"{name}.gz").read_bytes())) == files[f"glide/{name}"].size
