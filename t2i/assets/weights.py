@@ -76,11 +76,28 @@ class WeightsEntry:
         return [p for p in map(self.problem, self.files) if p]
 
 
+_PARSED: dict[Path, tuple[tuple[int, int], dict[str, WeightsEntry]]] = {}
+
+
 def registry(path: Path | None = None) -> dict[str, WeightsEntry]:
-    """configs/weights.yaml (or $T2I_WEIGHTS_REGISTRY); a malformed entry is one line naming it."""
-    source = path or weights_registry()
+    """configs/weights.yaml (or $T2I_WEIGHTS_REGISTRY); a malformed entry is one line naming it.
+
+    Parsed once per version of the file (its mtime and size): the Generate page asks for every size
+    its memory check tries, and re-reading the YAML each time was 85% of a page load."""
+    source = Path(path or weights_registry())
+    try:
+        stat = source.stat()
+        version = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        version = None  # OmegaConf.load below says what is wrong with the path
+    cached = _PARSED.get(source)
+    if cached is not None and version is not None and cached[0] == version:
+        return dict(cached[1])
     raw = OmegaConf.to_container(OmegaConf.load(source), resolve=True) or {}
-    return {name: _entry(name, e, source) for name, e in raw.items()}
+    parsed = {name: _entry(name, e, source) for name, e in raw.items()}
+    if version is not None:
+        _PARSED[source] = (version, parsed)
+    return dict(parsed)
 
 
 def _entry(name: str, raw, source) -> WeightsEntry:
