@@ -1,4 +1,5 @@
-"""A small line chart drawn with Pillow (no plotting library needed): throughput against batch size."""
+"""Small line charts drawn with Pillow (no plotting library needed): throughput against batch size
+(the speed bench), and D and G losses per epoch (the GAN trainer)."""
 
 from __future__ import annotations
 
@@ -34,4 +35,25 @@ def scaling_plot(points: list[tuple[int, float]], title: str) -> Image.Image:
     draw.text((MARGIN, 12), title, fill="black")
     draw.text((W // 2 - 60, H - 24), "jobs in batch (log scale)", fill="black")
     draw.text((8, 30), "job-steps/s", fill="black")
+    return image
+
+
+def loss_plot(points: list[tuple[float, float]], title: str, size=(640, 400), margin: int = 60) -> Image.Image:
+    """D (blue) and G (red) loss per epoch, each on its own scale (their ranges differ by orders: the
+    L1 and feature matching terms weigh 50 and 100)."""
+    w, h = size
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([margin, margin, w - margin, h - margin], outline="black")
+    for index, colour, label in ((0, (40, 80, 200), "D"), (1, (200, 40, 40), "G")):
+        ys = [p[index] for p in points]
+        lo, hi = min(ys), max(ys)
+        span = (hi - lo) or 1.0
+        at = [(margin + (i / max(1, len(ys) - 1)) * (w - 2 * margin), h - margin - (y - lo) / span * (h - 2 * margin))
+              for i, y in enumerate(ys)]
+        draw.line(at if len(at) > 1 else at * 2, fill=colour, width=3)
+        draw.text((8 if index == 0 else w - margin + 4, margin + 16 * index), f"{label} {hi:.3g}", fill=colour)
+        draw.text((8 if index == 0 else w - margin + 4, h - margin - 12), f"{label} {lo:.3g}", fill=colour)
+    draw.text((margin, 12), title, fill="black")
+    draw.text((w // 2 - 20, h - 24), "epoch", fill="black")
     return image

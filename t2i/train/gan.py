@@ -42,13 +42,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from ..engine.gan_int_cls import NOISE_DIM, Discriminator, Generator, ProjectionDiscriminator, init_weights
 from ..errors import T2IError
 from ..assets.fp16 import save_checkpoint
+from ..bench.plot import loss_plot
 from .gan_data import BatchSource
 from .gan_tricks import AUGMENTS, Ema, diff_augment, matching_aware_gp, mode_seeking
 from .threads import torch_threads
@@ -354,27 +355,6 @@ def _write_epoch(out: Path, epoch: int, g, d, opt_g, opt_d, gen, step: int, hist
     per_epoch = [(_mean(history[i:i + steps_per_epoch], "d_total"), _mean(history[i:i + steps_per_epoch], "g_total"))
                  for i in range(0, len(history), steps_per_epoch)]
     loss_plot(per_epoch, f"GAN-INT-CLS ({config.type}), mean loss per epoch").save(out / "losses.png")
-
-
-def loss_plot(points: list[tuple[float, float]], title: str, size=(640, 400), margin: int = 60) -> Image.Image:
-    """D (blue) and G (red) loss per epoch, each on its own scale (their ranges differ by orders: the
-    L1 and feature matching terms weigh 50 and 100)."""
-    w, h = size
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    draw.rectangle([margin, margin, w - margin, h - margin], outline="black")
-    for index, colour, label in ((0, (40, 80, 200), "D"), (1, (200, 40, 40), "G")):
-        ys = [p[index] for p in points]
-        lo, hi = min(ys), max(ys)
-        span = (hi - lo) or 1.0
-        at = [(margin + (i / max(1, len(ys) - 1)) * (w - 2 * margin), h - margin - (y - lo) / span * (h - 2 * margin))
-              for i, y in enumerate(ys)]
-        draw.line(at if len(at) > 1 else at * 2, fill=colour, width=3)
-        draw.text((8 if index == 0 else w - margin + 4, margin + 16 * index), f"{label} {hi:.3g}", fill=colour)
-        draw.text((8 if index == 0 else w - margin + 4, h - margin - 12), f"{label} {lo:.3g}", fill=colour)
-    draw.text((margin, 12), title, fill="black")
-    draw.text((w // 2 - 20, h - 24), "epoch", fill="black")
-    return image
 
 
 def main(argv: list[str] | None = None) -> int:
