@@ -102,7 +102,7 @@ def listed(at) -> list[tuple[int, str]]:
 def test_the_gallery_filters_by_family_and_narrows_the_preset_list(app, world):
     _, store, made = world
     at = app("gallery")
-    assert at.selectbox(key="gallery_family").options == ["all", "guided", "diffusion", "gan"]
+    assert at.selectbox(key="gallery_family").options == ["all", "guided", "diffusion", "glide", "gan"]
     assert len(listed(at)) == 5
     at.selectbox(key="gallery_family").select("gan").run()
     assert sorted(listed(at)) == sorted([(made["group"][2], "tiny-gan-untrained"),
