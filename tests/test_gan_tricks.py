@@ -11,7 +11,8 @@ from t2i.engine.gan_int_cls import ProjectionDiscriminator, load_generator
 from t2i.errors import T2IError
 from t2i.train.gan import GanConfig, d_losses, train
 from t2i.train.gan_data import shapes_source
-from t2i.train.gan_tricks import Ema, diff_augment, matching_aware_gp, mode_seeking
+from t2i.train.ema import Ema
+from t2i.train.gan_tricks import diff_augment, matching_aware_gp, mode_seeking
 
 EMBED = 16
 ALL = dict(ngf=4, ndf=4, batch_size=6, type="hinge", d_arch="projection", augment="translation,cutout",

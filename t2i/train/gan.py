@@ -51,7 +51,8 @@ from ..errors import T2IError
 from ..assets.fp16 import save_checkpoint
 from ..bench.plot import loss_plot
 from .gan_data import BatchSource
-from .gan_tricks import AUGMENTS, Ema, diff_augment, matching_aware_gp, mode_seeking
+from .ema import Ema
+from .gan_tricks import AUGMENTS, diff_augment, matching_aware_gp, mode_seeking
 from .threads import torch_threads
 
 TYPES = ("gan", "hinge", "wgan", "wgan-gp")

@@ -4,15 +4,11 @@ matching-aware zero-centred gradient penalty and the mode-seeking term. Each is 
 FlowersBench (BENCHMARKS.md, "The flowers GAN, one change at a time").
 
 Written here rather than taken from a package: DiffAugment's and DF-GAN's reference code are research
-repositories, not libraries on the index, and each piece is a few lines over torch; torch's own
-`torch.optim.swa_utils.AveragedModel` would do the EMA but keeps BatchNorm's running statistics only
-through a separate `update_bn` pass over data, where copying the live generator's is what GAN
-practice does (and costs nothing).
+repositories, not libraries on the index, and each piece is a few lines over torch. The moving
+average is t2i/train/ema.py, shared with the shapes-ldm trainer.
 """
 
 from __future__ import annotations
-
-import copy
 
 import torch
 import torch.nn.functional as F
@@ -44,29 +40,6 @@ def diff_augment(x: torch.Tensor, policy: tuple[str, ...], gen: torch.Generator)
         inside_x = (xs >= corner[:, 1:]) & (xs < corner[:, 1:] + size)
         x = x * ~(inside_y[:, None, :, None] & inside_x[:, None, None, :])
     return x
-
-
-class Ema:
-    """An exponential moving average of a network's parameters (Karras et al.; Yazici et al. 2019 for
-    GANs); buffers (BatchNorm's running statistics) are copied from the live network. Sampling from
-    the average smooths the step-to-step oscillation of adversarial training."""
-
-    def __init__(self, net: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.updates = 0
-        self.net = copy.deepcopy(net).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, net: torch.nn.Module) -> None:
-        # Warm-up (as TensorFlow's ExponentialMovingAverage with num_updates): the decay grows as
-        # (1 + n) / (10 + n) up to `decay`, so early averages are not dominated by the random start
-        # (at 0.999, 500 steps in, the start would still weigh 0.6).
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for mine, theirs in zip(self.net.parameters(), net.parameters()):
-            mine.lerp_(theirs, 1 - decay)
-        for mine, theirs in zip(self.net.buffers(), net.buffers()):
-            mine.copy_(theirs)
 
 
 def matching_aware_gp(d, real: torch.Tensor, embed: torch.Tensor, power: float = 6.0) -> torch.Tensor:

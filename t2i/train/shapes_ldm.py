@@ -41,6 +41,7 @@ from ..engine.clip_tokens import ClipTokenStates, load_clip_tokens
 from ..engine.vq_codec import VQLatentCodec, load_vq_codec, principal_basis
 from ..paths import MODEL_CONFIG_DIR, builtin_dir
 from .denoiser import denoiser_loss
+from .ema import Ema
 from .schedule import optimise
 from .threads import THREADS, torch_threads
 
@@ -108,29 +109,13 @@ def latent_cache(codec: VQLatentCodec, text: ClipTokenStates, images: torch.Tens
     return latents, tokens
 
 
-class EMA:
-    """Exponential moving average of a model's weights, warmed up (decay min(d, (1+n)/(10+n))) so
-    that the first steps' random weights fade out in short runs."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay, self.count = decay, 0
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        self.count += 1
-        d = min(self.decay, (1 + self.count) / (10 + self.count))
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p, 1 - d)
-
-
 def train(unet, scheduler, text: ClipTokenStates, latents: torch.Tensor, tokens: torch.Tensor, steps: int,
           batch: int = BATCH, lr: float = LR, seed: int = 0, ema_decay: float = EMA_DECAY,
           progress: bool = True) -> tuple[torch.nn.Module, list[float]]:
     """latents: scaled (n, C, h, w); tokens: (n, k, L) caption ids. Returns the EMA model (the trained
     one when ema_decay is 0) and every step's loss."""
     gen = torch.Generator().manual_seed(seed)
-    ema = EMA(unet, ema_decay) if ema_decay > 0 else None
+    ema = Ema(unet, ema_decay) if ema_decay > 0 else None
     unet.train().requires_grad_(True)
     null = text.null(batch)
 
@@ -143,7 +128,7 @@ def train(unet, scheduler, text: ClipTokenStates, latents: torch.Tensor, tokens:
     losses = optimise(unet.parameters(), step_loss, steps, lr, 0.01, "training the shapes LDM", progress,
                       after_step=None if ema is None else lambda: ema.update(unet))
     unet.eval().requires_grad_(False)
-    return (ema.model if ema is not None else unet), losses
+    return (ema.net if ema is not None else unet), losses
 
 
 def fit_codec(vq, h: torch.Tensor, channels: int) -> tuple[VQLatentCodec, dict]:
