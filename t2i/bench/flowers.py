@@ -42,9 +42,7 @@ def flowersbench(preset_name: str = "flowers-gan", n: int = 200, device: str = "
     classifier = load_classifier(resolve_weights_file(CLASSIFIER), hint="python -m t2i train-demo --world flowers")
     real, _, scenes = flowers.sample(n, np.random.default_rng([seed, 19]), "heldout", max_flowers=1)
     captions = [flowers.canonical_caption(s) for s in scenes]
-    # One frame per job: the bench judges the image, not the GIF's walk.
-    specs = [make_spec(c, preset.name, family=preset.family, defaults=preset.defaults, seed=seed + i, steps=1,
-                       noise_scale=noise_scale, upscale="none") for i, c in enumerate(captions)]
+    specs = [_job(preset, c, seed + i, noise_scale=noise_scale) for i, c in enumerate(captions)]
     made = [np.asarray(r.image.convert("RGB")) for r in tqdm(run_batches(specs, pipeline, batch=batch), total=n,
                                                              desc="FlowersBench", disable=not progress)]
     hits = {k: 0 for k in TARGETS}
@@ -59,16 +57,22 @@ def flowersbench(preset_name: str = "flowers-gan", n: int = 200, device: str = "
             "is_like": inception_like(images, classifier), "diversity": diversity(images, classifier),
             "real_is_like": inception_like(real, classifier), "real_diversity": diversity(real, classifier),
             "fid_like": frechet(images, real, classifier),
-            **spread(pipeline, preset, [flowers.canonical_caption(s) for s in flowers.heldout_scenes(2 * SPREAD_PROMPTS, seed)],
-                     seed, noise_scale, batch)}
+            **spread(pipeline, preset, seed, noise_scale, batch)}
 
 
-def spread(pipeline, preset, captions: list[str], seed: int, noise_scale, batch: int) -> dict:
-    """Jobs of 16 samples for pairs of prompts, each pair on one seed: the mean per-pixel standard
-    deviation within a job (what the noise changes) and the mean absolute difference between the
-    pair's samples (what the prompt changes), images in [0, 1]."""
-    specs = [make_spec(c, preset.name, family=preset.family, defaults=preset.defaults, seed=seed + i // 2, steps=1,
-                       noise_scale=noise_scale, num_samples=SAMPLES, upscale="none") for i, c in enumerate(captions)]
+def _job(preset, caption: str, seed: int, **options):
+    """One frame per job: the bench judges the image, not the GIF's walk; no upscaler."""
+    return make_spec(caption, preset.name, family=preset.family, defaults=preset.defaults, seed=seed, steps=1,
+                     upscale="none", **options)
+
+
+def spread(pipeline, preset, seed: int, noise_scale, batch: int) -> dict:
+    """Jobs of 16 samples for pairs of held-out captions, each pair on one seed: the mean per-pixel
+    standard deviation within a job (what the noise changes) and the mean absolute difference between
+    the pair's samples (what the prompt changes), images in [0, 1]."""
+    captions = [flowers.canonical_caption(s) for s in flowers.heldout_scenes(2 * SPREAD_PROMPTS, seed)]
+    specs = [_job(preset, c, seed + i // 2, noise_scale=noise_scale, num_samples=SAMPLES)
+             for i, c in enumerate(captions)]
     jobs = [np.stack([np.asarray(s.convert("RGB"), np.float32) / 255 for s in r.samples])
             for r in run_batches(specs, pipeline, batch=max(1, batch // SAMPLES))]
     within = [float(j.std(0).mean()) for j in jobs]
@@ -81,25 +85,24 @@ GRID_PROMPT = "this flower has many purple petals with a yellow center"
 
 def grids(out_dir, preset_name: str = "flowers-gan", device: str = "cpu", seed: int = 0) -> list:
     """The README's pictures, through the Runner as a visitor's jobs: 16 samples of one prompt (one
-    job, a 4x4 grid) and one sample each of 16 held-out canonical captions (16 jobs, pasted 4x4).
-    Returns the paths written."""
+    job, a 4x4 grid) and one sample each of 16 held-out canonical captions (16 jobs, laid out by the
+    families' own grid, as a 16-sample job is). Returns the paths written."""
     from pathlib import Path
 
-    from PIL import Image
+    import torch
+
+    from ..engine.runner import to_pil
+    from ..families.shared import grid
 
     preset = get_preset(preset_name)
     pipeline = build_pipeline(preset, device=device)
     out = Path(out_dir)
-    one = make_spec(GRID_PROMPT, preset.name, family=preset.family, defaults=preset.defaults, seed=seed, steps=1,
-                    num_samples=SAMPLES, upscale="none")
-    scenes = flowers.heldout_scenes(SAMPLES, seed)
-    many = [make_spec(flowers.canonical_caption(s), preset.name, family=preset.family, defaults=preset.defaults,
-                      seed=seed + i, steps=1, upscale="none") for i, s in enumerate(scenes)]
+    one = _job(preset, GRID_PROMPT, seed, num_samples=SAMPLES)
+    many = [_job(preset, flowers.canonical_caption(s), seed + i)
+            for i, s in enumerate(flowers.heldout_scenes(SAMPLES, seed))]
     first, *rest = run_batches([one, *many], pipeline, batch=4)
-    side = rest[0].image.width
-    sheet = Image.new("RGB", (4 * side + 6, 4 * side + 6), "white")
-    for i, r in enumerate(rest):
-        sheet.paste(r.image.convert("RGB"), ((i % 4) * (side + 2), (i // 4) * (side + 2)))
+    images = torch.stack([torch.from_numpy(np.array(r.image.convert("RGB"))).permute(2, 0, 1) for r in rest])
+    sheet = to_pil(grid(images.float() / 255))
     paths = [out / f"{preset.name}-one-prompt.png", out / f"{preset.name}-16-prompts.png"]
     first.image.save(paths[0])
     sheet.save(paths[1])

@@ -119,12 +119,12 @@ def image_png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-GRID_PADDING = 2   # pixels between and around the samples of a grid (diffusion/pipeline.py's `grid` draws it)
+GRID_PADDING = 2   # pixels between and around the samples of a grid (families/shared.py's `grid` draws it)
 
 
 def grid_layout(n: int) -> tuple[int, int]:
-    """(columns, rows) of a grid of n samples: near-square, as diffusion/pipeline.py's `grid` draws it
-    with make_grid (the gan family uses the same `grid`)."""
+    """(columns, rows) of a grid of n samples: near-square, as families/shared.py's `grid` draws it with
+    make_grid (for the diffusion, glide and gan families)."""
     columns = min(n, math.ceil(math.sqrt(n)))
     return columns, math.ceil(n / columns)
 

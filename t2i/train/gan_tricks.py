@@ -1,6 +1,6 @@
 """What later text-to-image GANs added to GAN-INT-CLS's training, as small pieces the trainer composes
-(t2i/train/gan.py): differentiable augmentation, an exponential moving average of the generator, the
-matching-aware zero-centred gradient penalty and the mode-seeking term. Each is measured on
+(t2i/train/gan.py): differentiable augmentation, the matching-aware zero-centred gradient penalty
+and the mode-seeking term. Each is measured on
 FlowersBench (BENCHMARKS.md, "The flowers GAN, one change at a time").
 
 Written here rather than taken from a package: DiffAugment's and DF-GAN's reference code are research
