@@ -177,15 +177,21 @@ def _mean_pairwise(v: torch.Tensor) -> float:
 
 
 @torch.no_grad()
+def features(images, classifier: FlowersClassifier) -> torch.Tensor:
+    """(n, features) penultimate features of the classifier, 256 images at a time, on the CPU."""
+    x = to_float(images)
+    device = next(classifier.parameters()).device
+    return torch.cat([classifier.features(x[i:i + 256].to(device)).cpu() for i in range(0, len(x), 256)])
+
+
+@torch.no_grad()
 def diversity(images, classifier: FlowersClassifier | None = None) -> float:
     """Mean pairwise distance among the images: of the classifier's L2-normalised penultimate
     features when one is given (0 .. 2), else the pixel version, the RMS difference of RGB in [0, 1]."""
     x = to_float(images)
     if classifier is None:
         return _mean_pairwise(x.reshape(len(x), -1)) / float(np.sqrt(x[0].numel()))
-    device = next(classifier.parameters()).device
-    f = torch.cat([classifier.features(x[i:i + 256].to(device)).cpu() for i in range(0, len(x), 256)])
-    return _mean_pairwise(F.normalize(f, dim=1))
+    return _mean_pairwise(F.normalize(features(x, classifier), dim=1))
 
 
 @torch.no_grad()
@@ -195,11 +201,10 @@ def frechet(images, reference, classifier: FlowersClassifier) -> float:
     are our flowers classifier's, not Inception's, so the number only compares with itself."""
     from scipy import linalg  # imported here: only the bench needs it (scipy comes with BigGAN's package)
 
-    device = next(classifier.parameters()).device
     stats = []
-    for x in (to_float(images), to_float(reference)):
-        f = torch.cat([classifier.features(x[i:i + 256].to(device)).cpu() for i in range(0, len(x), 256)]).double()
-        stats.append((f.mean(0).numpy(), np.cov(f.numpy(), rowvar=False)))
+    for x in (images, reference):
+        f = features(x, classifier).double().numpy()
+        stats.append((f.mean(0), np.cov(f, rowvar=False)))
     (m1, s1), (m2, s2) = stats
     # ReLU features leave some dimensions always 0, so the covariances are singular; a small ridge
     # (as pytorch-fid adds when the root is not finite) keeps the square root well defined.
