@@ -23,7 +23,7 @@ log = logging.getLogger("t2i.visitor_text")
 # project's files, not the server's) stay. Parts stop at whitespace and the quotes and punctuation
 # that surround a path in a message; the pattern has no nested repetition, so it runs in linear time
 # on any text (a message may quote a visitor's prompt).
-PATH = re.compile(r"(?<![\w:/.~])~?/(?:[^\s/'\"`,;:()\[\]<>|]+/)+([^\s/'\"`,;:()\[\]<>|]*)")
+PATH = re.compile(r"(?<![\w:/.~])~?/(?:[^\s/'\"`,;:()\[\]<>|]+/+)+([^\s/'\"`,;:()\[\]<>|]*)")
 CUT = "\u2026/"  # "…/": the reader sees that something was left out
 MAX_CHARS = 2000  # a visitor's page gets one line; a longer text is cut here (the log keeps it whole)
 
