@@ -37,6 +37,7 @@ REGISTRY = """
 tiny-x2: {kind: esrgan, files: {upscale/tiny_x2.pth: []}}
 tiny-x4: {kind: esrgan, files: {upscale/tiny_x4.pth: []}}
 absent-x4: {kind: esrgan, files: {upscale/absent_x4.pth: []}}
+made-here-x2: {kind: srcnn, builtin: true, files: {not-trained-yet/srcnn_x2.pth: []}}
 """
 
 
@@ -147,6 +148,10 @@ def test_an_upscaler_without_its_file_is_refused_at_submit_with_the_download_lin
     message = one_line(e.value, "absent-x4", "`python -m t2i download absent-x4`")
     assert str(weights) not in message and "/" not in message.replace("`python -m t2i download absent-x4`", "")
     assert sum(store.counts().values()) == 0
+    # One trained here (committed under checkpoints/) is made by train-demo, not downloaded.
+    with pytest.raises(WeightsMissing) as e:
+        submit_job(store, "a red circle", GUIDED, upscale="made-here-x2", iterations=2, cutn=2, width=64, height=64)
+    one_line(e.value, "made-here-x2", "`python -m t2i train-demo`")
     # A file of the wrong length is not the file either.
     (weights / "upscale" / "absent_x4.pth").write_bytes(b"")
     registry = weights.parent / "weights.yaml"
