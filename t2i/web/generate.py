@@ -8,7 +8,9 @@ from t2i import upscale
 from t2i.errors import T2IError
 from t2i.families import family, gif_caption, options_class
 from t2i.output.infotext import our_prompt
+from t2i.service.caps import asked_size_note
 from t2i.service.memory import size_note
+from t2i.service.visitor_text import for_visitor
 from t2i.presets import get_preset
 from t2i.service.queue import GROUP_SIZE, SubmitPolicy, submit_group, submit_job
 from t2i.output.render import read_parameters
@@ -154,6 +156,12 @@ def _show_guide(preset, about) -> None:
         column.button(example, key=f"example-{example}", on_click=_use_example, args=(example,))
 
 
+def _size_notes(group) -> list[str]:
+    """A line for each preset that draws at its own size when the form asks for another."""
+    s = st.session_state
+    return [note for p in group if (note := asked_size_note(p, s.get("width"), s.get("height")))]
+
+
 # Outside the form: choosing a preset reruns the page, so the advanced options are its family's.
 presets = ready_presets()
 st.selectbox("Preset", presets, key="preset",
@@ -215,6 +223,8 @@ with st.form("generate"):
         for preset in group:
             st.caption((f"{preset.name}: " if comparing else "") + size_note(preset, limits.max_job_memory,
                                                                               limits.max_side))
+        for note in _size_notes(group):
+            st.caption(note)
         for i, f in enumerate(form):
             _option_input(left if i % 2 == 0 else right, f)
         st.text_input("Seed (empty: random; one for the whole group)" if comparing else "Seed (empty: random)",
@@ -241,10 +251,12 @@ elif submitted and comparing:
                            **{f: s.get(f) for f in [*COMMON, *(f.name for f in form)]})
     except (SpecError, T2IError) as e:
         st.error("Not submitted:")
-        plain(str(e))
+        plain(for_visitor(str(e)))
     else:
         st.session_state["watching"] = ids[0]
         st.success(f"{len(ids)} jobs are queued as a compare group ({', '.join(f'#{i}' for i in sorted(ids))}).")
+        for note in _size_notes(group):
+            st.info(note)
 elif submitted:
     s = st.session_state
     fields = [*COMMON, "upscale", *(f.name for f in form)]
@@ -256,10 +268,12 @@ elif submitted:
                             image_prompts=[b for b in [_read(image_prompt)] if b is not None])
     except (SpecError, T2IError) as e:
         st.error("Not submitted:")
-        plain(str(e))
+        plain(for_visitor(str(e)))
     else:
         st.session_state["watching"] = job_id
         st.success(f"Job {job_id} is queued at position {db.queue_position(job_id)}.")
+        for note in _size_notes(group):
+            st.info(note)
 
 
 def show_result(job_id: int) -> None:
