@@ -28,7 +28,7 @@ def _column(db, column: compare.Column, revealed: bool) -> None:
             st.image(frame[1], caption=f"step {frame[0]}", width=IMAGE_WIDTH)
     elif job.status == "done":
         result = db.result(job.id)
-        st.image(result.png, width=IMAGE_WIDTH)
+        st.image(result.png if revealed else compare.pixels_only(result.png), width=IMAGE_WIDTH)
         st.caption(f"done in {jobview.describe(column.progress.elapsed)}")
         if revealed:  # before the vote the file name and parameters would name the preset
             st.download_button("Download PNG", result.png, file_name=f"t2i-{job.id}.png", mime="image/png",
