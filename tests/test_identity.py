@@ -138,6 +138,57 @@ def test_a_visitor_rotating_ipv6_addresses_in_their_prefix_stays_one_address():
     assert seen == {"2001:db8:aa:bb::/64"}
 
 
+# --- the Generate page (AppTest) behind a proxy ----------------------------------------------------
+
+class ProxiedClient:
+    """The handshake AppTest lacks (as tests/test_pages.py's Client): a cookie, headers, a loopback peer."""
+
+    def __init__(self):
+        self.cookies, self.headers, self.remote_ip = {COOKIE: "6" * 43}, [], None
+
+
+@pytest.mark.slow
+def test_the_page_keys_a_forwarded_visitor_and_refuses_an_unreadable_one_in_one_line(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from streamlit.testing.v1 import AppTest
+
+    from t2i.web import visitor
+
+    url = f"sqlite:///{tmp_path / 't2i.db'}"
+    monkeypatch.setenv("T2I_DB", url)
+    monkeypatch.setenv("T2I_TRUSTED_PROXY_HEADER", "Forwarded")
+    monkeypatch.setattr(visitor, "_logged_reasons", set())
+    client = ProxiedClient()
+    monkeypatch.setattr("streamlit.runtime.context._get_client_context", lambda: client)
+    store = open_store(url)
+
+    def submit(forwarded: str, prompt: str):
+        client.headers = [("Forwarded", forwarded)]
+        at = AppTest.from_file(str(ROOT / "webapp.py"), default_timeout=60)
+        at.run()
+        at.selectbox(key="preset").select("tiny-vqgan-untrained")
+        at.text_area(key="prompt").input(prompt)
+        at.text_input(key="iterations").input("1")
+        [b for b in at.button if b.label == "Generate"][0].click().run()
+        assert not at.exception, at.exception
+        return at
+
+    try:
+        submit('for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https;by=_proxy', "through the proxy")
+        (job,) = store.jobs()
+        assert store._one("SELECT address FROM jobs WHERE id = ?", (job.id,))[0] == "2001:db8:cafe::/64"
+        with caplog.at_level(logging.WARNING, logger="t2i.web"):
+            for _ in range(3):
+                at = submit("for=192.0.2.1, for=unknown", "an unknown client")
+                assert [e.value for e in at.error] == [str(AddressUnreadable("", ""))]
+        assert len(store.jobs()) == 1   # nothing submitted under the proxy's (shared) address
+        lines = [r.getMessage() for r in caplog.records if r.name == "t2i.web" and "right-most" in r.getMessage()]
+        assert len(lines) == 1 and "'unknown'" in lines[0]
+    finally:
+        store.close()
+
+
 # --- the real server -------------------------------------------------------------------------------
 
 

@@ -35,7 +35,8 @@ def _column(db, column: compare.Column, revealed: bool) -> None:
                                key=f"png-{job.id}")
     elif job.status == "failed":
         st.error("This job failed:")
-        plain(job.error or "no reason recorded")
+        error = job.error or "no reason recorded"
+        plain(error if revealed else compare.blind_text(error, job.preset))   # an error may name the preset
     else:
         st.warning("This job was cancelled.")
 
