@@ -92,7 +92,11 @@ def test_proxy_headers_with_ports_and_rfc_7239(values, header, expected):
     (["proto=https;by=203.0.113.43"], FWD, "exactly one for="),
     (["for=1.2.3.4;for=5.6.7.8"], FWD, "exactly one for="),
     (["for=192.0.2.60, garbage"], FWD, "name=value"),
-    (['for="[2001:db8:cafe::17]:4711'], FWD, "not an IP address"),      # an unclosed quote
+    (['for="[2001:db8:cafe::17]:4711'], FWD, "left open"),              # an unclosed quote
+    # a client's open quote would swallow the comma the proxy appends: read, it would name the client's pick
+    (['for=9.9.9.9;x=", for=198.51.100.17'], FWD, "left open"),
+    (['for=9.9.9.9;x="\\, for="[2001:db8::17]"'], FWD, "left open"),   # an escape eating the comma
+    (['"9.9.9.9, 198.51.100.17"'], XFF, "not an IP address"),         # no quoting in X-Forwarded-For
     (["for=192.0.2.60:99999999"], FWD, "port"),
     (["for=_"], FWD, "not an IP address"),
     (["203.0.113.7"], FWD, "name=value"),                                # X-Forwarded-For's form in Forwarded

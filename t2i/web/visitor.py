@@ -106,7 +106,9 @@ def _node(text: str) -> str:
 
 def _split(value: str, sep: str) -> list[str]:
     """value cut at `sep` outside double quotes (RFC 7239 quoted-string, with backslash escapes); one
-    pass, so a hostile header costs time linear in its length."""
+    pass, so a hostile header costs time linear in its length. A quote left open is refused: the proxy
+    appends ", for=..." to what the client sent, so a client's open quote would swallow the proxy's
+    comma, and `for=9.9.9.9;x="` + `, for=<real>` would read as the client's chosen 9.9.9.9."""
     parts, current, quoted, escaped = [], [], False, False
     for ch in value:
         if escaped:
@@ -120,6 +122,8 @@ def _split(value: str, sep: str) -> list[str]:
             current = []
             continue
         current.append(ch)
+    if quoted:
+        raise AddressUnreadable("a quoted string left open", value[-40:])
     parts.append("".join(current))
     return parts
 
@@ -149,12 +153,13 @@ def proxy_address(header_values: list[str], trusted_header: str) -> str | None:
     (anything to its left was written by the client or by proxies we do not know). `Forwarded` is read
     as RFC 7239 (elements, then `for=`); any other header as X-Forwarded-For (a list of nodes). None
     when the request carries no entry at all; AddressUnreadable when the right-most one names no client."""
-    entries = [e for value in header_values for e in _split(value, ",") if e.strip()]
+    rfc7239 = trusted_header.strip().lower() == "forwarded"
+    # X-Forwarded-For has no quoting: a plain split, so nothing a client writes can hide the proxy's comma.
+    entries = [e for value in header_values for e in (_split(value, ",") if rfc7239 else value.split(","))
+               if e.strip()]
     if not entries:
         return None
-    last = entries[-1]
-    node = _forwarded_for(last) if trusted_header.strip().lower() == "forwarded" else _unquote(last.strip())
-    return _node(node.strip())
+    return _node((_forwarded_for(entries[-1]) if rfc7239 else entries[-1]).strip())
 
 
 def client_address(peer: str | None, header_values: list[str], trusted_header: str | None) -> str:
