@@ -240,6 +240,8 @@ def test_the_image_shown_before_the_vote_carries_no_text_naming_the_preset():
     assert VQGAN.encode() not in bare and b"guided" not in bare and render.read_parameters(bare) is None
     with Image.open(io.BytesIO(bare)) as shown:
         assert shown.size == (24, 16) and shown.convert("RGB").getpixel((3, 3)) == (200, 30, 40)
+    cut = compare.pixels_only(png[:png.index(b"iTXt") + 20])   # a file cut inside a text chunk: no failure,
+    assert cut.startswith(png[:33]) and not any(t in cut for t in (b"iTXt", b"tEXt", b"zTXt"))  # no text either
 
 
 # --- the Generate page ----------------------------------------------------------------------------
