@@ -137,6 +137,23 @@ def test_a_megabyte_of_header_is_read_in_linear_time():
         client_address(None, values[1:], FWD)
 
 
+@pytest.mark.parametrize("headers,secure", [
+    ([(b"forwarded", b"for=192.0.2.60;proto=https;by=203.0.113.43")], True),
+    ([(b"Forwarded", b'for="[2001:db8::1]:443";Proto="https"')], True),
+    ([(b"forwarded", b"proto=https, for=192.0.2.60;proto=http")], False),   # the client's element: not read
+    ([(b"forwarded", b"for=192.0.2.60")], False),
+    ([(b"forwarded", b'for=1.2.3.4;x=", proto=https')], False),              # a quote left open
+    ([(b"x-forwarded-proto", b"https")], True),
+])
+def test_the_cookie_is_secure_when_the_forwarded_proxy_says_https(monkeypatch, headers, secure):
+    from t2i.web.visitor import _https
+
+    monkeypatch.setenv("T2I_TRUSTED_PROXY_HEADER", "Forwarded")
+    assert _https({"type": "http", "scheme": "http", "headers": headers}) is secure
+    monkeypatch.delenv("T2I_TRUSTED_PROXY_HEADER")
+    assert _https({"type": "http", "scheme": "http", "headers": headers}) is False   # no proxy: headers unread
+
+
 def test_a_visitor_rotating_ipv6_addresses_in_their_prefix_stays_one_address():
     seen = {client_address(f"2001:db8:aa:bb:{i:x}::{i:x}", [], None) for i in range(1, 50)}
     assert seen == {"2001:db8:aa:bb::/64"}

@@ -219,14 +219,27 @@ def _request_cookie(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 def _https(scope: dict) -> bool:
-    """Whether the page was loaded over TLS: directly, or (with a trusted proxy) as the proxy says."""
+    """Whether the page was loaded over TLS: directly, or (with a trusted proxy) as the proxy says:
+    X-Forwarded-Proto, or the `proto=` of the right-most element when the proxy writes RFC 7239's
+    Forwarded (the one it added; a client's own elements are left of it)."""
     if scope.get("scheme") == "https":
         return True
-    if trusted_header():
-        for name, value in scope.get("headers", []):
-            if name.lower() == b"x-forwarded-proto" and value.decode("latin-1").strip().lower() == "https":
-                return True
-    return False
+    header = trusted_header()
+    if not header:
+        return False
+    headers = scope.get("headers", [])
+    for name, value in headers:
+        if name.lower() == b"x-forwarded-proto" and value.decode("latin-1").strip().lower() == "https":
+            return True
+    if header.lower() != "forwarded":
+        return False
+    values = [value.decode("latin-1") for name, value in headers if name.lower() == b"forwarded"]
+    try:
+        elements = [e for value in values for e in _split(value, ",") if e.strip()]
+        pairs = [p.strip().partition("=") for p in _split(elements[-1], ";")] if elements else []
+    except AddressUnreadable:
+        return False
+    return any(n.strip().lower() == "proto" and _unquote(v.strip()).lower() == "https" for n, _, v in pairs)
 
 
 def set_cookie_header(key: str, secure: bool) -> bytes:
