@@ -1043,3 +1043,31 @@ def test_an_upgrade_marks_a_damaged_row_names_it_once_and_the_service_starts(sto
     caplog.clear()
     open_store(store_url).close()   # opened again: nothing more to upgrade or report
     assert not [r for r in caplog.records if r.name == "t2i.store"]
+
+
+@pytest.mark.slow
+def test_the_web_app_starts_on_an_upgraded_database_and_lists_the_damaged_row(tmp_path, monkeypatch):
+    """The service starts: the Queue page opens the store (which upgrades it) and lists every job."""
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    from t2i.paths import ROOT
+    from t2i.web.visitor import COOKIE
+
+    class Client:   # the browser handshake AppTest lacks (as tests/test_pages.py's)
+        cookies, headers, remote_ip = {COOKIE: "7" * 43}, [], None
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    cut = json.dumps({**spec("cut short"), "init_image": "QUJD" * 50})[:-60]
+    good, bad = _old_database(url, 4, [(json.dumps(spec("fine")), "fine", "queued"), (cut, "cut short", "queued")])
+    monkeypatch.setenv("T2I_DB", url)
+    monkeypatch.setattr("streamlit.runtime.context._get_client_context", lambda: Client())
+    at = AppTest.from_file(str(ROOT / "webapp.py"), default_timeout=60)
+    at.run()
+    at.switch_page("t2i/web/queue_page.py").run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    (table,) = [d.value for d in at.dataframe if "status" in d.value.columns]
+    rows = {r["id"]: r for r in table.to_dict("records")}
+    assert rows[good]["status"] == "queued" and rows[bad]["status"] == "failed"
+    assert "could not read this job's spec" in rows[bad]["error"]
