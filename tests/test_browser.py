@@ -13,6 +13,7 @@ import sys
 import pytest
 from PIL import Image
 
+from t2i.service import compare
 from t2i.service.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
 from t2i.presets import get_preset
@@ -445,7 +446,8 @@ def test_a_compare_group_from_the_browser(service, browser):
         page.get_by_label("Seed (empty: random; one for the whole group)").fill("3")
         page.get_by_role("button", name="Generate").click()
         expect(page.get_by_text("2 jobs are queued as a compare group")).to_be_visible(timeout=TIMEOUT_MS)
-        jobs = store.group(store.jobs(submitter=visitor, limit=1)[0].group_id)
+        # in label order (A, B): a shuffle seeded by the group, not the ids' order
+        jobs = [job for _, job in compare.labelled(store.group(store.jobs(submitter=visitor, limit=1)[0].group_id))]
         assert sorted(j.preset for j in jobs) == ["shapes", "shapes-ldm"]
         assert {(j.prompt, j.spec["seed"], j.total) for j in jobs} == {("a large red circle on the left", 3, 20)}
         expect(page.get_by_role("heading", name="Comparing 2 presets")).to_be_visible()
