@@ -84,8 +84,8 @@ def _prompt(params: dict, filled: Filled) -> None:
         if negative is not None and _text(negative) is None:
             filled.left_out["negative"], negative = _WANTS["text"], ""
         prompt = our_prompt(prompt, negative or "")
-    kept, length = cut_prompt(prompt)
-    filled.values["prompt"] = kept
+    kept, length = cut_prompt(prompt)  # as the page's _fit_prompt does with a typed one: only when too long
+    filled.values["prompt"] = kept if length > MAX_PROMPT_CHARS else prompt
     if length > MAX_PROMPT_CHARS:
         filled.prompt_length = length
 
