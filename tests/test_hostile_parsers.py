@@ -150,6 +150,28 @@ def test_a_cookie_header_of_a_megabyte_of_backslashes_is_no_key():
     assert _request_cookie([(b"Cookie", f"{COOKIE}=short".encode()), (b"cookie", f" {COOKIE} = {key}".encode())]) == key
 
 
+@pytest.mark.parametrize("kind", ["http", "websocket"])
+def test_the_server_behind_the_visitor_middleware_never_parses_a_backslashed_cookie(kind):
+    """Starlette's cookie parser (Streamlit's server reads every request's and the WebSocket's cookies
+    with it) is quadratic in backslashes too: a 60 KB Cookie header held the health check 50 s."""
+    import asyncio
+
+    from starlette.requests import HTTPConnection
+
+    from t2i.web.visitor import COOKIE, VisitorCookie
+
+    seen = {}
+
+    async def server(scope, receive, send):
+        seen.update(HTTPConnection(scope).cookies)
+
+    key, slashes = "k" * 43, "\\" * MB
+    scope = {"type": kind, "headers": [(b"cookie", f'a="{slashes}"; {COOKIE}={key}; b=1'.encode())]}
+    with bounded():
+        asyncio.run(VisitorCookie(server)(scope, None, None))
+    assert seen == {COOKIE: key, "b": "1"}
+
+
 # --- finding 2: a PNG's text without its pixels -------------------------------------------------
 
 READ_BIG_PNG = textwrap.dedent("""

@@ -249,6 +249,20 @@ def set_cookie_header(key: str, secure: bool) -> bytes:
     return (attributes + ("; Secure" if secure else "")).encode()
 
 
+def _unescaped_cookies(scope: dict) -> dict:
+    """The request with every cookie that holds a backslash left out. The server behind this
+    middleware (Starlette's cookie_parser, for every request and the WebSocket) unquotes cookies with
+    http.cookies._unquote, quadratic in backslashes in Pythons without the fix of CVE-2024-7592: a
+    60 KB Cookie header held the event loop, and so every session and the health check, for 50 s.
+    No cookie of ours (the visitor key, Streamlit's XSRF token) holds one."""
+    headers = scope.get("headers", [])
+    if not any(name.lower() == b"cookie" and b"\\" in value for name, value in headers):
+        return scope
+    kept = [(name, b";".join(p for p in value.split(b";") if b"\\" not in p) if name.lower() == b"cookie" else value)
+            for name, value in headers]
+    return {**scope, "headers": kept}
+
+
 def _navigation(scope: dict) -> bool:
     """A browser loading a page (Accept: text/html), not its scripts, styles and images."""
     return any(n.lower() == b"accept" and b"text/html" in v.lower() for n, v in scope.get("headers", []))
@@ -265,6 +279,8 @@ class VisitorCookie:
         self.app = app
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            scope = _unescaped_cookies(scope)
         if scope["type"] != "http" or not _navigation(scope) or _request_cookie(scope.get("headers", [])):
             await self.app(scope, receive, send)
             return
