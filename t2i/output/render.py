@@ -75,6 +75,7 @@ MAX_PNG_TEXT_BYTES = 64 * 1024
 # the upload cap; a file of millions of empty chunks stops here instead of looping over all of them.
 MAX_PNG_CHUNKS = 65536
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 _KEY_BYTES = 80  # a text chunk's keyword is 1 to 79 Latin-1 bytes and a NUL
 
 
@@ -142,7 +143,7 @@ def png_text(png: bytes, keys: tuple[str, ...] = (JSON_KEY, PARAMETERS_KEY)) -> 
         if kind == b"IEND" or end + 4 > len(png):
             break
         pos = end + 4
-        if kind not in (b"tEXt", b"zTXt", b"iTXt"):
+        if kind not in TEXT_CHUNKS:
             continue
         key, nul, _ = png[start:start + _KEY_BYTES].partition(b"\0")
         name = key.decode("latin-1")
