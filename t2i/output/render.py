@@ -9,10 +9,12 @@ disk says exactly how to make it again.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict
 from importlib import metadata
 
@@ -125,6 +127,21 @@ def _stored_text(kind: bytes, key: str, body: bytes, budget: int) -> tuple[bytes
     return None if text is None else (text, "utf-8")
 
 
+def png_chunks(png: bytes, limit: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """(type, offset, data length) of each whole chunk of a PNG, in order, after the signature (which
+    the caller has checked); the chunk is png[offset:offset + 12 + length] (length, type, data, CRC).
+    A file cut short ends at its last whole chunk; at most `limit` chunks are walked."""
+    pos = len(PNG_SIGNATURE)
+    for _ in itertools.count() if limit is None else range(limit):
+        if pos + 12 > len(png):
+            return
+        length, kind = struct.unpack_from(">I4s", png, pos)
+        if pos + 12 + length > len(png):
+            return
+        yield kind, pos, length
+        pos += 12 + length
+
+
 def png_text(png: bytes, keys: tuple[str, ...] = (JSON_KEY, PARAMETERS_KEY)) -> dict[str, str] | None:
     """The text chunks (tEXt, zTXt, iTXt) of a PNG under `keys`, by walking its chunks: no pixel is
     decoded. None when the bytes are no PNG. Raises PngTextError past MAX_PNG_TEXT_BYTES.
@@ -134,15 +151,11 @@ def png_text(png: bytes, keys: tuple[str, ...] = (JSON_KEY, PARAMETERS_KEY)) -> 
     image is refused as a decompression bomb before any text is read."""
     if not png.startswith(PNG_SIGNATURE):
         return None
-    found, used, pos = {}, 0, len(PNG_SIGNATURE)
-    for _ in range(MAX_PNG_CHUNKS):
-        if pos + 12 > len(png):
-            break  # cut short: what was read so far stands
-        length, kind = struct.unpack_from(">I4s", png, pos)
+    found, used = {}, 0
+    for kind, pos, length in png_chunks(png, MAX_PNG_CHUNKS):
         start, end = pos + 8, pos + 8 + length
-        if kind == b"IEND" or end + 4 > len(png):
+        if kind == b"IEND":
             break
-        pos = end + 4
         if kind not in TEXT_CHUNKS:
             continue
         key, nul, _ = png[start:start + _KEY_BYTES].partition(b"\0")

@@ -25,6 +25,7 @@ import random
 from dataclasses import dataclass
 
 from . import jobview
+from ..output.render import PNG_SIGNATURE, TEXT_CHUNKS, png_chunks
 from .ranking import VoteLimit, VotePolicy, cast_vote
 from ..store import FINISHED, Job
 
@@ -115,10 +116,6 @@ def blind_text(text: str | None, preset: str) -> str | None:
     return text.replace(preset, "(the preset)") if text and preset else text
 
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
-
-
 def pixels_only(png: bytes) -> bytes:
     """The image without its text chunks. A result's PNG carries a `parameters` chunk naming the preset
     and the model, and st.image serves PNG bytes as they are: a visitor who saved the image before the
@@ -126,15 +123,9 @@ def pixels_only(png: bytes) -> bytes:
     refreshes every second while a group runs, and encoding a 1024x1024 image took about 0.5 s."""
     if not png.startswith(PNG_SIGNATURE):
         return png   # results are PNGs (t2i/output/render.py); anything else holds no PNG text chunk
-    kept, at = [PNG_SIGNATURE], len(PNG_SIGNATURE)
     # A file cut short ends at its last whole chunk: what follows could be text, and the page must not fail.
-    while at + 12 <= len(png):
-        end = at + 12 + int.from_bytes(png[at:at + 4], "big")   # length, type, data, CRC
-        if end > len(png):
-            break
-        if png[at + 4:at + 8] not in TEXT_CHUNKS:
-            kept.append(png[at:end])
-        at = end
+    kept = [PNG_SIGNATURE] + [png[pos:pos + 12 + length] for kind, pos, length in png_chunks(png)
+                              if kind not in TEXT_CHUNKS]
     return b"".join(kept)
 
 
