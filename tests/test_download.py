@@ -1,26 +1,42 @@
 """t2i.assets.download against a real HTTP server on loopback (no mocks of urllib)."""
 from __future__ import annotations
 
+import hashlib
+import io
 import random
 import socket
 from http.server import BaseHTTPRequestHandler
 
 import pytest
+import torch
 
 from t2i.assets.download import DownloadError, fetch
 
 from conftest import serve_http
 
-PAYLOAD = random.Random(1234).randbytes(300_000)
+
+def _torch_file(seed: int, n: int) -> bytes:
+    """What weights mirrors serve: a real torch.save file (a zip whose directory sits at its end)."""
+    buf = io.BytesIO()
+    torch.save({"weight": torch.from_numpy(__import__("numpy").random.default_rng(seed).random(n, "float32"))}, buf)
+    return buf.getvalue()
+
+
+PAYLOAD = _torch_file(1234, 75_000)  # about 300 kB
 OTHER = random.Random(99).randbytes(1_000)  # /other.bin: another file (an error page, another release)
 DROP_AT = 123_457  # bytes sent before /drop/ closes the socket
 DROP_ALWAYS_AT = 50_000  # per response on /dropalways/, so 3 tries stay short of the file
+LIE_AT = 200_000  # /liar/ announces and sends only this much of the file: a complete-looking short body
+HTML = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Please sign in</body></html>\n"
+CAP = 1_000_000  # the cap the tests pass for a file of unlisted length (the default is gigabytes)
 
 
 class _Handler(BaseHTTPRequestHandler):
     """Paths: /a.bin (honours Range), /norange/a.bin (ignores it), /drop/a.bin (first
     response cut after DROP_AT bytes), /dropalways/a.bin (every response cut), /nolength/a.bin
-    (no Content-Length, ignores Range, every response cut), /other.bin (OTHER); else 404."""
+    (no Content-Length, ignores Range, every response cut), /other.bin (OTHER), /srcnn.pth
+    (server.srcnn); /liar/, /html/ and /endless/a.bin serve PAYLOAD only once server.fixed is set,
+    before that a short body with a matching length, an HTML page, an endless chunked body; else 404."""
 
     def log_message(self, *args):  # keep pytest output clean
         pass
@@ -32,11 +48,20 @@ class _Handler(BaseHTTPRequestHandler):
             srv.requests.append((self.path, rng))
             first = self.path not in srv.seen
             srv.seen.add(self.path)
+        if self.path in ("/liar/a.bin", "/html/a.bin", "/endless/a.bin") and not srv.fixed:
+            self._broken()
+            return
         if self.path == "/other.bin":
             self.send_response(200)
             self.send_header("Content-Length", str(len(OTHER)))
             self.end_headers()
             self.wfile.write(OTHER)
+            return
+        if self.path == "/srcnn.pth":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(srv.srcnn)))
+            self.end_headers()
+            self.wfile.write(srv.srcnn)
             return
         if self.path == "/nolength/a.bin":
             # HTTP/1.0 without a length: the body ends when the server closes, so a cut looks complete.
@@ -44,7 +69,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(PAYLOAD[:DROP_ALWAYS_AT])
             return
-        if self.path not in ("/a.bin", "/norange/a.bin", "/drop/a.bin", "/dropalways/a.bin"):
+        if self.path not in ("/a.bin", "/norange/a.bin", "/drop/a.bin", "/dropalways/a.bin",
+                             "/liar/a.bin", "/html/a.bin", "/endless/a.bin"):
             self.send_error(404)
             return
         start = 0
@@ -69,10 +95,36 @@ class _Handler(BaseHTTPRequestHandler):
             body = body[:DROP_AT]
         self.wfile.write(body)
 
+    def _broken(self):
+        """The three ways a server without a listed length misleads, until `server.fixed` is set."""
+        if self.path == "/liar/a.bin":  # a short body whose Content-Length agrees with it
+            self.send_response(200)
+            self.send_header("Content-Length", str(LIE_AT))
+            self.end_headers()
+            self.wfile.write(PAYLOAD[:LIE_AT])
+        elif self.path == "/html/a.bin":  # an error page answered with 200
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(HTML)))
+            self.end_headers()
+            self.wfile.write(HTML)
+        else:  # chunked, no length, no end: stops when the client hangs up
+            self.protocol_version = "HTTP/1.1"
+            self.close_connection = True
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = PAYLOAD[:65536]
+            try:
+                while True:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                pass
+
 
 @pytest.fixture
 def server(monkeypatch):
-    yield from serve_http(_Handler, monkeypatch, requests=[], seen=set())
+    yield from serve_http(_Handler, monkeypatch, requests=[], seen=set(), fixed=False, srcnn=b"")
 
 
 def _closed_port() -> int:
@@ -239,3 +291,149 @@ def test_existing_file_of_the_wrong_length_is_refused_untouched(server, tmp_path
         fetch([server.base + "/a.bin"], dest, size=len(PAYLOAD), progress=False)
     assert str(info.value) == f"{dest} has 5 bytes, not the {len(PAYLOAD)} expected: move it away and run again"
     assert dest.read_bytes() == b"short" and server.requests == []
+
+
+# --- files without a listed length: the proof and the cap (issue 28, finding 5) -----------------------
+
+def _refused(server, tmp_path, path, **kw):
+    """fetch from one broken mirror: one line naming the file, nothing left at the real name or as .part."""
+    dest = tmp_path / "w" / "a.bin"
+    with pytest.raises(DownloadError) as info:
+        fetch([server.base + path], dest, cap=CAP, progress=False, **kw)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("could not download a.bin from 1 mirror (last: ")
+    assert not dest.exists() and not _part(dest).exists()
+    assert sorted(p.name for p in dest.parent.iterdir()) == []
+    return dest, msg
+
+
+def _fixed_rerun(server, dest, path, **kw):
+    server.fixed = True
+    server.requests.clear()
+    fetch([server.base + path], dest, cap=CAP, progress=False, **kw)
+    assert server.requests == [(path, None)]  # a clean start: nothing of the bad answer was kept to resume
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_short_body_with_a_lying_length_never_takes_the_name(server, tmp_path):
+    # The server announces LIE_AT bytes and sends them: every length agrees, only the file's own
+    # directory (at the end of a torch.save zip) shows that it was cut.
+    dest, msg = _refused(server, tmp_path, "/liar/a.bin")
+    assert f"a damaged or cut torch.save file" in msg and msg.endswith(f"from {server.base}/liar/a.bin)")
+    assert [p for p, _ in server.requests] == ["/liar/a.bin"]  # refused as a whole: not retried, not resumed
+    _fixed_rerun(server, dest, "/liar/a.bin")
+
+
+def test_html_error_page_with_200_is_refused_in_one_line(server, tmp_path):
+    dest, msg = _refused(server, tmp_path, "/html/a.bin")
+    assert msg == (f"could not download a.bin from 1 mirror (last: an HTML page (an error or sign-in page?), "
+                   f"not the file from {server.base}/html/a.bin)")
+    _fixed_rerun(server, dest, "/html/a.bin")
+
+
+def test_html_page_falls_through_to_the_next_mirror(server, tmp_path):
+    dest = tmp_path / "a.bin"
+    fetch([server.base + "/html/a.bin", server.base + "/a.bin"], dest, progress=False)
+    assert dest.read_bytes() == PAYLOAD
+    assert [p for p, _ in server.requests] == ["/html/a.bin", "/a.bin"]
+
+
+def test_endless_body_stops_at_the_cap(server, tmp_path):
+    dest, msg = _refused(server, tmp_path, "/endless/a.bin")
+    assert f"more than {CAP} bytes sent for a file of unlisted length (the cap) from {server.base}/endless/a.bin" in msg
+    _fixed_rerun(server, dest, "/endless/a.bin")
+
+
+def test_endless_body_stops_at_the_listed_length(server, tmp_path):
+    dest, msg = _refused(server, tmp_path, "/endless/a.bin", size=len(PAYLOAD))
+    assert f"more than {len(PAYLOAD)} bytes sent, {len(PAYLOAD)} expected" in msg
+
+
+def test_announced_length_over_the_cap_is_refused_before_a_byte(server, tmp_path):
+    dest = tmp_path / "a.bin"
+    with pytest.raises(DownloadError, match=f"{len(PAYLOAD)} bytes offered, more than the 1000 a file of unlisted"):
+        fetch([server.base + "/a.bin"], dest, cap=1000, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_default_cap_is_by_kind_of_file():
+    from t2i.assets.proof import UNLISTED_CAPS, UNLISTED_WEIGHTS_CAP, unlisted_cap
+
+    assert unlisted_cap("unet/diffusion_pytorch_model.bin") == UNLISTED_WEIGHTS_CAP > 3_490_000_000
+    assert unlisted_cap("tokenizer/vocab.txt") == UNLISTED_CAPS[".txt"] < UNLISTED_WEIGHTS_CAP
+    assert unlisted_cap("unet/config.JSON") == UNLISTED_CAPS[".json"]
+
+
+def test_sha256_is_checked_when_known(server, tmp_path):
+    good = hashlib.sha256(PAYLOAD).hexdigest()
+    dest, msg = _refused(server, tmp_path, "/a.bin", sha256="0" * 64)
+    assert f"sha256 {good}, expected {'0' * 64}" in msg
+    fetch([server.base + "/a.bin"], dest, sha256=good.upper(), progress=False)
+    assert dest.read_bytes() == PAYLOAD
+
+
+# --- the proof of each kind of file, on real files ---------------------------------------------------
+
+def _proof_of(tmp_path, name, data):
+    from t2i.assets.proof import NotTheFile, prove
+
+    path = tmp_path / name
+    path.write_bytes(data)
+    try:
+        prove(path, name)
+    except NotTheFile as e:
+        assert "\n" not in str(e)
+        return str(e)
+    return None
+
+
+def test_proof_by_format(tmp_path):
+    from safetensors.torch import save as save_safetensors
+
+    legacy = io.BytesIO()
+    torch.save({"w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
+    st = save_safetensors({"w": torch.ones(1000)})
+    assert _proof_of(tmp_path, "m.pth", PAYLOAD) is None
+    assert _proof_of(tmp_path, "m.ckpt", legacy.getvalue()) is None
+    assert _proof_of(tmp_path, "m.safetensors", st) is None
+    assert _proof_of(tmp_path, "config.json", b'{"a": 1}') is None
+    assert _proof_of(tmp_path, "vocab.txt", "wörter\n".encode()) is None
+    assert _proof_of(tmp_path, "m.pt", b"\n  " + HTML).startswith("an HTML page")
+    assert _proof_of(tmp_path, "config.json", HTML.upper()).startswith("an HTML page")
+    assert _proof_of(tmp_path, "m.pt", b"\0" * 1000).startswith("not a torch.save file")
+    assert _proof_of(tmp_path, "m.pt", PAYLOAD[:-100]).startswith("a damaged or cut torch.save file")
+    assert _proof_of(tmp_path, "m.safetensors", st[:-4]).startswith("a cut or padded safetensors file")
+    assert _proof_of(tmp_path, "m.safetensors", b"\xff" * 16).startswith("not a safetensors file")
+    assert _proof_of(tmp_path, "config.json", b'{"a": ').startswith("not JSON")
+    assert _proof_of(tmp_path, "vocab.txt", b"ok\xff").startswith("not UTF-8 text")
+    assert _proof_of(tmp_path, "blob.dat", b"\0" * 10) is None  # a kind it does not know: only the HTML check
+
+
+# --- install: a file that loads as no model is not kept either ---------------------------------------
+
+def test_download_failing_its_loading_proof_is_not_kept(server, tmp_path, monkeypatch):
+    # /a.bin is a real torch.save file, but of no SRCNN: it passes the download's proof and fails the
+    # loader's. Kept at the real name, it would count as present and a second run would not fetch it.
+    import yaml
+
+    from t2i.assets import install
+    from t2i.errors import BrokenWeights
+    from t2i.upscale.srcnn import SRCNN
+
+    registry = tmp_path / "weights.yaml"
+    registry.write_text(yaml.safe_dump({"test-srcnn-x2": {"kind": "srcnn", "files": {
+        "upscale/srcnn_x2.pth": {"urls": [server.base + "/srcnn.pth"], "size": None}}}}))
+    monkeypatch.setenv("T2I_WEIGHTS_REGISTRY", str(registry))
+    monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path / "ck"))
+    server.srcnn = PAYLOAD
+    with pytest.raises(BrokenWeights) as info:
+        install.download("test-srcnn-x2", progress=False)
+    msg = str(info.value)
+    assert "\n" not in msg and "srcnn_x2.pth" in msg
+    assert msg.endswith("; removed the 1 file just downloaded (run again to fetch anew)")
+    assert not (tmp_path / "ck/upscale/srcnn_x2.pth").exists()
+    buf = io.BytesIO()
+    torch.save(SRCNN().state_dict(), buf)
+    server.srcnn = buf.getvalue()  # the mirror fixed: the same command now succeeds
+    assert install.download("test-srcnn-x2", progress=False) == ["test-srcnn-x2: 1 files present and loaded"]
+    assert (tmp_path / "ck/upscale/srcnn_x2.pth").read_bytes() == server.srcnn

@@ -5,6 +5,7 @@ talks HTTP to a server that answers as the hub's resolve endpoint does (X-Repo-C
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from http.server import BaseHTTPRequestHandler
 
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from t2i.assets import install, weights
-from t2i.assets.download import DownloadError
+from t2i.assets.download import DownloadError, fetch_hub
 from t2i.errors import WeightsMissing
 from t2i.paths import CONFIG_DIR
 
@@ -20,11 +21,27 @@ from conftest import serve_http
 
 REPO = "org/tiny-ldm"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+HTML = b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>"
+LIE_AT = 4000  # what the "liar" mode announces and sends of unet/weights.bin
+CAP = 200_000  # the cap the endless-body test passes (the default is gigabytes)
+
+
+def _torch_file() -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"weight": torch.arange(2560, dtype=torch.float32)}, buf)
+    return buf.getvalue()
+
+
+WEIGHTS = _torch_file()
 
 
 class _Hub(BaseHTTPRequestHandler):
     """/{repo}/resolve/{revision}/{path}: HEAD gives the metadata huggingface_hub needs, GET the bytes.
-    Any other repo (an endpoint without the model) is a 404, as the hub answers."""
+    Any other repo (an endpoint without the model) is a 404, as the hub answers. `server.broken` maps
+    a file to how it is served wrongly: "html" (an error page with 200), "liar" (a short body whose
+    length agrees with it), "endless" (no length, chunked, no end)."""
 
     def log_message(self, *args):
         pass
@@ -41,12 +58,23 @@ class _Hub(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        mode = self.server.broken.get(name)
+        data = {"html": HTML, "liar": data[:LIE_AT]}.get(mode, data)
+        if mode == "endless":
+            self.protocol_version = "HTTP/1.1"
+            self.close_connection = True
         self.send_response(200)
         self.send_header("X-Repo-Commit", COMMIT)
         self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header(*(("Transfer-Encoding", "chunked") if mode == "endless" else ("Content-Length", str(len(data)))))
         self.end_headers()
-        if body:
+        if body and mode == "endless":
+            try:
+                while True:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            except OSError:
+                pass
+        elif body:
             self.wfile.write(data)
 
     def do_HEAD(self):
@@ -60,8 +88,8 @@ class _Hub(BaseHTTPRequestHandler):
 def hub(monkeypatch):
     for var in ("HF_ENDPOINT", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
-    yield from serve_http(_Hub, monkeypatch, requests=[], files={
-        "unet/config.json": b'{"sample_size": 8}', "unet/weights.bin": bytes(range(256)) * 40,
+    yield from serve_http(_Hub, monkeypatch, requests=[], broken={}, files={
+        "unet/config.json": b'{"sample_size": 8}', "unet/weights.bin": WEIGHTS,
         "scheduler/scheduler_config.json": b'{"num_train_timesteps": 1000}'})
 
 
@@ -104,7 +132,7 @@ def test_hub_file_of_another_length_is_refused(tmp_path, monkeypatch, hub):
     msg = str(info.value)
     assert "\n" not in msg
     assert msg.startswith(f"could not download unet/weights.bin of {REPO} from 1 endpoint")
-    assert f"{len(hub.files['unet/weights.bin'])} bytes received, 5 expected" in msg
+    assert f"{len(hub.files['unet/weights.bin'])} bytes offered, 5 expected" in msg
     assert not (folder / "unet/weights.bin").exists()
     assert weights.entry("tiny-hub").missing()[0] == str(folder / "unet/weights.bin")
 
@@ -163,3 +191,44 @@ def test_the_real_ldm_entry_names_its_files_and_the_command(tmp_path, monkeypatc
         weights.require(get_preset("ldm-text2im-large-256"))
     assert str(info.value) == (f"preset ldm-text2im-large-256 needs {tmp_path}/ldm-text2im-large-256/unet/config.json "
                                f"and {len(e.files) - 1} more: run `python -m t2i download ldm-text2im-large-256`")
+
+
+# --- files without a listed length (issue 28, finding 5): proved before they take the real name ------
+
+def _staged_nothing(folder):
+    """Nothing of a refused file anywhere under the entry's folder (its staging area included)."""
+    assert not (folder / "unet/weights.bin").exists()
+    assert not any(p.name.startswith("weights.bin") for p in folder.rglob("*")), sorted(folder.rglob("*"))
+
+
+@pytest.mark.parametrize("mode, why", [("html", "an HTML page (an error or sign-in page?), not the file"),
+                                       ("liar", "a damaged or cut torch.save file")])
+def test_hub_page_or_short_body_is_refused_and_a_rerun_fixes_it(tmp_path, monkeypatch, hub, mode, why):
+    folder = _registry(tmp_path, monkeypatch, hub, sizes={"unet/weights.bin": None})
+    hub.broken["unet/weights.bin"] = mode
+    with pytest.raises(DownloadError) as info:
+        install.download("tiny-hub", progress=False, verify=False)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"could not download unet/weights.bin of {REPO} from 1 endpoint")
+    assert why in msg
+    _staged_nothing(folder)
+    assert weights.entry("tiny-hub").missing() == [str(folder / "unet/weights.bin"),
+                                                  str(folder / "scheduler/scheduler_config.json")]
+    hub.broken.clear()  # the endpoint fixed: the same command fetches it
+    assert install.download("tiny-hub", progress=False, verify=False) == ["tiny-hub: 3 files present"]
+    assert (folder / "unet/weights.bin").read_bytes() == WEIGHTS
+
+
+def test_hub_endless_body_stops_at_the_cap(tmp_path, monkeypatch, hub):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    hub.broken["unet/weights.bin"] = "endless"
+    folder = tmp_path / "tiny-hub"
+    with pytest.raises(DownloadError) as info:
+        fetch_hub(REPO, {"unet/weights.bin": None}, folder, endpoints=[hub.base], cap=CAP, progress=False)
+    assert str(info.value) == (f"could not download unet/weights.bin of {REPO} from 1 endpoint (last: more than "
+                               f"{CAP} bytes sent for a file of unlisted length (the cap) from {hub.base})")
+    _staged_nothing(folder)
+    hub.broken.clear()
+    assert fetch_hub(REPO, {"unet/weights.bin": None}, folder, endpoints=[hub.base], cap=CAP,
+                     progress=False) == [folder / "unet/weights.bin"]
+    assert (folder / "unet/weights.bin").read_bytes() == WEIGHTS

@@ -140,7 +140,8 @@ def test_listing_ready_presets_does_not_import_torch(tmp_path):
 
 # --- the registry's format, and the one mapping from a preset to its entries --------------------------
 
-from t2i.errors import BrokenWeights, WeightsMissing  # noqa: E402
+from t2i.errors import WeightsMissing  # noqa: E402
+from t2i.assets.download import DownloadError  # noqa: E402
 from t2i.presets import Component, Preset  # noqa: E402
 
 PARTS = {  # a test registry shaped like the real one: a hub folder, two entries sharing glide/, an upscaler
@@ -324,6 +325,9 @@ def srcnn_mirror(tmp_path, monkeypatch):
 def test_upscaler_download_is_proved_by_building_it(srcnn_mirror):
     assert install.download("test-srcnn-x2", progress=False) == ["test-srcnn-x2: 1 files present and loaded"]
     assert (srcnn_mirror / "upscale/test_srcnn_x2.pth").is_file()
-    with pytest.raises(BrokenWeights) as info:  # the right length, but not a state dict: the loader says so
+    # The right length, but not a torch file: the download's proof refuses it before it takes the name
+    # (tests/test_download.py has a torch file that only the loader refuses).
+    with pytest.raises(DownloadError) as info:
         install.download("broken-srcnn-x2", progress=False)
-    assert "broken_srcnn_x2.pth" in str(info.value) and "\n" not in str(info.value)
+    assert "broken_srcnn_x2.pth" in str(info.value) and "not a torch.save file" in str(info.value)
+    assert "\n" not in str(info.value) and not (srcnn_mirror / "upscale/broken_srcnn_x2.pth").exists()

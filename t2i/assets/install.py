@@ -4,12 +4,13 @@ models, and the pipelines that build them read weights.py."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from .download import fetch, fetch_hub
 from ..paths import clip_cache_dir
 from ..presets import all_presets
-from ..errors import PresetError
+from ..errors import BrokenWeights, PresetError
 from .weights import WeightsEntry, entry, is_builtin, needed_entries, plan
 
 UPSCALER_KINDS = ("esrgan", "srcnn")
@@ -32,13 +33,33 @@ def download(name: str, progress: bool = True, verify: bool = True) -> list[str]
     if name in presets:
         return _download_preset(presets[name], progress, verify)
     e = entry(name)
-    fetched = fetch_entry(e, progress)
-    if not verify:
-        return [f"{name}: {len(fetched)} files present"]
-    if e.kind in PRESET_PARTS:
-        return [f"{name}: {len(fetched)} files present; {_prove_part(e)}"]
-    prove_entry(e)
+    with _kept_only_if_proved([e]):
+        fetched = fetch_entry(e, progress)
+        if not verify:
+            return [f"{name}: {len(fetched)} files present"]
+        if e.kind in PRESET_PARTS:
+            return [f"{name}: {len(fetched)} files present; {_prove_part(e)}"]
+        prove_entry(e)
     return [f"{name}: {len(fetched)} files present and loaded"]
+
+
+@contextmanager
+def _kept_only_if_proved(entries):
+    """Files that this run fetches are deleted again when loading them fails (BrokenWeights), so that
+    running the download again fetches them anew instead of finding them present. Files that were
+    there before are left alone: they may be someone's only copy."""
+    paths = [x.base / rel for x in entries for rel in x.files]
+    absent = [p for p in paths if not p.exists()]
+    try:
+        yield
+    except BrokenWeights as err:
+        removed = [p for p in absent if p.is_file()]
+        for p in removed:
+            p.unlink()
+        if removed:
+            raise BrokenWeights(f"{err}; removed the {len(removed)} file{'s' * (len(removed) != 1)} just downloaded "
+                                f"(run again to fetch anew)") from None
+        raise
 
 
 def _download_preset(preset, progress: bool, verify: bool) -> list[str]:
@@ -50,13 +71,15 @@ def _download_preset(preset, progress: bool, verify: bool) -> list[str]:
         return [f"{name}: untrained preset, nothing to download"]
     if is_builtin(preset):
         return [f"{name}: built in (checkpoints/); `python -m t2i train-demo` makes it again"]
-    fetched = [path for e in needed_entries(preset) for path in fetch_entry(e, progress)]
-    for model, pretrained in plan(preset).clip:
-        fetched.append(download_weights(model, pretrained, clip_cache_dir()))
-    if verify:
-        build_pipeline(preset, device="cpu")
-        for up in preset.post:  # the pipeline may build its upscalers lazily: prove them here
-            prove_entry(entry(up))
+    entries = needed_entries(preset)
+    with _kept_only_if_proved(entries):  # needed_entries includes the upscalers
+        fetched = [path for e in entries for path in fetch_entry(e, progress)]
+        for model, pretrained in plan(preset).clip:
+            fetched.append(download_weights(model, pretrained, clip_cache_dir()))
+        if verify:
+            build_pipeline(preset, device="cpu")
+            for up in preset.post:  # the pipeline may build its upscalers lazily: prove them here
+                prove_entry(entry(up))
     return [f"{name}: {len(fetched)} files present and loaded"]
 
 
