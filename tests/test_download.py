@@ -437,3 +437,41 @@ def test_download_failing_its_loading_proof_is_not_kept(server, tmp_path, monkey
     server.srcnn = buf.getvalue()  # the mirror fixed: the same command now succeeds
     assert install.download("test-srcnn-x2", progress=False) == ["test-srcnn-x2: 1 files present and loaded"]
     assert (tmp_path / "ck/upscale/srcnn_x2.pth").read_bytes() == server.srcnn
+
+
+# --- loading stays weights_only=True, and no message advises otherwise ------------------------------
+
+@pytest.mark.parametrize("content", ["html", "global"])
+def test_no_loader_advises_weights_only_false(tmp_path, content):
+    # torch's safe loader answers an HTML page or a pickled object it refuses with paragraphs whose
+    # first line advises re-running with weights_only=False; every loader's one line gives the reason only.
+    from fractions import Fraction
+
+    from t2i.engine.gan_int_cls import read_state
+    from t2i.engine.vqgan import _torch_load
+    from t2i.errors import BrokenWeights
+    from t2i.families.glide.load import load as load_glide
+    from t2i.upscale.esrgan import load_esrgan
+    from t2i.upscale.srcnn import load_srcnn
+
+    path = tmp_path / "weights.pth"
+    if content == "html":
+        path.write_bytes(HTML)
+    else:
+        torch.save({"state_dict": {}, "hparams": Fraction(1, 3)}, path)
+    reason = "Unsupported global: GLOBAL fractions.Fraction" if content == "global" else "Unsupported operand 60"
+    for load in (_torch_load, read_state, load_srcnn, lambda p: load_glide(p, "base"), load_esrgan):
+        with pytest.raises(BrokenWeights) as info:
+            load(path)
+        msg = str(info.value)
+        assert "\n" not in msg and str(path) in msg and "weights_only" not in msg, msg
+        if load is not load_esrgan:  # spandrel unpickles with its own restricted loader, in its own words
+            assert f"the safe loader refuses it: {reason}" in msg, msg
+
+
+def test_no_code_in_the_tree_loads_with_weights_only_false():
+    from t2i.paths import ROOT
+
+    found = [f"{p.relative_to(ROOT)}:{i}" for p in (ROOT / "t2i").rglob("*.py")
+             for i, line in enumerate(p.read_text().splitlines(), 1) if "weights_only=False" in line]
+    assert found == []

@@ -33,7 +33,7 @@ def vq_params(gumbel=False):
 
 def lightning_ckpt(state_dict):
     # What a taming training run saves: Lightning bookkeeping around the state_dict, including
-    # pickled objects that torch's safe loader refuses (exercises the fallback).
+    # pickled objects that torch's safe loader refuses unless allowed (t2i/engine/vqgan.py's LIGHTNING_SAFE).
     return {"epoch": 7, "global_step": 1234, "pytorch-lightning_version": "1.0.8", "state_dict": state_dict,
             "optimizer_states": [], "lr_schedulers": [], "hparams": argparse.Namespace(base_lr=4.5e-6)}
 

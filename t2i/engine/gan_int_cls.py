@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import BrokenWeights
+from ..errors import BrokenWeights, load_failure
 
 IMAGE_SIZE = 64
 NOISE_DIM = 100
@@ -216,7 +216,7 @@ def read_state(path: str | Path) -> dict:
     except FileNotFoundError:
         raise
     except Exception as e:  # noqa: BLE001 - truncated files and foreign formats fail in the unpickler's own ways
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = load_failure(e)
         raise BrokenWeights(f"{path} is not a readable checkpoint ({first})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

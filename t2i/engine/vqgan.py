@@ -8,9 +8,9 @@ strict key matching.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
-import logging
 import pickle
 from pathlib import Path
 
@@ -19,10 +19,9 @@ from omegaconf import OmegaConf
 from taming.modules.diffusionmodules.model import Decoder, Encoder
 from taming.modules.vqvae.quantize import GumbelQuantize, VectorQuantizer2
 
-from ..errors import WeightsMissing
+from ..errors import BrokenWeights, WeightsMissing, load_failure
 from .prompts import replace_grad
 
-log = logging.getLogger(__name__)
 
 VQ_TARGETS = {"taming.models.vqgan.VQModel": False, "taming.models.vqgan.GumbelVQ": True}
 NET2NET_TARGET = "taming.models.cond_transformer.Net2NetTransformer"
@@ -84,14 +83,26 @@ def read_taming_config(config_path: Path) -> dict:
                 sane_index_shape=p.get("sane_index_shape", False))
 
 
+class _LightningStandIn:
+    """Stands in for a Lightning object pickled beside the weights (never used): its state is kept
+    as data, none of its code runs."""
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+# Lightning bookkeeping in taming's checkpoints that the safe loader would refuse: the callback
+# class (a dict key under "callbacks") loads as an inert stand-in, hparams as the plain bag it is.
+# Loading stays weights_only=True: a file from a mirror must not run code when opened.
+LIGHTNING_SAFE = [argparse.Namespace, (_LightningStandIn, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint")]
+
+
 def _torch_load(path: Path):
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # Lightning checkpoints carry callback and hparam objects that the safe loader refuses;
-        # files under checkpoints/ are the operator's own choice, so fall back to full unpickling.
-        log.info("%s holds non-tensor objects; loading with weights_only=False", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(LIGHTNING_SAFE):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise BrokenWeights(f"{path} does not load ({load_failure(e)})") from None
 
 
 def autoencoder_state(ckpt: dict) -> dict:

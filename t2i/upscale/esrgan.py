@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from ..errors import BrokenWeights, WeightsMissing
+from ..errors import BrokenWeights, WeightsMissing, load_failure
 from .sizes import TILE as TILES
 from .tiles import tiled
 
@@ -62,6 +62,8 @@ def load_esrgan(path: str | Path, device="cpu", download_hint: str = ""):
 def _first_line(error: BaseException) -> str:
     # Whitespace collapsed rather than the first line kept: load_state_dict's first line is only
     # "Error(s) in loading state_dict for RRDBNet:", the reason follows on the next.
+    if "WeightsUnpickler error" in str(error):
+        return load_failure(error)  # torch's safe loader: its reason, without its advice
     text = " ".join(str(error).split())
     text = text if len(text) <= 200 else text[:197] + "..."
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..errors import BrokenWeights, SpecError, WeightsMissing
+from ..errors import BrokenWeights, SpecError, WeightsMissing, load_failure
 from .sizes import FACTORS
 from .sizes import TILE as TILES
 from .tiles import tiled
@@ -57,7 +57,7 @@ def load_srcnn(path: str | Path, device="cpu", download_hint: str = "") -> SRCNN
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = load_failure(e)
         raise BrokenWeights(f"SRCNN weights {path} do not load ({first}){hint}") from None
     net = SRCNN()
     expected = {k: v.shape for k, v in net.state_dict().items()}

@@ -29,7 +29,7 @@ from typing import overload
 
 import torch
 
-from ...errors import BrokenWeights, WeightsMissing
+from ...errors import BrokenWeights, WeightsMissing, load_failure
 from ...paths import CONFIG_DIR, component_weights, resolve_weights_file
 
 
@@ -58,7 +58,7 @@ def _from_pretrained(cls, folder: Path, what: str, hint: str, **kwargs):
         raise
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file fails in its parser's own way
         # (OSError, struct.error, UnpicklingError, safetensors' errors, KeyError on a foreign config...)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = load_failure(e)
         raise BrokenWeights(f"{folder} does not load as {what} ({first}): run `{hint}`") from None
     # from_pretrained initialises missing tensors at random with only a warning; a model with random
     # parts must never pass for a trained one.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ...errors import BrokenWeights, WeightsMissing
+from ...errors import BrokenWeights, WeightsMissing, load_failure
 from .model import Text2ImUNet, glide_base, glide_upsample
 
 KINDS = {"base": glide_base, "upsample": glide_upsample}
@@ -55,7 +55,7 @@ def load(path: str | Path, kind: str, **overrides) -> Text2ImUNet:
     except FileNotFoundError:
         raise WeightsMissing(f"missing {path}") from None
     except Exception as e:  # truncated or not a torch file: one line, not a pickle traceback
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = load_failure(e)
         raise BrokenWeights(f"{path} does not load as a GLIDE state dict ({first})") from None
     if not isinstance(state, dict):
         raise BrokenWeights(f"{path} holds a {type(state).__name__}, not a state dict")
