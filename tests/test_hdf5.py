@@ -173,3 +173,109 @@ def test_export_world_with_a_text_encoder(tmp_path):
     hdf5.export_world(tmp_path / "plain.hd5", 1)  # no encoder: (0,)-sized embeddings, captions kept
     with hdf5.read(tmp_path / "plain.hd5", "valid") as ds:
         assert ds.width == 0 and ds[0].embedding.shape == (0,) and ds[0].caption
+
+
+# --- bad files through the trainer's CLI (issue 28, finding 7): one line, exit 2, no traceback --------
+
+TEXT = h5py.string_dtype("utf-8")
+
+
+def _png(width=8, height=8) -> bytes:
+    return hdf5.encode_image(np.zeros((height, width, 3), np.uint8), "png")
+
+
+def _group(f, key="a_0", split="train", **fields):
+    """One example group of the seed's layout; a field given as a callable(group) is made by it instead."""
+    g = f.require_group(split).create_group(key)
+    made = {"name": lambda g: g.create_dataset("name", data="a", dtype=TEXT),
+            "img": lambda g: g.create_dataset("img", data=np.void(_png())),
+            "embeddings": lambda g: g.create_dataset("embeddings", data=np.ones(4, np.float32)),
+            "class": lambda g: g.create_dataset("class", data="c", dtype=TEXT),
+            "txt": lambda g: g.create_dataset("txt", data="a caption", dtype=TEXT)}
+    for field, make in {**made, **fields}.items():
+        if make is not None:
+            make(g)
+    return g
+
+
+def _bad_file(tmp_path, case) -> str:
+    """A real bad file (or folder) for `case`; returns its path."""
+    path = tmp_path / f"{case}.hd5"
+    if case == "folder":
+        path.mkdir()
+        return str(path)
+    with h5py.File(path, "w") as f:
+        if case == "empty split":
+            f.create_group("train")
+        elif case == "8 GiB declared":  # no data written: HDF5 reads it back as 8 GiB of fill values
+            _group(f, embeddings=lambda g: g.create_dataset("embeddings", shape=(2**31,), dtype=np.float32))
+        elif case == "field is a group":
+            _group(f, embeddings=lambda g: g.create_group("embeddings"))
+        elif case == "too many pixels":  # 5000x5000 of one colour: a few kB as a PNG, 75 MB decoded
+            _group(f, img=lambda g: g.create_dataset("img", data=np.void(_png(5000, 5000))))
+    return str(path)
+
+
+CLI_CASES = {"folder": "is a directory, not an HDF5 file",
+             "empty split": "split 'train' is empty (no examples)",
+             "8 GiB declared": "train/a_0: embeddings declares 8.0 GiB (float32 (2147483648,)) in a file of",
+             "field is a group": "train/a_0: embeddings is a group, not a dataset",
+             "too many pixels": "train/a_0: img of 5000x5000 pixels, more than 16777216"}
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_bad_files_are_one_line_from_the_trainer(tmp_path, case):
+    import subprocess
+    import sys
+
+    from t2i.paths import ROOT
+
+    path = _bad_file(tmp_path, case)
+    if case == "8 GiB declared":
+        assert (tmp_path / f"{case}.hd5").stat().st_size < 16_000
+    run = subprocess.run([sys.executable, "-m", "t2i.train.gan", "--out", str(tmp_path / "out"), "--data", path,
+                          "--epochs", "1", "--steps-per-epoch", "1"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert "Traceback" not in run.stderr, run.stderr
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith(f"error: {path}: "), run.stderr
+    assert CLI_CASES[case] in run.stderr, run.stderr
+
+
+# --- the same checks in process, on every field -------------------------------------------------------
+
+def _read_fails(tmp_path, words, split="train", **fields):
+    path = tmp_path / "f.hd5"
+    with h5py.File(path, "w") as f:
+        _group(f, **fields)
+    with pytest.raises(HDF5Error) as e:
+        with hdf5.read(path, split) as ds:
+            list(ds)
+    _one_line(e, str(path), words)
+
+
+@pytest.mark.parametrize("fields, words", [
+    # Declared sizes beyond the file's: 9.5 MiB of image that the file does not hold (the bound is 32 MiB).
+    (dict(img=lambda g: g.create_dataset("img", shape=(10_000_000,), dtype=np.uint8)), "img declares 9.5 MiB"),
+    (dict(embeddings=lambda g: g.create_dataset("embeddings", data=np.ones(9000, np.float32))),
+     "at most 1024 of at most 8192 values"),
+    (dict(img=lambda g: g.create_dataset("img", data=np.ones(64, np.float32))), "img must be an encoded image's bytes"),
+    (dict(txt=lambda g: g.create_dataset("txt", data=7)), "txt must be text"),
+    (dict(name=lambda g: g.create_dataset("name", data=np.zeros(2_000_000, "S1"))), "name must be text of at most"),
+])
+def test_every_field_is_checked_before_reading(tmp_path, fields, words):
+    _read_fails(tmp_path, words, **fields)
+
+
+def test_odd_split_names_are_no_split(tmp_path):
+    for split in (".", "train/", "", "/"):
+        _read_fails(tmp_path, "no split", split=split)
+
+
+def test_a_caption_with_a_stray_byte_reads(tmp_path):
+    path = tmp_path / "f.hd5"
+    with h5py.File(path, "w") as f:
+        _group(f, txt=lambda g: g.create_dataset("txt", data=np.bytes_(b"caf\xe9 flower")))
+    with hdf5.read(path, "train") as ds:
+        assert ds[0].caption == "caf\ufffd flower"

@@ -12,9 +12,12 @@ The seed's converter writes, for each image and each of 5 of its captions, one g
 and its trainer opens `img` with PIL, so any format PIL reads works there; we write JPEG (as the seed)
 or PNG (lossless: what round-trip tests compare). A group whose `embeddings` is (k, d) with `txt`
 holding k strings is read as k examples. Anything malformed (not HDF5, truncated, a split or field
-missing, embeddings of another size than the rest) raises HDF5Error, one line naming the file and
-the field, as idx.py does for MNIST. `write` goes through a temporary file: a failed write leaves
-the old file (or none) in place.
+missing or empty, a field of the wrong type or beyond the bounds below, embeddings of another size
+than the rest, an image that does not decode) raises HDF5Error, one line naming the file and the
+field, as idx.py does for MNIST. Opening checks every group's declared shapes and types against those
+bounds and the file's size before a byte of data is read: HDF5 lets a 10 kB file declare an 8 GiB
+dataset (read back as fill values). `write` goes through a temporary file: a failed write leaves the
+old file (or none) in place.
 """
 
 from __future__ import annotations
@@ -39,6 +42,17 @@ CAPTIONS_PER_IMAGE = 5  # the seed keeps 5 of each Oxford-102 image's 10 caption
 # The flowers world's split behind each of the seed's: valid draws train combinations with other
 # seeds; test holds the held-out combinations.
 WORLD_SPLITS = {"train": "train", "valid": "train", "test": "heldout"}
+
+# What one example group may declare, checked before anything is read. The seed's file: embeddings of
+# 1024 values, 5 captions per image, JPEGs of 10-300 kB (Oxford-102's largest side is about 1000 px).
+MAX_EMBEDDING_WIDTH = 8192
+MAX_CAPTIONS_PER_GROUP = 1024
+MAX_IMAGE_BYTES = 32 << 20  # an encoded image file
+MAX_IMAGE_PIXELS = 4096 * 4096  # a decoded one (48 MiB as RGB), checked from its header before decoding
+MAX_TEXT_BYTES = 1 << 20  # name, class, txt as declared (variable-length strings live in the file itself)
+# A dataset declaring more than this many times the whole file's size holds mostly fill values or
+# compresses suspiciously well; the seed's files are not compressed at all.
+MAX_EXPANSION = 64
 
 
 class HDF5Error(T2IError):
@@ -67,9 +81,11 @@ class Record:
 
 
 def _text(value) -> str:
-    """A string field as h5py 3 returns it (bytes, str or a 0-d object array) -> str."""
+    """A string field as h5py 3 returns it (bytes, str or a 0-d object array) -> str. A stray
+    non-UTF-8 byte becomes U+FFFD: the trainer reads embeddings, not captions, so it must not stop
+    hours of training."""
     value = value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def encode_image(image: np.ndarray, image_format: str = "jpeg") -> bytes:
@@ -151,8 +167,12 @@ def _first_width(path: Path, split: str) -> int | None:
 
 
 def _open(path: Path) -> h5py.File:
-    if not path.is_file():
+    if path.is_dir():
+        raise HDF5Error(f"{path}: is a directory, not an HDF5 file")
+    if not path.exists():
         raise HDF5Error(f"{path}: no such file")
+    if not path.is_file():
+        raise HDF5Error(f"{path}: not a regular file")
     try:
         return h5py.File(path, "r")
     except OSError as e:  # h5py: "file signature not found", "truncated file: eof = ..."
@@ -173,30 +193,23 @@ class Dataset:
             raise
 
     def _check(self) -> tuple[int | None, list[tuple[str, int]]]:
-        if self.split not in self.file:
+        # A plain name only: h5py reads "." or "train/" as a path, which would find the wrong group.
+        plain = self.split and "/" not in self.split and self.split not in (".", "..")
+        if not plain or self.split not in self.file or not isinstance(self.file[self.split], h5py.Group):
             raise HDF5Error(f"{self.path}: no split {self.split!r} (has: {', '.join(sorted(self.file)) or 'none'})")
-        index, width = [], None
+        index, width, limit = [], None, self.path.stat().st_size * MAX_EXPANSION
         try:
             for key in sorted(self.file[self.split]):
-                g = self.file[self.split][key]
                 where = f"{self.path}: {self.split}/{key}"
-                if not isinstance(g, h5py.Group):
-                    raise HDF5Error(f"{where}: not an example group")
-                for field in FIELDS:
-                    if field not in g:
-                        raise HDF5Error(f"{where}: no field {field!r}")
-                shape = g["embeddings"].shape
-                if len(shape) not in (1, 2) or g["embeddings"].dtype.kind != "f":
-                    raise HDF5Error(f"{where}: embeddings must be float (d,) or (k, d), got {g['embeddings'].dtype} {shape}")
-                k = 1 if len(shape) == 1 else shape[0]
-                if k != (g["txt"].size if len(shape) == 2 else 1):
-                    raise HDF5Error(f"{where}: {k} embeddings for {g['txt'].size} captions in txt")
-                if width is not None and shape[-1] != width:
-                    raise HDF5Error(f"{where}: embeddings of {shape[-1]} values, other examples have {width}")
-                width = shape[-1]
+                k, d = _check_group(where, self.file[self.split].get(key), limit)
+                if width is not None and d != width:
+                    raise HDF5Error(f"{where}: embeddings of {d} values, other examples have {width}")
+                width = d
                 index += [(key, c) for c in range(k)]
-        except (OSError, RuntimeError, KeyError) as e:  # a truncated file can open and fail here
-            raise HDF5Error(f"{self.path}: {self.split}: unreadable ({str(e).splitlines()[0]})") from None
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:  # a truncated file can open and fail here
+            raise HDF5Error(f"{self.path}: {self.split}: unreadable ({_first_line(e)})") from None
+        if not index:
+            raise HDF5Error(f"{self.path}: split {self.split!r} is empty (no examples)")
         return width, index
 
     def __len__(self) -> int:
@@ -212,12 +225,9 @@ class Dataset:
             txt = g["txt"][()]
             caption = _text(txt[c] if np.ndim(txt) else txt)
             name, cls = _text(g["name"][()]), _text(g["class"][()])
-        except (OSError, RuntimeError) as e:
-            raise HDF5Error(f"{self.path}: {self.split}/{key}: unreadable ({str(e).splitlines()[0]})") from None
-        try:
-            image = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
-        except (OSError, ValueError) as e:
-            raise HDF5Error(f"{self.path}: {self.split}/{key}: img is not an image ({e})") from None
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise HDF5Error(f"{self.path}: {self.split}/{key}: unreadable ({_first_line(e)})") from None
+        image = _decode(f"{self.path}: {self.split}/{key}", raw)
         return Record(name, image, emb[c] if emb.ndim == 2 else emb, caption.strip(), cls)
 
     def __iter__(self) -> Iterator[Record]:
@@ -231,6 +241,67 @@ class Dataset:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_group(where: str, g, limit: int) -> tuple[int, int]:
+    """(examples, embedding width) of one example group, from its metadata alone: every field a
+    dataset of the right kind, no larger than its bound nor than `limit` (the file's size times
+    MAX_EXPANSION)."""
+    if not isinstance(g, h5py.Group):
+        raise HDF5Error(f"{where}: not an example group")
+    for field in FIELDS:
+        ds = g.get(field)
+        if ds is None:
+            raise HDF5Error(f"{where}: no field {field!r}")
+        if not isinstance(ds, h5py.Dataset):
+            raise HDF5Error(f"{where}: {field} is a {type(ds).__name__.lower()}, not a dataset")
+        if ds.nbytes > limit:
+            raise HDF5Error(f"{where}: {field} declares {_size(ds.nbytes)} ({ds.dtype} {ds.shape}) in a file "
+                            f"of {_size(limit // MAX_EXPANSION)}")
+    emb, img, txt = g["embeddings"], g["img"], g["txt"]
+    shape = emb.shape
+    if len(shape) not in (1, 2) or emb.dtype.kind != "f" or emb.dtype.itemsize > 8:
+        raise HDF5Error(f"{where}: embeddings must be float (d,) or (k, d), got {emb.dtype} {shape}")
+    k = 1 if len(shape) == 1 else shape[0]
+    if shape[-1] > MAX_EMBEDDING_WIDTH or k > MAX_CAPTIONS_PER_GROUP:
+        raise HDF5Error(f"{where}: embeddings {shape}: at most {MAX_CAPTIONS_PER_GROUP} of at most "
+                        f"{MAX_EMBEDDING_WIDTH} values")
+    if k != (txt.size if len(shape) == 2 else 1):
+        raise HDF5Error(f"{where}: {k} embeddings for {txt.size} captions in txt")
+    if not (img.dtype.kind in "VS" and img.ndim == 0 or img.dtype in (np.uint8, np.int8) and img.ndim == 1):
+        raise HDF5Error(f"{where}: img must be an encoded image's bytes (void, bytes or uint8 (n,)), "
+                        f"got {img.dtype} {img.shape}")
+    if img.nbytes > MAX_IMAGE_BYTES:
+        raise HDF5Error(f"{where}: img of {_size(img.nbytes)}, more than the {_size(MAX_IMAGE_BYTES)} an image may have")
+    for field in ("name", "class", "txt"):
+        ds = g[field]
+        if ds.dtype.kind != "S" and h5py.check_string_dtype(ds.dtype) is None or ds.nbytes > MAX_TEXT_BYTES:
+            raise HDF5Error(f"{where}: {field} must be text of at most {_size(MAX_TEXT_BYTES)}, got {ds.dtype} {ds.shape}")
+    return k, shape[-1]
+
+
+def _decode(where: str, raw: bytes) -> np.ndarray:
+    """An encoded image -> uint8 (h, w, 3), its size checked from the header before decoding."""
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise HDF5Error(f"{where}: img of {im.width}x{im.height} pixels, more than {MAX_IMAGE_PIXELS}")
+            return np.asarray(im.convert("RGB"))
+    except HDF5Error:
+        raise
+    except Exception as e:  # noqa: BLE001 - PIL's decoders fail in many ways (OSError, SyntaxError, bombs...)
+        raise HDF5Error(f"{where}: img is not an image ({_first_line(e)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
 
 
 def read(path: str | os.PathLike, split: str) -> Dataset:
