@@ -279,3 +279,12 @@ def test_a_caption_with_a_stray_byte_reads(tmp_path):
         _group(f, txt=lambda g: g.create_dataset("txt", data=np.bytes_(b"caf\xe9 flower")))
     with hdf5.read(path, "train") as ds:
         assert ds[0].caption == "caf\ufffd flower"
+
+
+def test_a_split_that_is_a_dataset_says_so(tmp_path):
+    path = tmp_path / "f.hd5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("train", data=np.zeros(3))
+    with pytest.raises(HDF5Error) as e:
+        hdf5.read(path, "train")
+    _one_line(e, str(path), "train is not a group of examples")

@@ -23,8 +23,10 @@ old file (or none) in place.
 from __future__ import annotations
 
 import io
+import math
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,15 +195,12 @@ class Dataset:
             raise
 
     def _check(self) -> tuple[int | None, list[tuple[str, int]]]:
-        # A plain name only: h5py reads "." or "train/" as a path, which would find the wrong group.
-        plain = self.split and "/" not in self.split and self.split not in (".", "..")
-        if not plain or self.split not in self.file or not isinstance(self.file[self.split], h5py.Group):
-            raise HDF5Error(f"{self.path}: no split {self.split!r} (has: {', '.join(sorted(self.file)) or 'none'})")
         index, width, limit = [], None, self.path.stat().st_size * MAX_EXPANSION
         try:
-            for key in sorted(self.file[self.split]):
+            group = self._split_group()
+            for key in sorted(group):
                 where = f"{self.path}: {self.split}/{key}"
-                k, d = _check_group(where, self.file[self.split].get(key), limit)
+                k, d = _check_group(where, group.id, key, limit)
                 if width is not None and d != width:
                     raise HDF5Error(f"{where}: embeddings of {d} values, other examples have {width}")
                 width = d
@@ -212,13 +211,23 @@ class Dataset:
             raise HDF5Error(f"{self.path}: split {self.split!r} is empty (no examples)")
         return width, index
 
+    def _split_group(self) -> h5py.Group:
+        # A plain name only: h5py reads "." or "train/" as a path, which would find the wrong group.
+        plain = self.split and "/" not in self.split and self.split not in (".", "..")
+        if not plain or self.split not in self.file:
+            raise HDF5Error(f"{self.path}: no split {self.split!r} (has: {', '.join(sorted(self.file)) or 'none'})")
+        group = self.file[self.split]
+        if not isinstance(group, h5py.Group):
+            raise HDF5Error(f"{self.path}: {self.split} is not a group of examples")
+        return group
+
     def __len__(self) -> int:
         return len(self._index)
 
     def __getitem__(self, i: int) -> Record:
         key, c = self._index[i]
-        g = self.file[self.split][key]
         try:
+            g = self.file[self.split][key]
             data = g["img"][()]
             raw = data.tobytes() if isinstance(data, (np.void, np.ndarray)) else bytes(data)
             emb = np.asarray(g["embeddings"][()], np.float32)
@@ -243,50 +252,68 @@ class Dataset:
         self.close()
 
 
-def _check_group(where: str, g, limit: int) -> tuple[int, int]:
+def _check_group(where: str, parent: h5py.h5g.GroupID, key: str, limit: int) -> tuple[int, int]:
     """(examples, embedding width) of one example group, from its metadata alone: every field a
     dataset of the right kind, no larger than its bound nor than `limit` (the file's size times
     MAX_EXPANSION)."""
-    if not isinstance(g, h5py.Group):
-        raise HDF5Error(f"{where}: not an example group")
-    for field in FIELDS:
-        ds = g.get(field)
-        if ds is None:
-            raise HDF5Error(f"{where}: no field {field!r}")
-        if not isinstance(ds, h5py.Dataset):
-            raise HDF5Error(f"{where}: {field} is a {type(ds).__name__.lower()}, not a dataset")
-        if ds.nbytes > limit:
-            raise HDF5Error(f"{where}: {field} declares {_size(ds.nbytes)} ({ds.dtype} {ds.shape}) in a file "
+    meta = _field_meta(where, parent, key)
+    for field, (dtype, shape, nbytes) in meta.items():
+        if nbytes > limit:
+            raise HDF5Error(f"{where}: {field} declares {_size(nbytes)} ({dtype} {shape}) in a file "
                             f"of {_size(limit // MAX_EXPANSION)}")
-    emb, img, txt = g["embeddings"], g["img"], g["txt"]
-    shape = emb.shape
-    if len(shape) not in (1, 2) or emb.dtype.kind != "f" or emb.dtype.itemsize > 8:
-        raise HDF5Error(f"{where}: embeddings must be float (d,) or (k, d), got {emb.dtype} {shape}")
+    dtype, shape, _ = meta["embeddings"]
+    if len(shape) not in (1, 2) or dtype.kind != "f" or dtype.itemsize > 8:
+        raise HDF5Error(f"{where}: embeddings must be float (d,) or (k, d), got {dtype} {shape}")
     k = 1 if len(shape) == 1 else shape[0]
     if shape[-1] > MAX_EMBEDDING_WIDTH or k > MAX_CAPTIONS_PER_GROUP:
         raise HDF5Error(f"{where}: embeddings {shape}: at most {MAX_CAPTIONS_PER_GROUP} of at most "
                         f"{MAX_EMBEDDING_WIDTH} values")
-    if k != (txt.size if len(shape) == 2 else 1):
-        raise HDF5Error(f"{where}: {k} embeddings for {txt.size} captions in txt")
-    if not (img.dtype.kind in "VS" and img.ndim == 0 or img.dtype in (np.uint8, np.int8) and img.ndim == 1):
-        raise HDF5Error(f"{where}: img must be an encoded image's bytes (void, bytes or uint8 (n,)), "
-                        f"got {img.dtype} {img.shape}")
-    if img.nbytes > MAX_IMAGE_BYTES:
-        raise HDF5Error(f"{where}: img of {_size(img.nbytes)}, more than the {_size(MAX_IMAGE_BYTES)} an image may have")
+    captions = math.prod(meta["txt"][1])
+    if k != (captions if len(shape) == 2 else 1):
+        raise HDF5Error(f"{where}: {k} embeddings for {captions} captions in txt")
+    dtype, shape, nbytes = meta["img"]
+    if not (dtype.kind in "VS" and shape == () or dtype in (np.uint8, np.int8) and len(shape) == 1):
+        raise HDF5Error(f"{where}: img must be an encoded image's bytes (void, bytes or uint8 (n,)), got {dtype} {shape}")
+    if nbytes > MAX_IMAGE_BYTES:
+        raise HDF5Error(f"{where}: img of {_size(nbytes)}, more than the {_size(MAX_IMAGE_BYTES)} an image may have")
     for field in ("name", "class", "txt"):
-        ds = g[field]
-        if ds.dtype.kind != "S" and h5py.check_string_dtype(ds.dtype) is None or ds.nbytes > MAX_TEXT_BYTES:
-            raise HDF5Error(f"{where}: {field} must be text of at most {_size(MAX_TEXT_BYTES)}, got {ds.dtype} {ds.shape}")
-    return k, shape[-1]
+        dtype, shape, nbytes = meta[field]
+        if dtype.kind != "S" and h5py.check_string_dtype(dtype) is None or nbytes > MAX_TEXT_BYTES:
+            raise HDF5Error(f"{where}: {field} must be text of at most {_size(MAX_TEXT_BYTES)}, got {dtype} {shape}")
+    return k, meta["embeddings"][1][-1]
+
+
+def _field_meta(where: str, parent: h5py.h5g.GroupID, key: str) -> dict[str, tuple[np.dtype, tuple, int]]:
+    """Each field's (dtype, shape, declared bytes), through h5py's low-level objects: its Dataset
+    wrappers made opening the seed's 41k groups five times slower (BENCHMARKS.md)."""
+    g = h5py.h5o.open(parent, key.encode())
+    if not isinstance(g, h5py.h5g.GroupID):
+        raise HDF5Error(f"{where}: not an example group")
+    meta = {}
+    for field in FIELDS:
+        try:
+            ds = h5py.h5o.open(g, field.encode())
+        except KeyError:
+            raise HDF5Error(f"{where}: no field {field!r}") from None
+        if not isinstance(ds, h5py.h5d.DatasetID):
+            kind = "group" if isinstance(ds, h5py.h5g.GroupID) else type(ds).__name__
+            raise HDF5Error(f"{where}: {field} is a {kind}, not a dataset")
+        dtype, shape = ds.dtype, ds.shape
+        shape = (0,) if shape is None else shape  # an HDF5 null dataspace: no values at all
+        meta[field] = (dtype, shape, math.prod(shape) * dtype.itemsize)
+    return meta
 
 
 def _decode(where: str, raw: bytes) -> np.ndarray:
     """An encoded image -> uint8 (h, w, 3), its size checked from the header before decoding."""
     try:
-        with Image.open(io.BytesIO(raw)) as im:
-            if im.width * im.height > MAX_IMAGE_PIXELS:
-                raise HDF5Error(f"{where}: img of {im.width}x{im.height} pixels, more than {MAX_IMAGE_PIXELS}")
-            return np.asarray(im.convert("RGB"))
+        with warnings.catch_warnings():
+            # PIL only warns of an image up to twice its own bomb limit: that would be a second line.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise HDF5Error(f"{where}: img of {im.width}x{im.height} pixels, more than {MAX_IMAGE_PIXELS}")
+                return np.asarray(im.convert("RGB"))
     except HDF5Error:
         raise
     except Exception as e:  # noqa: BLE001 - PIL's decoders fail in many ways (OSError, SyntaxError, bombs...)
