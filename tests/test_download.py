@@ -475,3 +475,34 @@ def test_no_code_in_the_tree_loads_with_weights_only_false():
     found = [f"{p.relative_to(ROOT)}:{i}" for p in (ROOT / "t2i").rglob("*.py")
              for i, line in enumerate(p.read_text().splitlines(), 1) if "weights_only=False" in line]
     assert found == []
+
+
+def test_a_registry_sha256_is_checked_before_the_file_takes_its_name(server, tmp_path, monkeypatch):
+    import yaml
+
+    from t2i.assets import install, weights
+    from t2i.errors import PresetError
+
+    good = hashlib.sha256(PAYLOAD).hexdigest()
+    registry = tmp_path / "weights.yaml"
+
+    def entry(sha):
+        registry.write_text(yaml.safe_dump({"hashed": {"kind": "srcnn", "files": {
+            "upscale/a.pth": {"urls": [server.base + "/a.bin"], "size": None, "sha256": sha}}}}))
+
+    monkeypatch.setenv("T2I_WEIGHTS_REGISTRY", str(registry))
+    monkeypatch.setenv("T2I_CHECKPOINTS", str(tmp_path / "ck"))
+    entry("f" * 64)
+    with pytest.raises(DownloadError, match=f"sha256 {good}, expected {'f' * 64} from"):
+        install.download("hashed", progress=False, verify=False)
+    assert not (tmp_path / "ck/upscale/a.pth").exists() and not (tmp_path / "ck/upscale/a.pth.part").exists()
+    entry(good.upper())
+    assert install.download("hashed", progress=False, verify=False) == ["hashed: 1 files present"]
+    assert (tmp_path / "ck/upscale/a.pth").read_bytes() == PAYLOAD
+    entry("abc")
+    with pytest.raises(PresetError, match="file upscale/a.pth: sha256 must be 64 hex digits"):
+        weights.entry("hashed")
+    from t2i.paths import CONFIG_DIR
+
+    real = weights.registry(CONFIG_DIR / "weights.yaml")["realesrgan-x4plus"].files["upscale/RealESRGAN_x4plus.pth"]
+    assert real.sha256 == "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1"

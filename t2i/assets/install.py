@@ -23,7 +23,7 @@ def fetch_entry(e: WeightsEntry, progress: bool = True) -> list[Path]:
         files = {e.hub_path(rel): spec.size for rel, spec in e.files.items()}
         return fetch_hub(e.repo, files, e.base / e.name, endpoints=e.hub_endpoints(), revision=e.revision,
                          progress=progress)
-    return [fetch(list(spec.urls), e.base / rel, size=spec.size, progress=progress)
+    return [fetch(list(spec.urls), e.base / rel, size=spec.size, sha256=spec.sha256, progress=progress)
             for rel, spec in e.files.items()]
 
 

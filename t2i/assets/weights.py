@@ -9,6 +9,7 @@ pipelines import this module): t2i/assets/install.py fetches a preset's files an
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ ENTRY_KEYS = {"kind", "files", "builtin", "repo", "revision", "endpoints"}
 class WeightsFile:
     urls: tuple[str, ...] = ()     # mirrors, tried in order (hub entries: none, the endpoints serve them)
     size: int | None = None        # bytes; None where no source confirms it (the server's length is checked then)
+    sha256: str | None = None      # hex digest, where a source gives it: checked before the file takes its name
 
 
 @dataclass(frozen=True)
@@ -115,16 +117,18 @@ def _entry(name: str, raw, source) -> WeightsEntry:
     for rel, spec in raw["files"].items():
         if isinstance(spec, list):  # the older form: a plain list of mirror URLs, length unknown
             spec = {"urls": spec}
-        if not isinstance(spec, dict) or set(spec) - {"urls", "size"}:
-            raise bad(f"file {rel}: give `urls` (a list) and `size` (bytes, or null where unknown)")
-        urls, size = spec.get("urls") or [], spec.get("size")
+        if not isinstance(spec, dict) or set(spec) - {"urls", "size", "sha256"}:
+            raise bad(f"file {rel}: give `urls` (a list), `size` (bytes, or null where unknown) and optionally `sha256`")
+        urls, size, sha256 = spec.get("urls") or [], spec.get("size"), spec.get("sha256")
         if not isinstance(urls, list) or not all(isinstance(u, str) and u for u in urls) or (hub and urls):
             raise bad(f"file {rel}: `urls` must be a list of URLs" + (" (none for kind hf)" if hub else ""))
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
             raise bad(f"file {rel}: size must be a number of bytes or null, got {size!r}")
+        if sha256 is not None and (hub or not re.fullmatch(r"[0-9a-fA-F]{64}", str(sha256))):
+            raise bad(f"file {rel}: sha256 must be 64 hex digits" + (" (none for kind hf)" if hub else ""))
         # Hub files are listed by their repository path and kept under checkpoints/<name>/, so every
         # entry's `files` is keyed the same way: by the path under checkpoints/.
-        files[f"{name}/{rel}" if hub else rel] = WeightsFile(tuple(urls), size)
+        files[f"{name}/{rel}" if hub else rel] = WeightsFile(tuple(urls), size, sha256 and str(sha256).lower())
     return WeightsEntry(name, str(raw["kind"]), files, bool(raw.get("builtin")), raw.get("repo"),
                         str(raw.get("revision") or "main"), tuple(raw.get("endpoints") or ()))
 
