@@ -223,20 +223,37 @@ CLI_CASES = {"folder": "is a directory, not an HDF5 file",
              "too many pixels": "train/a_0: img of 5000x5000 pixels, more than 16777216"}
 
 
-@pytest.mark.subprocess
+def _train_args(tmp_path, path) -> list[str]:
+    return ["--out", str(tmp_path / "out"), "--data", path, "--epochs", "1", "--steps-per-epoch", "1"]
+
+
 @pytest.mark.parametrize("case", CLI_CASES)
-def test_bad_files_are_one_line_from_the_trainer(tmp_path, case):
+def test_bad_files_are_one_error_from_the_trainer(tmp_path, case):
+    """The trainer's own entry (main) turns every bad file into a T2IError, which `python -m
+    t2i.train.gan` prints as one line (the subprocess test below runs that path once)."""
+    from t2i.errors import T2IError
+    from t2i.train.gan import main
+
+    path = _bad_file(tmp_path, case)
+    if case == "8 GiB declared":
+        assert (tmp_path / f"{case}.hd5").stat().st_size < 16_000
+    with pytest.raises(T2IError) as caught:
+        main(_train_args(tmp_path, path))
+    assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
+    assert CLI_CASES[case] in str(caught.value)
+
+
+@pytest.mark.subprocess
+def test_a_bad_file_is_one_line_from_python_m_t2i_train_gan(tmp_path):
     import subprocess
     import sys
 
     from t2i.paths import ROOT
 
+    case = "8 GiB declared"
     path = _bad_file(tmp_path, case)
-    if case == "8 GiB declared":
-        assert (tmp_path / f"{case}.hd5").stat().st_size < 16_000
-    run = subprocess.run([sys.executable, "-m", "t2i.train.gan", "--out", str(tmp_path / "out"), "--data", path,
-                          "--epochs", "1", "--steps-per-epoch", "1"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run([sys.executable, "-m", "t2i.train.gan", *_train_args(tmp_path, path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
     assert "Traceback" not in run.stderr, run.stderr
     assert run.returncode == 2, run.stderr
     assert run.stderr.count("\n") == 1 and run.stderr.startswith(f"error: {path}: "), run.stderr
