@@ -165,25 +165,33 @@ class JobStore(Protocol):
         """Newest first, optionally filtered."""
 
     def queue_position(self, job_id: int) -> int | None:
-        """1 for the next job to be claimed; None when the job is not queued."""
+        """The job's place by priority and age (1: first); None when the job is not queued. The
+        submitters' turns (claim) are not counted: another address's job may go first."""
 
     def counts(self) -> dict[str, int]:
         """Number of jobs per status (every status present, zeros included)."""
 
     # --- the lifecycle ----------------------------------------------------------------------
     def claim(self, worker_id: str, lease_seconds: float, batch_key: str | None = None) -> Job | None:
-        """Atomically take the highest-priority, oldest queued job (with this batch_key, when given:
-        one that fits a running batch): status running, attempts + 1, lease until now +
-        lease_seconds. None when nothing (matching) is queued. Never gives one job to two workers.
-        A job marked alone (Job.alone) is taken only by a worker that runs nothing else, and
-        nothing joins a worker that runs one."""
+        """Atomically take the next queued job (with this batch_key, when given: one that fits a
+        running batch): status running, attempts + 1, lease until now + lease_seconds. None when
+        nothing (matching) is queued. Never gives one job to two workers. A job marked alone
+        (Job.alone) is taken only by a worker that runs nothing else, and nothing joins a worker
+        that runs one.
+
+        The next job, fairly across submitters (a submitter is the client address; the shell's
+        jobs, without one, are one submitter): the highest priority first; among equals, a job of
+        the submitter whose latest start (of any of its jobs) is the oldest, one that never had a
+        job started first of all; then the oldest job. So submitters take turns: after address A
+        queued 10 jobs and B one, A's first is claimed, then B's, then A's second."""
 
     def claim_many(self, worker_id: str, lease_seconds: float, n: int, batch_key: str | None = None) -> list[Job]:
-        """Up to n jobs claimed as claim() claims one, in one statement (one round trip), in queue order
-        (priority, then age). All share one batch key: `batch_key` when given; else the key of the
-        head job (the one claim() would take), and the others of that key follow it, even past
-        higher-priority jobs of other keys. An alone head is taken by itself, and alone jobs follow
-        claim()'s rule. Empty when nothing (matching) is queued, or n < 1."""
+        """Up to n jobs claimed as claim() claims one, in one statement (one round trip), returned by
+        priority, then age. All share one batch key: `batch_key` when given (taken in claim()'s
+        order); else the key of the head job (the one claim() would take), and the others of that
+        key follow it, even past higher-priority jobs of other keys: by priority, then other
+        submitters' jobs (in claim()'s turn) before the head's submitter's. An alone head is taken by
+        itself, and alone jobs follow claim()'s rule. Empty when nothing (matching) is queued, or n < 1."""
 
     def heartbeat(self, lease: Lease, lease_seconds: float) -> Beat:
         """Extend the lease to now + lease_seconds. alive=False when the lease was lost (swept,
