@@ -115,6 +115,11 @@ class Quota:
     # bytes of the distinct uploads of the address's jobs queued, running or submitted within
     # UPLOAD_WINDOW (t2i/store/uploads.py), this submission's new ones included; None: no bound
     max_upload_bytes: int | None = None
+    # estimated work of the address's queued and running jobs, this submission's included: each job's
+    # steps still to run times step_cost(its spec), a number the store does not interpret (the queue
+    # gives the families' costs per step, t2i/service/queue.py); None: no bound
+    max_work: float | None = None
+    step_cost: Callable[[dict], float] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,12 +131,13 @@ class VoteQuota:
 
 
 class QuotaReached(Exception):
-    """A quota held: `bound` names which ("queued", "active", "per_minute", "upload_bytes", "pair", "votes_per_minute"),
-    `limit` is its value. Nothing was written."""
+    """A quota held: `bound` names which ("queued", "active", "per_minute", "upload_bytes", "work", "pair",
+    "votes_per_minute"), `limit` is its value; for "work", `held` is what the address's jobs already
+    hold and `asked` what the submission adds. Nothing was written."""
 
-    def __init__(self, bound: str, limit: int):
+    def __init__(self, bound: str, limit: float, held: float | None = None, asked: float | None = None):
         super().__init__(f"the {bound} limit of {limit} is reached")
-        self.bound, self.limit = bound, limit
+        self.bound, self.limit, self.held, self.asked = bound, limit, held, asked
 
 
 class JobStore(Protocol):

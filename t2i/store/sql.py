@@ -106,7 +106,8 @@ class SQLStore(PageQueries, LimitedWrites):
         with self.transaction():
             if quota is not None:
                 self._limits_lock()
-                self._check_quota(address, quota, [u for item in items for u in item.uploads], len(items))
+                self._check_quota(address, quota, [u for item in items for u in item.uploads], len(items),
+                                  [(item.spec, item.total) for item in items])
             ids = [self.submit(item.spec, batch_key=item.batch_key, total=item.total, priority=priority,
                                max_attempts=max_attempts, submitter=submitter, uploads=item.uploads,
                                address=address) for item in items]
