@@ -214,6 +214,10 @@ class JobStore(Protocol):
     def add_frame(self, lease: Lease, step: int, png: bytes) -> bool:
         """Store a progress frame (fenced; a repeated step replaces the frame). False when rejected."""
 
+    def drop_frames(self, lease: Lease, steps: list[int]) -> int:
+        """Delete the job's frames of these steps (fenced: nothing for a stale lease): a long job's
+        frames thinned while it runs. Returns how many were deleted."""
+
     def complete(self, lease: Lease, result: Result, *, keep_frames: bool = False) -> bool:
         """Write the result and mark the job done, in one transaction (fenced; results are written
         once). Frames are dropped unless keep_frames. False when the lease is not current."""

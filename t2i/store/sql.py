@@ -233,6 +233,12 @@ class SQLStore(PageQueries, LimitedWrites):
             "ON CONFLICT (job_id, step) DO UPDATE SET png = excluded.png",
             (lease.job_id, step, png, *_fence(lease))) == 1
 
+    def drop_frames(self, lease: Lease, steps: list[int]) -> int:
+        if not steps:
+            return 0
+        return self._rowcount(f"DELETE FROM frames WHERE job_id = ? AND step IN ({', '.join('?' * len(steps))}) "
+                              f"AND EXISTS (SELECT 1 FROM jobs WHERE {FENCE})", (lease.job_id, *steps, *_fence(lease)))
+
     def complete(self, lease: Lease, result: Result, *, keep_frames: bool = False) -> bool:
         params = (lease.job_id, result.gif, result.png, result.thumbnail, json.dumps(result.parameters),
                   result.width, result.height, str(result.seed))
