@@ -40,8 +40,10 @@ UPLOAD_CAP_MB = 32
 MAX_IMAGE_SIDE = 4096
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_IMAGE_PROMPTS = 4
-# The largest side post-step upscalers may make (a 1024x1024 image through one x4 upscaler): the
-# result is held, encoded and stored whole, and each x4 multiplies its pixels by 16.
+# The largest side of the image a job makes (a 1024x1024 image through one x4 upscaler): its grid of
+# samples at the size the preset draws, times every upscaler's factor. The result is held, encoded and
+# stored whole, and each x4 multiplies its pixels by 16. Checked where the preset's used size is known
+# (t2i/service/caps.py, at submit and in `generate`): the asked size alone misjudged both ways.
 MAX_UPSCALED_SIDE = 4096
 # A gallery search longer than the longest prompt matches nothing, and SQLite refuses LIKE patterns
 # over 50,000 bytes: longer searches are refused with a line instead.
@@ -311,11 +313,12 @@ def decode_image(data: bytes) -> Image.Image:
 
 # --- post-steps -----------------------------------------------------------------------------------
 
-def check_upscale(value, default: tuple[str, ...], width: int, height: int) -> tuple[str, ...]:
+def check_upscale(value, default: tuple[str, ...]) -> tuple[str, ...]:
     """The upscalers a job runs after its family's steps: names of the weights registry's upscaler
     entries, a comma-separated text or a list (None or "": the preset's `post`; "none" or an empty
-    list: no upscaler), checked against t2i.upscale.names() (torch-free) and against the size they
-    would make from the requested one."""
+    list: no upscaler), checked against t2i.upscale.names() (torch-free). The size they make is
+    checked with the preset (t2i/service/caps.py): a GAN asked for 512x512 draws 64x64, and a grid of
+    samples is larger than one."""
     from . import upscale
 
     if value is None or value == "":
@@ -331,14 +334,7 @@ def check_upscale(value, default: tuple[str, ...], width: int, height: int) -> t
         return ()
     if len(names) > upscale.MAX_UPSCALERS:
         raise SpecError("upscale", f"at most {upscale.MAX_UPSCALERS} upscalers, got {len(names)}")
-    names = [upscale.check(n) for n in names]
-    factor = math.prod(upscale.scale_hint(n) for n in names)
-    side = max(width, height) * factor
-    if side > MAX_UPSCALED_SIDE:
-        raise SpecError("upscale", f"{' and '.join(names)} would make {width * factor}x{height * factor} from "
-                                   f"{width}x{height}; the largest result is {MAX_UPSCALED_SIDE} pixels a side, so "
-                                   f"ask for {MAX_UPSCALED_SIDE // factor} or less, or fewer upscalers")
-    return tuple(names)
+    return tuple(upscale.check(n) for n in names)
 
 
 # --- the one entry point ------------------------------------------------------------------------
@@ -388,5 +384,5 @@ def make_spec(prompt, preset: str, *, family: str = DEFAULT_FAMILY, width=None, 
         seed=None if seed is None or seed == "" else whole("seed", seed, 0, MAX_SEED),
         init_image=None if init_image is None else check_image("init_image", init_image),
         image_prompts=tuple(check_image(f"image_prompt {i}", b) for i, b in enumerate(image_prompts, 1)),
-        upscale=check_upscale(upscale, tuple(post), width, height),
+        upscale=check_upscale(upscale, tuple(post)),
     )

@@ -13,8 +13,10 @@ import sys
 import pytest
 from PIL import Image
 
+from t2i.service import compare
 from t2i.service.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
+from t2i.presets import get_preset
 from t2i.service.queue import submit_job
 from t2i.store import open_store
 from t2i.web.visitor import COOKIE, visitor_of
@@ -151,8 +153,13 @@ def test_every_page_in_a_real_browser(service, browser):
     page.get_by_role("option", name="tiny-vqgan-untrained", exact=True).click()
     expect(preset).to_have_value("tiny-vqgan-untrained")
     idle(page)  # the preset's rerun (with its guide) must end before the expander is opened
-    page.get_by_text("Advanced options").click()
+    # idle() can see the previous run end before the preset's rerun starts; that rerun makes the box
+    # anew (its placeholder is the preset's default), dropping anything typed into the old one.
     iterations = page.get_by_label("Iterations")
+    expect(iterations).to_have_attribute("placeholder", str(get_preset("tiny-vqgan-untrained").defaults["iterations"]),
+                                         timeout=TIMEOUT_MS)
+    idle(page)
+    page.get_by_text("Advanced options").click()
     iterations.fill("30")
     expect(iterations).to_have_value("30")
     page.get_by_role("button", name="Generate").click()
@@ -439,7 +446,8 @@ def test_a_compare_group_from_the_browser(service, browser):
         page.get_by_label("Seed (empty: random; one for the whole group)").fill("3")
         page.get_by_role("button", name="Generate").click()
         expect(page.get_by_text("2 jobs are queued as a compare group")).to_be_visible(timeout=TIMEOUT_MS)
-        jobs = store.group(store.jobs(submitter=visitor, limit=1)[0].group_id)
+        # in label order (A, B): a shuffle seeded by the group, not the ids' order
+        jobs = [job for _, job in compare.labelled(store.group(store.jobs(submitter=visitor, limit=1)[0].group_id))]
         assert sorted(j.preset for j in jobs) == ["shapes", "shapes-ldm"]
         assert {(j.prompt, j.spec["seed"], j.total) for j in jobs} == {("a large red circle on the left", 3, 20)}
         expect(page.get_by_role("heading", name="Comparing 2 presets")).to_be_visible()

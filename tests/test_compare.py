@@ -4,6 +4,7 @@ AppTest with the real executor finishing the jobs."""
 
 from __future__ import annotations
 
+import io
 import random
 
 import pytest
@@ -15,7 +16,7 @@ from t2i.paths import ROOT
 from t2i.service.queue import QueueLimit, SubmitPolicy, submit_group
 from t2i.service.ranking import VotePolicy, fit_bradley_terry
 from t2i.spec import SpecError
-from t2i.store import open_store
+from t2i.store import Result, open_store
 from t2i.web.visitor import COOKIE, visitor_of
 from test_pages import button, run_queue, texts
 from test_store import make_result
@@ -129,7 +130,7 @@ def test_presets_stay_hidden_until_the_visitor_votes_and_the_vote_is_pairwise(st
     v = compare.view(store, "voter", group)
     assert [c.label for c in v.columns] == ["A", "B", "C"] and v.active and not v.can_vote and not v.revealed
     assert [c.progress.label for c in v.columns] == ["queued"] * 3
-    jobs = store.group(group)
+    jobs = [c.job for c in v.columns]   # in label order
     finish(store, jobs[0].id)
     assert not compare.view(store, "voter", group).can_vote       # one finished image: nothing to compare
     finish(store, jobs[1].id)
@@ -187,6 +188,62 @@ def test_a_group_that_can_never_be_voted_on_shows_its_presets(store):
     assert compare.view(store, "v", 10**9) is None
 
 
+# --- blind: labels not in id order, presets hidden on the other pages, images without their text ---------
+
+def test_labels_do_not_follow_the_job_ids_and_stay_the_same_for_every_rerun_and_visitor(store):
+    """The Queue page and the gallery show ids: labels in id order would tie each label to a row there."""
+    from test_store_groups import item
+
+    groups = [store.submit_group([item("p-a"), item("p-b"), item("p-c")]) for _ in range(12)]
+    in_id_order = 0
+    for ids in groups:
+        seen = [[c.job.id for c in compare.view(store, voter, ids[0]).columns] for voter in ("v1", "v2", "v1")]
+        assert seen[0] == seen[1] == seen[2] and sorted(seen[0]) == ids
+        assert [c.label for c in compare.view(store, "v1", ids[0]).columns] == ["A", "B", "C"]
+        in_id_order += seen[0] == ids
+    assert in_id_order < len(groups)   # one in six per group by chance; all twelve: one in two billion
+
+
+def test_a_groups_presets_are_blind_to_a_visitor_until_they_vote(store):
+    ids = submit_group(store, "a red circle", [VQGAN, GUMBEL, GAN], **WITH_GAN)
+    lone = store.submit(store.get(ids[0]).spec, batch_key="lone", total=2)
+    group = min(ids)
+    assert compare.blind_groups(store, "v", [None, group, group]) == {group}   # queued: a vote is to come
+    for job_id in ids:
+        finish(store, job_id)
+    assert compare.blind_groups(store, "v", [group]) == {group} == compare.blind_groups(store, "w", [group])
+    assert store.get(lone).group_id is None and compare.blind_groups(store, "v", [None]) == set()
+    jobs = store.group(group)
+    compare.vote_group(store, "v", ADDRESS, jobs, jobs[0].id, VotePolicy())
+    assert compare.blind_groups(store, "v", [group]) == set()          # voted: shown to this visitor
+    assert compare.blind_groups(store, "w", [group]) == {group}        # and only to them
+    assert compare.blind_text(f"weights for {GAN} are missing", GAN) == "weights for (the preset) are missing"
+    assert compare.blind_text(None, GAN) is None
+
+
+def test_a_group_that_can_never_be_voted_on_is_not_blind(store):
+    ids = submit_group(store, "a cat", [VQGAN, GUMBEL], **CHEAP)
+    finish(store, ids[0])
+    store.cancel(ids[1])
+    assert compare.blind_groups(store, "v", [min(ids)]) == set()
+
+
+def test_the_image_shown_before_the_vote_carries_no_text_naming_the_preset():
+    from PIL import Image
+
+    from t2i.output import render
+
+    image = Image.new("RGB", (24, 16), (200, 30, 40))
+    png = render.png_bytes(image, {"preset": VQGAN, "family": "guided", "prompt": "a red circle"})
+    assert VQGAN.encode() in png and render.read_parameters(png)["preset"] == VQGAN
+    bare = compare.pixels_only(png)
+    assert VQGAN.encode() not in bare and b"guided" not in bare and render.read_parameters(bare) is None
+    with Image.open(io.BytesIO(bare)) as shown:
+        assert shown.size == (24, 16) and shown.convert("RGB").getpixel((3, 3)) == (200, 30, 40)
+    cut = compare.pixels_only(png[:png.index(b"iTXt") + 20])   # a file cut inside a text chunk: no failure,
+    assert cut.startswith(png[:33]) and not any(t in cut for t in (b"iTXt", b"tEXt", b"zTXt"))  # no text either
+
+
 # --- the Generate page ----------------------------------------------------------------------------
 
 KEY = "5" * 43
@@ -240,11 +297,11 @@ def test_the_page_submits_a_group_shows_each_columns_progress_then_the_vote_reve
     at.text_input(key="seed").input("11")
     button(at, "Generate").click().run()
     assert not at.exception, at.exception
-    jobs = store.group(store.jobs(limit=1)[0].group_id)
+    jobs = [job for _, job in compare.labelled(store.group(store.jobs(limit=1)[0].group_id))]   # A, B, C
     assert sorted(j.preset for j in jobs) == sorted([VQGAN, GUMBEL, GAN])
     assert {(j.prompt, j.spec["seed"], j.submitter) for j in jobs} == {("a red circle", 11, visitor_of(KEY))}
     assert [s.value for s in at.success] == [f"3 jobs are queued as a compare group "
-                                             f"({', '.join(f'#{j.id}' for j in jobs)})."]
+                                             f"({', '.join(f'#{j.id}' for j in sorted(jobs, key=lambda j: j.id))})."]
     assert [m.value for m in at.markdown if m.value.startswith("####")] == ["#### A", "#### B", "#### C"]
     assert len(at.info) == 3 and all("Waiting in the queue at position" in i.value for i in at.info)
     assert not [t for t in texts(at) if " was: " in t]
@@ -320,3 +377,65 @@ def test_the_single_job_flow_is_unchanged_when_compare_is_off(page):
     (job,) = store.jobs()
     assert (job.preset, job.total, job.group_id) == (GAN, 2, None)
     assert any(f"Job {job.id} is queued at position" in s.value for s in at.success)
+
+
+def finish_with_image(store, job_id: int) -> None:
+    """finish() with a real image: the gallery decodes what it shows."""
+    from PIL import Image
+
+    from t2i.output import render
+
+    job = store.claim("w", 300.0, batch_key=store.get(job_id).batch_key)
+    image = Image.new("RGB", (64, 64), (job_id * 40 % 256, 90, 160))
+    params = {"preset": job.preset, "prompt": job.prompt, "seed": 1}
+    assert store.complete(job.lease, Result(job_id=job_id, gif=render.gif_bytes([image]), png=render.png_bytes(image, params),
+                                            thumbnail=render.thumbnail_bytes(image), parameters=params, width=64,
+                                            height=64, seed=1, created_at=0.0))
+
+
+def shown(at) -> str:
+    """Everything the page shows as text, its tables included."""
+    tables = [str(d.value.to_dict()) for d in at.dataframe]
+    return "\n".join([*texts(at), *(m.value for m in at.markdown), *(c.value for c in at.caption),
+                      *(i.value for i in at.info), *(h.value for h in at.subheader), *tables])
+
+
+@pytest.mark.slow
+def test_the_queue_page_and_the_gallery_hide_a_groups_presets_until_the_visitor_votes(page):
+    make, store, url = page
+    voter = visitor_of(KEY)
+    ids = submit_group(store, "a red circle", [VQGAN, GUMBEL], submitter=voter, **CHEAP)
+    lone = submit_group(store, "a cat", [VQGAN, GAN], **WITH_GAN)   # still queued: blind too
+    for job_id in ids:
+        finish_with_image(store, job_id)
+    at = make()
+    at.switch_page("t2i/web/queue_page.py").run()
+    assert not at.exception, at.exception
+    (table,) = [d.value for d in at.dataframe if "preset" in d.value.columns]
+    assert set(table["preset"]) == {compare.HIDDEN} and set(table["id"]) == {*ids, *lone}
+    assert VQGAN not in shown(at) and GUMBEL not in shown(at)
+
+    at.switch_page("t2i/web/gallery.py").run()
+    assert not at.exception, at.exception
+    captions = [c.value for c in at.caption if c.value.startswith("#")]
+    assert len(captions) == 2 and all(compare.HIDDEN in c for c in captions)
+    assert VQGAN not in shown(at) and GUMBEL not in shown(at)
+    at.selectbox(key="gallery_preset").select(VQGAN).run()   # being listed under a preset would name it
+    assert not [c for c in at.caption if c.value.startswith("#")]
+    assert any("1 left out here until you vote" in c.value for c in at.caption)   # the VQGAN one
+    at.selectbox(key="gallery_preset").select("all").run()
+    at.button(key=f"detail-{ids[0]}").click().run()
+    assert not at.exception, at.exception
+    assert VQGAN not in shown(at) and GUMBEL not in shown(at) and "blind comparison" in shown(at)
+    assert not at.code and not at.json   # no parameters
+
+    jobs = store.group(min(ids))
+    compare.vote_group(store, voter, ADDRESS, jobs, jobs[0].id, VotePolicy())
+    at = make()
+    at.switch_page("t2i/web/queue_page.py").run()
+    (table,) = [d.value for d in at.dataframe if "preset" in d.value.columns]
+    presets = dict(zip(table["id"], table["preset"]))
+    assert {presets[i] for i in ids} == {VQGAN, GUMBEL} and {presets[i] for i in lone} == {compare.HIDDEN}
+    at.switch_page("t2i/web/gallery.py").run()
+    captions = [c.value for c in at.caption if c.value.startswith("#")]
+    assert len(captions) == 2 and not [c for c in captions if compare.HIDDEN in c]

@@ -2,13 +2,15 @@
 
 import io
 import json
+import random
+import re
 
 import pytest
 from PIL import Image, PngImagePlugin
 
 from t2i.output import render
 from t2i.engine import Generation
-from t2i.output.infotext import our_prompt, parse_infotext, split_prompt, to_infotext
+from t2i.output.infotext import _pairs, our_prompt, parse_infotext, split_prompt, to_infotext
 from t2i.presets import get_preset
 from t2i.spec import make_spec, parse_prompt
 
@@ -156,3 +158,21 @@ def test_prompt_split_and_joined_again():
     joined = our_prompt("photo, 4:3 | crop", "blurry:1.4")
     assert [(p.text, p.weight) for p in parse_prompt(joined)] == [("photo, 4:3 / crop", 1.0), ("blurry:1.4", -1.0)]
     assert our_prompt("a cat") == "a cat" and our_prompt("", "x") == "x:-1"
+
+
+# A1111's own pattern (modules/infotext_utils.py, re_param_code): the reference the linear scanner
+# must agree with. Only ever run here on short lines, where its quadratic worst case costs nothing.
+A1111_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+def test_the_pairs_of_the_last_line_are_exactly_a1111s():
+    """The one-pass scanner (issue 28: the regex was quadratic on a colon-less line) finds what
+    A1111's regex finds, on every kind of character its pattern treats apart, Unicode word
+    characters and spaces included."""
+    rng = random.Random(28)
+    alphabet = ["a", "Z", "_", "7", " ", " ", ":", ":", ",", ",", '"', '"', "\\", "-", "/", "\t", "\n", "é", "٣",
+                "\u3000", "x"]
+    lines = [A1111.split("\n")[-1], 'Steps: "a, b", Seed: 1, x: ""', 'k: "\\"", j: "a\\', "a b: c"]
+    lines += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24))) for _ in range(5000)]
+    for line in lines:
+        assert _pairs(line) == A1111_PAIR.findall(line), line

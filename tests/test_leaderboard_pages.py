@@ -99,8 +99,16 @@ def listed(at) -> list[tuple[int, str]]:
     return found
 
 
+def voted_on_the_group(store, made, visitor: str = key("p")) -> None:
+    """A compare group's presets are hidden from a visitor until they vote on it (compare.blind_groups)."""
+    from t2i.web.visitor import visitor_of
+
+    store.vote(visitor_of(visitor), made["group"][0], made["group"][2], "tie")
+
+
 def test_the_gallery_filters_by_family_and_narrows_the_preset_list(app, world):
     _, store, made = world
+    voted_on_the_group(store, made)
     at = app("gallery")
     assert at.selectbox(key="gallery_family").options == ["all", "guided", "diffusion", "glide", "gan"]
     assert len(listed(at)) == 5
@@ -151,6 +159,7 @@ def test_a_several_sample_result_shows_its_grid_and_each_sample(app, world):
 def test_a_compare_groups_result_links_to_the_others(app, world):
     _, store, made = world
     first, second, third = made["group"]
+    voted_on_the_group(store, made)
     at = app("gallery")
     open_detail(at, first)
     assert "The same prompt, other presets" in [s.value for s in at.subheader]

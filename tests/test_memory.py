@@ -79,6 +79,22 @@ def test_memory_the_vqgan_attention_is_what_makes_large_sizes_costly():
     assert estimate(spec, preset).total > 17 * GB
 
 
+def test_memory_an_upscaled_grid_is_counted_at_the_grids_size(tmp_path, monkeypatch):
+    """A several-sample job's upscaler runs on the grid: 64 GAN samples of 64x64 make a 530x530 grid,
+    so an x4 ESRGAN runs on full 256x256 tiles (about 1 GB of activations), not on one sample's 64x64."""
+    from t2i.paths import ROOT
+    from t2i.upscale import TILE, TILE_BYTES_PER_PIXEL
+
+    registry = tmp_path / "weights.yaml"
+    registry.write_text((ROOT / "configs" / "weights.yaml").read_text()
+                        + "\ntiny-x4: {kind: esrgan, files: {upscale/tiny_x4.pth: []}}\n")
+    monkeypatch.setenv("T2I_WEIGHTS_REGISTRY", str(registry))
+    plain, preset = job_spec("tiny-gan-untrained", num_samples=64)
+    upscaled, _ = job_spec("tiny-gan-untrained", num_samples=64, upscale="tiny-x4")
+    extra = estimate(upscaled, preset).job - estimate(plain, preset).job
+    assert extra >= TILE_BYTES_PER_PIXEL["esrgan"] * TILE["esrgan"] ** 2
+
+
 # --- submit ------------------------------------------------------------------------------------
 
 def test_memory_submit_refuses_a_job_no_executor_could_run_and_names_the_largest_size(store):

@@ -960,3 +960,114 @@ def test_priorities_beyond_the_column_are_refused_with_one_line(store):
     with pytest.raises(SpecError):
         submit(store, spec(), priority=-(2**64))
     assert sum(store.counts().values()) == 0
+
+
+# --- upgrading a database with a damaged row --------------------------------------------------------
+
+def _old_database(store_url: str, version: int, rows: list[tuple[str, str, str]]) -> list[int]:
+    """A database as t2i made it at `version`, holding jobs (spec text as stored, prompt, status);
+    the spec text is written as given, damaged or not. Returns the jobs' ids."""
+    from t2i.store.schema import POSTGRES, SQLITE
+
+    insert = ("INSERT INTO jobs (spec, prompt, preset, status, total, submitter, created_at) "
+              "VALUES ({p}, {p}, {p}, {p}, 1, 'alice', 0) RETURNING id")
+    if store_url.startswith("sqlite:///"):
+        import sqlite3
+
+        conn = sqlite3.connect(store_url[len("sqlite:///"):])
+        for script in SQLITE[:version]:
+            conn.executescript(script)
+        conn.execute(f"PRAGMA user_version = {version}")
+        ids = [conn.execute(insert.format(p="?"), (text, prompt, PRESET, status)).fetchone()[0]
+               for text, prompt, status in rows]
+        conn.commit()
+        conn.close()
+        return ids
+    import psycopg
+
+    with psycopg.connect(store_url, autocommit=True) as conn:
+        for script in POSTGRES[:version]:
+            conn.execute(script)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (%s)", (version,))
+        return [conn.execute(insert.format(p="%s"), (text, prompt, PRESET, status)).fetchone()[0]
+                for text, prompt, status in rows]
+
+
+def test_an_upgrade_marks_a_damaged_row_names_it_once_and_the_service_starts(store_url, caplog):
+    """Version 5 moves inline images out of the specs: a spec it cannot read (cut short, not JSON, not
+    an object, an image that is not base64) is left as it was and marked; the other rows upgrade."""
+    import base64
+    import json
+    import logging
+
+    from t2i.store.schema import SQLITE
+
+    image = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(200))).decode()
+    good = {**spec("good"), "init_image": image, "image_prompts": []}
+    plain = spec("plain")
+    whole = json.dumps({**spec("cut short"), "init_image": image})
+    cut = whole[:whole.index(image) + 20]                                        # a write cut off mid-image
+    twice = json.dumps([{**spec("in a list"), "init_image": image}])              # JSON, but not an object
+    padding = json.dumps({**spec("bad padding"), "image_prompts": ["QUJDQ"]})  # not base64
+    done = json.dumps({**spec("finished"), "init_image": "@@"})[:-1]
+    ids = _old_database(store_url, 4, [(json.dumps(good), "good", "queued"), (cut, "cut short", "queued"),
+                                       (twice, "in a list", "running"), (json.dumps(plain), "plain", "queued"),
+                                       (padding, "bad padding", "queued"), (done, "finished", "done")])
+    with caplog.at_level(logging.WARNING, logger="t2i.store"):
+        s = open_store(store_url)
+    try:
+        assert schema_version(s) == [len(SQLITE)]
+        lines = [r.getMessage() for r in caplog.records if r.name == "t2i.store"]
+        damaged = ids[1], ids[2], ids[4], ids[5]
+        assert len(lines) == 4 and all(f"job {i} " in line for i, line in zip(damaged, lines))
+        assert "not valid JSON" in lines[0] and "not an object" in lines[1] and "base64" in lines[2]
+        jobs = {j.id: j for j in s.jobs()}   # the pages' listing reads every row, damaged or not
+        assert len(jobs) == 6
+        assert jobs[ids[0]].spec["init_image"]["upload"] and jobs[ids[3]].spec == plain
+        assert s._one("SELECT COUNT(*) FROM job_uploads")[0] == 1
+        for job_id in damaged:
+            job = jobs[job_id]
+            assert job.status == ("done" if job_id == ids[5] else "failed")
+            assert "schema version 5 could not read this job's spec" in job.error and "\n" not in job.error
+        original = {ids[1]: cut, ids[2]: twice, ids[4]: padding, ids[5]: done}
+        for job_id, text in original.items():   # left exactly as it was
+            assert s._one("SELECT spec FROM jobs WHERE id = ?", (job_id,))[0] == text
+        with pytest.raises(ValueError, match=f"^job {ids[1]}'s spec cannot be read"):
+            s.retry(ids[1])
+        claimed = {s.claim("w", LONG).id, s.claim("w", LONG).id}
+        assert claimed == {ids[0], ids[3]} and s.claim("w", LONG) is None
+        assert s.gallery(status=None)[1] == 6
+    finally:
+        s.close()
+    caplog.clear()
+    open_store(store_url).close()   # opened again: nothing more to upgrade or report
+    assert not [r for r in caplog.records if r.name == "t2i.store"]
+
+
+@pytest.mark.slow
+def test_the_web_app_starts_on_an_upgraded_database_and_lists_the_damaged_row(tmp_path, monkeypatch):
+    """The service starts: the Queue page opens the store (which upgrades it) and lists every job."""
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    from t2i.paths import ROOT
+    from t2i.web.visitor import COOKIE
+
+    class Client:   # the browser handshake AppTest lacks (as tests/test_pages.py's)
+        cookies, headers, remote_ip = {COOKIE: "7" * 43}, [], None
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    cut = json.dumps({**spec("cut short"), "init_image": "QUJD" * 50})[:-60]
+    good, bad = _old_database(url, 4, [(json.dumps(spec("fine")), "fine", "queued"), (cut, "cut short", "queued")])
+    monkeypatch.setenv("T2I_DB", url)
+    monkeypatch.setattr("streamlit.runtime.context._get_client_context", lambda: Client())
+    at = AppTest.from_file(str(ROOT / "webapp.py"), default_timeout=60)
+    at.run()
+    at.switch_page("t2i/web/queue_page.py").run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    (table,) = [d.value for d in at.dataframe if "status" in d.value.columns]
+    rows = {r["id"]: r for r in table.to_dict("records")}
+    assert rows[good]["status"] == "queued" and rows[bad]["status"] == "failed"
+    assert "could not read this job's spec" in rows[bad]["error"]

@@ -24,11 +24,15 @@ def cmd_generate(args) -> int:
     from ..engine import run
     from ..families import build_pipeline
     from ..presets import get_preset
+    from ..service import caps
     from ..spec import make_spec
 
     preset = get_preset(args.preset or default_preset())
     spec = make_spec(args.prompt, preset.name, family=preset.family, defaults=preset.defaults, post=preset.post,
                      **spec_fields(args))
+    caps.check(spec, preset)  # the final image's size, the upscalers' files: as submit checks them
+    if (ignored := caps.ignored_size(spec, preset)) is not None:
+        print(f"note: {ignored}", file=sys.stderr)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SpecError("out", f"{out} exists and is not a directory")

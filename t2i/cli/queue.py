@@ -20,12 +20,17 @@ def add_submit(sub) -> None:
 
 
 def cmd_submit(args) -> int:
+    from ..presets import get_preset
+    from ..service.caps import asked_size_note
     from ..service.queue import submit_job
 
     store = open_store(args)
-    new = submit_job(store, args.prompt, args.preset or default_preset(), priority=args.priority,
-                     submitter=args.submitter, **spec_fields(args))
+    fields, preset = spec_fields(args), args.preset or default_preset()
+    new = submit_job(store, args.prompt, preset, priority=args.priority, submitter=args.submitter, **fields)
     print(f"job {new} queued at position {store.queue_position(new)}")
+    note = asked_size_note(get_preset(preset), fields["width"], fields["height"])
+    if note is not None:
+        print(f"note: {note}")
     return 0
 
 

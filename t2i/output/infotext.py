@@ -32,9 +32,8 @@ OWN_KEYS = ("family", "models", "untrained", "iterations", "cutn", "lr", "noise_
             "init_image_sha256", "image_prompts_sha256", "versions")
 # Our keys that A1111's names carry (steps and iterations both become Steps; size becomes Size).
 _MAPPED = ("prompt", "steps", "sampler", "guidance", "seed", "size", "preset", "eta", "num_samples")
-# A1111's pattern for one pair of the last line (modules/infotext_utils.py, re_param_code).
-_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
+# At most this many digits a side: a longer "Size" is no size (and int() refuses over 4300 digits).
+_SIZE = re.compile(r"^(\d{1,6})x(\d{1,6})$")
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -135,8 +134,66 @@ def _number(value: str, kind):
 def _json(value: str):
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the interpreter's depth
         return value
+
+
+def _word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"  # the regex `\w` (CPython's sre tests the same Unicode classes)
+
+
+def _quoted_end(line: str, at: int) -> int | None:
+    """Where the JSON-style string opening at line[at] (a `"`) closes, as A1111's `"(?:\\.|[^\\"])+"`
+    reads it: a backslash takes the next character whatever it is, and at least one is inside."""
+    i, n = at + 1, len(line)
+    while i < n:
+        if line[i] == "\\":
+            if i + 1 == n or line[i + 1] == "\n":
+                return None
+            i += 2
+        elif line[i] == '"':
+            return i if i > at + 1 else None
+        else:
+            i += 1
+    return None
+
+
+def _pairs(line: str) -> list[tuple[str, str]]:
+    """The `Key: value` pairs of infotext's last line, exactly as A1111's pattern finds them
+    (`re.findall(r'\\s*(\\w[\\w \\-/]+):\\s*("(?:\\\\.|[^\\\\"])+"|[^,]*)(?:,|$)', line)`,
+    modules/infotext_utils.py), in one pass. The regex, tried at every position of a line without a
+    colon, rescans the rest of the line's key characters from each: quadratic (a 64 KB line held the
+    web server ~30 s). Here a key that is not followed by ':' fails for every start inside it at
+    once, so the scan goes on after it; each character is looked at a bounded number of times."""
+    pairs, pos, n = [], 0, len(line)
+    while pos < n:
+        start = pos
+        while pos < n and line[pos].isspace():
+            pos += 1
+        if pos == n or not _word(line[pos]):
+            pos += 1
+            continue
+        key_at = pos
+        pos += 1
+        while pos < n and (_word(line[pos]) or line[pos] in " -/"):
+            pos += 1
+        if pos - key_at < 2 or pos == n or line[pos] != ":":
+            pos = max(pos, start + 1)  # every start up to the key's end fails the same way
+            continue
+        value_at = pos + 1
+        while value_at < n and line[value_at].isspace():
+            value_at += 1
+        close = _quoted_end(line, value_at) if value_at < n and line[value_at] == '"' else None
+        after = None if close is None else close + 1
+        if after is not None and (after == n or line[after] == "," or (line[after] == "\n" and after + 1 == n)):
+            pairs.append((line[key_at:pos], line[value_at:after]))
+            pos = after + (after < n and line[after] == ",")
+            continue
+        comma = line.find(",", value_at)
+        end = n if comma < 0 else comma
+        pairs.append((line[key_at:pos], line[value_at:end]))
+        pos = end + (comma >= 0)
+    return pairs
 
 
 def parse_infotext(text: str) -> dict:
@@ -146,7 +203,7 @@ def parse_infotext(text: str) -> dict:
     seed, width, height, preset, eta, num_samples, and this project's own keys with their JSON values."""
     lines = text.strip().split("\n")
     last = lines[-1] if lines else ""
-    pairs = _PAIR.findall(last)
+    pairs = _pairs(last)
     # A1111's rule: a last line with fewer than three pairs is part of the prompt.
     if len(pairs) < 3:
         pairs = []

@@ -41,6 +41,7 @@ from .frames import FrameThinning
 from .leases import Heartbeat
 from .memory import Admission, estimate
 from .models import BatchSizer, ModelCache, free_memory
+from .visitor_text import for_visitor
 
 log = logging.getLogger("t2i.executor")
 PROGRESS_EVERY = 0.5  # seconds between progress writes (frames are written as they come)
@@ -90,7 +91,13 @@ def load_of(spec: dict) -> str:
 
 
 def failure_message(error: BaseException) -> str:
-    """One line a user can act on; internals get their type and first line, never a traceback."""
+    """One line a user can act on, as visitors may read it (a job's error is shown on public pages):
+    without the server's paths, which go to the log (visitor_text.for_visitor)."""
+    return for_visitor(_failure_line(error))
+
+
+def _failure_line(error: BaseException) -> str:
+    """Internals get their type and first line, never a traceback."""
     if isinstance(error, (T2IError, SpecError)):
         return str(error)
     if isinstance(error, torch.OutOfMemoryError):  # outside the loop, e.g. while loading models
@@ -291,7 +298,7 @@ class Executor:
             log.error("job %s raised", lease.job_id, exc_info=error)
         failed = self.trouble.must(lambda: self.store.fail(lease, failure_message(error)), f"job {lease.job_id}")
         outcomes[lease.job_id] = _ended(failed, "failed")
-        log.info("job %s: %s (%s)", lease.job_id, outcomes[lease.job_id], failure_message(error))
+        log.info("job %s: %s (%s)", lease.job_id, outcomes[lease.job_id], _failure_line(error))  # paths kept
 
     def _on_step(self, lease: Lease, step, heart: Heartbeat, state: dict) -> bool:
         """Between steps: write progress and frames; True stops this job."""

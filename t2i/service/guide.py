@@ -22,7 +22,7 @@ from ..data import digit_words, flowers, shapes
 from ..families import family
 from ..paths import BUILTIN_PREFIX
 from ..presets import Preset
-from ..spec import _split_part
+from ..spec import _split_part, cut_prompt
 
 # One line per preset whose description says more than a visitor needs; others use their description.
 GOOD_AT = {
@@ -181,13 +181,17 @@ def unknown_words(preset: Preset, prompt: str) -> list[str]:
     if name is None:
         return []
     known = world(name).known
-    out = []
-    for raw in prompt.split("|"):
+    # Only what a submit keeps (cut_prompt: the prompt limit) is read, so a pasted megabyte costs what
+    # a full prompt does and the words named are those that would reach the model. A dict keeps them
+    # once, in order, in linear time (a list's `in` made a page of distinct words quadratic).
+    kept, _ = cut_prompt(prompt)
+    out: dict[str, None] = {}
+    for raw in kept.split("|"):
         text, _, _ = _split_part(raw)
         for w in _words(text):
-            if w not in known and w not in STOP_WORDS and w not in out:
-                out.append(w)
-    return out
+            if w not in known and w not in STOP_WORDS:
+                out.setdefault(w)
+    return list(out)
 
 
 def speed(store, preset: str, window: int = SPEED_WINDOW) -> Speed | None:

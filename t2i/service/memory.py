@@ -57,13 +57,16 @@ def estimate(spec, preset) -> Estimate:
 
 
 def post_bytes(spec, preset) -> int:
-    """The job's upscalers (post-steps, t2i/upscale/), run after its steps on the size it is made at.
-    Counted on top of the steps' peak, though the two never meet: an upper bound, kept simple."""
+    """The job's upscalers (post-steps, t2i/upscale/), run after its steps on what it made: the grid of
+    its samples (t2i/service/caps.py), then each sample. Counted on top of the steps' peak, though the
+    two never meet: an upper bound, kept simple."""
     if not spec.upscale:
         return 0
     from ..upscale import post_bytes as upscaling
+    from .caps import grid_size, samples
 
-    return upscaling(spec.upscale, *spec.options.used_size(spec, preset), getattr(spec.options, "num_samples", 1))
+    cell = spec.options.used_size(spec, preset)
+    return upscaling(spec.upscale, *grid_size(samples(spec), cell), samples(spec), cell)
 
 
 def frame_bytes(spec, preset) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..errors import SpecError, T2IError
 from ..families import DEFAULT_FAMILY, FAMILIES, option_names
+from . import caps
 from .memory import check_submit
 from ..presets import get_preset
 from ..spec import Limits, make_spec
@@ -104,10 +105,12 @@ def step_cost(spec: dict) -> float:
 
 
 def _validated(prompt, preset: str, limits: Limits, fields: dict) -> GroupItem:
-    """One job's input checked as every entry point checks it: the fields (make_spec), then the
-    memory the job needs (t2i/service/memory.py). Returns what the store inserts."""
+    """One job's input checked as every entry point checks it: the fields (make_spec), what it would
+    really make and whether its upscalers' files are here (t2i/service/caps.py), then the memory the
+    job needs (t2i/service/memory.py). Returns what the store inserts."""
     p = get_preset(preset)
     spec = make_spec(prompt, p.name, family=p.family, limits=limits, defaults=p.defaults, post=p.post, **fields)
+    caps.check(spec, p)
     check_submit(spec, p, limits.max_job_memory, limits.max_side)
     return GroupItem(spec.to_dict(), spec.batch_key, spec.total_steps, tuple(spec.uploads()))
 

@@ -131,7 +131,8 @@ _VERSIONS = [
 ]
 
 # Steps that need more than SQL, run right after a version's script in its transaction: the name of
-# the SQLStore method that does it.
+# the SQLStore method that does it (t2i/store/sql_upgrade.py: a row it cannot read is marked and named
+# in the log, and the upgrade goes on).
 AFTER = {5: "_uploads_from_specs"}
 
 _TYPES = {

@@ -16,7 +16,8 @@ from .base import Quota
 from .sql_claims import claim_sql
 from .sql_limits import LimitedWrites
 from .sql_pages import PageQueries
-from .uploads import Upload, inline_images
+from .sql_upgrade import Upgrades
+from .uploads import Upload
 
 JOB_COLUMNS = ("id, spec, prompt, preset, status, priority, attempts, max_attempts, worker_id, lease_expires_at, "
                "heartbeat_at, step, total, loss, error, cancel_requested, submitter, retry_of, created_at, "
@@ -27,7 +28,11 @@ FENCE = "id = ? AND status = 'running' AND worker_id = ? AND attempts = ?"
 
 def _job(row) -> Job:
     j = Job(*row)
-    j.spec = json.loads(j.spec)
+    try:  # a row damaged before an upgrade (sql_upgrade.py marked it) is still listed, with no spec
+        spec = json.loads(j.spec)
+    except ValueError:
+        spec = None
+    j.spec = spec if isinstance(spec, dict) else {}
     j.cancel_requested = bool(j.cancel_requested)
     return j
 
@@ -46,7 +51,7 @@ def _died_alone(spec: dict, times: int, describe) -> str:
             "probably out of memory")
 
 
-class SQLStore(PageQueries, LimitedWrites):
+class SQLStore(PageQueries, LimitedWrites, Upgrades):
     NOW = "0"            # SQL expression for seconds since the epoch on the database's clock
     LIKE = "LIKE"        # case-insensitive substring match
     CLAIM_LOCK = ""      # appended to the claim's inner SELECT
@@ -132,23 +137,6 @@ class SQLStore(PageQueries, LimitedWrites):
     def upload(self, sha256: str) -> bytes | None:
         row = self._one("SELECT data FROM uploads WHERE sha256 = ?", (sha256,))
         return bytes(row[0]) if row else None
-
-    def _uploads_from_specs(self) -> None:
-        """Schema version 5, in the migration's transaction: the base64 images of older specs move to
-        `uploads` (once per content) and the specs refer to them. One job at a time, so a database
-        that took a gigabyte to list is not read into memory at once. Older specs were written by
-        json.dumps, so an inline image reads `"init_image": "` or `"image_prompts": ["`."""
-        ids = [int(r[0]) for r in self._all("SELECT id FROM jobs WHERE spec LIKE ? OR spec LIKE ? ORDER BY id",
-                                            ('%"init_image": "%', '%"image_prompts": ["%'))]
-        for job_id in ids:
-            text, submitter, address = self._one("SELECT spec, submitter, address FROM jobs WHERE id = ?", (job_id,))
-            spec, uploads = inline_images(json.loads(text))
-            if not uploads:
-                continue
-            self._put_uploads(uploads, submitter, address)
-            self._execute("UPDATE jobs SET spec = ? WHERE id = ?", (json.dumps(spec), job_id))
-            for upload in uploads:
-                self._execute("INSERT INTO job_uploads (job_id, sha256) VALUES (?, ?)", (job_id, upload.sha256))
 
     def _notify(self) -> None:
         """Wake idle executors (PostgreSQL LISTEN/NOTIFY); nothing to do for SQLite."""
@@ -304,6 +292,8 @@ class SQLStore(PageQueries, LimitedWrites):
         if job is None or job.status not in ("failed", "cancelled"):
             raise ValueError(f"job {job_id} is {job.status if job else 'unknown'}; only failed or cancelled jobs "
                              "can be retried")
+        if "prompt" not in job.spec:
+            raise ValueError(f"job {job_id}'s spec cannot be read ({job.error}); it cannot be retried")
         (key,) = self._one("SELECT batch_key FROM jobs WHERE id = ?", (job_id,))
         with self.transaction():  # the spec refers to the same uploads: the new job is linked to them too
             new = self.submit(job.spec, batch_key=key, total=job.total, priority=job.priority,

@@ -8,6 +8,8 @@ An upscaler is an entry of configs/weights.yaml (or $T2I_WEIGHTS_REGISTRY) of on
             factor (x2, x3, x4), applied to the luma of a bicubic enlargement
 
     names()                    the known upscalers (torch-free: the spec, pages and the CLI list them)
+    require(names)             WeightsMissing (one line, the download command, no path) for the first
+                               whose file is absent or of the wrong length: checked at submit
     build(name, device)        an Upscaler (t2i/upscale/model.py): .name, .scale, upscaler(image) -> image;
                                WeightsMissing / BrokenWeights (one line) when its file is absent or broken
     load(name, device)         build(), cached per process (the Runner's post-steps use it)
@@ -21,7 +23,7 @@ import re
 from collections import OrderedDict
 from pathlib import Path
 
-from ..errors import SpecError
+from ..errors import SpecError, WeightsMissing
 from .sizes import FACTORS, KINDS, TILE, TILE_BYTES_PER_PIXEL  # noqa: F401 - the package's names
 
 NONE = "none"         # what a user writes for "no upscaler", overriding a preset's post
@@ -62,6 +64,22 @@ def is_ready(name: str) -> bool:
     return file_of(name).is_file()
 
 
+def download_command(name: str) -> str:
+    """What fetches (or, for one trained here, makes) the upscaler's file."""
+    return "python -m t2i train-demo" if entries()[name].builtin else f"python -m t2i download {name}"
+
+
+def require(names) -> None:
+    """Every named upscaler's file is present at its listed length, else WeightsMissing for the first
+    that is not. Asked at submit, so that a job is refused with the command that fixes it rather than
+    queued to fail in an executor. The line names no path: a visitor reads it (the operator knows where
+    checkpoints/ is, and `download` says)."""
+    for name in names:
+        if entries()[name].missing():
+            raise WeightsMissing(f"upscaler {name} has no weights on this server (missing or incomplete): "
+                                 f"run `{download_command(name)}`, or choose another upscaler or {NONE}")
+
+
 _FACTOR = re.compile(r"(?:^|[^a-z0-9])x([1-8])(?![0-9])|(?:^|[^a-z0-9])([1-8])x(?![a-z0-9])", re.IGNORECASE)
 
 
@@ -77,21 +95,23 @@ def scale_hint(name: str) -> int:
     return DEFAULT_SCALE
 
 
-def post_bytes(names, width: int, height: int, samples: int = 1) -> int:
+def post_bytes(names, width: int, height: int, samples: int = 1, cell: tuple[int, int] | None = None) -> int:
     """Peak bytes of running these upscalers in turn on a width x height image (torch-free, for
     t2i/service/memory.py): the largest of one tile's activations plus the images in and out (float32 while
-    assembled, then 8-bit), with the weights file twice (read, then as tensors)."""
+    assembled, then 8-bit), with the weights file twice (read, then as tensors). A several-sample job's
+    image is its grid, and each of its `samples` (of `cell` pixels) is upscaled too."""
     found, peak = entries(), 0
-    # A several-sample job upscales its grid and each sample: about twice the grid's pixels.
-    images = 2 * samples if samples > 1 else 1
+    cell = cell or (width, height)
     for name in names:
         kind, scale = found[name].kind, scale_hint(name)
         seen = scale if kind == "srcnn" else 1  # SRCNN runs on the enlarged image
+        # Tiles of the grid: the largest image upscaled, so its tiles are the largest too.
         tile = min(width * seen, TILE[kind]) * min(height * seen, TILE[kind])
-        pixels = width * height * images
+        pixels = width * height + (samples * cell[0] * cell[1] if samples > 1 else 0)
         weights = file_of(name).stat().st_size if file_of(name).is_file() else 0
         need = TILE_BYTES_PER_PIXEL[kind] * tile + 3 * pixels * (4 * (1 + scale * scale) + scale * scale) + 2 * weights
         peak, width, height = max(peak, need), width * scale, height * scale
+        cell = (cell[0] * scale, cell[1] * scale)
     return peak
 
 
@@ -100,7 +120,7 @@ def build(name: str, device="cpu"):
     from .model import build as build_model
 
     check(name)
-    return build_model(name, entries()[name].kind, file_of(name), scale_hint(name), device)
+    return build_model(name, entries()[name].kind, file_of(name), scale_hint(name), device, download_command(name))
 
 
 _cache: OrderedDict = OrderedDict()

@@ -36,9 +36,10 @@ class Upscaler:
         return f"{self.name} on {width}x{height} (to {width * self.scale}x{height * self.scale})"
 
 
-def build(name: str, kind: str, path: Path, scale: int, device="cpu") -> Upscaler:
-    """`scale` is what the entry's name says; an ESRGAN file's own scale (from its tensors) wins."""
-    hint = f"python -m t2i download {name}"
+def build(name: str, kind: str, path: Path, scale: int, device="cpu", hint: str = "") -> Upscaler:
+    """`scale` is what the entry's name says; an ESRGAN file's own scale (from its tensors) wins.
+    `hint`: the command that fetches the file (t2i.upscale.download_command)."""
+    hint = hint or f"python -m t2i download {name}"
     if kind == "srcnn":
         if scale not in FACTORS:
             raise BrokenWeights(f"upscaler {name}: an srcnn entry's name or file must say its factor "

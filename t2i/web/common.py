@@ -17,7 +17,8 @@ import streamlit as st
 
 from t2i.errors import SpecError, T2IError
 from t2i.store import StoreError, StoreGone, StoreUnavailable, default_url, open_store
-from t2i.web.visitor import COOKIE, LOCAL, PROXY_HEADER_ENV, new_key, trusted_header, valid_key, visitor_of
+from t2i.web.visitor import COOKIE, LOCAL, PROXY_HEADER_ENV, AddressUnreadable, log_unreadable, new_key, trusted_header
+from t2i.web.visitor import valid_key, visitor_of
 from t2i.web.visitor import client_address as address_of
 
 VISITOR_PARAM = "v"
@@ -110,12 +111,18 @@ _warned_proxy = False
 
 def client_address() -> str:
     """The address this session's limits are keyed on (t2i/web/visitor.py): the peer's, or the one the
-    operator's trusted proxy header names."""
+    operator's trusted proxy header names. A header that names no client ends the page with one line
+    (the limited action is refused, see visitor.client_address) and is logged once per reason."""
     global _warned_proxy
     header = trusted_header()
     values = st.context.headers.get_all(header) if header else []
     peer = st.context.ip_address
-    address = address_of(peer if isinstance(peer, str) else None, values, header)
+    try:
+        address = address_of(peer if isinstance(peer, str) else None, values, header)
+    except AddressUnreadable as error:
+        log_unreadable(error, log)
+        st.error(str(error))
+        st.stop()
     if address == LOCAL and not header and not _warned_proxy and st.context.headers.get("X-Forwarded-For"):
         _warned_proxy = True  # every visitor shares one address's limits until the operator says which header
         log.warning("requests come through a proxy on this host: set %s (e.g. X-Forwarded-For) so that limits "

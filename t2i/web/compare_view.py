@@ -28,14 +28,15 @@ def _column(db, column: compare.Column, revealed: bool) -> None:
             st.image(frame[1], caption=f"step {frame[0]}", width=IMAGE_WIDTH)
     elif job.status == "done":
         result = db.result(job.id)
-        st.image(result.png, width=IMAGE_WIDTH)
+        st.image(result.png if revealed else compare.pixels_only(result.png), width=IMAGE_WIDTH)
         st.caption(f"done in {jobview.describe(column.progress.elapsed)}")
         if revealed:  # before the vote the file name and parameters would name the preset
             st.download_button("Download PNG", result.png, file_name=f"t2i-{job.id}.png", mime="image/png",
                                key=f"png-{job.id}")
     elif job.status == "failed":
         st.error("This job failed:")
-        plain(job.error or "no reason recorded")
+        error = job.error or "no reason recorded"
+        plain(error if revealed else compare.blind_text(error, job.preset))   # an error may name the preset
     else:
         st.warning("This job was cancelled.")
 

@@ -9,6 +9,7 @@ import streamlit as st
 from t2i.errors import SpecError
 from t2i.families import FAMILIES, gif_caption
 from t2i.output.infotext import to_infotext
+from t2i.service.compare import HIDDEN, blind_groups, pixels_only
 from t2i.service.ranking import family_of, win_rate
 from t2i.output.render import grid_samples
 from t2i.spec import check_search
@@ -35,6 +36,9 @@ def detail(job_id: int) -> None:
         st.rerun()
     if job is None:
         st.warning(f"No job {job_id}.")
+        return
+    if job.group_id in blind_groups(db, visitor, [job.group_id]):
+        blind(job, result)
         return
     st.subheader(f"#{job.id} · {job.preset} · {job.status}")
     plain(job.prompt)
@@ -67,6 +71,17 @@ def detail(job_id: int) -> None:
         st.json(result.parameters)
 
 
+def blind(job, result) -> None:
+    """A job of a compare group this visitor has not voted on: the image only (no preset, family,
+    parameters or GIF caption: each would say which preset made it), and where to vote."""
+    st.subheader(f"#{job.id} · compare group #{job.group_id} · {job.status}")
+    plain(job.prompt)
+    if result is not None:
+        st.image(pixels_only(result.png), width=384)
+    st.info(f"This image is part of a blind comparison: its preset is {HIDDEN} on the group (the Vote page "
+            "shows its images in pairs), then its details are shown here.")
+
+
 def samples(result) -> None:
     """Each sample of a several-sample result, cut out of its grid."""
     cut = grid_samples(result.png, result.parameters)
@@ -82,6 +97,7 @@ def group(job) -> None:
     others = [j for j in db.group(job.group_id) if j.id != job.id]
     if not others:
         return
+    hidden = job.group_id in blind_groups(db, visitor, [job.group_id])
     st.subheader("The same prompt, other presets")
     st.caption(f"Compare group #{job.group_id}: one prompt and one seed submitted to {len(others) + 1} presets.")
     for column, other in zip(st.columns(max(len(others), COLUMNS)), others):
@@ -89,7 +105,7 @@ def group(job) -> None:
             light = db.result(other.id, heavy=False) if other.status == "done" else None
             if light is not None and light.thumbnail:
                 st.image(light.thumbnail, width="stretch")
-            st.caption(f"#{other.id} · {other.preset} · {other.status}")
+            st.caption(f"#{other.id} · {HIDDEN if hidden else other.preset} · {other.status}")
             if st.button(f"Open #{other.id}", key=f"group-{other.id}"):
                 st.session_state["gallery_detail"] = other.id
                 st.rerun()
@@ -146,7 +162,13 @@ items, total = db.gallery(search=search or None, preset=None if preset == "all" 
                           status=None if status == "all" else status, since=since, sort=SORTS[sort],
                           limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
 pages = max(1, -(-total // PAGE_SIZE))
-st.caption(f"{total} matching · page {page} of {pages}")
+# Blind compare groups (t2i/service/compare.py): their presets are hidden until this visitor votes, and
+# under a preset or family filter their images are left out, since being listed would name the preset.
+hidden = blind_groups(db, visitor, [item["group_id"] for item in items])
+left_out = [item for item in items if item["group_id"] in hidden] if preset != "all" or family != "all" else []
+items = [item for item in items if item not in left_out]
+st.caption(f"{total} matching · page {page} of {pages}" + (f" · {len(left_out)} left out here until you vote on "
+                                                           "their compare groups" if left_out else ""))
 
 for start in range(0, len(items), COLUMNS):
     for column, item in zip(st.columns(COLUMNS), items[start:start + COLUMNS]):
@@ -156,7 +178,8 @@ for start in range(0, len(items), COLUMNS):
             st.text(item["prompt"][:120])
             rate = f" · preferred {win_rate(item['wins'], item['appearances']):.0%} of {item['appearances']}" \
                 if item["appearances"] else ""
-            st.caption(f"#{item['id']} · {item['preset']} · {item['status']}{rate}")
+            shown = HIDDEN if item["group_id"] in hidden else item["preset"]
+            st.caption(f"#{item['id']} · {shown} · {item['status']}{rate}")
             if st.button("Details", key=f"detail-{item['id']}"):
                 st.session_state["gallery_detail"] = item["id"]
                 st.rerun()

@@ -3,15 +3,16 @@ compare presets: one prompt and seed on 2 to 4 presets, side by side (t2i/web/co
 
 import streamlit as st
 
-from t2i.service import guide, jobview
+from t2i.service import guide, jobview, refill
 from t2i import upscale
 from t2i.errors import T2IError
 from t2i.families import family, gif_caption, options_class
-from t2i.output.infotext import our_prompt
+from t2i.service.caps import asked_size_note
 from t2i.service.memory import size_note
+from t2i.service.visitor_text import for_visitor
 from t2i.presets import get_preset
 from t2i.service.queue import GROUP_SIZE, SubmitPolicy, submit_group, submit_job
-from t2i.output.render import read_parameters
+from t2i.output.render import PngTextError, read_parameters
 from t2i.spec import DEFAULTS, MAX_IMAGE_BYTES, MAX_PROMPT_CHARS, UPLOAD_CAP_MB, Limits, SpecError, cut_prompt
 from t2i.assets.weights import download_command, is_ready, ready_presets
 from t2i.web import compare_view
@@ -31,43 +32,36 @@ st.title("Generate")
 
 def _fill(params: dict) -> None:
     """Fill the form from a job's parameters (ours, or read_parameters' dict of another tool's PNG):
-    the prompt; the preset when this host offers it; seed and size; the family's options. A callback:
-    runs before the widgets are rebuilt."""
+    the prompt; the preset when this host offers it; seed and size; the family's options. A field of
+    the wrong type is left out and named in one line (refill.form_values). A callback: runs before the
+    widgets are rebuilt."""
     s = st.session_state
-    s["prompt"] = str(params["prompt"])
-    if "Negative prompt" in params:  # another tool's (A1111's): its negative prompt as a part of ours
-        s["prompt"] = our_prompt(str(params["prompt"]), str(params.get("negative") or ""))
-    if params.get("preset") in ready_presets():
-        s["preset"] = params["preset"]
-    elif params.get("preset"):
-        s["png_note"] = str(params["preset"])  # not here: the form keeps the chosen preset
-    preset = get_preset(s.get("preset") or ready_presets()[0])
-    size = params.get("requested_size") or params.get("size") or (params.get("width"), params.get("height"))
-    for name, value in zip(("width", "height"), size):
-        if value is not None:
-            s[name] = str(value)
-    if params.get("seed") is not None:
-        s["seed"] = str(params["seed"])
-    # Another tool names no family: its steps, guidance, sampler... fill the fields of those names.
-    if params.get("family", preset.family) == preset.family:
-        for f in options_class(preset.family).FORM:
-            if params.get(f.name) is not None:
-                s[f.name] = params[f.name] if f.kind == "choice" else str(params[f.name])
-    if "upscale" in params:  # results from before post-steps say nothing: the preset's default stays
-        s["upscale"] = ",".join(params["upscale"]) or upscale.NONE
+    filled = refill.form_values(params, ready_presets(), s.get("preset"))
+    if not filled.values:
+        s["png_error"] = " ".join(filter(None, (NO_PARAMETERS, filled.note())))
+        return
+    for name, value in filled.values.items():
+        s[name] = value
+    if filled.other_preset:
+        s["png_note"] = filled.other_preset
+    if filled.prompt_length:
+        s["png_cut"] = filled.prompt_length
+    if filled.note():
+        s["png_fields"] = filled.note()
 
 
 def _open_png() -> None:
     """The "Open a PNG" uploader's callback: the form from the file's parameters, or a line saying
-    it has none."""
+    it has none or too much."""
     upload = st.session_state.get("open_png")
     if upload is None:
         return
     try:
         params = read_parameters(upload.getvalue())
-    except Exception:  # noqa: BLE001 - not a PNG, no parameters chunk, a chunk that is no JSON: all "none"
-        params = None
-    if not isinstance(params, dict) or not isinstance(params.get("prompt"), str):
+    except PngTextError as e:
+        st.session_state["png_error"] = str(e)
+        return
+    if not isinstance(params, dict):
         st.session_state["png_error"] = NO_PARAMETERS
         return
     _fill(params)
@@ -154,6 +148,12 @@ def _show_guide(preset, about) -> None:
         column.button(example, key=f"example-{example}", on_click=_use_example, args=(example,))
 
 
+def _size_notes(group) -> list[str]:
+    """A line for each preset that draws at its own size when the form asks for another."""
+    s = st.session_state
+    return [note for p in group if (note := asked_size_note(p, s.get("width"), s.get("height")))]
+
+
 # Outside the form: choosing a preset reruns the page, so the advanced options are its family's.
 presets = ready_presets()
 st.selectbox("Preset", presets, key="preset",
@@ -182,6 +182,11 @@ if st.toggle("Open a PNG", key="open_png_on", help="Fill the form from a PNG's p
     st.file_uploader("A PNG made by this service", type=["png"], key="open_png", on_change=_open_png)
 if st.session_state.get("png_error"):
     st.error(st.session_state.pop("png_error"))
+if st.session_state.get("png_fields"):  # our own words and field names only: nothing from the file
+    st.warning(st.session_state.pop("png_fields"))
+if st.session_state.get("png_cut"):
+    st.warning(f"The PNG's prompt had {st.session_state.pop('png_cut')} characters and was cut to "
+               f"{MAX_PROMPT_CHARS}; check its end.")
 if st.session_state.get("png_note"):
     st.info("The PNG's preset is not offered on this host; the form keeps the chosen one. The PNG's:")
     plain(st.session_state.pop("png_note"))
@@ -215,6 +220,8 @@ with st.form("generate"):
         for preset in group:
             st.caption((f"{preset.name}: " if comparing else "") + size_note(preset, limits.max_job_memory,
                                                                               limits.max_side))
+        for note in _size_notes(group):
+            st.caption(note)
         for i, f in enumerate(form):
             _option_input(left if i % 2 == 0 else right, f)
         st.text_input("Seed (empty: random; one for the whole group)" if comparing else "Seed (empty: random)",
@@ -241,10 +248,12 @@ elif submitted and comparing:
                            **{f: s.get(f) for f in [*COMMON, *(f.name for f in form)]})
     except (SpecError, T2IError) as e:
         st.error("Not submitted:")
-        plain(str(e))
+        plain(for_visitor(str(e)))
     else:
         st.session_state["watching"] = ids[0]
         st.success(f"{len(ids)} jobs are queued as a compare group ({', '.join(f'#{i}' for i in sorted(ids))}).")
+        for note in _size_notes(group):
+            st.info(note)
 elif submitted:
     s = st.session_state
     fields = [*COMMON, "upscale", *(f.name for f in form)]
@@ -256,10 +265,12 @@ elif submitted:
                             image_prompts=[b for b in [_read(image_prompt)] if b is not None])
     except (SpecError, T2IError) as e:
         st.error("Not submitted:")
-        plain(str(e))
+        plain(for_visitor(str(e)))
     else:
         st.session_state["watching"] = job_id
         st.success(f"Job {job_id} is queued at position {db.queue_position(job_id)}.")
+        for note in _size_notes(group):
+            st.info(note)
 
 
 def show_result(job_id: int) -> None:

@@ -8,7 +8,8 @@ import time
 
 import streamlit as st
 
-from t2i.web.common import store
+from t2i.service.compare import HIDDEN, blind_groups, blind_text
+from t2i.web.common import store, visitor_id
 from t2i.web.guard import csv_safe, is_operator, short_error
 
 db = store()
@@ -36,8 +37,19 @@ else:
 
 st.subheader("Latest jobs")
 jobs = db.jobs(limit=20)
+# A compare group's presets stay hidden until this visitor votes on it (t2i/service/compare.py): here a
+# row's id and preset side by side would tell which image is which.
+blind = blind_groups(db, visitor_id(), [j.group_id for j in jobs])
+
+
+def row(j) -> dict:
+    hidden = j.group_id in blind
+    error = short_error(j.error, full=operator)
+    return {"id": j.id, "status": j.status, "preset": csv_safe(HIDDEN if hidden else j.preset),
+            "prompt": csv_safe(j.prompt), "progress": f"{j.step}/{j.total}",
+            "error": csv_safe(blind_text(error, j.preset) if hidden else error)}
+
+
 # Prompts are data: shown in a dataframe (plain text), never as markdown or HTML.
-st.dataframe([{"id": j.id, "status": j.status, "preset": csv_safe(j.preset), "prompt": csv_safe(j.prompt),
-               "progress": f"{j.step}/{j.total}", "error": csv_safe(short_error(j.error, full=operator))}
-              for j in jobs], hide_index=True)
+st.dataframe([row(j) for j in jobs], hide_index=True)
 st.caption("Submit from the shell: `python -m t2i submit \"a prompt\" --preset NAME`.")

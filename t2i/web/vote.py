@@ -4,6 +4,7 @@ import random
 
 import streamlit as st
 
+from t2i.service import compare
 from t2i.service.ranking import VoteLimit, VotePolicy, cast_vote, next_pair
 from t2i.web.common import client_address, plain, store, visitor_id
 
@@ -49,7 +50,7 @@ if jobs[0].group_id is not None and jobs[0].group_id == jobs[1].group_id:
 for column, job_id, job in zip(st.columns(2), pair, jobs):
     result = db.result(job_id)
     with column:
-        st.image(result.png, width="stretch")
+        st.image(compare.pixels_only(result.png), width="stretch")   # its text would name the preset
         plain(job.prompt)
 
 for column, (choice, label) in zip(st.columns(len(CHOICES)), CHOICES.items()):
