@@ -80,6 +80,32 @@ def test_claim_many_of_none_takes_nothing_and_claim_is_one_of_it(store):
     assert store.claim("w", LONG) is None
 
 
+# --- claims take turns across submitters (addresses) -------------------------------------------
+
+def test_an_address_with_ten_jobs_queued_first_gets_one_then_the_next_address_goes(store):
+    # One executor running one job at a time: it finishes A's first before it claims again.
+    a = [submit(store, address="198.51.100.7") for _ in range(10)]
+    b = submit(store, address="203.0.113.9")
+    first = store.claim("w", LONG)
+    assert first.id == a[0]
+    assert store.complete(first.lease, result(first.id))
+    assert store.claim("w", LONG).id == b          # second, not eleventh
+    assert [store.claim("w", LONG).id for _ in a[1:]] == a[1:]  # then A's, in order
+    assert store.claim("w", LONG) is None
+
+
+def test_a_new_address_joins_the_running_batch_of_a_busy_one_and_keeps_its_key(store):
+    a = [submit(store, address="198.51.100.7") for _ in range(10)]
+    b = submit(store, address="203.0.113.9")
+    other = submit(store, "other", address="192.0.2.1")
+    jobs = store.claim_many("w", LONG, 3)
+    assert sorted(j.id for j in jobs) == sorted([a[0], b, a[1]])  # B's before A's second
+    assert {j.batch_key for j in jobs} == {"k"}
+    assert [j.id for j in store.claim_many("w2", LONG, 3)] == [other]  # its own key: a head of its own
+    joined = store.claim_many("w", LONG, 2, batch_key="k")
+    assert [j.id for j in joined] == a[2:4]
+
+
 # --- claim_many: the alone rule ---------------------------------------------------------------
 
 def alone_jobs(store, n: int, key: str = "k") -> list[int]:

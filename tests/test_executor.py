@@ -16,6 +16,7 @@ from t2i.service import executor as executor_module
 from t2i.service import models as models_module
 from t2i.service.executor import Executor, ExecutorConfig
 from t2i.paths import ROOT
+from t2i.service.memory import MAX_FRAMES
 from t2i.service.queue import submit_job
 from t2i.store import FINISHED, Lease, Result, open_store
 
@@ -233,6 +234,18 @@ def test_stop_request_near_the_end_finishes_the_job(store, store_url):
     finally:
         ex.close()
     assert store.get(job_id).status == "done"
+
+
+def test_a_long_jobs_frames_are_thinned_in_the_store_while_it_runs(store, store_url):
+    job_id = submit_job(store, "many frames", "tiny-vqgan-untrained", iterations=70, cutn=2, save_every=1)
+    stored = []
+    run_watching(Executor(ExecutorConfig(db=store_url, once=True, keep_frames=True)),
+                 lambda runner: stored.append(len(store.frames(job_id))))
+    steps = [step for step, _ in store.frames(job_id)]
+    assert store.get(job_id).status == "done"
+    assert max(stored) <= MAX_FRAMES < 70          # never more in the store, at any step
+    assert steps[0] == 0 and steps[-1] >= 67       # from the first frame to the latest (the preview)
+    assert len(steps) < 70 and all(b - a <= 2 for a, b in zip(steps, steps[1:])), steps
 
 
 def test_failing_jobs_get_their_reason_and_the_executor_goes_on(store, store_url, monkeypatch, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import threading
 import uuid
@@ -323,6 +324,67 @@ def test_a_full_disk_stalls_an_executor_without_failing_its_job(small_disk, logw
         job = setup.get(job_id)
         assert (job.status, job.attempts) == ("done", 1), job
         assert setup.result(job_id).png[:4] == b"\x89PNG"
+        assert logwatch.tracebacks() == []
+    finally:
+        setup.close()
+
+
+def test_a_full_disk_is_logged_ever_more_rarely_and_thins_the_jobs_frames(small_disk, logwatch):
+    # Reads and empty claims work on a full disk while every write fails: each step used to log a
+    # failure and a recovery, and each frame was one more failed write.
+    url = f"sqlite:///{small_disk / 't2i.db'}"
+    setup = open_store(url)
+    job_id = submit_job(setup, "a long wait", "tiny-vqgan-untrained", iterations=40, cutn=2, save_every=1)
+    ex = Executor(ExecutorConfig(db=url, once=True, poll=0.05, keep_frames=True))
+    filler = {}
+    try:
+        with at_step(3, lambda: filler.update(path=fill(small_disk))), at_step(30, lambda: os.remove(filler["path"])):
+            thread, code = run_in_thread(ex.run)
+            thread.join(BOUND)
+        assert not thread.is_alive() and code == [0]
+    finally:
+        ex.close()
+    try:
+        job = setup.get(job_id)
+        assert (job.status, job.attempts) == ("done", 1), job
+        failures = [r.getMessage() for r in logwatch.records if r.getMessage().startswith("the job store failed")]
+        assert 2 <= len(failures) <= 7, failures   # the 1st, 2nd, 4th, ... of the 27 steps' failures
+        assert "disk holding it is full" in failures[0] and "(2 failures so far)" in failures[1]
+        steps = [step for step, _ in setup.frames(job_id)]
+        assert steps[:2] == [0, 1]                 # written before the disk filled
+        assert len([s for s in steps if s >= 30]) <= 3, steps  # after it: at most every 4th of 10
+        assert logwatch.tracebacks() == []
+    finally:
+        setup.close()
+
+
+def test_a_job_stopped_by_sigterm_while_the_disk_is_full_spends_no_attempt(small_disk, logwatch):
+    url = f"sqlite:///{small_disk / 't2i.db'}"
+    setup = open_store(url)
+    job_id = submit_job(setup, "stopped", "tiny-vqgan-untrained", iterations=40, cutn=2, save_every=1)
+    ex = Executor(ExecutorConfig(db=url, poll=0.05))
+    previous = signal.signal(signal.SIGTERM, ex.request_stop)  # as job_executor.py installs it
+    filler = {}
+
+    def full_then_sigterm():
+        filler["path"] = fill(small_disk)
+        os.kill(os.getpid(), signal.SIGTERM)   # handled in this (the main) thread
+
+    try:
+        with at_step(2, full_then_sigterm):
+            thread, code = run_in_thread(ex.run)
+            assert logwatch.seen("the store failed while stopping; trying again").wait(BOUND)
+            os.remove(filler["path"])
+            thread.join(BOUND)
+        assert not thread.is_alive() and code == [0]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        ex.trouble.give_up.set()
+        ex.close()
+    try:
+        job = setup.get(job_id)
+        assert (job.status, job.attempts, job.worker_id) == ("queued", 0, None), job
+        assert setup.frames(job_id) == []
         assert logwatch.tracebacks() == []
     finally:
         setup.close()

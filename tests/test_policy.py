@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from t2i.service.queue import QueueLimit, SubmitPolicy, submit_job
+from t2i.service.queue import QueueLimit, SubmitPolicy, submit_group, submit_job
 from t2i.service.ranking import VoteLimit, VotePolicy, cast_vote
 from t2i.spec import Limits, SpecError
 from t2i.store import Result, open_store
@@ -69,6 +69,52 @@ def test_global_queue_bound(store):
 def test_the_shell_has_no_limits_and_no_address(store):
     ids = [submit_job(store, "a cat", PRESET, iterations=1) for _ in range(4)]
     assert store.counts()["queued"] == 4 and address_of(store, ids[0]) is None
+
+
+# --- the budget of work per address: steps times the family's cost per step --------------------
+
+WORK = SubmitPolicy(max_active_per_address=10, max_per_minute=100, max_queued=100, max_work_per_address=50)
+
+
+def work_job(store, address, preset=PRESET, **fields):
+    return submit_job(store, "a cat", preset, submitter=fresh(), address=address, policy=WORK, **fields)
+
+
+def test_an_address_may_hold_its_budget_of_work_and_the_refusal_says_what_it_holds(store):
+    a = "198.51.100.7"
+    first = work_job(store, a, iterations=20)       # a guided step is a unit: 20
+    work_job(store, a, iterations=20)               # 40
+    with pytest.raises(QueueLimit) as refused:
+        work_job(store, a, iterations=11)           # 51 > 50
+    assert str(refused.value) == ("your queued and running jobs already hold 40 of your address's 50 units of "
+                                  "work (a unit: one guided step) and this job needs 11; wait for one to "
+                                  "finish, cancel one, or ask for fewer steps")
+    assert store.counts()["queued"] == 2
+    work_job(store, "203.0.113.9", iterations=50)   # another address has its own budget
+    # A diffusion step costs its family's 0.4: 25 steps are 10 units, and fit where 11 guided steps did not.
+    work_job(store, a, "tiny-diffusion-untrained", steps=25)
+    job = store.claim("w", 60)                      # a running job counts the steps it has still to run
+    assert job.id == first
+    assert store.progress(job.lease, 15, None).alive
+    work_job(store, a, iterations=15)               # 5 + 20 + 10 + 15 = 50
+    with pytest.raises(QueueLimit, match=r"alone needs 60 units, over your address's 50 units of work"):
+        work_job(store, "192.0.2.1", iterations=60)
+    assert store.counts()["queued"] + store.counts()["running"] == 5
+
+
+def test_a_compare_group_counts_the_work_of_every_job(store):
+    a = "198.51.100.7"
+    work_job(store, a, iterations=20)
+    with pytest.raises(QueueLimit, match=r"already hold 20 of your address's 50 units .* this group needs 40;"):
+        submit_group(store, "a cat", [PRESET, "tiny-gumbel-untrained"], address=a, policy=WORK, iterations=20)
+    assert store.counts()["queued"] == 1
+    assert len(submit_group(store, "a cat", [PRESET, "tiny-gumbel-untrained"], address=a, policy=WORK,
+                            iterations=15)) == 2
+
+
+def test_the_budget_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("T2I_MAX_WORK_PER_ADDRESS", "1234.5")
+    assert SubmitPolicy.from_env().quota.max_work == 1234.5
 
 
 def race(n: int, attempt) -> tuple[list, list]:

@@ -60,6 +60,8 @@ class Family:
     bench_reference: str | None = None              # "module:function(pipeline, spec, steps, mark)": the loop
                                                     # users would write, for `bench --reference`
     reference_how: str = ""                         # that loop in words, or what is said when there is none
+    step_cost: float = 1.0                          # the work of one job-step, a guided step's being 1: the
+                                                    # per-address budget of queued work (t2i/service/queue.py)
 
 
 def components_plan(preset: Preset) -> WeightsPlan:

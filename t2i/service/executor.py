@@ -9,9 +9,13 @@ that raises is failed with a one-line reason and the executor goes on. SIGTERM/S
 next step boundary: jobs go back to the queue, or are finished when nearly done; the process exits 0.
 
 A failing store (a full disk, a read-only database, a database server restarting) is the store's
-fault, never the job's: the executor logs one line, backs off and tries again, keeps computing its
-jobs and holding their leases where the store allows, and writes their results once it can. Only an
-SQLite file that was deleted or replaced under it stops it (EXIT_STORE_GONE), with one line.
+fault, never the job's: the executor logs one line (then ever more rarely: t2i/store/retry.py),
+backs off and tries again, keeps computing its jobs and holding their leases where the store allows,
+and writes their results once it can. A job's frames are thinned as they come (t2i/service/frames.py:
+at most MAX_FRAMES stored, fewer written while writes fail). A stop request while the store fails
+waits up to a lease for the store to take the jobs back, so they spend no attempt; a second request
+stops waiting. Only an SQLite file that was deleted or replaced under it stops it
+(EXIT_STORE_GONE), with one line.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ..presets import get_preset
 from ..spec import JobSpec, SpecError
 from ..store import Beat, Job, Lease, Result, StoreError, StoreGone, open_store
 from ..store.retry import StoreTrouble
+from .frames import FrameThinning
 from .leases import Heartbeat
 from .memory import Admission, estimate
 from .models import BatchSizer, ModelCache, free_memory
@@ -109,11 +114,16 @@ class Executor:
         self.sizer = BatchSizer(cfg.batch, cfg.device)
         self.admission = Admission(cfg.device, cfg.memory_budget)  # memory: claim only what fits (t2i/service/memory.py)
         self.stopping = threading.Event()
-        self.trouble = StoreTrouble(self.stopping, cfg.poll)
+        # A stop while the store fails waits up to a lease for it to take the jobs back uncharged.
+        self.trouble = StoreTrouble(self.stopping, cfg.poll, stop_patience=cfg.lease)
         self.done = 0
         self._seen_job, self._seen_at = None, -float("inf")
 
     def request_stop(self, *_args) -> None:
+        if self.stopping.is_set():  # the second request: do not wait for a failing store
+            log.info("second stop request: not waiting for the store any longer")
+            self.trouble.give_up.set()
+            return
         log.info("stop requested: finishing at the next step boundary")
         self.stopping.set()
 
@@ -269,7 +279,7 @@ class Executor:
             self._fail(job.lease, error, outcomes)
             return
         heart.add(job.lease)
-        active[job.id] = (job.lease, {"cancel": False, "last": 0.0})
+        active[job.id] = (job.lease, {"cancel": False, "last": 0.0, "frames": FrameThinning()})
 
     def _upload(self, sha256: str) -> bytes | None:
         return self.trouble.must(lambda: self.store.upload(sha256), f"image {sha256[:12]}")
@@ -296,10 +306,8 @@ class Executor:
             return True
         if self.stopping.is_set() and step.step < self.cfg.finish_fraction * step.total:
             return True
-        if step.frame is not None:
-            png = render.image_png(step.frame)
-            if not self.trouble.optional(lambda: self.store.add_frame(lease, step.frame_step, png), default=True):
-                return True
+        if step.frame is not None and not self._write_frame(lease, step, state["frames"]):
+            return True
         now = time.monotonic()
         if now - state["last"] >= PROGRESS_EVERY or step.frame is not None or step.step == step.total:
             state["last"] = now
@@ -309,6 +317,18 @@ class Executor:
                 state["cancel"] = beat.alive
                 return True
         return False
+
+    def _write_frame(self, lease: Lease, step, frames: FrameThinning) -> bool:
+        """Store the step's frame if the thinning wants it (t2i/service/frames.py); False: the lease is lost."""
+        if not frames.wanted():
+            return True
+        png = render.image_png(step.frame)
+        written = self.trouble.optional(lambda: self.store.add_frame(lease, step.frame_step, png))
+        if written is None:  # the store failed: ask it less often
+            frames.failed()
+        elif written and (drop := frames.written(step.frame_step)):
+            self.trouble.optional(lambda: self.store.drop_frames(lease, drop))
+        return written is not False
 
     def _stopped(self, lease: Lease, heart: Heartbeat, state: dict) -> str:
         if heart.lost(lease):

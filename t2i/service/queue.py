@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 
 from ..errors import SpecError, T2IError
-from ..families import option_names
+from ..families import DEFAULT_FAMILY, FAMILIES, option_names
 from . import caps
 from .memory import check_submit
 from ..presets import get_preset
@@ -41,26 +41,35 @@ class SubmitPolicy:
     # images (init image, image prompts) of the address's jobs queued, running or submitted in the
     # last 24 hours, each distinct image counted once (t2i/store/uploads.py)
     max_upload_bytes_per_address: int = 100 * 2**20
+    # estimated work of the address's queued and running jobs (their steps still to run times their
+    # family's cost per step, a guided step costing 1): two of the longest guided jobs (MAX_ITERATIONS),
+    # or four of 2500 steps. With the claims' turns (t2i/store/sql_claims.py) it bounds how long one
+    # address's jobs can keep executors from the others'.
+    max_work_per_address: float = 10_000
 
     @classmethod
     def from_env(cls) -> "SubmitPolicy":
         """T2I_MAX_ACTIVE_PER_ADDRESS (formerly T2I_MAX_ACTIVE_PER_VISITOR), T2I_MAX_PER_MINUTE, T2I_MAX_QUEUED,
-        T2I_MAX_UPLOAD_BYTES_PER_ADDRESS."""
+        T2I_MAX_UPLOAD_BYTES_PER_ADDRESS, T2I_MAX_WORK_PER_ADDRESS."""
         d = cls()
         active = os.environ.get("T2I_MAX_ACTIVE_PER_ADDRESS") or os.environ.get("T2I_MAX_ACTIVE_PER_VISITOR")
         return cls(int(active or d.max_active_per_address),
                    int(os.environ.get("T2I_MAX_PER_MINUTE", d.max_per_minute)),
                    int(os.environ.get("T2I_MAX_QUEUED", d.max_queued)),
                    max_upload_bytes_per_address=int(os.environ.get("T2I_MAX_UPLOAD_BYTES_PER_ADDRESS",
-                                                                   d.max_upload_bytes_per_address)))
+                                                                   d.max_upload_bytes_per_address)),
+                   max_work_per_address=float(os.environ.get("T2I_MAX_WORK_PER_ADDRESS", d.max_work_per_address)))
 
     @property
     def quota(self) -> Quota:
         return Quota(max_active=self.max_active_per_address, max_per_minute=self.max_per_minute,
-                     max_queued=self.max_queued, max_upload_bytes=self.max_upload_bytes_per_address)
+                     max_queued=self.max_queued, max_upload_bytes=self.max_upload_bytes_per_address,
+                     max_work=self.max_work_per_address, step_cost=step_cost)
 
     def message(self, reached: QuotaReached, jobs: int = 1) -> str:
         """The line for a refused submission of `jobs` jobs (a compare group counts each of its jobs)."""
+        if reached.bound == "work":
+            return self._work_message(reached, "this group" if jobs > 1 else "this job")
         if jobs > 1 and reached.bound in ("active", "per_minute"):
             return {"active": f"your address may have {self.max_active_per_address} jobs queued or running and "
                               f"this group adds {jobs}; wait for one to finish or cancel one, or compare fewer presets",
@@ -75,6 +84,24 @@ class SubmitPolicy:
                             f"{self.max_upload_bytes_per_address / 2**20:g} MB; reuse an image already sent "
                             "(each counts once) or wait for older jobs to age out"}
         return messages[reached.bound]
+
+    def _work_message(self, reached: QuotaReached, what: str) -> str:
+        budget = f"your address's {_units(self.max_work_per_address)} units of work (a unit: one guided step)"
+        if reached.asked > self.max_work_per_address:
+            return f"{what} alone needs {_units(reached.asked)} units, over {budget}; ask for fewer steps"
+        return (f"your queued and running jobs already hold {_units(reached.held)} of {budget} and {what} needs "
+                f"{_units(reached.asked)}; wait for one to finish, cancel one, or ask for fewer steps")
+
+
+def _units(work: float) -> str:
+    return f"{work:,.0f}" if work >= 10 else f"{work:.2g}"
+
+
+def step_cost(spec: dict) -> float:
+    """A stored job's work per step: its family's (Family.step_cost). A spec of a family unknown here
+    (written by another version of t2i) costs what the dearest family's step does."""
+    known = FAMILIES.get(spec.get("family") or DEFAULT_FAMILY)
+    return known.step_cost if known else max(f.step_cost for f in FAMILIES.values())
 
 
 def _validated(prompt, preset: str, limits: Limits, fields: dict) -> GroupItem:

@@ -115,6 +115,11 @@ class Quota:
     # bytes of the distinct uploads of the address's jobs queued, running or submitted within
     # UPLOAD_WINDOW (t2i/store/uploads.py), this submission's new ones included; None: no bound
     max_upload_bytes: int | None = None
+    # estimated work of the address's queued and running jobs, this submission's included: each job's
+    # steps still to run times step_cost(its spec), a number the store does not interpret (the queue
+    # gives the families' costs per step, t2i/service/queue.py); None: no bound
+    max_work: float | None = None
+    step_cost: Callable[[dict], float] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,12 +131,13 @@ class VoteQuota:
 
 
 class QuotaReached(Exception):
-    """A quota held: `bound` names which ("queued", "active", "per_minute", "upload_bytes", "pair", "votes_per_minute"),
-    `limit` is its value. Nothing was written."""
+    """A quota held: `bound` names which ("queued", "active", "per_minute", "upload_bytes", "work", "pair",
+    "votes_per_minute"), `limit` is its value; for "work", `held` is what the address's jobs already
+    hold and `asked` what the submission adds. Nothing was written."""
 
-    def __init__(self, bound: str, limit: int):
+    def __init__(self, bound: str, limit: float, held: float | None = None, asked: float | None = None):
         super().__init__(f"the {bound} limit of {limit} is reached")
-        self.bound, self.limit = bound, limit
+        self.bound, self.limit, self.held, self.asked = bound, limit, held, asked
 
 
 class JobStore(Protocol):
@@ -165,25 +171,33 @@ class JobStore(Protocol):
         """Newest first, optionally filtered."""
 
     def queue_position(self, job_id: int) -> int | None:
-        """1 for the next job to be claimed; None when the job is not queued."""
+        """The job's place by priority and age (1: first); None when the job is not queued. The
+        submitters' turns (claim) are not counted: another address's job may go first."""
 
     def counts(self) -> dict[str, int]:
         """Number of jobs per status (every status present, zeros included)."""
 
     # --- the lifecycle ----------------------------------------------------------------------
     def claim(self, worker_id: str, lease_seconds: float, batch_key: str | None = None) -> Job | None:
-        """Atomically take the highest-priority, oldest queued job (with this batch_key, when given:
-        one that fits a running batch): status running, attempts + 1, lease until now +
-        lease_seconds. None when nothing (matching) is queued. Never gives one job to two workers.
-        A job marked alone (Job.alone) is taken only by a worker that runs nothing else, and
-        nothing joins a worker that runs one."""
+        """Atomically take the next queued job (with this batch_key, when given: one that fits a
+        running batch): status running, attempts + 1, lease until now + lease_seconds. None when
+        nothing (matching) is queued. Never gives one job to two workers. A job marked alone
+        (Job.alone) is taken only by a worker that runs nothing else, and nothing joins a worker
+        that runs one.
+
+        The next job, fairly across submitters (a submitter is the client address; the shell's
+        jobs, without one, are one submitter): the highest priority first; among equals, a job of
+        the submitter whose latest start (of any of its jobs) is the oldest, one that never had a
+        job started first of all; then the oldest job. So submitters take turns: after address A
+        queued 10 jobs and B one, A's first is claimed, then B's, then A's second."""
 
     def claim_many(self, worker_id: str, lease_seconds: float, n: int, batch_key: str | None = None) -> list[Job]:
-        """Up to n jobs claimed as claim() claims one, in one statement (one round trip), in queue order
-        (priority, then age). All share one batch key: `batch_key` when given; else the key of the
-        head job (the one claim() would take), and the others of that key follow it, even past
-        higher-priority jobs of other keys. An alone head is taken by itself, and alone jobs follow
-        claim()'s rule. Empty when nothing (matching) is queued, or n < 1."""
+        """Up to n jobs claimed as claim() claims one, in one statement (one round trip), returned by
+        priority, then age. All share one batch key: `batch_key` when given (taken in claim()'s
+        order); else the key of the head job (the one claim() would take), and the others of that
+        key follow it, even past higher-priority jobs of other keys: by priority, then other
+        submitters' jobs (in claim()'s turn) before the head's submitter's. An alone head is taken by
+        itself, and alone jobs follow claim()'s rule. Empty when nothing (matching) is queued, or n < 1."""
 
     def heartbeat(self, lease: Lease, lease_seconds: float) -> Beat:
         """Extend the lease to now + lease_seconds. alive=False when the lease was lost (swept,
@@ -199,6 +213,10 @@ class JobStore(Protocol):
 
     def add_frame(self, lease: Lease, step: int, png: bytes) -> bool:
         """Store a progress frame (fenced; a repeated step replaces the frame). False when rejected."""
+
+    def drop_frames(self, lease: Lease, steps: list[int]) -> int:
+        """Delete the job's frames of these steps (fenced: nothing for a stale lease): a long job's
+        frames thinned while it runs. Returns how many were deleted."""
 
     def complete(self, lease: Lease, result: Result, *, keep_frames: bool = False) -> bool:
         """Write the result and mark the job done, in one transaction (fenced; results are written

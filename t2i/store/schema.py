@@ -123,6 +123,11 @@ _VERSIONS = [
     ALTER TABLE jobs ADD COLUMN group_id {BIGINT};
     CREATE INDEX jobs_group ON jobs (group_id);
     """,
+    # version 7: claims take turns across submitters (t2i/store/sql_claims.py): each submitter's latest
+    # start is one probe of this index
+    """
+    CREATE INDEX jobs_turn ON jobs ((COALESCE(address, '')), started_at);
+    """,
 ]
 
 # Steps that need more than SQL, run right after a version's script in its transaction: the name of

@@ -13,6 +13,7 @@ from contextlib import contextmanager, nullcontext
 from ..errors import SpecError
 from .base import ALONE, FINISHED, PRIORITIES, STATUSES, Beat, GroupItem, Job, Lease, Result
 from .base import Quota
+from .sql_claims import claim_sql
 from .sql_limits import LimitedWrites
 from .sql_pages import PageQueries
 from .sql_upgrade import Upgrades
@@ -110,7 +111,8 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades):
         with self.transaction():
             if quota is not None:
                 self._limits_lock()
-                self._check_quota(address, quota, [u for item in items for u in item.uploads], len(items))
+                self._check_quota(address, quota, [u for item in items for u in item.uploads], len(items),
+                                  [(item.spec, item.total) for item in items])
             ids = [self.submit(item.spec, batch_key=item.batch_key, total=item.total, priority=priority,
                                max_attempts=max_attempts, submitter=submitter, uploads=item.uploads,
                                address=address) for item in items]
@@ -178,41 +180,11 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades):
         jobs = self.claim_many(worker_id, lease_seconds, 1, batch_key)
         return jobs[0] if jobs else None
 
-    # The claim: one UPDATE of the rows a SELECT picks, locked with CLAIM_LOCK so that concurrent
-    # claimers skip each other's rows instead of waiting: one round trip, whatever n. Without a batch
-    # key the head job (the highest-priority, oldest one this worker may take) decides the key and up
-    # to n - 1 others of that key follow, unless the head is alone. The head itself is picked with the
-    # lock, so concurrent claimers each start from a different head instead of all but one coming
-    # back empty. The picks are MATERIALIZED: as a subquery of `id IN (...)`, PostgreSQL may run a
-    # locking SELECT once per candidate row, and each run may lock another row (it took 3 for n = 1).
     def claim_many(self, worker_id: str, lease_seconds: float, n: int, batch_key: str | None = None) -> list[Job]:
         if n < 1:
             return []
-        # A job marked alone (see sweep) starts only on a worker that runs nothing, and nothing joins it.
-        mine = "SELECT 1 FROM jobs r WHERE r.status = 'running' AND r.worker_id = ?"
-        alone = ALONE + "%"
-        order = f"ORDER BY priority DESC, id LIMIT ?{self.CLAIM_LOCK}"
-        if batch_key is not None:
-            picks = (f"pick AS MATERIALIZED (SELECT id FROM jobs WHERE status = 'queued' AND batch_key = ? AND "
-                     f"NOT EXISTS ({mine} AND r.batch_key LIKE ?) {order})")
-            params = (batch_key, worker_id, alone, 1 if batch_key.startswith(ALONE) else n)
-            chosen = "SELECT id FROM pick"
-        else:
-            picks = (f"head AS MATERIALIZED (SELECT id, batch_key FROM jobs WHERE status = 'queued' AND "
-                     f"(batch_key NOT LIKE ? OR NOT EXISTS ({mine})) {order})")
-            params = (alone, worker_id, 1)
-            chosen = "SELECT id FROM head"
-            if n > 1:  # an alone head's key matches no other job (`NOT LIKE`): it is taken by itself
-                picks += (f", more AS MATERIALIZED (SELECT id FROM jobs WHERE status = 'queued' AND batch_key = "
-                          f"(SELECT batch_key FROM head) AND batch_key NOT LIKE ? AND id <> (SELECT id FROM head) "
-                          f"{order})")
-                params += (alone, n - 1)
-                chosen += " UNION ALL SELECT id FROM more"
-        rows = self._all(
-            f"WITH {picks} UPDATE jobs SET status = 'running', worker_id = ?, attempts = attempts + 1, step = 0, "
-            "loss = NULL, lease_expires_at = {now} + ?, heartbeat_at = {now}, started_at = {now} "
-            f"WHERE id IN ({chosen}) AND status = 'queued' RETURNING {JOB_COLUMNS}",
-            (*params, worker_id, lease_seconds))
+        # The statement and its fair order: t2i/store/sql_claims.py.
+        rows = self._all(*claim_sql(worker_id, lease_seconds, n, batch_key, self.CLAIM_LOCK, JOB_COLUMNS))
         return sorted((_job(r) for r in rows), key=lambda j: (-j.priority, j.id))
 
     def heartbeat(self, lease: Lease, lease_seconds: float) -> Beat:
@@ -248,6 +220,12 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades):
             f"INSERT INTO frames (job_id, step, png) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE {FENCE}) "
             "ON CONFLICT (job_id, step) DO UPDATE SET png = excluded.png",
             (lease.job_id, step, png, *_fence(lease))) == 1
+
+    def drop_frames(self, lease: Lease, steps: list[int]) -> int:
+        if not steps:
+            return 0
+        return self._rowcount(f"DELETE FROM frames WHERE job_id = ? AND step IN ({', '.join('?' * len(steps))}) "
+                              f"AND EXISTS (SELECT 1 FROM jobs WHERE {FENCE})", (lease.job_id, *steps, *_fence(lease)))
 
     def complete(self, lease: Lease, result: Result, *, keep_frames: bool = False) -> bool:
         params = (lease.job_id, result.gif, result.png, result.thumbnail, json.dumps(result.parameters),

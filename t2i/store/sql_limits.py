@@ -4,6 +4,8 @@ and the backend's LIMITS_LOCK."""
 
 from __future__ import annotations
 
+import json
+
 from .base import Quota, QuotaReached, VoteQuota
 from .uploads import UPLOAD_WINDOW, Upload
 
@@ -26,14 +28,15 @@ class LimitedWrites:
                        uploads: list[Upload] = ()) -> int:
         with self.transaction():
             self._limits_lock()
-            self._check_quota(address, quota, uploads, 1)
+            self._check_quota(address, quota, uploads, 1, [(spec, total)])
             job_id = self.submit(spec, batch_key=batch_key, total=total, priority=priority,
                                  max_attempts=max_attempts, submitter=submitter, uploads=uploads, address=address)
         return job_id
 
-    def _check_quota(self, address: str, quota: Quota, uploads: list[Upload], jobs: int) -> None:
-        """QuotaReached when adding `jobs` jobs (and these uploads) would pass one of the bounds;
-        inside the caller's transaction, after _limits_lock."""
+    def _check_quota(self, address: str, quota: Quota, uploads: list[Upload], jobs: int,
+                     work: list[tuple[dict, int]] = ()) -> None:
+        """QuotaReached when adding `jobs` jobs (and these uploads; `work`: their (spec, total steps))
+        would pass one of the bounds; inside the caller's transaction, after _limits_lock."""
         checks = [("queued", quota.max_queued, "SELECT COUNT(*) FROM jobs WHERE status = 'queued'", ()),
                   ("active", quota.max_active,
                    "SELECT COUNT(*) FROM jobs WHERE address = ? AND status IN ('queued', 'running')", (address,)),
@@ -44,6 +47,18 @@ class LimitedWrites:
                 raise QuotaReached(bound, limit)
         if quota.max_upload_bytes is not None and uploads:
             self._check_upload_bytes(address, uploads, quota.max_upload_bytes)
+        if quota.max_work is not None and quota.step_cost is not None and work:
+            self._check_work(address, quota, work)
+
+    def _check_work(self, address: str, quota: Quota, new: list[tuple[dict, int]]) -> None:
+        """The address's queued and running jobs' steps still to run, each times its cost per step,
+        plus the new jobs' whole: over max_work, refused. At most max_active specs are read."""
+        rows = self._all("SELECT spec, total - step FROM jobs WHERE address = ? AND status IN ('queued', 'running')",
+                         (address,))
+        held = sum(quota.step_cost(json.loads(spec)) * max(int(left), 0) for spec, left in rows)
+        asked = sum(quota.step_cost(spec) * total for spec, total in new)
+        if held + asked > quota.max_work:
+            raise QuotaReached("work", quota.max_work, held=held, asked=asked)
 
     def _check_upload_bytes(self, address: str, uploads: list[Upload], limit: int) -> None:
         """The address's images: the distinct uploads of its jobs queued, running or submitted in the

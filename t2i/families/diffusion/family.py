@@ -44,4 +44,7 @@ DIFFUSION = Family(
     text_weights=text_component_weights,
     bench_reference="t2i.bench.reference:diffusion_reference_steps",
     reference_how="diffusers-pipeline-style loop, CFG as one batch of 2, fp32, one job",
+    # One UNet call with guidance: 2.9 s (ldm-text2im-large-256) against a guided step's 8.7 s on the
+    # CPU, 21 ms (tiny, 32x32) against 40 ms (tiny guided, 64x64): BENCHMARKS.md
+    step_cost=0.4,
 )

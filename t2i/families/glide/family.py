@@ -42,4 +42,7 @@ GLIDE = Family(
     min_side=16,  # it draws at its own size; the tiny preset's defaults are 32x32
     text_weights=text_component_weights,
     reference_how="the release's (one job, CFG as one batch of 2) is the 1-job row above",
+    # glide-256 on the CPU: 100 base steps of about 5 s and 27 upsampler steps of about 20 s, 8.2 s a
+    # step on average, as a guided step's 8.7 s (BENCHMARKS.md, "GLIDE")
+    step_cost=1.0,
 )
