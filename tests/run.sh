@@ -10,7 +10,8 @@ FAST=0
 if [[ "${1:-}" == "--fast" ]]; then FAST=1; shift; fi
 bash set_up_env.sh --dev --install-only
 if [[ $FAST == 1 ]]; then
-  exec .venv/bin/python -m pytest -m "not (browser or postgres or subprocess or trains or slow)" "$@"
+  exec .venv/bin/python -m pytest -n "${T2I_TEST_WORKERS:-auto}" --dist loadfile \
+    -m "not (browser or postgres or subprocess or trains or slow)" "$@"
 fi
 # The PostgreSQL backend is tested against a real local server (installed and started here).
 if [[ -z "${T2I_TEST_PG_URL:-}" ]]; then
@@ -19,4 +20,6 @@ if [[ -z "${T2I_TEST_PG_URL:-}" ]]; then
 fi
 # The end-to-end test drives Debian's Chromium (installed here if missing) through Playwright.
 bash tests/setup_browser.sh
-exec .venv/bin/python -m pytest "$@"
+# One worker per core (pytest-xdist), a test file's tests on one worker: the files' module fixtures (a
+# web server, a browser, a seeded store) are built once. T2I_TEST_WORKERS=0 runs in this process.
+exec .venv/bin/python -m pytest -n "${T2I_TEST_WORKERS:-auto}" --dist loadfile "$@"
