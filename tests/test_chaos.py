@@ -1,0 +1,122 @@
+"""The chaos run (scripts/chaos.py), short: a minute of executors, the web app and visitors under
+SIGKILLs, a full disk, the SQLite write lock and PostgreSQL restarts, then the invariants. The
+script exits 1 on any violation; here every fault kind must also have been injected and every row of
+its table must say "held". Besides: the invariant checker names what broke, on a real SQLite store."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from chaos_parts import checks  # noqa: E402
+from chaos_parts.pgcluster import pg_bin  # noqa: E402
+from chaos_parts.report import ROWS  # noqa: E402
+from hostile import hostile_options, hostile_pngs, typing_problems  # noqa: E402
+
+from t2i.service.queue import submit_job  # noqa: E402
+from t2i.store import Result, open_store  # noqa: E402
+
+# A full disk is a small tmpfs under the store: root only (scripts/chaos_parts/faults.py says why).
+FULL_DISK = {"fill disk"} if os.geteuid() == 0 else set()
+
+
+def table(text: str, first_column: str) -> list[dict]:
+    """The rows of the Markdown table whose header starts with `first_column`, as dicts."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
+    head = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(head, (c.strip() for c in line.strip("|").split("|")))))
+    return rows
+
+
+def chaos(backend: str, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "chaos.py"), "--backend", backend, "--short",
+                           "--seed", "7", *extra], capture_output=True, text=True, timeout=900, cwd=ROOT)
+
+
+def check(run: subprocess.CompletedProcess, faults: set[str]) -> None:
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    injected = {row["fault"]: int(row["injected"]) for row in table(run.stdout, "fault") if not row["fault"].startswith("(")}
+    assert set(injected) == faults and all(n >= 1 for n in injected.values()), injected
+    held = table(run.stdout, "what held")
+    assert len(held) == len(ROWS) and all(row["verdict"] == "held" for row in held), held
+    assert "p99" in next(r["figures"] for r in held if r["what held"].startswith("health"))
+    assert "Violations: 0" in run.stdout
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_chaos_short_sqlite():
+    check(chaos("sqlite"), {"kill executor", "kill web", "hold write lock"} | FULL_DISK)
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_chaos_short_postgres(pg_admin_url):
+    # its own throwaway cluster (restarted) where the binaries are here; else the tests' server, never restarted
+    own = pg_bin() is not None
+    run = chaos("postgres", *([] if own else ["--pg-url", pg_admin_url]))
+    check(run, {"kill executor", "kill web"} | ({"restart postgres"} | FULL_DISK if own else set()))
+
+
+@pytest.mark.subprocess
+def test_bad_arguments_are_one_line():
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "chaos.py"), "--executors", "0"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 2 and "--executors at least 1" in run.stderr.splitlines()[-1]
+
+
+def test_invariants_name_what_broke(tmp_path):
+    url = f"sqlite:///{tmp_path / 't2i.db'}"
+    store = open_store(url)
+    done, left, cancelled = (submit_job(store, f"job {i}", "tiny-vqgan-untrained", iterations=2, cutn=2)
+                             for i in range(3))
+    job = store.claim("w", 60)
+    assert job.id == done
+    assert store.complete(job.lease, Result(done, b"GIF89a", b"png", b"thumb", {}, 64, 64, 1, time.time()))
+    store.cancel(cancelled)
+    store.close()
+    statuses, problems = checks.invariants(url, [done, left, cancelled])
+    assert statuses == {"done": 1, "queued": 1, "cancelled": 1}
+    assert problems == [f"jobs neither done, failed nor cancelled after the drain: 1 (e.g. [{left}])"]
+
+    with sqlite3.connect(tmp_path / "t2i.db") as raw:  # what no store call can make: damage to find
+        raw.execute("PRAGMA foreign_keys = OFF")
+        raw.execute("UPDATE jobs SET status = 'failed', error = 'first line\nsecond line' WHERE id = ?", (left,))
+        raw.execute("CREATE TEMP TABLE orphan AS SELECT * FROM results WHERE job_id = ?", (done,))
+        raw.execute("UPDATE orphan SET job_id = 999")
+        raw.execute("INSERT INTO results SELECT * FROM orphan")
+        raw.execute("UPDATE jobs SET attempts = 9 WHERE id = ?", (cancelled,))
+    _, problems = checks.invariants(url, [done, left, cancelled, 12345])
+    assert problems == [f"failed jobs without a one-line error: 1 (e.g. [{left}])",
+                        f"jobs claimed more often than their max_attempts: 1 (e.g. [{cancelled}])",
+                        "results without their job: 1 (e.g. [999])",
+                        "acknowledged jobs missing from the store: 1 (e.g. [12345])"]
+
+
+def test_the_hostile_corpus_is_what_it_says():
+    from PIL import Image
+    import io
+
+    pngs = hostile_pngs()
+    with Image.open(io.BytesIO(pngs["64 KB parameters line without a colon"]())) as im:
+        assert im.size == (1, 1) and len(im.info["parameters"]) == 64 * 1024 and ":" not in im.info["parameters"]
+    big = pngs["12000x12000 pixels (about 420 KB)"]()
+    assert len(big) < 600_000
+    with Image.open(io.BytesIO(big)) as im:  # the header only: its pixels are not decoded here
+        assert im.size == (12000, 12000)
+    assert typing_problems({"prompt": "a cat", "upscale": 5, "size": 5}) == ["size is 5", "upscale is 5"]
+    assert typing_problems({"prompt": "a \ud800"}) and typing_problems(None) == []
+    assert typing_problems({"prompt": "a cat", "size": [64, 64], "upscale": ["srcnn-x2"]}) == []
+    assert all({"prompt", "preset"} <= set(fields) for fields in hostile_options().values())
