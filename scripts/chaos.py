@@ -166,7 +166,7 @@ def after(args, url, fleet, health, visitors, injector, figures) -> tuple[dict, 
     if not health.wait_up(120):
         violations.append("the web app did not answer its health check after the run")
     health.finish()
-    statuses, problems = checks.invariants(url, visitors.ids)
+    statuses, problems = checks.invariants(url, visitors.ids, fleet.ends())
     violations += problems
     figures.update(statuses=statuses, failures=checks.failure_reasons(url), acknowledged=len(set(visitors.ids)),
                    actions=visitors.counts, refused=visitors.refused, hostile=visitors.hostile_seen,

@@ -98,10 +98,13 @@ def test_invariants_name_what_broke(tmp_path):
         raw.execute("UPDATE orphan SET job_id = 999")
         raw.execute("INSERT INTO results SELECT * FROM orphan")
         raw.execute("UPDATE jobs SET attempts = 9 WHERE id = ?", (cancelled,))
-    _, problems = checks.invariants(url, [done, left, cancelled, 12345])
+    logged = {done: ["done", "done"], cancelled: ["done"]}  # as two executors' logs would say it
+    _, problems = checks.invariants(url, [done, left, cancelled, 12345], logged)
     assert problems == [f"failed jobs without a one-line error: 1 (e.g. [{left}])",
                         f"jobs claimed more often than their max_attempts: 1 (e.g. [{cancelled}])",
                         "results without their job: 1 (e.g. [999])",
+                        f"jobs ended by more than one write (executors' logs): 1 (e.g. [{done}])",
+                        f"jobs whose logged end is not their status: 1 (e.g. [{cancelled}])",
                         "acknowledged jobs missing from the store: 1 (e.g. [12345])"]
 
 
@@ -120,3 +123,16 @@ def test_the_hostile_corpus_is_what_it_says():
     assert typing_problems({"prompt": "a \ud800"}) and typing_problems(None) == []
     assert typing_problems({"prompt": "a cat", "size": [64, 64], "upscale": ["srcnn-x2"]}) == []
     assert all({"prompt", "preset"} <= set(fields) for fields in hostile_options().values())
+
+
+def test_the_ends_executors_logged_are_read(tmp_path):
+    from chaos_parts.fleet import Fleet
+
+    fleet = Fleet(tmp_path, f"sqlite:///{tmp_path / 't2i.db'}", 2, 8501, 6.0)  # nothing started
+    (tmp_path / "executor-0.log").write_text(
+        "2026-12-07 10:54:03,931 INFO t2i.executor: job 146: done\n"
+        "2026-12-07 10:54:03,934 INFO t2i.executor: job 153 claimed (attempt 1): 'job 7: done'\n"
+        "2026-12-07 10:55:43,432 INFO t2i.executor: job 22: lease lost: wrote nothing more\n"
+        "2026-12-07 10:55:44,000 INFO t2i.executor: job 23: failed (out of CPU memory at 64x64: lower cutn)\n")
+    (tmp_path / "executor-1.log").write_text("2026-12-07 10:56:00,000 INFO t2i.executor: job 146: done\n")
+    assert fleet.ends() == {146: ["done", "done"], 23: ["failed"]}

@@ -2,7 +2,8 @@
 
     every job done, failed with one line, or cancelled (nothing queued or running once drained)
     exactly once: a done job has its one result, a failed or cancelled one none; no job claimed more
-        times than its max_attempts
+        times than its max_attempts; no job ended twice by the executors (their logs name each end
+        written) nor ended otherwise than its status says
     no result without its job
     every job a submit acknowledged is in the store
 
@@ -59,8 +60,8 @@ def _some(ids) -> str:
     return f"{len(ids)} (e.g. {ids[:5]})"
 
 
-def invariants(url: str, acknowledged: list[int]) -> tuple[Counter, list[str]]:
-    """(jobs per status, problems)."""
+def invariants(url: str, acknowledged: list[int], logged: dict[int, list[str]] | None = None) -> tuple[Counter, list[str]]:
+    """(jobs per status, problems). `logged`: job id -> the ends the executors logged writing."""
     jobs, results, orphans = rows(url)
     statuses = Counter(status for _, status, *_ in jobs)
     per_job = Counter(results)
@@ -82,6 +83,13 @@ def invariants(url: str, acknowledged: list[int]) -> tuple[Counter, list[str]]:
         problems.append(f"jobs claimed more often than their max_attempts: {_some(over)}")
     if orphans:
         problems.append(f"results without their job: {_some(orphans)}")
+    status_of = {i: status for i, status, *_ in jobs}
+    twice = [i for i, ends in (logged or {}).items() if len(ends) > 1]
+    if twice:
+        problems.append(f"jobs ended by more than one write (executors' logs): {_some(twice)}")
+    other = [i for i, ends in (logged or {}).items() if ends and ends[-1] != status_of.get(i)]
+    if other:
+        problems.append(f"jobs whose logged end is not their status: {_some(other)}")
     lost = set(acknowledged) - {i for i, *_ in jobs}
     if lost:
         problems.append(f"acknowledged jobs missing from the store: {_some(lost)}")

@@ -9,6 +9,7 @@ in its log, is a finding.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RESTART_DELAY = 1.0  # scripts/supervise.sh's default pause before a restart
+# The executor logs a job's end only once the store took the final write (executor.py's _ended).
+ENDED = re.compile(r"t2i\.executor: job (\d+): (done|failed|cancelled)\b")
 
 
 @dataclass
@@ -139,4 +142,13 @@ class Fleet:
                 if line.startswith("Traceback (most recent call last)"):
                     last = next((x for x in lines[i + 1:] if x and not x.startswith((" ", "\t"))), "?")
                     found.append(f"{m.name}: {last[:160]} ({m.log.name} line {i + 1})")
+        return found
+
+    def ends(self) -> dict[int, list[str]]:
+        """job id -> the ends the executors' logs say they wrote (a SIGKILL may leave one unlogged,
+        never log one twice)."""
+        found: dict[int, list[str]] = {}
+        for m in self.executors():
+            for match in ENDED.finditer(m.log.read_text(errors="replace") if m.log.exists() else ""):
+                found.setdefault(int(match[1]), []).append(match[2])
         return found

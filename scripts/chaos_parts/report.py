@@ -54,7 +54,7 @@ def _visitors(f: dict) -> str:
 
 ROWS = [  # (what held, prefixes of its violations, figures)
     ("every job done, failed with one line or cancelled, exactly once",
-     ("jobs neither", "done jobs", "results of jobs", "failed jobs", "jobs claimed"), _jobs),
+     ("jobs neither", "done jobs", "results of jobs", "failed jobs", "jobs claimed", "jobs ended", "jobs whose"), _jobs),
     ("no result without its job", ("results without",), lambda f: "-"),
     ("no acknowledged job lost", ("acknowledged jobs",), lambda f: "-"),
     ("the queue drained after the faults", ("the queue did not",),
