@@ -41,6 +41,7 @@ from chaos_parts import checks  # noqa: E402
 from chaos_parts.faults import Injector, mount_tmpfs, unmount  # noqa: E402
 from chaos_parts.fleet import Fleet  # noqa: E402
 from chaos_parts.health import Health  # noqa: E402
+from chaos_parts.pages import PageVisitor  # noqa: E402
 from chaos_parts.pgcluster import Cluster, free_port  # noqa: E402
 from chaos_parts.probe import Probe  # noqa: E402
 from chaos_parts.report import report  # noqa: E402
@@ -62,6 +63,7 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--hold", type=float, nargs=2, default=(2.0, 6.0), metavar=("MIN", "MAX"),
                    help="seconds a full disk or the write lock lasts")
     p.add_argument("--health-bound", type=float, default=5.0, help="seconds a health check may take")
+    p.add_argument("--page-bound", type=float, default=15.0, help="seconds a page may take to run")
     p.add_argument("--parse-bound", type=float, default=2.0, help="seconds one hostile input may take")
     p.add_argument("--parse-mb", type=float, default=256.0, help="MB one hostile input may cost")
     p.add_argument("--rss-mb", type=float, default=2048.0, help="MB of RSS any process may reach")
@@ -140,15 +142,19 @@ def run(args, work: Path) -> tuple[dict, list[str]]:
         if not health.wait_up(120):
             return figures, ["the web app did not answer its health check within 120 s of its start"]
         visitors = Visitors(url, args.visitors, args.seed, probe, 0.5)
+        pages = PageVisitor(port, health, args.page_bound)
         injector = Injector(fleet, health, rng, sqlite_path=Path(url[len("sqlite:///"):]) if args.backend == "sqlite"
                             else None, cluster=cluster, disk=disk, hold_s=tuple(args.hold))
         health.start()
         visitors.start()
+        pages.start()
         start = time.monotonic()
         fault_loop(injector, start + args.minutes * 60, args.fault_every, rng)
         visitors.finish()
-        figures["load seconds"] = time.monotonic() - start
-        return after(args, url, fleet, health, visitors, injector, figures)
+        pages.finish()
+        figures["pages"] = pages.seconds
+        figures, violations = after(args, url, fleet, health, visitors, injector, figures)
+        return figures, violations + pages.problems
 
 
 def after(args, url, fleet, health, visitors, injector, figures) -> tuple[dict, list[str]]:
@@ -169,7 +175,7 @@ def after(args, url, fleet, health, visitors, injector, figures) -> tuple[dict, 
     statuses, problems = checks.invariants(url, visitors.ids, fleet.ends())
     violations += problems
     figures.update(statuses=statuses, failures=checks.failure_reasons(url), acknowledged=len(set(visitors.ids)),
-                   actions=visitors.counts, refused=visitors.refused, hostile=visitors.hostile_seen,
+                   actions=visitors.counts, refused=visitors.refused, gallery_s=visitors.gallery_s, hostile=visitors.hostile_seen,
                    rounds=visitors.rounds, injected=injector.counts, notes=injector.notes, health=health,
                    rss={m.name: m.peak_rss_mb for m in fleet.members},
                    starts={m.name: m.starts for m in fleet.members}, machine_at_end=machine())

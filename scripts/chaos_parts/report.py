@@ -32,6 +32,11 @@ def _health(f: dict) -> str:
             f"max {ms(max(lat) if lat else None)}{back}")
 
 
+def _pages(f: dict) -> str:
+    runs = f.get("pages") or []
+    return f"{len(runs)} page runs: p50 {ms(pct(runs, 0.5))}, p99 {ms(pct(runs, 0.99))}, max {ms(max(runs, default=None))}"
+
+
 def _rss(f: dict) -> str:
     rss = f.get("rss") or {}
     execs = [mb for name, mb in rss.items() if name.startswith("executor")]
@@ -49,7 +54,9 @@ def _hostile(f: dict) -> str:
 def _visitors(f: dict) -> str:
     actions = ", ".join(f"{k} {v}" for k, v in sorted((f.get("actions") or {}).items()))
     refused = ", ".join(f"{k} {v}" for k, v in sorted((f.get("refused") or {}).items()))
-    return f"{actions}; refused (one line): {refused or 'none'}"
+    pages = f.get("gallery_s") or []
+    return (f"{actions}; refused (one line): {refused or 'none'}; gallery page read p50 {ms(pct(pages, 0.5))}, "
+            f"p99 {ms(pct(pages, 0.99))}")
 
 
 ROWS = [  # (what held, prefixes of its violations, figures)
@@ -60,6 +67,7 @@ ROWS = [  # (what held, prefixes of its violations, figures)
     ("the queue drained after the faults", ("the queue did not",),
      lambda f: "-" if f.get("drain seconds") is None else f"in {f['drain seconds']:.0f} s"),
     ("health check answered within the bound", ("health:", "the web app did not"), _health),
+    ("pages ran to their end within the bound, no exception shown", ("page ",), _pages),
     ("RSS of each process within the bound", ("memory:",), _rss),
     ("hostile inputs read or refused in bounds, one line", ("hostile",), _hostile),
     ("visitors: nothing but one-line refusals", ("visitor:",), _visitors),

@@ -46,6 +46,7 @@ class Visitors:
         self.refused: Counter = Counter()
         self.problems: list[str] = []
         self.hostile_seen: dict[str, list[str]] = {}
+        self.gallery_s: list[float] = []  # a gallery page's read, as the page's thread waits for it
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._loop, args=(i,), daemon=True, name=f"chaos-visitor-{i}")
@@ -130,8 +131,11 @@ class Visitors:
 
     def _gallery(self, store, me) -> None:
         rng = me["rng"]
+        start = time.monotonic()
         rows, total = store.gallery(search=rng.choice([None, rng.choice(WORDS)]), sort=rng.choice(["newest", "preferred"]),
                                     limit=24, offset=rng.choice([0, 0, 24, 48]))
+        with self.lock:
+            self.gallery_s.append(time.monotonic() - start)
         if len(rows) > 24 or total < len(rows):
             self._problem(f"gallery: {len(rows)} rows of {total}")
         store.jobs(limit=50)
