@@ -41,8 +41,11 @@ def table(text: str, first_column: str) -> list[dict]:
 
 
 def chaos(backend: str, *extra: str) -> subprocess.CompletedProcess:
+    # Bounds far above a healthy run's times (BENCHMARKS.md has those): what fails here is a stall
+    # (today's infotext regex: about 30 s on the corpus's 64 KB line), not a slow machine.
+    bounds = ["--health-bound", "20", "--page-bound", "60", "--parse-bound", "10"]
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "chaos.py"), "--backend", backend, "--short",
-                           "--seed", "7", *extra], capture_output=True, text=True, timeout=900, cwd=ROOT)
+                           "--seed", "7", *bounds, *extra], capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
 def check(run: subprocess.CompletedProcess, faults: set[str]) -> None:

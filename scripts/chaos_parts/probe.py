@@ -87,7 +87,7 @@ class Outcome:
 
 class Probe:
     """probe(kind, name, payload) -> Outcome; an input over the time bound is reported (the child is
-    killed at three times the bound and a fresh one takes the next input)."""
+    killed at 1.5 times the bound and a fresh one takes the next input)."""
 
     def __init__(self, seconds_bound: float, mb_bound: float):
         self.seconds_bound, self.mb_bound = seconds_bound, mb_bound  # spawn passes our sys.path on
@@ -126,7 +126,7 @@ class Probe:
             self._start()
             if self.proc is None:
                 return Outcome(name, float("inf"), 0.0, ["the probe process did not start"])
-        answer = self._ask((kind, name, payload, url), self.seconds_bound * 3)
+        answer = self._ask((kind, name, payload, url), self.seconds_bound * 1.5)
         if isinstance(answer, str):
             return Outcome(name, float("inf"), 0.0, [answer])
         seconds, grown_mb, problems = answer

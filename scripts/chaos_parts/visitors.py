@@ -63,7 +63,7 @@ class Visitors:
     def finish(self) -> None:
         self.stop.set()
         for t in self.threads:
-            t.join(120)
+            t.join(600)  # the hostile visitor ends its first round: a bounded wait on bounded reads
 
     def _loop(self, i: int) -> None:
         rng = random.Random(self.seed * 1000 + i)
@@ -146,10 +146,11 @@ class Visitors:
             store.cancel(me["rng"].choice(me["mine"]))
 
     def _hostile(self) -> None:
-        """Round and round the corpus until the run ends; each case's problems are kept by name."""
-        while not self.stop.is_set():
+        """Round and round the corpus until the run ends, and at least once (a short run too);
+        each case's problems are kept by name."""
+        while not (self.stop.is_set() and self.rounds):
             for kind, name, payload in self.cases:
-                if self.stop.wait(self.interval_s):
+                if self.stop.wait(self.interval_s) and self.rounds:
                     return
                 try:
                     outcome = self.probe.probe(kind, name, payload() if kind == "png" else payload, self.url)
