@@ -117,7 +117,8 @@ def test_the_hostile_corpus_is_what_it_says():
 
     pngs = hostile_pngs()
     with Image.open(io.BytesIO(pngs["64 KB parameters line without a colon"]())) as im:
-        assert im.size == (1, 1) and len(im.info["parameters"]) == 64 * 1024 and ":" not in im.info["parameters"]
+        text = im.info["parameters"]
+        assert im.size == (1, 1) and 60_000 < len(text) < 64 * 1024 and ":" not in text
     big = pngs["12000x12000 pixels (about 420 KB)"]()
     assert len(big) < 600_000
     with Image.open(io.BytesIO(big)) as im:  # the header only: its pixels are not decoded here

@@ -18,10 +18,14 @@ from dataclasses import dataclass
 def _read_png(data: bytes) -> list[str]:
     from hostile import typing_problems  # tests/, on the path the parent set up
 
+    from t2i.errors import T2IError
     from t2i.output.render import read_parameters
     try:
         return typing_problems(read_parameters(data))
-    except BaseException as e:  # noqa: BLE001 - what escapes read_parameters reaches the page's callback
+    except T2IError as e:  # a refusal the page shows: one line is what it may be
+        lines = str(e).splitlines()
+        return [] if len(lines) == 1 else [f"refused with {len(lines)} lines: {str(e)[:120]!r}"]
+    except BaseException as e:  # noqa: BLE001 - anything else reaches the page's callback
         return [f"read_parameters raised {type(e).__name__}: {str(e)[:120]}"]
 
 
