@@ -58,6 +58,7 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--short", action="store_true", help="about a minute, faults every 4 s (CI)")
     p.add_argument("--executors", type=int, default=3)
     p.add_argument("--visitors", type=int, default=2)
+    p.add_argument("--visit-every", type=float, default=1.0, help="mean seconds between one visitor's actions")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--fault-every", type=float, default=15.0, help="mean seconds between faults")
     p.add_argument("--hold", type=float, nargs=2, default=(2.0, 6.0), metavar=("MIN", "MAX"),
@@ -74,9 +75,10 @@ def parse(argv) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.short:
         args.minutes, args.fault_every, args.drain_minutes, args.hold = 1.0, 4.0, 3.0, (1.0, 3.0)
+        args.visit_every = 0.5
         args.executors = min(args.executors, 2)
-    if args.executors < 1 or args.visitors < 0 or args.minutes <= 0 or args.fault_every <= 0:
-        p.error("--executors at least 1, --visitors at least 0, --minutes and --fault-every above 0")
+    if args.executors < 1 or args.visitors < 0 or min(args.minutes, args.fault_every, args.visit_every) <= 0:
+        p.error("--executors at least 1, --visitors at least 0, --minutes, --fault-every and --visit-every above 0")
     return args
 
 
@@ -141,7 +143,7 @@ def run(args, work: Path) -> tuple[dict, list[str]]:
         fleet.start()
         if not health.wait_up(120):
             return figures, ["the web app did not answer its health check within 120 s of its start"]
-        visitors = Visitors(url, args.visitors, args.seed, probe, 0.5)
+        visitors = Visitors(url, args.visitors, args.seed, probe, args.visit_every)
         pages = PageVisitor(port, health, args.page_bound)
         injector = Injector(fleet, health, rng, sqlite_path=Path(url[len("sqlite:///"):]) if args.backend == "sqlite"
                             else None, cluster=cluster, disk=disk, hold_s=tuple(args.hold))

@@ -78,7 +78,9 @@ ROWS = [  # (what held, prefixes of its violations, figures)
 def report(args, command: str, f: dict, violations: list[str]) -> str:
     lines = [f"### Chaos run: {args.backend}, {args.minutes:g} minutes, {args.executors} executors, seed {args.seed}",
              "", f"Machine: {f.get('machine at start')}; at the end: {f.get('machine_at_end', '-')}",
-             f"Command: `{command}`", f"Store: {f.get('store', '-')}; faults every {args.fault_every:g} s on average", "",
+             f"Command: `{command}`",
+             f"Store: {f.get('store', '-')}; faults every {args.fault_every:g} s on average; {args.visitors} visitors, "
+             f"an action every {args.visit_every:g} s each on average, a page visitor and a hostile visitor", "",
              "| fault | injected |", "| --- | --- |"]
     for kind, n in sorted((f.get("injected") or {}).items()):
         lines.append(f"| {kind} | {n} |")

@@ -69,7 +69,7 @@ class Visitors:
         rng = random.Random(self.seed * 1000 + i)
         me = {"voter": f"chaos-visitor-{i}", "mine": [], "rng": rng}
         store = None
-        while not self.stop.wait(rng.uniform(0, 2 * self.interval_s)):
+        while not self.stop.wait(rng.uniform(0, 2 * self.interval_s)):  # interval_s on average
             action = rng.choices(list(ACTIONS), weights=list(ACTIONS.values()))[0]
             try:
                 store = store or open_store(self.url)
