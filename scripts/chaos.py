@@ -156,7 +156,7 @@ def run(args, work: Path) -> tuple[dict, list[str]]:
         pages.finish()
         figures["pages"] = pages.seconds
         figures, violations = after(args, url, fleet, health, visitors, injector, figures)
-        return figures, violations + pages.problems
+        return figures, violations + capped(pages.problems)
 
 
 def after(args, url, fleet, health, visitors, injector, figures) -> tuple[dict, list[str]]:
@@ -181,13 +181,19 @@ def after(args, url, fleet, health, visitors, injector, figures) -> tuple[dict, 
                    rounds=visitors.rounds, injected=injector.counts, notes=injector.notes, health=health,
                    rss={m.name: m.peak_rss_mb for m in fleet.members},
                    starts={m.name: m.starts for m in fleet.members}, machine_at_end=machine())
-    violations += [f"health: {s}" for s in health.slow]
+    violations += capped([f"health: {s}" for s in health.slow])
     violations += [f"hostile {name}: {'; '.join(p)}" for name, p in visitors.hostile_seen.items() if p]
     violations += [f"memory: {name} reached {mb:.0f} MB (bound {args.rss_mb:g} MB)"
                    for name, mb in figures["rss"].items() if mb > args.rss_mb]
     violations += [e for m in fleet.members for e in m.own_exits]
     violations += [f"traceback in {t}" for t in fleet.tracebacks()]
     return figures, violations
+
+
+def capped(problems: list[str], first: int = 8) -> list[str]:
+    """A stall fails every check while it lasts: the first few, and how many more."""
+    more = len(problems) - first
+    return problems[:first] + ([f"{problems[0].split(':')[0]}: ... and {more} more like these"] if more > 0 else [])
 
 
 def main(argv=None) -> int:
