@@ -177,8 +177,8 @@ def after(args, url, fleet, health, visitors, injector, figures) -> tuple[dict, 
     statuses, problems = checks.invariants(url, visitors.ids, fleet.ends())
     violations += problems
     figures.update(statuses=statuses, failures=checks.failure_reasons(url), acknowledged=len(set(visitors.ids)),
-                   actions=visitors.counts, refused=visitors.refused, gallery_s=visitors.gallery_s, hostile=visitors.hostile_seen,
-                   rounds=visitors.rounds, injected=injector.counts, notes=injector.notes, health=health,
+                   actions=visitors.counts, refused=visitors.refused, gallery_s=visitors.gallery_s,
+                   hostile=visitors.hostile_seen, rounds=visitors.rounds, injected=injector.counts, notes=injector.notes, health=health,
                    rss={m.name: m.peak_rss_mb for m in fleet.members},
                    starts={m.name: m.starts for m in fleet.members}, machine_at_end=machine())
     violations += capped([f"health: {s}" for s in health.slow])
