@@ -107,10 +107,12 @@ async def _visit(port: int, page: str, png: bytes | None, bound_s: float) -> tup
         seen: dict = {}
         start = time.monotonic()
         shown = await _run(ws, page, [], seen, bound_s)
-        if png is None:
+        if png is None or "open_png_on" not in seen:  # no form (the page stopped at a store error's line): no upload
             return time.monotonic() - start, shown
         toggle = WidgetState(id=seen["open_png_on"], bool_value=True)
-        await _run(ws, page, [toggle], seen, bound_s)
+        shown += await _run(ws, page, [toggle], seen, bound_s)
+        if "open_png" not in seen:
+            return time.monotonic() - start, shown
         upload = await _upload(ws, base, xsrf, cookie, seen, png, bound_s)
         start = time.monotonic()
         shown += await _run(ws, page, [toggle, upload], seen, bound_s)
