@@ -140,3 +140,16 @@ def test_the_ends_executors_logged_are_read(tmp_path):
         "2026-12-07 10:55:44,000 INFO t2i.executor: job 23: failed (out of CPU memory at 64x64: lower cutn)\n")
     (tmp_path / "executor-1.log").write_text("2026-12-07 10:56:00,000 INFO t2i.executor: job 146: done\n")
     assert fleet.ends() == {146: ["done", "done"], 23: ["failed"]}
+
+
+def test_tracebacks_are_found_in_plain_and_in_streamlits_coloured_logs(tmp_path):
+    from chaos_parts.fleet import Fleet
+
+    fleet = Fleet(tmp_path, f"sqlite:///{tmp_path / 't2i.db'}", 1, 8501, 6.0)  # nothing started
+    (tmp_path / "executor-0.log").write_text(
+        "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n    boom()\nValueError: boom\n")
+    (tmp_path / "web.log").write_text(
+        "\x1b[31m──\x1b[0m \x1b[1;31mTraceback \x1b[0m\x1b[1;2;31m(most recent call last)\x1b[0m\n"
+        "\x1b[31m│\x1b[0m x.py:1 in <module>\n\x1b[1;91mTypeError: \x1b[0mcan only join an iterable\n")
+    assert fleet.tracebacks() == ["executor 0: ValueError: boom (executor-0.log line 1)",
+                                  "web: TypeError: can only join an iterable (web.log line 1)"]

@@ -21,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RESTART_DELAY = 1.0  # scripts/supervise.sh's default pause before a restart
 # The executor logs a job's end only once the store took the final write (executor.py's _ended).
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")  # "TypeError: ...", at a line's start
 ENDED = re.compile(r"t2i\.executor: job (\d+): (done|failed|cancelled)\b")
 
 
@@ -134,14 +136,16 @@ class Fleet:
                 m.proc.wait()
 
     def tracebacks(self) -> list[str]:
-        """The first line naming an exception after each traceback in any process's log."""
+        """The line naming the exception after each traceback in any process's log (Streamlit draws
+        its tracebacks in a box, coloured: the colours are stripped first)."""
         found = []
         for m in self.members:
-            lines = m.log.read_text(errors="replace").splitlines() if m.log.exists() else []
+            text = m.log.read_text(errors="replace") if m.log.exists() else ""
+            lines = [ANSI.sub("", line) for line in text.splitlines()]
             for i, line in enumerate(lines):
-                if line.startswith("Traceback (most recent call last)"):
-                    last = next((x for x in lines[i + 1:] if x and not x.startswith((" ", "\t"))), "?")
-                    found.append(f"{m.name}: {last[:160]} ({m.log.name} line {i + 1})")
+                if "Traceback (most recent call last)" in line:
+                    last = next((x for x in lines[i + 1:] if EXCEPTION.match(x)), "?")
+                    found.append(f"{m.name}: {last.strip()[:160]} ({m.log.name} line {i + 1})")
         return found
 
     def ends(self) -> dict[int, list[str]]:
