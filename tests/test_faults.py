@@ -525,3 +525,67 @@ def test_the_service_start_creates_the_database(tmp_path, monkeypatch, fresh_web
         assert ex.run() == 0 and other.is_file()
     finally:
         ex.close()
+
+
+@contextmanager
+def busy_server_proxy(pg_url: str, message: str, refusals: int):
+    """A TCP proxy in front of the real server that answers its first `refusals` connections as a busy
+    PostgreSQL does (refuse TLS, then a FATAL ErrorResponse with `message` to the startup packet) and
+    passes every later one through. Yields (the URL through the proxy, a list of connections refused)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    real = urlsplit(pg_url)
+    listener = socket.create_server(("127.0.0.1", 0))
+    refused, stop = [], threading.Event()
+
+    def pipe(a, b):
+        with a, b:
+            while data := a.recv(65536):
+                b.sendall(data)
+
+    def refuse(client):
+        with client:
+            packet = client.recv(8)
+            if packet[4:8] == (80877103).to_bytes(4, "big"):  # SSLRequest: "no TLS here", then the startup
+                client.sendall(b"N")
+                client.recv(65536)
+            fields = b"SFATAL\0VFATAL\0C57P03\0M" + message.encode() + b"\0\0"
+            client.sendall(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
+            refused.append(message)
+
+    def serve():
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            if len(refused) < refusals:
+                refuse(client)
+                continue
+            upstream = socket.create_connection((real.hostname, real.port or 5432))
+            threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = listener.getsockname()[1]
+    try:
+        yield real._replace(netloc=real.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{port}").geturl(), refused
+    finally:
+        stop.set()
+        listener.close()
+
+
+def test_opening_a_postgres_store_waits_for_a_busy_server_but_not_for_a_wrong_password(pg_url):
+    """An executor restarted while the server restarts or its disk is full (the chaos run found one
+    exiting) waits for it; a refusal that waiting cannot mend is one line at once."""
+    with busy_server_proxy(pg_url, "the database system is starting up", refusals=3) as (url, refused):
+        store = open_store(url)
+        try:
+            assert len(refused) == 3 and store.counts()["queued"] == 0
+        finally:
+            store.close()
+    with busy_server_proxy(pg_url, 'password authentication failed for user "t2i"', refusals=5) as (url, refused):
+        with pytest.raises(StoreUnavailable, match="password authentication failed") as caught:
+            open_store(url)
+        assert len(refused) == 1 and "\n" not in str(caught.value)

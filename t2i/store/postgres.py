@@ -36,6 +36,14 @@ from .sql import SQLStore
 CHANNEL = "t2i_jobs"
 CONNECT_TIMEOUT = 5        # seconds for one connection attempt (an unreachable host)
 RECONNECT_SECONDS = 5.0    # how long one call keeps reopening a lost connection before giving up
+# A server that answers but cannot take a connection now: starting up, shutting down or recovering
+# (a restart), out of disk ("could not write init file") or of connection slots. libpq reports these
+# at connect time as text only (no SQLSTATE), so they are told by their words. Opening a store waits
+# for such a server up to STARTUP_WAIT seconds: an executor restarted during a fault would otherwise exit.
+BUSY_SERVER = ("the database system is starting up", "the database system is shutting down",
+               "the database system is in recovery mode", "could not write init file",
+               "sorry, too many clients already", "No space left on device")
+STARTUP_WAIT = 60.0
 # Server-side failures that are the store's, not a bug (SQLSTATE class or code): one line each.
 FAULTS = {"53": "the database server is out of resources (disk or memory)",
           "25006": "the database is read-only (a standby?)",
@@ -67,10 +75,23 @@ class PostgresStore(SQLStore):
         self._lock = threading.RLock()  # one connection, shared by an executor's threads or a web app's sessions
         self._depth = 0
         self._listener = None
-        self.conn = self._connect()  # one try: a wrong password or port is one line at once
+        self.conn = self._first_connection()
         self._migrate()
 
     # --- connections ------------------------------------------------------------------------
+    def _first_connection(self) -> psycopg.Connection:
+        """One try (a wrong password, port or database name is one line at once), except while the
+        server answers that it is busy (BUSY_SERVER): then again, with backoff, for STARTUP_WAIT."""
+        deadline, delay = time.monotonic() + STARTUP_WAIT, 0.1
+        while True:
+            try:
+                return self._connect()
+            except StoreUnavailable as e:
+                if not any(words in str(e) for words in BUSY_SERVER) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
     def _connect(self) -> psycopg.Connection:
         try:
             return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
