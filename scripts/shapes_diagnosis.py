@@ -4,7 +4,7 @@
     python scripts/shapes_diagnosis.py vqgan     # the VQGAN's reconstructions, judged by the checker
     python scripts/shapes_diagnosis.py start     # a job's start: sketch, encoded sketch (step 0, result decode)
     python scripts/shapes_diagnosis.py cutouts   # CLIP's shape on the preset's cutouts against the plain render
-    python scripts/shapes_diagnosis.py tokens    # shapes-ldm: do the text tower's token states separate the shapes?
+    python scripts/shapes_diagnosis.py tokens    # do the text states (shapes-ldm's tokens, the pooled embedding) separate the shapes?
     python scripts/shapes_diagnosis.py oracle    # the shapes preset started from the caption's true render
 
 Every figure is over the held-out attribute combinations (`t2i.train.clip.heldout_scenes`: each on
@@ -216,8 +216,10 @@ def cmd_tokens(_) -> None:
         at_word = torch.stack([st[(tk == w).nonzero()[0, 0]] for st, tk, w in zip(states, tokens, word)])
         mask = (tokens != 0).float()[..., None]
         mean = (states * mask).sum(1) / mask.sum(1)
+        pooled = torch.nn.functional.normalize(text.model.encode_text(tokens).float(), dim=-1)
         return {"the shape word's own state": at_word, "mean over the caption's tokens": mean,
-                "every token's state (flattened)": states.flatten(1)}
+                "every token's state (flattened)": states.flatten(1),
+                "the pooled, normalised embedding (the sketch net's input, guidance's target)": pooled}
 
     def probe(xtr, ytr, xte, yte):
         centroids = torch.stack([xtr[ytr == k].mean(0) for k in range(len(SHAPES))])
@@ -240,7 +242,7 @@ def cmd_tokens(_) -> None:
     ftr, fte = features(train), features(test)
     for name in ftr:
         nearest, linear = probe(ftr[name], ytr, fte[name], yte)
-        print(f"shapes-ldm text states, {name}: nearest centroid {nearest:.0%}, linear probe {linear:.0%} "
+        print(f"shapes CLIP text, {name}: nearest centroid {nearest:.0%}, linear probe {linear:.0%} "
               f"(fit on {len(train)} train captions, judged on {len(test)} held-out)")
     # How far the cross-attention input moves when one word changes, relative to the caption's states.
     states = text.encode(shapes.canonical_caption(s) for s in test)

@@ -9,6 +9,7 @@ trains the same net, on the committed CLIP's text embeddings, the same steps and
 scene's renders with the other two shapes differ from its own weigh `--shape-weight` more.
 
     python scripts/sketch_shape_loss.py --shape-weight 8 --out /tmp/sketch.pt
+    python scripts/sketch_shape_loss.py --from-committed --steps 1200 --lr 5e-4 --shape-weight 8 --out /tmp/ft.pt
 
 prints the sketches' checker verdicts on ShapesBench's 100 held-out captions and on 108 train captions.
 """
@@ -51,12 +52,14 @@ def shape_pixels(scene: shapes.Scene) -> np.ndarray:
     return out
 
 
-def train(clip, tokenizer, shape_weight: float, steps: int, batch: int, seed: int = 0) -> SketchNet:
+def train(clip, tokenizer, shape_weight: float, steps: int, batch: int, lr: float, start: SketchNet | None = None,
+          seed: int = 0) -> SketchNet:
     torch.manual_seed(seed)
-    net = SketchNet(embed_dim=clip.text_projection.shape[1], channels=CHANNELS).to(memory_format=torch.channels_last)
+    net = start if start is not None else SketchNet(embed_dim=clip.text_projection.shape[1], channels=CHANNELS)
+    net = net.requires_grad_(True).to(memory_format=torch.channels_last)
     rng = random.Random(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.01)
-    schedule = one_cycle(opt, 2e-3, steps)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
+    schedule = one_cycle(opt, lr, steps)
     net.train()
     for step in range(steps):
         scenes = [shapes.sample_scene(rng) for _ in range(batch)]
@@ -81,12 +84,16 @@ def main() -> None:
     ap.add_argument("--shape-weight", type=float, default=8.0)
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--batch", type=int, default=BATCH)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--from-committed", action="store_true",
+                    help="fine-tune the committed sketch net instead of training one from scratch")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     from t2i.train.clip import tokenizer
 
     pipe = build_pipeline(get_preset("shapes"), device="cpu")
-    net = train(pipe.perceptors[0].model, tokenizer(), args.shape_weight, args.steps, args.batch)
+    start = pipe.sketch if args.from_committed else None
+    net = train(pipe.perceptors[0].model, tokenizer(), args.shape_weight, args.steps, args.batch, args.lr, start)
     save_sketch(net, Path(args.out))
     pipe.sketch = net
     import shapes_diagnosis as diag
