@@ -2,7 +2,7 @@
 
     python scripts/shapes_diagnosis.py clip      # the shapes CLIP's zero-shot shape on renders
     python scripts/shapes_diagnosis.py vqgan     # the VQGAN's reconstructions, judged by the checker
-    python scripts/shapes_diagnosis.py start     # a job's start: sketch, encoded sketch (step 0, result decode)
+    python scripts/shapes_diagnosis.py start     # a job's start: the sketch, and the VQGAN's encoding of it (step 0)
     python scripts/shapes_diagnosis.py cutouts   # CLIP's shape on the preset's cutouts against the plain render
     python scripts/shapes_diagnosis.py tokens    # do the text states (shapes-ldm's tokens, the pooled embedding) separate the shapes?
     python scripts/shapes_diagnosis.py oracle    # the shapes preset started from the caption's true render
