@@ -119,6 +119,37 @@ def test_shapesbench_reports_what_the_checker_said_of_each_image():
     assert set(result["sketch"]) == set(ATTRIBUTES) and any("sketches" in line for line in lines)
 
 
+@trained
+def test_shapesbench_tabulates_the_asked_shape_against_the_drawn_one():
+    from t2i.bench.shapes import report, shapesbench
+    from t2i.data.shapes import SHAPES
+
+    result = shapesbench("shapes", n=4, iterations=2, progress=False)
+    table = result["confusion"]
+    assert set(table) == set(SHAPES) and all(set(row) == {*SHAPES, "none"} for row in table.values())
+    assert sum(sum(row.values()) for row in table.values()) == 4
+    # The diagonal is exactly the captions whose shape the checker found.
+    assert sum(table[s][s] for s in SHAPES) == sum(verdict["shape"] for _, _, verdict in result["examples"])
+    for s in SHAPES:
+        assert sum(table[s].values()) == result["asked"].count(s)
+    # The sketches' own table is over the same captions, and the report prints both.
+    assert sum(sum(row.values()) for row in result["sketch_confusion"].values()) == 4
+    lines = report(result)
+    assert sum(line.startswith("| asked \\ drawn | circle | square | triangle | none |") for line in lines) == 2
+    assert any(line.startswith("shape, sketch -> result: right -> right") for line in lines)
+
+
+def test_the_confusion_table_counts_each_pair_in_its_cell():
+    from t2i.bench.shapes import confusion, confusion_lines
+
+    table = confusion(["circle", "circle", "square", "triangle"], ["circle", "square", "none", "triangle"])
+    assert table["circle"] == {"circle": 1, "square": 1, "triangle": 0, "none": 0}
+    assert table["square"] == {"circle": 0, "square": 0, "triangle": 0, "none": 1}
+    assert table["triangle"]["triangle"] == 1
+    lines = confusion_lines(table)
+    assert lines[2] == "| circle | 1 | 1 | 0 | 0 | 1/2 |" and lines[3] == "| square | 0 | 0 | 0 | 1 | 0/1 |"
+
+
 
 def test_the_trainers_schedule_works_for_every_step_count():
     """torch's OneCycleLR divides by zero when its warm-up is exactly one step: `train-demo
