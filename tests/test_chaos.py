@@ -19,25 +19,13 @@ from chaos_parts import checks  # noqa: E402
 from chaos_parts.pgcluster import pg_bin  # noqa: E402
 from chaos_parts.report import ROWS  # noqa: E402
 from hostile import hostile_options, hostile_pngs, typing_problems  # noqa: E402
+from md_tables import table  # noqa: E402
 
 from t2i.service.queue import submit_job  # noqa: E402
 from t2i.store import Result, open_store  # noqa: E402
 
 # A full disk is a small tmpfs under the store: root only (scripts/chaos_parts/faults.py says why).
 FULL_DISK = {"fill disk"} if os.geteuid() == 0 else set()
-
-
-def table(text: str, first_column: str) -> list[dict]:
-    """The rows of the Markdown table whose header starts with `first_column`, as dicts."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
-    head = [c.strip() for c in lines[start].strip("|").split("|")]
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append(dict(zip(head, (c.strip() for c in line.strip("|").split("|")))))
-    return rows
 
 
 def chaos(backend: str, *extra: str) -> subprocess.CompletedProcess:

@@ -15,22 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import simulate_fleet  # noqa: E402
+from md_tables import table  # noqa: E402
 
 FIGURES = ["claims/s", "pickup p50 ms", "pickup p99 ms", "heartbeats/s", "progress/s", "frames/s", "frame MB/s",
            "result MB/s", "store writes/s", "growth GB/h", "gallery p95 ms", "first to saturate"]
-
-
-def table(text: str, first_column: str) -> list[dict]:
-    """The rows of the Markdown table whose header starts with `first_column`, as dicts."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
-    head = [c.strip() for c in lines[start].strip("|").split("|")]
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append(dict(zip(head, (c.strip() for c in line.strip("|").split("|")))))
-    return rows
 
 
 def simulate(tmp_path, backend: str, *extra: str) -> tuple[str, subprocess.CompletedProcess]:
