@@ -2,10 +2,9 @@
 
     train(data, out, epochs=..., steps_per_epoch=..., config=GanConfig(...)) -> Trained
 
-`data` is any callable `batch(n, gen) -> (images, embeddings)` or `(images, embeddings, match)`: images
-uint8 (n, 3, 64, 64) or float in [-1, 1], embeddings (n, d), match (n, n) which captions describe which
-images (t2i/train/gan_data.py; only the semantic term reads it), every random draw from the
-torch.Generator it is given (the flowers world, an HDF5 reader, `captioned(...)` over the shapes world). One step is one generator update, after one
+`data` is any callable `batch(n, gen) -> (images, embeddings[, match])`: images uint8 (n, 3, 64, 64) or
+float in [-1, 1], embeddings (n, d), optionally which captions describe which images (the semantic
+term's), every random draw from the torch.Generator it is given (t2i/train/gan_data.py). One step is one generator update, after one
 discriminator update (gan) or `diter` critic updates (wgan, wgan-gp), each on a fresh batch.
 
 Losses (d_losses / g_losses, each term by name so tests and logs can see them):
@@ -56,7 +55,7 @@ from ..assets.fp16 import save_checkpoint
 from ..bench.plot import loss_plot
 from .gan_data import BatchSource
 from .ema import Ema
-from .gan_tricks import AUGMENTS, diff_augment, matching_aware_gp, mode_seeking, semantic
+from .gan_tricks import AUGMENTS, diff_augment, gradient_penalty, matching_aware_gp, mode_seeking, semantic
 from .threads import torch_threads
 
 TYPES = ("gan", "hinge", "wgan", "wgan-gp")
@@ -178,16 +177,6 @@ def d_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
         terms["ma_gp"] = matching_aware_gp(d, real_seen, embed)
         terms["total"] = terms["total"] + config.ma_gp * terms["ma_gp"]
     return terms
-
-
-def gradient_penalty(d: Discriminator, real: torch.Tensor, fake: torch.Tensor, embed: torch.Tensor,
-                     gen: torch.Generator) -> torch.Tensor:
-    """(|grad_x D(x)| - 1)^2 at random points between real and fake images (Gulrajani et al.), the
-    norm taken per sample over all pixels."""
-    alpha = torch.rand(len(real), 1, 1, 1, generator=gen, device=real.device)
-    x = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(d(x, embed)[0].sum(), x, create_graph=True)
-    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
 def g_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tensor, embed: torch.Tensor,

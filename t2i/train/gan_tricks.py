@@ -1,7 +1,8 @@
-"""What later text-to-image GANs added to GAN-INT-CLS's training, as small pieces the trainer composes
-(t2i/train/gan.py): differentiable augmentation, the matching-aware zero-centred gradient penalty,
-the mode-seeking term and the semantic (image-text matching) term. Each is measured on
-FlowersBench (BENCHMARKS.md, "The flowers GAN, one change at a time").
+"""What later GANs added to GAN-INT-CLS's training, as small pieces the trainer composes
+(t2i/train/gan.py): WGAN-GP's gradient penalty (the port's `wgan-gp`), and what later text-to-image
+GANs showed works, each measured on FlowersBench (BENCHMARKS.md, "The flowers GAN, one change at a
+time"): differentiable augmentation, the matching-aware zero-centred gradient penalty, the
+mode-seeking term and the semantic (image-text matching) term.
 
 Written here rather than taken from a package: DiffAugment's and DF-GAN's reference code are research
 repositories, not libraries on the index, and each piece is a few lines over torch. The moving
@@ -42,6 +43,16 @@ def diff_augment(x: torch.Tensor, policy: tuple[str, ...], gen: torch.Generator)
         inside_x = (xs >= corner[:, 1:]) & (xs < corner[:, 1:] + size)
         x = x * ~(inside_y[:, None, :, None] & inside_x[:, None, None, :])
     return x
+
+
+def gradient_penalty(d, real: torch.Tensor, fake: torch.Tensor, embed: torch.Tensor,
+                     gen: torch.Generator) -> torch.Tensor:
+    """WGAN-GP's (|grad_x D(x)| - 1)^2 at random points between real and fake images (Gulrajani et al.
+    2017), the norm taken per sample over all pixels."""
+    alpha = torch.rand(len(real), 1, 1, 1, generator=gen, device=real.device)
+    x = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(d(x, embed)[0].sum(), x, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
 def matching_aware_gp(d, real: torch.Tensor, embed: torch.Tensor, power: float = 6.0) -> torch.Tensor:
