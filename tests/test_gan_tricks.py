@@ -164,3 +164,70 @@ def test_the_joint_discriminator_adds_the_ports_spatial_head_to_the_projection()
     text = joint.text(embed)[:, :, None, None].expand(-1, -1, 4, 4)
     assert torch.allclose(score, projection + joint.joint(torch.cat([features, text], 1)).view(-1), atol=1e-5)
     assert GanConfig(d_arch="joint").d_arch == "joint"
+
+
+def _tiny_encoder():
+    """A random CharCLIP with the flowers encoder's image tower shape (64x64 RGB), frozen as train-demo's."""
+    from t2i.engine.charclip import CharCLIP
+
+    torch.manual_seed(0)
+    return CharCLIP(dim=EMBED, char_dim=8, hidden=8, image_width=8, channels=3, image_size=64).eval().requires_grad_(False)
+
+
+def test_the_semantic_term_is_off_by_default_and_its_gradient_reaches_g_only():
+    from t2i.train.gan import g_losses, make_nets
+
+    encoder = _tiny_encoder()
+    captions = ["a red flower", "a blue flower", "a red flower", "five white petals", "a pink flower", "a dot"]
+    embed = encoder.encode_text(captions)
+    real, z, z_int = torch.rand(6, 3, 64, 64) * 2 - 1, torch.randn(6, 100), torch.randn(6, 100)
+    assert GanConfig().semantic_coef == 0
+    config = GanConfig(**ALL)
+    g, d = make_nets(config, EMBED)
+    d.requires_grad_(False)
+    assert "semantic" not in g_losses(config, g, d, real, embed, z, embed.roll(2, 0), z_int, encoder=encoder)
+    config = GanConfig(**{**ALL, "semantic_coef": 0.5})
+    terms = g_losses(config, g, d, real, embed, z, embed.roll(2, 0), z_int, encoder=encoder)
+    assert math.isfinite(terms["semantic"].item()) and terms["semantic"] > 0
+    t = {k: v.item() for k, v in terms.items()}
+    assert t["total"] == pytest.approx(t["adv"] + t["int"] + t["ms"] + 0.5 * t["semantic"], rel=1e-5)
+    terms["semantic"].backward()
+    assert g.netG[0].weight.grad.abs().sum() > 0 and g.projection[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in encoder.parameters())  # the encoder stays as trained
+
+
+def test_the_semantic_term_is_clip_s_loss_and_does_not_count_a_vaguer_caption_as_a_negative():
+    from t2i.train.gan_tricks import semantic
+
+    encoder = _tiny_encoder()
+    embed = encoder.encode_text(["a red flower", "a blue flower", "five red petals and a white center"])
+    images = torch.rand(3, 3, 64, 64) * 2 - 1
+    logits = encoder.scale * encoder.encode_image((images + 1) / 2) @ embed.T  # the tower takes [0, 1]
+    ce = torch.nn.functional.cross_entropy
+    assert semantic(encoder, images, embed).item() == pytest.approx(
+        0.5 * (ce(logits, torch.arange(3)) + ce(logits.T, torch.arange(3))).item(), rel=1e-5)
+    vaguer = torch.tensor([[1.0, 0, 1], [0, 1, 0], [0, 0, 1]])  # "a red flower" describes image 2 too
+    half = torch.tensor([[0.5, 0, 0.5], [0, 1, 0], [0, 0, 1]])
+    to_captions = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0.5, 0, 0.5]])
+    expected = 0.5 * ((-half * logits.T.log_softmax(1)).sum(1).mean() + (-to_captions * logits.log_softmax(1)).sum(1).mean())
+    assert semantic(encoder, images, embed, vaguer).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_a_semantic_run_on_the_flowers_world_resumes_exactly_and_needs_its_encoder(tmp_path):
+    from t2i.data import flowers
+    from t2i.train.flowers_text import match_matrix
+    from t2i.train.gan_data import captioned
+
+    encoder = _tiny_encoder()
+    source = captioned(lambda seed, n: flowers.sample(n, seed), lambda c: encoder.encode_text(list(c)), match_matrix)
+    images, embeds, match = source(4, torch.Generator().manual_seed(0))
+    assert match.shape == (4, 4) and bool(match.diagonal().all())
+    config = GanConfig(**{**ALL, "ma_gp": 0.0, "augment": "", "semantic_coef": 1.0})
+    with pytest.raises(T2IError, match="--semantic-coef needs the caption encoder"):
+        train(source, tmp_path / "none", epochs=1, steps_per_epoch=1, config=config, progress=False)
+    whole = train(source, tmp_path / "whole", epochs=2, steps_per_epoch=1, config=config, progress=False,
+                  encoder=encoder)
+    train(source, tmp_path / "cut", epochs=1, steps_per_epoch=1, config=config, progress=False, encoder=encoder)
+    resumed = train(source, tmp_path / "cut", epochs=2, steps_per_epoch=1, config=config, progress=False,
+                    encoder=encoder)
+    assert resumed.history == whole.history and math.isfinite(whole.history[-1]["g_semantic"])

@@ -125,8 +125,23 @@ class CharCLIP(nn.Module):
 
     def logits(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """(n_images, n_prompts) scaled cosine similarities."""
-        scale = self.logit_scale.clamp(max=math.log(100)).exp()  # CLIP's cap on the temperature
-        return scale * self.encode_image(images) @ self.encode_text(prompts).T
+        return self.scale * self.encode_image(images) @ self.encode_text(prompts).T
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """The learnt inverse temperature, under CLIP's cap of 100."""
+        return self.logit_scale.clamp(max=math.log(100)).exp()
+
+
+def matched_infonce(logits: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over (n_images, n_captions) logits where `match` (captions x images, 1 where
+    the caption describes the image, each pair's own included) shares each row's target mass among
+    its matches, in both directions: the plain CLIP target (only the diagonal) would push a caption
+    away from other images it describes just as well."""
+    to_images = match / match.sum(1, keepdim=True)  # per caption, over images
+    to_captions = match.T / match.T.sum(1, keepdim=True)  # per image, over captions
+    return 0.5 * (torch.sum(-to_images * F.log_softmax(logits.T, 1), 1).mean()
+                  + torch.sum(-to_captions * F.log_softmax(logits, 1), 1).mean())
 
 
 def build_char_clip(**params) -> CharCLIP:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import digits
-from ..engine.charclip import CharCLIP, build_char_clip
+from ..engine.charclip import CharCLIP, build_char_clip, matched_infonce
 from .schedule import optimise
 
 STEPS = 120
@@ -35,11 +35,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def contrastive_loss(model: CharCLIP, images: torch.Tensor, captions: list[str], labels: torch.Tensor) -> torch.Tensor:
-    logits = model.logits(images, captions)
-    same = (labels[:, None] == labels[None]).float()
-    target = same / same.sum(1, keepdim=True)  # symmetric: same.T == same
-    return 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
-                  + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean())
+    return matched_infonce(model.logits(images, captions), (labels[:, None] == labels[None]).float())
 
 
 def train_char_clip(steps: int = STEPS, seed: int = 0, data: digits.Sampler | None = None, batch: int = BATCH,

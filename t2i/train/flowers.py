@@ -66,9 +66,10 @@ def train_flowers(out: Path, seed: int = 0, text_steps: int | None = None, gan_s
     per_epoch = STEPS_PER_EPOCH
     work = out / "gan"
     shutil.rmtree(work, ignore_errors=True)  # a fresh run: its files must not resume an older one
-    trained = train_gan(captioned(lambda s, n: flowers.sample(n, s)[:2], encode), work,
-                        epochs=steps // per_epoch, steps_per_epoch=per_epoch,
-                        config=GanConfig(cls=True, int=True, seed=seed, **GAN), progress=progress)
+    # The match matrix (which captions describe which images) and the encoder serve the semantic term.
+    source = captioned(lambda s, n: flowers.sample(n, s), encode, flowers_text.match_matrix)
+    trained = train_gan(source, work, epochs=steps // per_epoch, steps_per_epoch=per_epoch,
+                        config=GanConfig(cls=True, int=True, seed=seed, **GAN), progress=progress, encoder=text)
     shutil.copyfile(work / "generator.pt", out / "generator.pt.part")
     (out / "generator.pt.part").replace(out / "generator.pt")
     figures.update(gan_d_last=trained.history[-1]["d_total"], gan_g_last=trained.history[-1]["g_total"])

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import flowers
-from ..engine.charclip import CharCLIP, build_char_clip, save_char_clip
+from ..engine.charclip import CharCLIP, build_char_clip, matched_infonce, save_char_clip
 from .schedule import optimise
 from .threads import torch_threads
 
@@ -58,11 +58,7 @@ def match_matrix(captions: list[str], scenes: list[flowers.Scene]) -> torch.Tens
 
 def contrastive_loss(model: CharCLIP, images: torch.Tensor, captions: list[str], match: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE against `match` (captions x images, each caption's own image included)."""
-    logits = model.logits(images, captions)  # (images, captions)
-    to_images = match / match.sum(1, keepdim=True)  # per caption, over images
-    to_captions = match.T / match.T.sum(1, keepdim=True)  # per image, over captions
-    return 0.5 * (torch.sum(-to_images * F.log_softmax(logits.T, 1), 1).mean()
-                  + torch.sum(-to_captions * F.log_softmax(logits, 1), 1).mean())
+    return matched_infonce(model.logits(images, captions), match)
 
 
 def train(steps: int = STEPS, seed: int = 0, out_path: str | os.PathLike | None = None, batch: int = BATCH,

@@ -2,9 +2,9 @@
 
     train(data, out, epochs=..., steps_per_epoch=..., config=GanConfig(...)) -> Trained
 
-`data` is any callable `batch(n, gen) -> (images, embeddings)`: images uint8 (n, 3, 64, 64) or float in
-[-1, 1], embeddings (n, d), every random draw from the torch.Generator it is given (the flowers world,
-an HDF5 reader, `captioned(...)` over the shapes world). One step is one generator update, after one
+`data` is any callable `batch(n, gen) -> (images, embeddings[, match])`: images uint8 (n, 3, 64, 64) or
+float in [-1, 1], embeddings (n, d), optionally which captions describe which images (the semantic
+term's), every random draw from the torch.Generator it is given (t2i/train/gan_data.py). One step is one generator update, after one
 discriminator update (gan) or `diter` critic updates (wgan, wgan-gp), each on a fresh batch.
 
 Losses (d_losses / g_losses, each term by name so tests and logs can see them):
@@ -22,7 +22,9 @@ Losses (d_losses / g_losses, each term by name so tests and logs can see them):
 Later GANs' additions (t2i/train/gan_tricks.py), each off by default so the port's recipe stays the
 default: `d_arch="projection"` (a spectrally normalised projection discriminator), `augment`
 (DiffAugment on everything D sees), `ma_gp` (DF-GAN's matching-aware gradient penalty), `ms_coef`
-(MSGAN's mode-seeking term), `ema` (generator.pt is the moving average of G's weights).
+(MSGAN's mode-seeking term), `ema` (generator.pt is the moving average of G's weights), `semantic_coef`
+(AttnGAN's DAMSM-style term: the frozen caption encoder passed to train() as `encoder` must find each
+image's caption among the batch's; the embeddings must be that encoder's).
 
 Output folder: checkpoint.pt (everything to resume: nets, optimisers, the generator's state, history),
 written at each epoch's end through a temporary file and os.replace, so a kill mid-write leaves the
@@ -46,13 +48,14 @@ from PIL import Image
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
+from ..engine.charclip import CharCLIP
 from ..engine.gan_int_cls import NOISE_DIM, Discriminator, Generator, ProjectionDiscriminator, init_weights
 from ..errors import T2IError
 from ..assets.fp16 import save_checkpoint
 from ..bench.plot import loss_plot
 from .gan_data import BatchSource
 from .ema import Ema
-from .gan_tricks import AUGMENTS, diff_augment, matching_aware_gp, mode_seeking
+from .gan_tricks import AUGMENTS, diff_augment, gradient_penalty, matching_aware_gp, mode_seeking, semantic
 from .threads import torch_threads
 
 TYPES = ("gan", "hinge", "wgan", "wgan-gp")
@@ -86,6 +89,7 @@ class GanConfig:
     affine: bool = False          # G: text-conditioned affines after every BatchNorm (DF-GAN's fusion)
     lr_d: float = 0.0             # D's learning rate when not lr (TTUR: Heusel et al. 2017)
     beta2: float = 0.999
+    semantic_coef: float = 0.0    # AttnGAN's DAMSM-style image-text matching term for G (needs `encoder`)
 
     def __post_init__(self):
         if self.type not in TYPES:
@@ -175,22 +179,13 @@ def d_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
     return terms
 
 
-def gradient_penalty(d: Discriminator, real: torch.Tensor, fake: torch.Tensor, embed: torch.Tensor,
-                     gen: torch.Generator) -> torch.Tensor:
-    """(|grad_x D(x)| - 1)^2 at random points between real and fake images (Gulrajani et al.), the
-    norm taken per sample over all pixels."""
-    alpha = torch.rand(len(real), 1, 1, 1, generator=gen, device=real.device)
-    x = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(d(x, embed)[0].sum(), x, create_graph=True)
-    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
-
-
 def g_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tensor, embed: torch.Tensor,
              z: torch.Tensor, partner_embed: torch.Tensor, z_int: torch.Tensor,
-             gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+             gen: torch.Generator | None = None, encoder: CharCLIP | None = None,
+             match: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """G's terms on one batch; "total" is what it descends. `partner_embed` is what `int` mixes each
     embedding with; `z_int` the noise for those images (and the second noise of the mode-seeking
-    term); `gen` draws the augmentations."""
+    term); `gen` draws the augmentations; `encoder` and `match` serve the semantic term."""
     aug = _augmenter(config, gen)
     fake = g(embed, z)
     score, fake_features = d(aug(fake), embed)
@@ -207,6 +202,9 @@ def g_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
     if config.ms_coef:
         terms["ms"] = mode_seeking(fake, g(embed, z_int), z, z_int)
         total = total + config.ms_coef * terms["ms"]
+    if config.semantic_coef:
+        terms["semantic"] = semantic(encoder, fake, embed, match)
+        total = total + config.semantic_coef * terms["semantic"]
     terms["total"] = total
     return terms
 
@@ -219,16 +217,17 @@ def as_images(images) -> torch.Tensor:
     return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
 
 
-def _batch(data: BatchSource, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    images, embeds = data(n, gen)
-    return as_images(images), torch.as_tensor(embeds).float()
+def _batch(data: BatchSource, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    images, embeds, *match = data(n, gen)
+    return as_images(images), torch.as_tensor(embeds).float(), (torch.as_tensor(match[0]).float() if match else None)
 
 
-def train_step(config: GanConfig, g, d, opt_g, opt_d, data: BatchSource, gen: torch.Generator) -> dict[str, float]:
+def train_step(config: GanConfig, g, d, opt_g, opt_d, data: BatchSource, gen: torch.Generator,
+               encoder: CharCLIP | None = None) -> dict[str, float]:
     """One generator update after its discriminator update(s); returns the last values of every term."""
     n = config.batch_size
     for _ in range(config.diter if config.wasserstein else 1):
-        real, embed = _batch(data, n, gen)
+        real, embed, match = _batch(data, n, gen)
         z = torch.randn(n, g.noise_dim, generator=gen)
         dl = d_losses(config, g, d, real, embed, embed.roll(1, 0), z, gen)
         opt_d.zero_grad()
@@ -239,7 +238,7 @@ def train_step(config: GanConfig, g, d, opt_g, opt_d, data: BatchSource, gen: to
                 p.data.clamp_(-config.clip, config.clip)
     d.requires_grad_(False)  # G's step needs gradients through D, not for it
     z, z_int = torch.randn(2, n, g.noise_dim, generator=gen)
-    gl = g_losses(config, g, d, real, embed, z, embed.roll(2, 0), z_int, gen)
+    gl = g_losses(config, g, d, real, embed, z, embed.roll(2, 0), z_int, gen, encoder, match)
     opt_g.zero_grad()
     gl["total"].backward()
     opt_g.step()
@@ -260,15 +259,19 @@ def _check_finite(values: dict[str, float], step: int, nets) -> None:
 
 
 def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: int,
-          config: GanConfig = GanConfig(), progress: bool = True) -> Trained:
+          config: GanConfig = GanConfig(), progress: bool = True, encoder: CharCLIP | None = None) -> Trained:
     """Train to `epochs` epochs of `steps_per_epoch` steps, resuming from out/checkpoint.pt when it is
-    there (the same config required); writes the files the module docstring lists."""
+    there (the same config required); writes the files the module docstring lists. `encoder`: the
+    frozen caption encoder whose text embeddings `data` serves (read only by the semantic term)."""
+    if config.semantic_coef and encoder is None:
+        raise T2IError("--semantic-coef needs the caption encoder whose embeddings the data holds "
+                       "(train-demo --world flowers passes it); it has no meaning for other embeddings")
     out = Path(out)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     with torch_threads():
         gen = torch.Generator().manual_seed(config.seed)
         # Fixed texts and noise for the epochs' sample grids, drawn before anything else.
-        sample_images, sample_embeds = _batch(data, SAMPLES, torch.Generator().manual_seed(config.seed + 1))
+        sample_images, sample_embeds, _ = _batch(data, SAMPLES, torch.Generator().manual_seed(config.seed + 1))
         sample_z = torch.randn(SAMPLES, NOISE_DIM, generator=torch.Generator().manual_seed(config.seed + 2))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -285,7 +288,7 @@ def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: i
             g.train(), d.train()
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress)
             for _ in bar:
-                history.append(train_step(config, g, d, opt_g, opt_d, data, gen))
+                history.append(train_step(config, g, d, opt_g, opt_d, data, gen, encoder))
                 step += 1
                 if ema is not None:
                     ema.update(g)

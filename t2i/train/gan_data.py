@@ -21,15 +21,19 @@ from ..errors import T2IError
 BatchSource = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
-def captioned(sample: Callable[[int, int], tuple], encode: Callable[[list[str]], torch.Tensor]) -> BatchSource:
+def captioned(sample: Callable[[int, int], tuple], encode: Callable[[list[str]], torch.Tensor],
+              match: Callable[..., torch.Tensor] | None = None) -> BatchSource:
     """A BatchSource from a captioned world's sampler, sample(seed, n) -> (uint8 images, NCHW or NHWC,
     captions, ...), and a text encoder's encode(captions) -> (n, d). The seed is drawn from the
-    trainer's generator, so the world's own RNG (random.Random, numpy) follows it. The flowers world:
-    captioned(lambda seed, n: flowers.sample(n, seed)[:2], encoder.encode)."""
+    trainer's generator, so the world's own RNG (random.Random, numpy) follows it. With `match`,
+    match(captions, *the sampler's further items) -> (n, n) (which captions describe which images)
+    is the batch's third item, for the semantic term. The flowers world:
+    captioned(lambda seed, n: flowers.sample(n, seed), encoder.encode, flowers_text.match_matrix)."""
     def batch(n: int, gen: torch.Generator):
-        images, texts = sample(int(torch.randint(2**62, (1,), generator=gen)), n)[:2]
+        images, texts, *rest = sample(int(torch.randint(2**62, (1,), generator=gen)), n)
         images = torch.as_tensor(images)
-        return images if images.shape[1] == 3 else images.permute(0, 3, 1, 2), encode(texts)
+        images = images if images.shape[1] == 3 else images.permute(0, 3, 1, 2)
+        return (images, encode(texts)) + ((match(texts, *rest),) if match else ())
     return batch
 
 

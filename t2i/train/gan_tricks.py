@@ -1,7 +1,8 @@
-"""What later text-to-image GANs added to GAN-INT-CLS's training, as small pieces the trainer composes
-(t2i/train/gan.py): differentiable augmentation, the matching-aware zero-centred gradient penalty
-and the mode-seeking term. Each is measured on
-FlowersBench (BENCHMARKS.md, "The flowers GAN, one change at a time").
+"""What later GANs added to GAN-INT-CLS's training, as small pieces the trainer composes
+(t2i/train/gan.py): WGAN-GP's gradient penalty (the port's `wgan-gp`), and what later text-to-image
+GANs showed works, each measured on FlowersBench (BENCHMARKS.md, "The flowers GAN, one change at a
+time"): differentiable augmentation, the matching-aware zero-centred gradient penalty, the
+mode-seeking term and the semantic (image-text matching) term.
 
 Written here rather than taken from a package: DiffAugment's and DF-GAN's reference code are research
 repositories, not libraries on the index, and each piece is a few lines over torch. The moving
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ..engine.charclip import CharCLIP, matched_infonce
 
 # DiffAugment's (Zhao et al. 2020) policies, less "color": brightness, saturation and contrast
 # jitter would teach D that a red flower and a dull orange one are the same picture, and colour is
@@ -42,6 +45,16 @@ def diff_augment(x: torch.Tensor, policy: tuple[str, ...], gen: torch.Generator)
     return x
 
 
+def gradient_penalty(d, real: torch.Tensor, fake: torch.Tensor, embed: torch.Tensor,
+                     gen: torch.Generator) -> torch.Tensor:
+    """WGAN-GP's (|grad_x D(x)| - 1)^2 at random points between real and fake images (Gulrajani et al.
+    2017), the norm taken per sample over all pixels."""
+    alpha = torch.rand(len(real), 1, 1, 1, generator=gen, device=real.device)
+    x = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(d(x, embed)[0].sum(), x, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
 def matching_aware_gp(d, real: torch.Tensor, embed: torch.Tensor, power: float = 6.0) -> torch.Tensor:
     """DF-GAN's MA-GP (Tao et al. 2022): the mean of |grad D(x, e)|^p at real images with their own
     texts, the gradient taken with respect to both the image and the embedding. It flattens D around
@@ -59,3 +72,19 @@ def mode_seeking(a: torch.Tensor, b: torch.Tensor, za: torch.Tensor, zb: torch.T
     differences. Two noises that give the same image make it large, so G is pushed to use its noise."""
     ratio = (a - b).abs().mean() / (za - zb).abs().mean()
     return 1 / (ratio + 1e-5)
+
+
+def semantic(encoder: CharCLIP, images: torch.Tensor, embed: torch.Tensor,
+             match: torch.Tensor | None = None) -> torch.Tensor:
+    """AttnGAN's DAMSM loss at the sentence level (Xu et al. 2018): a frozen image-text encoder embeds
+    G's images, and each image should pick its own caption out of the batch's (and each caption its
+    own image), as the encoder itself was trained: the symmetric InfoNCE at the encoder's own
+    temperature. `embed` must be that encoder's text embeddings (the flowers GAN is conditioned on
+    them). `match` (captions x images) says which captions describe which images, so that a caption
+    naming fewer attributes ("a red flower") is not a negative for another red flower's image;
+    without it only each pair's own counts (a repeated caption needs no match: its two columns of
+    logits are equal, and the plain target gives the same loss). Images in [-1, 1]; the encoder's
+    tower takes [0, 1] (flowers_text.to_float)."""
+    logits = encoder.scale * encoder.encode_image((images + 1) / 2) @ embed.T  # (images, captions)
+    match = torch.eye(len(images)) if match is None else match
+    return matched_infonce(logits, match.to(logits))
