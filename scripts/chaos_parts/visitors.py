@@ -136,7 +136,9 @@ class Visitors:
                                     limit=24, offset=rng.choice([0, 0, 24, 48]))
         with self.lock:
             self.gallery_s.append(time.monotonic() - start)
-        if len(rows) > 24 or total < len(rows):
+        # Not against `total`: the page and its count are two reads, and jobs finish between them
+        # (a short PostgreSQL run once saw 8 rows of a count of 7), which the page shows harmlessly.
+        if len(rows) > 24:
             self._problem(f"gallery: {len(rows)} rows of {total}")
         store.jobs(limit=50)
         store.counts()
