@@ -215,12 +215,14 @@ def test_the_semantic_term_is_clip_s_loss_and_does_not_count_a_vaguer_caption_as
 
 def test_a_semantic_run_on_the_flowers_world_resumes_exactly_and_needs_its_encoder(tmp_path):
     from t2i.data import flowers
-    from t2i.train.flowers_text import match_matrix
+    from t2i.train.flowers_text import CLASSES, gan_extras
     from t2i.train.gan_data import captioned
 
     encoder = _tiny_encoder()
-    source = captioned(lambda seed, n: flowers.sample(n, seed), lambda c: encoder.encode_text(list(c)), match_matrix)
-    images, embeds, match = source(4, torch.Generator().manual_seed(0))
+    source = captioned(lambda seed, n: flowers.sample(n, seed), lambda c: encoder.encode_text(list(c)), gan_extras,
+                       CLASSES)
+    images, embeds, extras = source(4, torch.Generator().manual_seed(0))
+    match = extras["match"]
     assert match.shape == (4, 4) and bool(match.diagonal().all())
     config = GanConfig(**{**ALL, "ma_gp": 0.0, "augment": "", "semantic_coef": 1.0})
     with pytest.raises(T2IError, match="--semantic-coef needs the caption encoder"):
@@ -231,3 +233,65 @@ def test_a_semantic_run_on_the_flowers_world_resumes_exactly_and_needs_its_encod
     resumed = train(source, tmp_path / "cut", epochs=2, steps_per_epoch=1, config=config, progress=False,
                     encoder=encoder)
     assert resumed.history == whole.history and math.isfinite(whole.history[-1]["g_semantic"])
+
+
+def test_flowers_labels_name_every_attribute_of_a_scene_and_only_what_a_caption_says():
+    from t2i.data import flowers
+    from t2i.train.flowers_text import ATTRIBUTES, gan_extras
+
+    scene = flowers.Scene(flowers.Flower("purple", "green", 7, "thin", "large"))
+    vague = "a flower with thin white petals surrounding a yellow cluster of stamen"
+    assert flowers.parse_caption(vague) is not None and "petals" not in flowers.parse_caption(vague)
+    extras = gan_extras([flowers.canonical_caption(scene), vague], [scene, scene])
+    colours, centres, counts = (values for _, values in ATTRIBUTES)
+    true = [colours.index("purple"), centres.index("green"), counts.index(7)]
+    assert extras["true"].tolist() == [true, true]
+    assert extras["asked"].tolist() == [true, [colours.index("white"), centres.index("yellow"), -1]]
+
+
+def test_the_auxiliary_classifier_learns_real_attributes_in_d_and_what_was_asked_in_g(tmp_path):
+    """TAC-GAN's term: D's heads are fitted on real images' true classes, G is scored by them against
+    what its caption names (unnamed attributes ignored), and the terms enter both totals."""
+    from t2i.train.gan import g_losses, make_nets
+    from t2i.train.gan_tricks import auxiliary
+
+    classes = (3, 2)
+    config = GanConfig(**{**ALL, "augment": "", "ma_gp": 0.0, "aux_coef": 0.5})
+    torch.manual_seed(0)
+    g, d = make_nets(config, EMBED, classes)
+    assert [h.out_features for h in d.heads] == [3, 2]
+    assert not make_nets(GanConfig(**ALL), EMBED, classes)[1].heads  # off: no heads at all
+    real, embed, z = torch.rand(6, 3, 64, 64) * 2 - 1, torch.randn(6, EMBED), torch.randn(6, 100)
+    true = torch.tensor([[0, 1], [1, 0], [2, 1], [0, 0], [1, 1], [2, 0]])
+    asked = torch.tensor([[0, -1], [1, 0], [-1, -1], [0, 0], [1, 1], [2, -1]])
+    features = d(real, embed)[1]
+    by_hand = sum(torch.nn.functional.cross_entropy(logits, asked[:, i], ignore_index=-1, reduction="sum")
+                  for i, logits in enumerate(d.classify(features))) / 8
+    assert auxiliary(d, features, asked).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    dl = d_losses(config, g, d, real, embed, embed.roll(1, 0), z, torch.Generator().manual_seed(0), true)
+    assert dl["aux"].item() == pytest.approx(auxiliary(d, features, true).item(), rel=1e-5)
+    assert dl["total"].item() == pytest.approx((dl["real"] + 0.5 * (dl["fake"] + dl["wrong"]) + 0.5 * dl["aux"]).item(),
+                                               rel=1e-5)
+    d.requires_grad_(False)
+    gl = g_losses(config, g, d, real, embed, z, embed.roll(2, 0), torch.randn(6, 100), extras={"asked": asked})
+    assert gl["total"].item() == pytest.approx((gl["adv"] + gl["int"] + gl["ms"] + 0.5 * gl["aux"]).item(), rel=1e-5)
+    gl["aux"].backward()
+    assert g.netG[0].weight.grad.abs().sum() > 0
+
+
+def test_an_auxiliary_run_resumes_exactly_and_refuses_a_source_without_labels(tmp_path):
+    from t2i.data import flowers
+    from t2i.train.flowers_text import CLASSES, gan_extras
+    from t2i.train.gan_data import captioned
+
+    config = GanConfig(**{**ALL, "ma_gp": 0.0, "augment": "", "aux_coef": 1.0})
+    with pytest.raises(T2IError, match="--aux-coef needs .* attribute labels"):
+        train(shapes_source(EMBED), tmp_path / "shapes", epochs=1, steps_per_epoch=1, config=config, progress=False)
+    encoder = _tiny_encoder()
+    source = captioned(lambda seed, n: flowers.sample(n, seed), lambda c: encoder.encode_text(list(c)), gan_extras,
+                       CLASSES)
+    whole = train(source, tmp_path / "whole", epochs=2, steps_per_epoch=1, config=config, progress=False)
+    train(source, tmp_path / "cut", epochs=1, steps_per_epoch=1, config=config, progress=False)
+    resumed = train(source, tmp_path / "cut", epochs=2, steps_per_epoch=1, config=config, progress=False)
+    assert resumed.history == whole.history
+    assert all(math.isfinite(whole.history[-1][k]) and whole.history[-1][k] > 0 for k in ("d_aux", "g_aux"))

@@ -178,9 +178,10 @@ class ProjectionDiscriminator(nn.Module):
     DF-GAN's matching-aware discriminator scores the same pairs). Returns (logits (n,), features
     (n, ndf*8, 4, 4)) like `Discriminator`, so the losses take either."""
 
-    def __init__(self, embed_dim: int = EMBED_DIM, ndf: int = NDF, spectral: bool = True, joint: bool = False):
+    def __init__(self, embed_dim: int = EMBED_DIM, ndf: int = NDF, spectral: bool = True, joint: bool = False,
+                 classes: tuple[int, ...] = ()):
         super().__init__()
-        self.config = dict(embed_dim=embed_dim, ndf=ndf, spectral=spectral, joint=joint)
+        self.config = dict(embed_dim=embed_dim, ndf=ndf, spectral=spectral, joint=joint, classes=tuple(classes))
         sn = nn.utils.parametrizations.spectral_norm if spectral else (lambda m: m)
         widths = [3, ndf, ndf * 2, ndf * 4, ndf * 8]
         layers = []
@@ -194,6 +195,14 @@ class ProjectionDiscriminator(nn.Module):
         self.joint = nn.Sequential(sn(nn.Conv2d(ndf * 8 + PROJECTED_DIM, ndf * 8, 1)), nn.LeakyReLU(0.2, True),
                                    sn(nn.Conv2d(ndf * 8, 1, 4))) if joint else None
         self.text = sn(nn.Linear(embed_dim, PROJECTED_DIM)) if joint else None
+        # classes: TAC-GAN's auxiliary classifier, one head per attribute over the whole 4x4 map (where
+        # things are, for counts), read by `classify` only. Plain linear layers: they score classes,
+        # not real against fake, so the Lipschitz bound spectral norm gives the score is not theirs.
+        self.heads = nn.ModuleList(nn.Linear(ndf * 8 * 16, k) for k in classes)
+
+    def classify(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Each attribute head's logits (n, k) from forward's features."""
+        return [head(features.flatten(1)) for head in self.heads]
 
     def forward(self, images: torch.Tensor, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.features(images)

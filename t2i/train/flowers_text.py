@@ -56,6 +56,26 @@ def match_matrix(captions: list[str], scenes: list[flowers.Scene]) -> torch.Tens
     return torch.tensor([[float(flowers.consistent(m or {}, s)) for s in scenes] for m in named])
 
 
+# What a GAN's auxiliary classifier (TAC-GAN) reads from an image: the attributes FlowersBench judges.
+ATTRIBUTES = (("colour", tuple(flowers.PETAL_COLOURS)), ("centre", tuple(flowers.CENTRE_COLOURS)),
+              ("petals", flowers.PETAL_COUNTS))
+CLASSES = tuple(len(values) for _, values in ATTRIBUTES)
+
+
+def attribute_labels(named: list[dict]) -> torch.Tensor:
+    """long (n, len(ATTRIBUTES)): each attribute's class index, -1 where a record does not name it."""
+    return torch.tensor([[values.index(m[k]) if k in m else -1 for k, values in ATTRIBUTES] for m in named])
+
+
+def gan_extras(captions: list[str], scenes: list[flowers.Scene]) -> dict[str, torch.Tensor]:
+    """What the flowers GAN's optional terms read beside a batch (t2i/train/gan_data.captioned):
+    `match` for the semantic term; `true` (every scene's attributes) and `asked` (what each caption
+    names: G is only held to those) for the auxiliary classifier."""
+    named = [flowers.parse_caption(c) or {} for c in captions]
+    return {"match": match_matrix(captions, scenes),
+            "true": attribute_labels([s.attributes() for s in scenes]), "asked": attribute_labels(named)}
+
+
 def contrastive_loss(model: CharCLIP, images: torch.Tensor, captions: list[str], match: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE against `match` (captions x images, each caption's own image included)."""
     return matched_infonce(model.logits(images, captions), match)

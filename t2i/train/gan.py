@@ -2,9 +2,9 @@
 
     train(data, out, epochs=..., steps_per_epoch=..., config=GanConfig(...)) -> Trained
 
-`data` is any callable `batch(n, gen) -> (images, embeddings[, match])`: images uint8 (n, 3, 64, 64) or
-float in [-1, 1], embeddings (n, d), optionally which captions describe which images (the semantic
-term's), every random draw from the torch.Generator it is given (t2i/train/gan_data.py). One step is one generator update, after one
+`data` is any callable `batch(n, gen) -> (images, embeddings[, extras])`: images uint8 (n, 3, 64, 64) or
+float in [-1, 1], embeddings (n, d), optionally what the optional terms read (gan_data.captioned:
+the semantic term's match, the auxiliary classifier's labels), every random draw from the torch.Generator it is given (t2i/train/gan_data.py). One step is one generator update, after one
 discriminator update (gan) or `diter` critic updates (wgan, wgan-gp), each on a fresh batch.
 
 Losses (d_losses / g_losses, each term by name so tests and logs can see them):
@@ -24,7 +24,8 @@ default: `d_arch="projection"` (a spectrally normalised projection discriminator
 (DiffAugment on everything D sees), `ma_gp` (DF-GAN's matching-aware gradient penalty), `ms_coef`
 (MSGAN's mode-seeking term), `ema` (generator.pt is the moving average of G's weights), `semantic_coef`
 (AttnGAN's DAMSM-style term: the frozen caption encoder passed to train() as `encoder` must find each
-image's caption among the batch's; the embeddings must be that encoder's).
+image's caption among the batch's; the embeddings must be that encoder's), `aux_coef` (TAC-GAN's
+auxiliary attribute classifier in D: needs a source with labels, the flowers world's).
 
 Output folder: checkpoint.pt (everything to resume: nets, optimisers, the generator's state, history),
 written at each epoch's end through a temporary file and os.replace, so a kill mid-write leaves the
@@ -38,24 +39,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from ..engine.charclip import CharCLIP
 from ..engine.gan_int_cls import NOISE_DIM, Discriminator, Generator, ProjectionDiscriminator, init_weights
 from ..errors import T2IError
-from ..assets.fp16 import save_checkpoint
-from ..bench.plot import loss_plot
 from .gan_data import BatchSource
 from .ema import Ema
-from .gan_tricks import AUGMENTS, diff_augment, gradient_penalty, matching_aware_gp, mode_seeking, semantic
+from .gan_state import mean, resume, save_atomic, write_epoch  # noqa: F401 - save_atomic is this module's API too
+from .gan_tricks import AUGMENTS, auxiliary, diff_augment, gradient_penalty, matching_aware_gp, mode_seeking, semantic
 from .threads import torch_threads
 
 TYPES = ("gan", "hinge", "wgan", "wgan-gp")
@@ -90,6 +87,7 @@ class GanConfig:
     lr_d: float = 0.0             # D's learning rate when not lr (TTUR: Heusel et al. 2017)
     beta2: float = 0.999
     semantic_coef: float = 0.0    # AttnGAN's DAMSM-style image-text matching term for G (needs `encoder`)
+    aux_coef: float = 0.0         # TAC-GAN's auxiliary attribute classifier (projection D, labelled data)
 
     def __post_init__(self):
         if self.type not in TYPES:
@@ -120,11 +118,12 @@ class Trained:
     # `generator` is what generator.pt holds: the moving average when config.ema, else G itself
 
 
-def make_nets(config: GanConfig, embed_dim: int) -> tuple[Generator, Discriminator]:
+def make_nets(config: GanConfig, embed_dim: int, classes: tuple[int, ...] = ()) -> tuple[Generator, Discriminator]:
     g = Generator(embed_dim, config.ngf, affine=config.affine)
     init_weights(g)
     if config.d_arch in ("projection", "joint"):  # torch's own initialisation: spectral norm rescales anyway
-        return g, ProjectionDiscriminator(embed_dim, config.ndf, joint=config.d_arch == "joint")
+        return g, ProjectionDiscriminator(embed_dim, config.ndf, joint=config.d_arch == "joint",
+                                          classes=classes if config.aux_coef else ())
     d = Discriminator(embed_dim, config.ndf, batch_norm=config.type != "wgan-gp", minibatch=config.minibatch)
     init_weights(d)
     return g, d
@@ -156,14 +155,16 @@ def _augmenter(config: GanConfig, gen: torch.Generator | None):
 
 
 def d_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tensor, embed: torch.Tensor,
-             wrong_embed: torch.Tensor, z: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+             wrong_embed: torch.Tensor, z: torch.Tensor, gen: torch.Generator,
+             true: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """D's terms on one batch; "total" is what it descends. The fake images are detached: D's step
-    does not move G."""
+    does not move G. `true`: the real images' attribute classes (the auxiliary classifier's)."""
     aug = _augmenter(config, gen)
     with torch.no_grad():
         fake = g(embed, z)
     real_seen = aug(real)
-    terms = {"real": _real(d(real_seen, embed)[0], config, config.real_target),
+    real_score, real_features = d(real_seen, embed)
+    terms = {"real": _real(real_score, config, config.real_target),
              "fake": _fake(d(aug(fake), embed)[0], config)}
     if config.cls:
         terms["wrong"] = _fake(d(aug(real), wrong_embed)[0], config)
@@ -176,16 +177,20 @@ def d_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
     if config.ma_gp:
         terms["ma_gp"] = matching_aware_gp(d, real_seen, embed)
         terms["total"] = terms["total"] + config.ma_gp * terms["ma_gp"]
+    if config.aux_coef:
+        terms["aux"] = auxiliary(d, real_features, true)
+        terms["total"] = terms["total"] + config.aux_coef * terms["aux"]
     return terms
 
 
 def g_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tensor, embed: torch.Tensor,
              z: torch.Tensor, partner_embed: torch.Tensor, z_int: torch.Tensor,
              gen: torch.Generator | None = None, encoder: CharCLIP | None = None,
-             match: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+             extras: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """G's terms on one batch; "total" is what it descends. `partner_embed` is what `int` mixes each
     embedding with; `z_int` the noise for those images (and the second noise of the mode-seeking
-    term); `gen` draws the augmentations; `encoder` and `match` serve the semantic term."""
+    term); `gen` draws the augmentations; `encoder` and extras["match"] serve the semantic term,
+    extras["asked"] (what each caption names) the auxiliary classifier's."""
     aug = _augmenter(config, gen)
     fake = g(embed, z)
     score, fake_features = d(aug(fake), embed)
@@ -203,8 +208,11 @@ def g_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
         terms["ms"] = mode_seeking(fake, g(embed, z_int), z, z_int)
         total = total + config.ms_coef * terms["ms"]
     if config.semantic_coef:
-        terms["semantic"] = semantic(encoder, fake, embed, match)
+        terms["semantic"] = semantic(encoder, fake, embed, (extras or {}).get("match"))
         total = total + config.semantic_coef * terms["semantic"]
+    if config.aux_coef:
+        terms["aux"] = auxiliary(d, fake_features, extras["asked"])
+        total = total + config.aux_coef * terms["aux"]
     terms["total"] = total
     return terms
 
@@ -217,9 +225,9 @@ def as_images(images) -> torch.Tensor:
     return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
 
 
-def _batch(data: BatchSource, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    images, embeds, *match = data(n, gen)
-    return as_images(images), torch.as_tensor(embeds).float(), (torch.as_tensor(match[0]).float() if match else None)
+def _batch(data: BatchSource, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    images, embeds, *extras = data(n, gen)
+    return as_images(images), torch.as_tensor(embeds).float(), (extras[0] if extras else {})
 
 
 def train_step(config: GanConfig, g, d, opt_g, opt_d, data: BatchSource, gen: torch.Generator,
@@ -227,9 +235,9 @@ def train_step(config: GanConfig, g, d, opt_g, opt_d, data: BatchSource, gen: to
     """One generator update after its discriminator update(s); returns the last values of every term."""
     n = config.batch_size
     for _ in range(config.diter if config.wasserstein else 1):
-        real, embed, match = _batch(data, n, gen)
+        real, embed, extras = _batch(data, n, gen)
         z = torch.randn(n, g.noise_dim, generator=gen)
-        dl = d_losses(config, g, d, real, embed, embed.roll(1, 0), z, gen)
+        dl = d_losses(config, g, d, real, embed, embed.roll(1, 0), z, gen, extras.get("true"))
         opt_d.zero_grad()
         dl["total"].backward()
         opt_d.step()
@@ -238,7 +246,7 @@ def train_step(config: GanConfig, g, d, opt_g, opt_d, data: BatchSource, gen: to
                 p.data.clamp_(-config.clip, config.clip)
     d.requires_grad_(False)  # G's step needs gradients through D, not for it
     z, z_int = torch.randn(2, n, g.noise_dim, generator=gen)
-    gl = g_losses(config, g, d, real, embed, z, embed.roll(2, 0), z_int, gen, encoder, match)
+    gl = g_losses(config, g, d, real, embed, z, embed.roll(2, 0), z_int, gen, encoder, extras)
     opt_g.zero_grad()
     gl["total"].backward()
     opt_g.step()
@@ -266,6 +274,9 @@ def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: i
     if config.semantic_coef and encoder is None:
         raise T2IError("--semantic-coef needs the caption encoder whose embeddings the data holds "
                        "(train-demo --world flowers passes it); it has no meaning for other embeddings")
+    if config.aux_coef and not (getattr(data, "classes", ()) and config.d_arch != "concat"):
+        raise T2IError("--aux-coef needs the projection discriminator (--d-arch projection) and data with "
+                       "attribute labels (the flowers world in train-demo); this source has none")
     out = Path(out)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     with torch_threads():
@@ -275,11 +286,11 @@ def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: i
         sample_z = torch.randn(SAMPLES, NOISE_DIM, generator=torch.Generator().manual_seed(config.seed + 2))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            g, d = make_nets(config, sample_embeds.shape[1])
+            g, d = make_nets(config, sample_embeds.shape[1], getattr(data, "classes", ()))
         opt_g = torch.optim.Adam(g.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
         opt_d = torch.optim.Adam(d.parameters(), lr=config.lr_d or config.lr, betas=(config.beta1, config.beta2))
         ema = Ema(g, config.ema) if config.ema else None
-        step, history = _resume(out / "checkpoint.pt", config, g, d, opt_g, opt_d, gen, ema)
+        step, history = resume(out / "checkpoint.pt", config, g, d, opt_g, opt_d, gen, ema)
         first_epoch = step // steps_per_epoch
         if step % steps_per_epoch:
             raise T2IError(f"{out / 'checkpoint.pt'} is at step {step}, not an epoch's end of {steps_per_epoch} "
@@ -294,71 +305,13 @@ def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: i
                     ema.update(g)
                 _check_finite(history[-1], step, () if step % steps_per_epoch else (("G", g), ("D", d)))
                 bar.set_postfix(d=f"{history[-1]['d_total']:.3f}", g=f"{history[-1]['g_total']:.3f}")
-            _write_epoch(out, epoch, g, d, opt_g, opt_d, gen, step, history, config, sample_embeds, sample_z,
+            write_epoch(out, epoch, g, d, opt_g, opt_d, gen, step, history, config, sample_embeds, sample_z,
                          sample_images, ema)
             if progress:
                 last = history[-steps_per_epoch:]
-                tqdm.write(f"epoch {epoch + 1}/{epochs}, step {step}: D {_mean(last, 'd_total'):.4f}, "
-                           f"G {_mean(last, 'g_total'):.4f}")
+                tqdm.write(f"epoch {epoch + 1}/{epochs}, step {step}: D {mean(last, 'd_total'):.4f}, "
+                           f"G {mean(last, 'g_total'):.4f}")
         return Trained((ema.net if ema else g).eval(), d.eval(), step, history)
-
-
-def _mean(rows: list[dict], key: str) -> float:
-    return sum(r[key] for r in rows) / len(rows)
-
-
-def _resume(path: Path, config: GanConfig, g, d, opt_g, opt_d, gen, ema: Ema | None) -> tuple[int, list[dict]]:
-    if not path.exists():
-        return 0, []
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    # Fields added since a checkpoint was written count at their defaults (the recipe it was made with).
-    saved = asdict(GanConfig()) | state["config"]
-    if saved != asdict(config):
-        field = next(k for k in asdict(config) if saved.get(k) != asdict(config)[k])
-        raise T2IError(f"{path} was trained with {field}={saved.get(field)!r}, not "
-                       f"{getattr(config, field)!r}: use the same settings, or another output folder")
-    g.load_state_dict(state["g"])
-    d.load_state_dict(state["d"])
-    opt_g.load_state_dict(state["opt_g"])
-    opt_d.load_state_dict(state["opt_d"])
-    if ema is not None:
-        ema.net.load_state_dict(state["g_ema"])
-        ema.updates = state["step"]
-    gen.set_state(state["rng"])
-    return state["step"], state["history"]
-
-
-def save_atomic(obj, path: Path) -> None:
-    """torch.save through a temporary file and os.replace: a write that fails or is killed leaves the
-    previous file as it was (and no temporary behind, when it fails in Python)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_epoch(out: Path, epoch: int, g, d, opt_g, opt_d, gen, step: int, history: list[dict],
-                 config: GanConfig, sample_embeds, sample_z, sample_images, ema: Ema | None) -> None:
-    state = {"config": asdict(config), "step": step, "history": history, "rng": gen.get_state(),
-             "g": g.state_dict(), "d": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
-    if ema is not None:
-        state["g_ema"] = ema.net.state_dict()
-    save_atomic(state, out / "checkpoint.pt")
-    drawn = ema.net if ema is not None else g
-    save_checkpoint(drawn, out / "generator.pt")
-    drawn.eval()
-    with torch.no_grad():
-        fakes = drawn(sample_embeds, sample_z)
-    # Real images first row, then the generator's for the same texts.
-    picture = make_grid(torch.cat([sample_images[:4], fakes]).add(1).div(2).clamp(0, 1), nrow=4, padding=2)
-    Image.fromarray(picture.mul(255).round().byte().permute(1, 2, 0).numpy()).save(
-        out / "samples" / f"epoch-{epoch + 1:03d}.png")
-    steps_per_epoch = step // (epoch + 1)
-    per_epoch = [(_mean(history[i:i + steps_per_epoch], "d_total"), _mean(history[i:i + steps_per_epoch], "g_total"))
-                 for i in range(0, len(history), steps_per_epoch)]
-    loss_plot(per_epoch, f"GAN-INT-CLS ({config.type}), mean loss per epoch").save(out / "losses.png")
 
 
 def main(argv: list[str] | None = None) -> int:

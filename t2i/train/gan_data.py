@@ -1,7 +1,7 @@
 """Where GAN-INT-CLS's training batches come from: `BatchSource`s, callables batch(n, gen) -> (images,
 embeddings) with every random draw from the trainer's generator (t2i/train/gan.py).
 
-    captioned(sample, encode)   a captioned world's sampler and a text encoder (the flowers world)
+    captioned(sample, encode, extras, classes)  a captioned world's sampler and a text encoder (the flowers world)
     shapes_source(dim)          the shapes world with the untrained random-text encoder (smoke runs)
     hdf5_source(path, split)    a seed-layout HDF5 file with its own embeddings (a converted flowers.hd5)
 """
@@ -22,18 +22,22 @@ BatchSource = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]
 
 
 def captioned(sample: Callable[[int, int], tuple], encode: Callable[[list[str]], torch.Tensor],
-              match: Callable[..., torch.Tensor] | None = None) -> BatchSource:
+              extras: Callable[..., dict[str, torch.Tensor]] | None = None, classes: tuple[int, ...] = ()) -> BatchSource:
     """A BatchSource from a captioned world's sampler, sample(seed, n) -> (uint8 images, NCHW or NHWC,
     captions, ...), and a text encoder's encode(captions) -> (n, d). The seed is drawn from the
-    trainer's generator, so the world's own RNG (random.Random, numpy) follows it. With `match`,
-    match(captions, *the sampler's further items) -> (n, n) (which captions describe which images)
-    is the batch's third item, for the semantic term. The flowers world:
-    captioned(lambda seed, n: flowers.sample(n, seed), encoder.encode, flowers_text.match_matrix)."""
+    trainer's generator, so the world's own RNG (random.Random, numpy) follows it. With `extras`,
+    extras(captions, *the sampler's further items) -> {name: tensor} is the batch's third item, what
+    the optional terms read: "match" (captions x images, which captions describe which images: the
+    semantic term), "true" and "asked" (attribute classes of each image and of what each caption
+    names, -1 where unnamed: the auxiliary classifier, whose head sizes are `classes`). The flowers
+    world: captioned(lambda seed, n: flowers.sample(n, seed), encoder.encode, flowers_text.gan_extras,
+    flowers_text.CLASSES)."""
     def batch(n: int, gen: torch.Generator):
         images, texts, *rest = sample(int(torch.randint(2**62, (1,), generator=gen)), n)
         images = torch.as_tensor(images)
         images = images if images.shape[1] == 3 else images.permute(0, 3, 1, 2)
-        return (images, encode(texts)) + ((match(texts, *rest),) if match else ())
+        return (images, encode(texts)) + ((extras(texts, *rest),) if extras else ())
+    batch.classes = classes
     return batch
 
 

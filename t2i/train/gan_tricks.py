@@ -88,3 +88,14 @@ def semantic(encoder: CharCLIP, images: torch.Tensor, embed: torch.Tensor,
     logits = encoder.scale * encoder.encode_image((images + 1) / 2) @ embed.T  # (images, captions)
     match = torch.eye(len(images)) if match is None else match
     return matched_infonce(logits, match.to(logits))
+
+
+def auxiliary(d, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """TAC-GAN's auxiliary classifier term (Dash et al. 2017, AC-GAN's (Odena et al. 2017) with text):
+    the mean over attributes of the cross-entropy of D's heads (`d.classify`) against `labels` (n,
+    attributes; -1 where unnamed, ignored). D learns it on real images with their true attributes, G
+    on its images against what each caption names. Unlike AC-GAN, D never learns classes from fakes:
+    there it would learn to read G's mistakes as the asked class and stop teaching."""
+    terms = [F.cross_entropy(logits, labels[:, i], ignore_index=-1, reduction="sum")
+             for i, logits in enumerate(d.classify(features))]
+    return sum(terms) / (labels >= 0).sum().clamp(min=1)
