@@ -53,9 +53,10 @@ def shape_pixels(scene: shapes.Scene) -> np.ndarray:
 
 
 def train(clip, tokenizer, shape_weight: float, steps: int, batch: int, lr: float, start: SketchNet | None = None,
-          seed: int = 0) -> SketchNet:
+          seed: int = 0, reader: int = 0) -> SketchNet:
     torch.manual_seed(seed)
-    net = start if start is not None else SketchNet(embed_dim=clip.text_projection.shape[1], channels=CHANNELS)
+    net = start if start is not None else SketchNet(embed_dim=clip.text_projection.shape[1], channels=CHANNELS,
+                                                              reader=reader)
     net = net.requires_grad_(True).to(memory_format=torch.channels_last)
     rng = random.Random(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
@@ -87,13 +88,15 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--from-committed", action="store_true",
                     help="fine-tune the committed sketch net instead of training one from scratch")
+    ap.add_argument("--reader", type=int, default=0, help="width of the MLP that reads the embedding (0: none)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     from t2i.train.clip import tokenizer
 
     pipe = build_pipeline(get_preset("shapes"), device="cpu")
     start = pipe.sketch if args.from_committed else None
-    net = train(pipe.perceptors[0].model, tokenizer(), args.shape_weight, args.steps, args.batch, args.lr, start)
+    net = train(pipe.perceptors[0].model, tokenizer(), args.shape_weight, args.steps, args.batch, args.lr, start,
+                reader=args.reader)
     save_sketch(net, Path(args.out))
     pipe.sketch = net
     import shapes_diagnosis as diag

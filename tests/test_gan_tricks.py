@@ -295,3 +295,30 @@ def test_an_auxiliary_run_resumes_exactly_and_refuses_a_source_without_labels(tm
     resumed = train(source, tmp_path / "cut", epochs=2, steps_per_epoch=1, config=config, progress=False)
     assert resumed.history == whole.history
     assert all(math.isfinite(whole.history[-1][k]) and whole.history[-1][k] > 0 for k in ("d_aux", "g_aux"))
+
+
+def test_a_colour_blind_head_cannot_see_which_colours_an_image_has():
+    """The count head of the flowers GAN reads grey copies made with random channel weights: two images
+    that differ only by a permutation of their channels look the same to it under equal weights, and
+    its gradient still reaches the image."""
+    from t2i.train.gan import make_nets
+    from t2i.train.gan_tricks import auxiliary, colour_blind
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    assert torch.allclose(colour_blind(x, None), colour_blind(x[:, [2, 0, 1]], None), atol=1e-6)
+    grey = colour_blind(x, torch.Generator().manual_seed(0))
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+    assert grey.min() >= -1 and grey.max() <= 1  # weights sum to 1: still an image in [-1, 1]
+    config = GanConfig(**{**ALL, "augment": "", "aux_coef": 1.0, "aux_blind": True})
+    _, d = make_nets(config, EMBED, (3, 2), (False, True))
+    labels = torch.tensor([[0, 1], [1, 0], [2, 1], [0, 0]])
+    features = d.features(x)
+    blind = d.features(colour_blind(x, None))
+    blind_head = auxiliary(d, features, torch.stack([torch.full((4,), -1), labels[:, 1]], 1), blind)
+    swapped = d.features(colour_blind(x[:, [1, 2, 0]], None))
+    assert blind_head.item() == pytest.approx(
+        auxiliary(d, d.features(x[:, [1, 2, 0]]), torch.stack([torch.full((4,), -1), labels[:, 1]], 1), swapped).item(),
+        rel=1e-5)
+    assert auxiliary(d, features, labels, blind).item() != pytest.approx(auxiliary(d, features, labels, features).item())
+    assert not make_nets(GanConfig(**{**ALL, "aux_coef": 1.0}), EMBED, (3, 2), (False, True))[1].blind

@@ -179,9 +179,10 @@ class ProjectionDiscriminator(nn.Module):
     (n, ndf*8, 4, 4)) like `Discriminator`, so the losses take either."""
 
     def __init__(self, embed_dim: int = EMBED_DIM, ndf: int = NDF, spectral: bool = True, joint: bool = False,
-                 classes: tuple[int, ...] = ()):
+                 classes: tuple[int, ...] = (), blind: tuple[bool, ...] = ()):
         super().__init__()
-        self.config = dict(embed_dim=embed_dim, ndf=ndf, spectral=spectral, joint=joint, classes=tuple(classes))
+        self.config = dict(embed_dim=embed_dim, ndf=ndf, spectral=spectral, joint=joint, classes=tuple(classes),
+                           blind=tuple(blind))
         sn = nn.utils.parametrizations.spectral_norm if spectral else (lambda m: m)
         widths = [3, ndf, ndf * 2, ndf * 4, ndf * 8]
         layers = []
@@ -198,11 +199,16 @@ class ProjectionDiscriminator(nn.Module):
         # classes: TAC-GAN's auxiliary classifier, one head per attribute over the whole 4x4 map (where
         # things are, for counts), read by `classify` only. Plain linear layers: they score classes,
         # not real against fake, so the Lipschitz bound spectral norm gives the score is not theirs.
+        # `blind` marks the heads that read a colour-blind copy of the image instead (the caller's
+        # `blind_features`): see t2i/train/gan_tricks.colour_blind.
         self.heads = nn.ModuleList(nn.Linear(ndf * 8 * 16, k) for k in classes)
+        self.blind = tuple(blind) if any(blind) else ()
 
-    def classify(self, features: torch.Tensor) -> list[torch.Tensor]:
-        """Each attribute head's logits (n, k) from forward's features."""
-        return [head(features.flatten(1)) for head in self.heads]
+    def classify(self, features: torch.Tensor, blind_features: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Each attribute head's logits (n, k) from forward's features (the blind heads' from
+        `blind_features`, the features of the colour-blind copy, when the net has blind heads)."""
+        return [head((blind_features if self.blind and self.blind[i] else features).flatten(1))
+                for i, head in enumerate(self.heads)]
 
     def forward(self, images: torch.Tensor, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.features(images)

@@ -54,16 +54,25 @@ class _Up(nn.Module):
 class SketchNet(nn.Module):
     """(B, embed_dim) unit text embeddings -> (B, 3, 64, 64) images in [0, 1]."""
 
-    def __init__(self, embed_dim: int = 64, channels: tuple[int, ...] = CHANNELS):
+    def __init__(self, embed_dim: int = 64, channels: tuple[int, ...] = CHANNELS, reader: int = 0):
         super().__init__()
         if len(channels) != 5:
             raise ValueError("a sketch net has 5 channel counts: a 4x4 seed and four x2 upsamplings to 64x64")
-        self.config = {"embed_dim": embed_dim, "channels": list(channels)}
-        self.seed = nn.Linear(embed_dim, channels[0] * 16)
-        self.ups = nn.ModuleList(_Up(channels[i], channels[i + 1], embed_dim) for i in range(4))
+        self.config = {"embed_dim": embed_dim, "channels": list(channels)} | ({"reader": reader} if reader else {})
+        # reader: an MLP between the embedding and every layer that reads it. In the shapes CLIP's unit
+        # embedding the shape word is a small direction (nearest centroid 67%, a linear probe 98%:
+        # BENCHMARKS.md, issue 29), and FiLM's linear maps weigh it by its size; two non-linear layers
+        # on the embedding scaled to unit-variance entries can make it as large as colour or place.
+        self.read = nn.Sequential(nn.Linear(embed_dim, reader), nn.SiLU(), nn.Linear(reader, reader), nn.SiLU()) \
+            if reader else None
+        width = reader or embed_dim
+        self.seed = nn.Linear(width, channels[0] * 16)
+        self.ups = nn.ModuleList(_Up(channels[i], channels[i + 1], width) for i in range(4))
         self.out = nn.Conv2d(channels[-1], 3, 3, padding=1)
 
     def forward(self, embed: torch.Tensor) -> torch.Tensor:
+        if self.read is not None:
+            embed = self.read(embed * embed.shape[1] ** 0.5)
         x = self.seed(embed).view(len(embed), -1, 4, 4)
         for up in self.ups:
             x = up(x, embed)

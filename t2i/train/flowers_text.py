@@ -60,6 +60,7 @@ def match_matrix(captions: list[str], scenes: list[flowers.Scene]) -> torch.Tens
 ATTRIBUTES = (("colour", tuple(flowers.PETAL_COLOURS)), ("centre", tuple(flowers.CENTRE_COLOURS)),
               ("petals", flowers.PETAL_COUNTS))
 CLASSES = tuple(len(values) for _, values in ATTRIBUTES)
+BLIND = (False, False, True)  # a petal count does not depend on colour (its head may read grey images)
 
 
 def attribute_labels(named: list[dict]) -> torch.Tensor:

@@ -52,7 +52,7 @@ from ..errors import T2IError
 from .gan_data import BatchSource
 from .ema import Ema
 from .gan_state import mean, resume, save_atomic, write_epoch  # noqa: F401 - save_atomic is this module's API too
-from .gan_tricks import AUGMENTS, auxiliary, diff_augment, gradient_penalty, matching_aware_gp, mode_seeking, semantic
+from .gan_tricks import AUGMENTS, auxiliary, colour_blind, diff_augment, gradient_penalty, matching_aware_gp, mode_seeking, semantic
 from .threads import torch_threads
 
 TYPES = ("gan", "hinge", "wgan", "wgan-gp")
@@ -88,6 +88,7 @@ class GanConfig:
     beta2: float = 0.999
     semantic_coef: float = 0.0    # AttnGAN's DAMSM-style image-text matching term for G (needs `encoder`)
     aux_coef: float = 0.0         # TAC-GAN's auxiliary attribute classifier (projection D, labelled data)
+    aux_blind: bool = False       # its heads the source marks colour-free (counts) read colour-blind copies
 
     def __post_init__(self):
         if self.type not in TYPES:
@@ -118,12 +119,14 @@ class Trained:
     # `generator` is what generator.pt holds: the moving average when config.ema, else G itself
 
 
-def make_nets(config: GanConfig, embed_dim: int, classes: tuple[int, ...] = ()) -> tuple[Generator, Discriminator]:
+def make_nets(config: GanConfig, embed_dim: int, classes: tuple[int, ...] = (),
+              blind: tuple[bool, ...] = ()) -> tuple[Generator, Discriminator]:
     g = Generator(embed_dim, config.ngf, affine=config.affine)
     init_weights(g)
     if config.d_arch in ("projection", "joint"):  # torch's own initialisation: spectral norm rescales anyway
         return g, ProjectionDiscriminator(embed_dim, config.ndf, joint=config.d_arch == "joint",
-                                          classes=classes if config.aux_coef else ())
+                                          classes=classes if config.aux_coef else (),
+                                          blind=blind if config.aux_coef and config.aux_blind else ())
     d = Discriminator(embed_dim, config.ndf, batch_norm=config.type != "wgan-gp", minibatch=config.minibatch)
     init_weights(d)
     return g, d
@@ -178,7 +181,8 @@ def d_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
         terms["ma_gp"] = matching_aware_gp(d, real_seen, embed)
         terms["total"] = terms["total"] + config.ma_gp * terms["ma_gp"]
     if config.aux_coef:
-        terms["aux"] = auxiliary(d, real_features, true)
+        blind = d.features(colour_blind(real_seen, gen)) if d.blind else None
+        terms["aux"] = auxiliary(d, real_features, true, blind)
         terms["total"] = terms["total"] + config.aux_coef * terms["aux"]
     return terms
 
@@ -211,7 +215,8 @@ def g_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
         terms["semantic"] = semantic(encoder, fake, embed, (extras or {}).get("match"))
         total = total + config.semantic_coef * terms["semantic"]
     if config.aux_coef:
-        terms["aux"] = auxiliary(d, fake_features, extras["asked"])
+        blind = d.features(colour_blind(aug(fake), gen)) if d.blind else None
+        terms["aux"] = auxiliary(d, fake_features, extras["asked"], blind)
         total = total + config.aux_coef * terms["aux"]
     terms["total"] = total
     return terms
@@ -286,7 +291,7 @@ def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: i
         sample_z = torch.randn(SAMPLES, NOISE_DIM, generator=torch.Generator().manual_seed(config.seed + 2))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            g, d = make_nets(config, sample_embeds.shape[1], getattr(data, "classes", ()))
+            g, d = make_nets(config, sample_embeds.shape[1], getattr(data, "classes", ()), getattr(data, "blind", ()))
         opt_g = torch.optim.Adam(g.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
         opt_d = torch.optim.Adam(d.parameters(), lr=config.lr_d or config.lr, betas=(config.beta1, config.beta2))
         ema = Ema(g, config.ema) if config.ema else None

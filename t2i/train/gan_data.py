@@ -22,22 +22,24 @@ BatchSource = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]
 
 
 def captioned(sample: Callable[[int, int], tuple], encode: Callable[[list[str]], torch.Tensor],
-              extras: Callable[..., dict[str, torch.Tensor]] | None = None, classes: tuple[int, ...] = ()) -> BatchSource:
+              extras: Callable[..., dict[str, torch.Tensor]] | None = None, classes: tuple[int, ...] = (),
+              blind: tuple[bool, ...] = ()) -> BatchSource:
     """A BatchSource from a captioned world's sampler, sample(seed, n) -> (uint8 images, NCHW or NHWC,
     captions, ...), and a text encoder's encode(captions) -> (n, d). The seed is drawn from the
     trainer's generator, so the world's own RNG (random.Random, numpy) follows it. With `extras`,
     extras(captions, *the sampler's further items) -> {name: tensor} is the batch's third item, what
     the optional terms read: "match" (captions x images, which captions describe which images: the
     semantic term), "true" and "asked" (attribute classes of each image and of what each caption
-    names, -1 where unnamed: the auxiliary classifier, whose head sizes are `classes`). The flowers
+    names, -1 where unnamed: the auxiliary classifier, whose head sizes are `classes`, and `blind` the
+    heads whose attribute does not depend on colour). The flowers
     world: captioned(lambda seed, n: flowers.sample(n, seed), encoder.encode, flowers_text.gan_extras,
-    flowers_text.CLASSES)."""
+    flowers_text.CLASSES, flowers_text.BLIND)."""
     def batch(n: int, gen: torch.Generator):
         images, texts, *rest = sample(int(torch.randint(2**62, (1,), generator=gen)), n)
         images = torch.as_tensor(images)
         images = images if images.shape[1] == 3 else images.permute(0, 3, 1, 2)
         return (images, encode(texts)) + ((extras(texts, *rest),) if extras else ())
-    batch.classes = classes
+    batch.classes, batch.blind = classes, blind
     return batch
 
 

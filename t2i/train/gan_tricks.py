@@ -90,12 +90,23 @@ def semantic(encoder: CharCLIP, images: torch.Tensor, embed: torch.Tensor,
     return matched_infonce(logits, match.to(logits))
 
 
-def auxiliary(d, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def colour_blind(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """Each image as one grey made of its channels with random weights (summing to 1; equal without
+    a generator), repeated over the three channels. A head that reads only these cannot tell which
+    colours an image has: in the flowers world's train split a pair of colours comes with only some
+    petal counts, and a count head that sees colour learns that shortcut (16% on held-out pairs,
+    t2i/train/flowers_classifier.py) and teaches G the missing count is wrong."""
+    w = torch.ones(len(x), 3) if gen is None else -torch.rand(len(x), 3, generator=gen).clamp(min=1e-6).log()
+    w = (w / w.sum(1, keepdim=True)).to(x)  # exponential draws, normalised: a uniform point of the simplex
+    return (w[:, :, None, None] * x).sum(1, keepdim=True).expand_as(x)
+
+
+def auxiliary(d, features: torch.Tensor, labels: torch.Tensor, blind_features: torch.Tensor | None = None) -> torch.Tensor:
     """TAC-GAN's auxiliary classifier term (Dash et al. 2017, AC-GAN's (Odena et al. 2017) with text):
     the mean over attributes of the cross-entropy of D's heads (`d.classify`) against `labels` (n,
     attributes; -1 where unnamed, ignored). D learns it on real images with their true attributes, G
     on its images against what each caption names. Unlike AC-GAN, D never learns classes from fakes:
     there it would learn to read G's mistakes as the asked class and stop teaching."""
     terms = [F.cross_entropy(logits, labels[:, i], ignore_index=-1, reduction="sum")
-             for i, logits in enumerate(d.classify(features))]
+             for i, logits in enumerate(d.classify(features, blind_features))]
     return sum(terms) / (labels >= 0).sum().clamp(min=1)
