@@ -35,9 +35,9 @@ def cmd_keys(args) -> int:
 
     store = open_store(args)
     if args.action == "create":
-        key = new_key()
+        key, name = new_key(), _name(args)
         try:
-            store.create_key(_name(args), hash_key(key))
+            store.create_key(name, hash_key(key))
         except ValueError as e:
             raise T2IError(str(e)) from None
         print(f"API key {args.name} created; it is shown once, here (send it as 'Authorization: Bearer <key>'):")
