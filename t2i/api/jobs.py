@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from ..store import FINISHED, MAX_ID
@@ -13,7 +15,8 @@ from .schemas import GroupBody, SubmitBody
 from .service import blind, group_for, job_state, retry_for, store, submit_for
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
-JobId = int  # FastAPI path type; _job checks the range so a huge number is a 404, not a driver error
+# Job numbers are the store's 64-bit ids: a larger one is refused (422) before it reaches a driver.
+JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
 PNG, GIF = "image/png", "image/gif"
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -110,7 +113,7 @@ def frame(job_id: JobId, who: Caller = Depends(caller)):
 
 @router.get("/jobs/{job_id}/samples/{index}", summary="One sample of a several-sample job (0-based)",
             response_class=Response, responses={200: {"content": {PNG: {}}}})
-def sample(job_id: JobId, index: int, who: Caller = Depends(caller)):
+def sample(job_id: JobId, index: Annotated[int, Path(ge=0, le=63)], who: Caller = Depends(caller)):
     import io
 
     from ..output.render import grid_samples
