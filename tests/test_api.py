@@ -243,3 +243,19 @@ def test_the_cli_talks_to_a_remote_service(svc, tmp_path):
     env["T2I_API_KEY"] = "t2i_wrong"
     denied = cli("cancel", str(job_id))
     assert denied.returncode == 1 and "unknown or revoked API key (401)" in denied.stderr
+
+
+def test_a_compare_group_stays_blind_over_the_api(svc):
+    gina = svc.key("gina")
+    body = {"prompt": "a blue circle", "presets": ["tiny-vqgan-untrained", "tiny-gan-untrained"], "width": 64,
+            "height": 64}
+    status, group = svc.json("POST", "/api/v1/groups", body, key=gina, address="192.0.2.40")
+    assert status == 201 and len(group["jobs"]) == 2 and group["group_id"] == min(j["id"] for j in group["jobs"])
+    for placed in group["jobs"]:
+        status, job = svc.json("GET", f"/api/v1/jobs/{placed['id']}", key=gina)
+        # As on the pages: the presets are hidden until the caller votes on the group, even from its submitter.
+        assert status == 200 and job["preset"] == "hidden until you vote" and job["parameters"] is None
+        assert job["mine"] is True
+        assert svc.json("POST", f"/api/v1/jobs/{placed['id']}/cancel", key=gina)[0] == 200
+    status, _, data = svc.request("POST", "/api/v1/groups", {**body, "presets": ["tiny-vqgan-untrained"]}, key=gina)
+    assert status == 422 and "compare 2 to 4 presets, got 1" in one_line_error(data, 422)

@@ -59,3 +59,58 @@ def test_the_keys_command(tmp_path):
     assert "revoked" in keys("list").stdout
     gone = keys("revoke", "bot-1")
     assert gone.returncode == 1 and "no live key named 'bot-1'" in gone.stderr
+
+
+# --- reading the caller from a request (a real Starlette Request over an ASGI scope) ----------------
+
+def request(authorization: str | None = None, peer: str = "203.0.113.5"):
+    from starlette.requests import Request
+
+    headers = [(b"authorization", authorization.encode("latin-1"))] if authorization is not None else []
+    return Request({"type": "http", "method": "GET", "path": "/api/v1/queue", "headers": headers,
+                    "client": (peer, 5000), "query_string": b""})
+
+
+@pytest.mark.parametrize("mode, reads, writes", [("", True, False), ("read", True, False), ("none", False, False),
+                                                 ("write", True, True), ("bogus", False, False)])
+def test_anonymous_access_follows_the_setting(monkeypatch, mode, reads, writes):
+    from t2i.api.auth import caller, writer
+    from t2i.api.errors import ApiError
+
+    monkeypatch.setenv("T2I_API_ANONYMOUS", mode)
+    monkeypatch.delenv("T2I_TRUSTED_PROXY_HEADER", raising=False)
+    for check, allowed in ((caller, reads), (writer, writes)):
+        if allowed:
+            who = check(request())
+            assert who.submitter is None and who.address == "203.0.113.5" and not who.owns(None)
+        else:
+            with pytest.raises(ApiError) as refused:
+                check(request())
+            assert refused.value.status == 401 and "Bearer" in refused.value.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("header, line", [
+    ("Token abc", "send the API key as 'Authorization: Bearer <key>' or as the Basic password"),
+    ("Bearer ", "send the API key as 'Authorization: Bearer <key>' or as the Basic password"),
+    ("Basic !!!", "Basic credentials are not base64 of user:key"),
+    ("Basic " + __import__("base64").b64encode(b"user-without-password").decode(),
+     "send the API key as 'Authorization: Bearer <key>' or as the Basic password"),
+    ("Bearer " + "k" * 600, "the Authorization header is too long to hold a key"),
+])
+def test_malformed_credentials_are_one_line_401s(header, line):
+    from t2i.api.auth import caller
+    from t2i.api.errors import ApiError
+
+    with pytest.raises(ApiError) as refused:
+        caller(request(header))
+    assert (refused.value.status, refused.value.message) == (401, line)
+
+
+def test_the_operator_token_and_loopback(monkeypatch):
+    from t2i.api.auth import caller
+    from t2i.web.visitor import LOCAL
+
+    monkeypatch.setenv("T2I_OPERATOR_TOKEN", "op-secret")
+    monkeypatch.delenv("T2I_TRUSTED_PROXY_HEADER", raising=False)
+    who = caller(request("Bearer op-secret", peer="127.0.0.1"))
+    assert who.operator and who.owns("apikey-9") and who.address == LOCAL   # loopback: the pages' "local"
