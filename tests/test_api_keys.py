@@ -114,3 +114,24 @@ def test_the_operator_token_and_loopback(monkeypatch):
     monkeypatch.delenv("T2I_TRUSTED_PROXY_HEADER", raising=False)
     who = caller(request("Bearer op-secret", peer="127.0.0.1"))
     assert who.operator and who.owns("apikey-9") and who.address == LOCAL   # loopback: the pages' "local"
+
+
+def test_watch_reads_many_jobs_in_one_statement(store_url):
+    """What the event streams poll (t2i/store/sql_watch.py): status, attempt, step, place, newest frame."""
+    from t2i.store.sql_watch import CHUNK
+
+    store = open_store(store_url)
+    try:
+        spec = {"prompt": "p", "preset": "x"}
+        ids = [store.submit(spec, batch_key="k", total=5) for _ in range(3)]
+        job = store.claim("w", 60)
+        assert job.id == ids[0] and store.progress(job.lease, 2, 0.5).alive
+        assert store.add_frame(job.lease, 1, b"png")
+        seen = store.watch(ids + [ids[-1] + 1000] + list(range(10**6, 10**6 + CHUNK)))   # unknown ids left out
+        assert sorted(seen) == ids
+        running, second, third = (seen[i] for i in ids)
+        assert (running.status, running.attempts, running.step, running.position, running.frame_step) == (
+            "running", 1, 2, None, 1)
+        assert (second.position, third.position, third.frame_step) == (1, 2, None)
+    finally:
+        store.close()

@@ -12,13 +12,14 @@ newer than that state: what still matters about a job is its current state, so t
 are not replayed (a frame or a step superseded by a later one tells nothing more). A reconnect after
 "end" is answered 204, which tells an EventSource to stop reconnecting.
 
-Each stream polls the store (POLL_S) on a worker thread: the executor writes progress every 0.5 s, so
-a poll a quarter of that apart adds at most POLL_S to what the client sees (BENCHMARKS.md, "The HTTP
-API"). A comment line every KEEPALIVE_S keeps proxies from closing a quiet stream (a long queue).
+The streams poll the store (POLL_S) together (Board: one statement for every job followed in this
+process): the executor writes progress every 0.5 s, so a poll a quarter of that apart adds at most
+POLL_S to what the client sees (BENCHMARKS.md, "The HTTP API"). A comment line every KEEPALIVE_S keeps proxies from closing a quiet stream (a long queue).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -58,41 +59,68 @@ class Seen:
         return (last_event_id or "").strip() == END
 
 
-def _look(job_id: int, frame_after: tuple | None):
-    """The job, its place when queued, and its latest frame when running and possibly newer than
-    frame_after (the frame's bytes are loaded only then)."""
-    db = store()
-    job = db.get(job_id)
-    if job is None:
-        return None, None, None
-    position = db.queue_position(job_id) if job.status == "queued" else None
-    frame = None
-    if job.status == "running" and (frame_after is None or (job.attempts, job.step) > frame_after):
-        frame = db.latest_frame(job_id)
-    return job, position, frame
+class Board:
+    """The watched jobs' states, shared by every stream of this process: one store.watch() for all of
+    them at most once per POLL_S, on a worker thread, by whichever stream finds it stale first
+    (the others wait for that read instead of making their own). 200 streams on 50 jobs were 800
+    reads a second, one per stream and poll; now they are 4 (BENCHMARKS.md, "The HTTP API")."""
+
+    def __init__(self):
+        self.watchers: dict[int, int] = {}   # job id -> streams following it
+        self.states: dict = {}
+        self.read_at = -1.0
+        self._lock: asyncio.Lock | None = None
+
+    def follow(self, job_id: int) -> None:
+        self.watchers[job_id] = self.watchers.get(job_id, 0) + 1
+        self.read_at = -1.0   # a new job: read it at the stream's first look
+
+    def leave(self, job_id: int) -> None:
+        self.watchers[job_id] -= 1
+        if not self.watchers[job_id]:
+            del self.watchers[job_id]
+
+    async def look(self, job_id: int):
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if time.monotonic() - self.read_at >= POLL_S * 0.9:
+                self.states = await anyio.to_thread.run_sync(store().watch, list(self.watchers))
+                self.read_at = time.monotonic()
+        return self.states.get(job_id)
 
 
-def _changes(job, position, frame, seen: Seen, who) -> list[bytes]:
+board = Board()
+
+
+async def _job(job_id: int):
+    return await anyio.to_thread.run_sync(store().get, job_id)
+
+
+async def _changes(watched, seen: Seen, who) -> list[bytes]:
+    """The events a change of state makes (the full job is read only when one is sent)."""
     out = []
-    if job.status == "queued":
+    if watched.status == "queued":
         if not seen.started:
-            out.append(event("queued", f"q{position}", job_state(job, who, position)))
-            seen.started, seen.position = True, position
-        elif position != seen.position:
-            out.append(event("position", f"q{position}", {"id": job.id, "position": position}))
-            seen.position = position
-    elif job.status == "running":
+            job = await _job(watched.id)
+            out.append(event("queued", f"q{watched.position}", job_state(job, who, watched.position)))
+            seen.started, seen.position = True, watched.position
+        elif watched.position != seen.position:
+            out.append(event("position", f"q{watched.position}", {"id": watched.id, "position": watched.position}))
+            seen.position = watched.position
+    elif watched.status == "running":
         seen.started = True
-        now = (job.attempts, job.step)
+        now = (watched.attempts, watched.step)
         if now != seen.progress:
-            state = job_state(job, who)
+            state = job_state(await _job(watched.id), who)
             out.append(event("progress", f"r{now[0]}.{now[1]}", {k: state[k] for k in (
                 "id", "step", "total", "loss", "elapsed", "remaining")}))
             seen.progress = now
-        if frame is not None and (job.attempts, frame[0]) != seen.preview:
-            seen.preview = (job.attempts, frame[0])
-            out.append(event("preview", f"p{job.attempts}.{frame[0]}",
-                             {"id": job.id, "step": frame[0], "url": links(job.id)["frame"]}))
+        frame = watched.frame_step
+        if frame is not None and (watched.attempts, frame) != seen.preview:
+            seen.preview = (watched.attempts, frame)
+            out.append(event("preview", f"p{watched.attempts}.{frame}",
+                             {"id": watched.id, "step": frame, "url": links(watched.id)["frame"]}))
     return out
 
 
@@ -100,20 +128,24 @@ async def stream(job_id: int, last_event_id: str | None, who):
     """The events of one job until it finishes (see the module's docstring)."""
     seen = Seen(last_event_id)
     quiet_since = time.monotonic()
-    while True:
-        job, position, frame = await anyio.to_thread.run_sync(_look, job_id, seen.preview)
-        if job is None:   # deleted by the operator while watched
-            yield event("failed", END, {"id": job_id, "status": "failed", "error": "the job was deleted"})
-            return
-        if job.status in FINISHED:
-            yield event(job.status, END, job_state(job, who))
-            return
-        chunks = _changes(job, position, frame, seen, who)
-        for chunk in chunks:
-            yield chunk
-        if chunks:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > KEEPALIVE_S:
-            yield b": keep-alive\n\n"
-            quiet_since = time.monotonic()
-        await anyio.sleep(POLL_S)   # the poll's cadence (see the module's docstring), not a wait on a result
+    board.follow(job_id)
+    try:
+        while True:
+            watched = await board.look(job_id)
+            if watched is None:   # deleted by the operator while watched
+                yield event("failed", END, {"id": job_id, "status": "failed", "error": "the job was deleted"})
+                return
+            if watched.status in FINISHED:
+                yield event(watched.status, END, job_state(await _job(job_id), who))
+                return
+            chunks = await _changes(watched, seen, who)
+            for chunk in chunks:
+                yield chunk
+            if chunks:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > KEEPALIVE_S:
+                yield b": keep-alive\n\n"
+                quiet_since = time.monotonic()
+            await anyio.sleep(POLL_S)   # the poll's cadence (see the module's docstring), not a wait on a result
+    finally:
+        board.leave(job_id)

@@ -15,6 +15,7 @@ from .base import ALONE, FINISHED, PRIORITIES, STATUSES, Beat, GroupItem, Job, L
 from .base import Quota
 from .sql_claims import claim_sql
 from .sql_keys import ApiKeys
+from .sql_watch import Watching
 from .sql_limits import LimitedWrites
 from .sql_pages import PageQueries
 from .sql_upgrade import Upgrades
@@ -52,7 +53,7 @@ def _died_alone(spec: dict, times: int, describe) -> str:
             "probably out of memory")
 
 
-class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys):
+class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching):
     NOW = "0"            # SQL expression for seconds since the epoch on the database's clock
     LIKE = "LIKE"        # case-insensitive substring match
     CLAIM_LOCK = ""      # appended to the claim's inner SELECT
