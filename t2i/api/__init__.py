@@ -9,5 +9,6 @@
     reads      gallery, leaderboard, presets, queue, votes
     schemas    the request bodies
 
-No Streamlit here: the pages and the API share the service layer, not each other.
+No Streamlit here but app.PathGuard's use of its path check: the pages and the API share the service
+layer, not each other.
 """

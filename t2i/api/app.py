@@ -4,6 +4,7 @@
                                   its OpenAPI schema at /api/openapi.json and its docs at /api/docs
     routes() -> list              what webapp.py passes to st.App(routes=...): one route that hands
                                   every request under PREFIXES to the API application
+    PathGuard                     webapp.py's middleware: API paths Streamlit would refuse, in JSON
 
 Why one route of our own and not Starlette's Mount: a Mount strips its prefix, so the schema's paths
 would read /v1/jobs under a server of /api, and a second API (AUTOMATIC1111's /sdapi/v1/...) would
@@ -116,6 +117,26 @@ class ApiRoute(BaseRoute):
                     raise HTTPException(413, f"the body is over {MAX_BODY:,} bytes, the most taken")
             return message
         return counted
+
+
+class PathGuard:
+    """ASGI middleware (webapp.py's, which run before Streamlit's): an API path that Streamlit's path
+    check would refuse (a traversal, a null byte: its PathSecurityMiddleware answers a plain-text
+    "Bad Request") is refused here first, as the API refuses everything, in one JSON line. The decision
+    stays Streamlit's (streamlit.path_security), so the two cannot disagree on which paths are unsafe."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith(PREFIXES):
+            from streamlit.path_security import is_unsafe_path_pattern
+
+            if is_unsafe_path_pattern(scope["path"].lstrip("/")):
+                await _refusal(400, "the address holds a path pattern that is refused ('..', a drive, "
+                                    "a null byte)")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 _app: FastAPI | None = None
