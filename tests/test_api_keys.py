@@ -135,3 +135,21 @@ def test_watch_reads_many_jobs_in_one_statement(store_url):
         assert (second.position, third.position, third.frame_step) == (1, 2, None)
     finally:
         store.close()
+
+
+def test_no_delay_reaches_the_connections_a_listener_accepts():
+    """Streamlit's server socket is made with protocol 0, so asyncio leaves Nagle on for its
+    connections; no_delay() turns it off on the listener, and Linux hands that on to what it accepts."""
+    import socket
+
+    from t2i.api.app import no_delay
+
+    with socket.socket(socket.AF_INET) as listener:   # as Streamlit binds it: no protocol given
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        assert no_delay() >= 1
+        with socket.create_connection(listener.getsockname()) as client:
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -5,6 +5,7 @@
     routes() -> list              what webapp.py passes to st.App(routes=...): one route that hands
                                   every request under PREFIXES to the API application
     PathGuard                     webapp.py's middleware: API paths Streamlit would refuse, in JSON
+    NoDelay                       webapp.py's middleware: TCP_NODELAY on the server's sockets (no_delay)
 
 Why one route of our own and not Starlette's Mount: a Mount strips its prefix, so the schema's paths
 would read /v1/jobs under a server of /api, and a second API (AUTOMATIC1111's /sdapi/v1/...) would
@@ -18,6 +19,8 @@ further). A body that is not JSON is refused by its content type (415).
 """
 
 from __future__ import annotations
+
+import time
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
@@ -81,13 +84,23 @@ class ApiRoute(BaseRoute):
         raise NoMatchFound(name, params)
 
     async def handle(self, scope, receive, send):
+        started = time.perf_counter()
+
+        async def timed(message):
+            # Server-Timing (a standard header browsers' tools show): the server's own time to the
+            # answer's start, without the network; scripts/bench_api.py reports it.
+            if message["type"] == "http.response.start":
+                took = f"app;dur={(time.perf_counter() - started) * 1000:.2f}".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", took)]}
+            await send(message)
+
         if scope["method"] in WITH_BODY:
             refusal = self._refusal(scope)
             if refusal is not None:
-                await refusal(scope, receive, send)
+                await refusal(scope, receive, timed)
                 return
             receive = self._counted(receive)
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, timed)
 
     @staticmethod
     def _refusal(scope):
@@ -119,6 +132,34 @@ class ApiRoute(BaseRoute):
         return counted
 
 
+def no_delay() -> int:
+    """TCP_NODELAY on this process's listening TCP sockets (Linux hands it on to the connections they
+    accept) and on its open ones; returns how many. Why: Streamlit binds its server socket itself
+    (socket.socket(family) with protocol 0), and asyncio sets TCP_NODELAY only on sockets whose
+    protocol is IPPROTO_TCP, so every answer on a kept-alive connection held its body back until the
+    client's delayed ACK of the headers: 44 ms for each request after a connection's first
+    (BENCHMARKS.md, "The HTTP API"). Through /proc/self/fd because the server keeps its socket to itself."""
+    import os
+    import socket
+
+    changed = 0
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:   # not Linux: nothing to do
+        return 0
+    for fd in fds:
+        try:
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                continue
+            with socket.socket(fileno=os.dup(fd)) as s:
+                if s.type == socket.SOCK_STREAM and s.family in (socket.AF_INET, socket.AF_INET6):
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    changed += 1
+        except OSError:   # closed meanwhile, or not a TCP socket
+            continue
+    return changed
+
+
 class PathGuard:
     """ASGI middleware (webapp.py's, which run before Streamlit's): an API path that Streamlit's path
     check would refuse (a traversal, a null byte: its PathSecurityMiddleware answers a plain-text
@@ -136,6 +177,20 @@ class PathGuard:
                 await _refusal(400, "the address holds a path pattern that is refused ('..', a drive, "
                                     "a null byte)")(scope, receive, send)
                 return
+        await self.app(scope, receive, send)
+
+
+class NoDelay:
+    """ASGI middleware (webapp.py's): no_delay() once, at the first request, when the server's socket
+    is listening (the pages and the API both answer on it)."""
+
+    def __init__(self, app):
+        self.app, self.done = app, False
+
+    async def __call__(self, scope, receive, send):
+        if not self.done and scope["type"] in ("http", "websocket"):
+            self.done = True
+            no_delay()
         await self.app(scope, receive, send)
 
 
