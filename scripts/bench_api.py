@@ -2,7 +2,7 @@
 
 For each backend (SQLite: a fresh file; PostgreSQL: a throwaway database made from --pg-admin-url):
 
-1. status reads and submits: C clients (--clients, threads, each its own keep-alive connection and its
+1. status reads and submits: one client, then C clients (--clients, threads, each its own keep-alive connection and its
    own client address through the trusted proxy header) each send R requests (--requests) one after
    another: GET /api/v1/jobs/{id}, then POST /api/v1/jobs (a tiny guided job; the limits are raised so
    the quota check runs in every submit's transaction but never refuses). p50/p95 of the server's
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import statistics
@@ -202,12 +203,13 @@ def run(name: str, url: str, args) -> None:
         first = json.loads(call(http.client.HTTPConnection("127.0.0.1", port), "POST", "/api/v1/jobs", key,
                                 "198.18.255.1", JOB)[1])["id"]
         load(port, key, 5, 5, "GET", f"/api/v1/jobs/{first}")   # warm-up: imports, connections
-        for label, method, path, body in (("status read", "GET", f"/api/v1/jobs/{first}", None),
-                                          ("submit", "POST", "/api/v1/jobs", JOB)):
+        for (label, method, path, body), clients in itertools.product(
+                (("status read", "GET", f"/api/v1/jobs/{first}", None), ("submit", "POST", "/api/v1/jobs", JOB)),
+                (1, args.clients)):   # 1: the time one request takes; C: under load
             t0 = time.perf_counter()
-            times, served = load(port, key, args.clients, args.requests, method, path, body)
+            times, served = load(port, key, clients, args.requests * (5 if clients == 1 else 1), method, path, body)
             wall = time.perf_counter() - t0
-            print(f"{name}  {label:<12} {len(times)} requests, {args.clients} clients: server p50 "
+            print(f"{name}  {label:<12} {len(times)} requests, {clients} clients: server p50 "
                   f"{pct(served, 50):.1f} ms, p95 {pct(served, 95):.1f} ms; round trip p50 {pct(times, 50):.1f} ms, "
                   f"p95 {pct(times, 95):.1f} ms; {len(times) / wall:.0f} requests/s", flush=True)
         lat = event_latency(port, store, key, args.steps)
