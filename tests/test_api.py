@@ -212,6 +212,14 @@ def test_reads_and_the_schema(svc):
     assert status == 404 and "nope" in one_line_error(data, 404)
     status, gallery = svc.json("GET", "/api/v1/gallery?status=all&search=circle")
     assert status == 200 and all("circle" in item["prompt"] for item in gallery["items"])
+    status, mine = svc.json("POST", "/api/v1/jobs", {**FAST, "prompt": "a listed circle"}, key=svc.key("hal"),
+                            address="192.0.2.50")
+    assert status == 201 and svc.json("POST", f"/api/v1/jobs/{mine['id']}/cancel", key=svc.key("hal"))[0] == 200
+    status, gans = svc.json("GET", "/api/v1/gallery?status=all&family=gan")
+    status2, guided = svc.json("GET", "/api/v1/gallery?status=all&family=guided")
+    assert status == status2 == 200 and guided["total"] >= 1
+    assert all(item["preset"] in ("tiny-gan-untrained", "hidden until you vote") for item in gans["items"])
+    assert all(item["preset"] != "tiny-gan-untrained" for item in guided["items"])
     assert svc.json("GET", "/api/v1/leaderboard")[0] == 200
     status, schema = svc.json("GET", "/api/openapi.json")
     assert status == 200 and "/api/v1/jobs/{job_id}/events" in schema["paths"]

@@ -64,12 +64,17 @@ def queue(who: Caller = Depends(caller)) -> dict:
 
 @router.get("/gallery", summary="Finished images (and other jobs) with the gallery page's filters and paging")
 def gallery(who: Caller = Depends(caller), search: str = Query("", max_length=2000), preset: str | None = None,
+            family: str | None = Query(None, max_length=64, description="the presets of one family (guided, ...)"),
             status: str = Query("done", pattern="^(all|queued|running|done|failed|cancelled)$"),
             since_s: float | None = Query(None, ge=0, le=10 * 365 * 86400, description="made in the last N seconds"),
             sort: str = Query("newest", pattern="^(newest|preferred)$"),
             page: int = Query(1, ge=1, le=100_000)) -> dict:
+    from ..service.ranking import family_of
+
     db = store()
-    items, total = db.gallery(search=check_search(search) or None, preset=preset,
+    # A family is the list of its presets among those in use, as on the gallery page.
+    presets = [name for name in db.presets_in_use() if family_of(name) == family] if family else None
+    items, total = db.gallery(search=check_search(search) or None, preset=preset, presets=presets,
                               status=None if status == "all" else status,
                               since=time.time() - since_s if since_s is not None else None, sort=sort,
                               limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
@@ -78,7 +83,7 @@ def gallery(who: Caller = Depends(caller), search: str = Query("", max_length=20
     hidden = blind_groups(db, voter_of(who), [item["group_id"] for item in items])
     shown = []
     for item in items:
-        if item["group_id"] in hidden and preset:
+        if item["group_id"] in hidden and (preset or family):
             continue
         row = {k: v for k, v in item.items() if k != "thumbnail"}
         if item["group_id"] in hidden:
