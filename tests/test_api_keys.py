@@ -1,4 +1,6 @@
-"""API keys: the store's part on both backends (schema version 8) and `python -m t2i keys`."""
+"""The API's parts below the server: API keys in the store on both backends (schema version 8) and
+`python -m t2i keys`; reading a caller from a request; what event streams poll (watch); a retry that
+counts against the limits (retry_limited); TCP_NODELAY for the server's connections."""
 
 from __future__ import annotations
 
@@ -153,3 +155,26 @@ def test_no_delay_reaches_the_connections_a_listener_accepts():
             accepted, _ = listener.accept()
             with accepted:
                 assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_a_retry_over_the_api_counts_against_the_address(store_url):
+    from t2i.store.base import Quota, QuotaReached
+
+    store = open_store(store_url)
+    try:
+        spec = {"prompt": "p", "preset": "x"}
+        quota = Quota(max_active=1, max_per_minute=100, max_queued=100)
+        first = store.submit_limited(spec, address="192.0.2.7", quota=quota, batch_key="k", total=5)
+        assert store.cancel(first) == "cancelled"
+        again = store.retry_limited(first, address="192.0.2.7", quota=quota)
+        assert store.get(again).retry_of == first and store.get(again).status == "queued"
+        # The retry holds the address's one active slot: a second retry is refused and writes nothing.
+        assert store.cancel(store.submit(spec, batch_key="k", total=5)) == "cancelled"
+        before = store.counts()
+        with pytest.raises(QuotaReached) as reached:
+            store.retry_limited(first, address="192.0.2.7", quota=quota)
+        assert reached.value.bound == "active" and store.counts() == before
+        with pytest.raises(ValueError, match="only failed or cancelled"):
+            store.retry_limited(again, address="192.0.2.8", quota=quota)
+    finally:
+        store.close()
