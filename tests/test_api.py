@@ -81,8 +81,11 @@ def test_cancel_mid_run_only_by_the_owner(svc):
     job = {**FAST, "prompt": "a long blue square", "options": {"iterations": 400}}
     status, placed = svc.json("POST", "/api/v1/jobs", job, key=alice, address="192.0.2.20")
     assert status == 201
-    status, seen = svc.events(placed["id"], until=lambda e: e[1] == "progress" and e[2]["step"] >= 1)
-    assert seen[-1][1] == "progress"
+    status, seen = svc.events(placed["id"], until=lambda e: e[1] == "preview")
+    assert seen[-1][1] == "preview" and seen[-1][0] == f"p1.{seen[-1][2]['step']}"
+    assert any(name == "progress" for _, name, _ in seen)
+    status, headers, frame = svc.request("GET", seen[-1][2]["url"])
+    assert status == 200 and frame.startswith(b"\x89PNG") and int(headers["X-Step"]) >= seen[-1][2]["step"]
     status, _, data = svc.request("POST", f"/api/v1/jobs/{placed['id']}/cancel", key=bob)
     assert status == 403 and "not yours" in one_line_error(data, 403)
     status, _, data = svc.request("POST", f"/api/v1/jobs/{placed['id']}/cancel")

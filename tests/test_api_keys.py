@@ -178,3 +178,32 @@ def test_a_retry_over_the_api_counts_against_the_address(store_url):
             store.retry_limited(again, address="192.0.2.8", quota=quota)
     finally:
         store.close()
+
+
+def test_a_store_that_fails_is_a_503_line_and_a_replaced_file_is_reopened(tmp_path, monkeypatch):
+    """The real application in process (Starlette's TestClient speaks ASGI to it) on a real SQLite file
+    that is deleted under it: one JSON line with 503, then the next request opens the new file."""
+    import json
+    import os
+
+    from starlette.testclient import TestClient
+
+    from t2i.api.app import create_app
+    from t2i.api.service import forget_store
+
+    db = tmp_path / "t2i.db"
+    monkeypatch.setenv("T2I_DB", f"sqlite:///{db}")
+    forget_store()
+    try:
+        client = TestClient(create_app(), raise_server_exceptions=False)
+        assert client.get("/api/v1/queue").status_code == 200
+        os.remove(db)
+        open_store(f"sqlite:///{db}").close()   # another file at the path now
+        gone = client.get("/api/v1/queue")
+        body = json.loads(gone.text)
+        assert gone.status_code == 503 and "\n" not in gone.text and body["status"] == 503
+        assert body["error"] == "the service cannot take jobs right now; please try again later"
+        assert gone.headers["Retry-After"] == "5"
+        assert client.get("/api/v1/queue").status_code == 200
+    finally:
+        forget_store()

@@ -22,7 +22,7 @@ from ..errors import PresetError, SpecError, T2IError
 from ..service.queue import QueueLimit
 from ..service.ranking import VoteLimit
 from ..service.visitor_text import for_visitor
-from ..store import StoreError, StoreUnavailable
+from ..store import StoreError, StoreGone, StoreUnavailable
 
 log = logging.getLogger("t2i.api")
 MAX_LINE = 300   # a validation message quotes the input: cut it, the client sent it and knows it
@@ -81,6 +81,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def store_failed(_: Request, e: StoreError):
         log.warning("the job store failed: %s", e)
+        if isinstance(e, StoreGone):
+            from .service import forget_store
+
+            forget_store()
         line = ("the database is not reachable, retry in a few seconds" if isinstance(e, StoreUnavailable)
                 else "the service cannot take jobs right now; please try again later")
         return answer(503, line, {"Retry-After": "5"})

@@ -40,6 +40,18 @@ def store():
         return _opened[url]
 
 
+def forget_store() -> None:
+    """Drop the opened store (its SQLite file was deleted or replaced: StoreGone): the next request
+    opens the one now at the URL, as the pages' shared store does."""
+    with _lock:
+        for opened in _opened.values():
+            try:
+                opened.close()
+            except Exception:  # noqa: BLE001 - closing a store whose file is gone may fail too; it is dropped anyway
+                pass
+        _opened.clear()
+
+
 @dataclass(frozen=True)
 class Placed:
     id: int
