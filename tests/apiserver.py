@@ -118,8 +118,9 @@ def service(tmp: Path, *, executor: bool, db_url: str | None = None, **env_extra
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
         if executor:
             with open(tmp / "executor.log", "wb") as out:
-                svc.procs.append(subprocess.Popen([sys.executable, "job_executor.py", "--device", "cpu", "--poll", "0.2"],
-                                                  cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+                svc.procs.append(subprocess.Popen(
+                    [sys.executable, "job_executor.py", "--device", "cpu", "--poll", "0.2"],
+                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
         wait_healthy(f"{svc.base}/_stcore/health", svc.procs[0], tmp / "web.log")
         yield svc
     finally:

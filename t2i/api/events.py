@@ -12,9 +12,10 @@ newer than that state: what still matters about a job is its current state, so t
 are not replayed (a frame or a step superseded by a later one tells nothing more). A reconnect after
 "end" is answered 204, which tells an EventSource to stop reconnecting.
 
-The streams poll the store (POLL_S) together (Board: one statement for every job followed in this
-process): the executor writes progress every 0.5 s, so a poll a quarter of that apart adds at most
-POLL_S to what the client sees (BENCHMARKS.md, "The HTTP API"). A comment line every KEEPALIVE_S keeps proxies from closing a quiet stream (a long queue).
+The streams poll the store every POLL_S together (Board: one statement for every job followed in
+this process). The executor writes progress every 0.5 s; polling at half that adds at most POLL_S
+(on average half of it) to what the client sees (BENCHMARKS.md, "The HTTP API"). A comment line
+every KEEPALIVE_S keeps proxies from closing a quiet stream (a long queue).
 """
 
 from __future__ import annotations

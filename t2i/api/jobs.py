@@ -22,7 +22,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _job(job_id: int):
-    job = store().get(job_id) if 1 <= job_id <= MAX_ID else None
+    job = store().get(job_id)
     if job is None:
         raise ApiError(404, f"no job {job_id}")
     return job
@@ -32,7 +32,7 @@ def _job(job_id: int):
 def submit(body: SubmitBody, who: Caller = Depends(writer)) -> dict:
     """One job, validated and limited as the Generate page's: 422 for a field, 429 for a limit, 201
     with the id, the place in the queue and the links."""
-    from ..cli.common import default_preset
+    from ..assets.weights import default_preset
 
     placed = submit_for(who, body.prompt, body.preset or default_preset(), **body.fields())
     return placed.as_json()
@@ -45,7 +45,8 @@ def submit_compare(body: GroupBody, who: Caller = Depends(writer)) -> dict:
 
 
 @router.get("/jobs", summary="Recent jobs, newest first (mine=true: the caller's own)")
-def recent(who: Caller = Depends(caller), status: str | None = Query(None, pattern="^(queued|running|done|failed|cancelled)$"),
+def recent(who: Caller = Depends(caller),
+           status: str | None = Query(None, pattern="^(queued|running|done|failed|cancelled)$"),
            mine: bool = False, limit: int = Query(20, ge=1, le=200)) -> dict:
     if mine and who.submitter is None:
         raise ApiError(401, "mine=true needs an API key")
@@ -104,7 +105,7 @@ def gif(job_id: JobId, who: Caller = Depends(caller)):
 @router.get("/jobs/{job_id}/frame", summary="The latest progress frame of a running job", response_class=Response,
             responses={200: {"content": {PNG: {}}}})
 def frame(job_id: JobId, who: Caller = Depends(caller)):
-    latest = store().latest_frame(job_id) if 1 <= job_id <= MAX_ID else None
+    latest = store().latest_frame(job_id)
     if latest is None:
         job = _job(job_id)
         raise ApiError(409, f"job {job_id} has no frame ({job.status})")
