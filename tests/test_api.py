@@ -211,6 +211,9 @@ def test_reads_and_the_schema(svc):
     status, one = svc.json("GET", "/api/v1/presets/shapes")   # a world trained here: words and examples
     assert status == 200 and len(one["examples"]) == 3 and one["vocabulary"]
     assert {o["name"] for o in one["options"]} >= {"iterations", "cutn"}
+    assert one["options_schema"]["properties"]["iterations"]["type"] == "integer"
+    status, diffusion = svc.json("GET", "/api/v1/presets/tiny-diffusion-untrained")
+    assert "ddim" in diffusion["options_schema"]["properties"]["sampler"]["enum"]
     status, _, data = svc.request("GET", "/api/v1/presets/nope")
     assert status == 404 and "nope" in one_line_error(data, 404)
     status, gallery = svc.json("GET", "/api/v1/gallery?status=all&search=circle")

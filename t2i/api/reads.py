@@ -17,6 +17,7 @@ from .service import store, voter_of
 
 router = APIRouter(prefix="/api/v1", tags=["reads"])
 PAGE_SIZE = 24
+_JSON_TYPES = {"int": {"type": "integer"}, "float": {"type": "number"}, "choice": {}}
 
 
 @router.get("/presets", summary="The presets: name, family, whether their weights are here, what each is good at")
@@ -41,11 +42,17 @@ def preset(name: str, who: Caller = Depends(caller)) -> dict:
     except PresetError as e:
         raise ApiError(404, str(e)) from None
     g = guide(p)
+    form = family(p.family).options.FORM
     options = [{"name": f.name, "label": f.label, "kind": f.kind, "choices": list(f.choices), "help": f.help,
-                "default": p.defaults.get(f.name)} for f in family(p.family).options.FORM]
+                "default": p.defaults.get(f.name)} for f in form]
+    # The same fields as a JSON Schema of the submit body's `options` (types and choices; the bounds
+    # are the family's parse, which names the field and its range when a value is outside it).
+    schema = {"type": "object", "additionalProperties": False,
+              "properties": {f.name: {**_JSON_TYPES.get(f.kind, {}), **({"enum": list(f.choices)} if f.choices else {}),
+                                      "description": f.help or f.label} for f in form}}
     return {"name": p.name, "family": p.family, "family_words": g.family, "description": p.description,
             "good_at": g.good_at, "ready": is_ready(p), "fixed_size": p.fixed_size, "post": list(p.post),
-            "defaults": p.defaults, "options": options,
+            "defaults": p.defaults, "options": options, "options_schema": schema,
             "vocabulary": {k: list(v) for k, v in g.world.vocabulary.items()} if g.world else None,
             "examples": list(g.world.examples) if g.world else []}
 
