@@ -229,6 +229,7 @@ def test_reads_and_the_schema(svc):
     assert svc.json("GET", "/api/v1/leaderboard")[0] == 200
     status, schema = svc.json("GET", "/api/openapi.json")
     assert status == 200 and "/api/v1/jobs/{job_id}/events" in schema["paths"]
+    assert schema["components"]["securitySchemes"]["key"]["scheme"] == "bearer"   # the docs page's Authorize
     status, _, data = svc.request("GET", "/api/v1/jobs/99999999999999999999")
     assert status in (404, 422) and one_line_error(data, status)
     # A path Streamlit's own check refuses is refused in the API's form.

@@ -47,7 +47,25 @@ def create_app() -> FastAPI:
     errors.install(app)
     app.include_router(jobs)
     app.include_router(reads)
+    _describe_keys(app)
     return app
+
+
+def _describe_keys(app: FastAPI) -> None:
+    """The schema names how a key is sent (so the docs page offers to send one), once for every
+    operation: caller() reads the header itself, so any router's routes take a key the same way."""
+    from fastapi.openapi.utils import get_openapi
+
+    def schema():
+        if app.openapi_schema is None:
+            made = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            made.setdefault("components", {})["securitySchemes"] = {
+                "key": {"type": "http", "scheme": "bearer", "description": "an API key (`keys create NAME`)"},
+                "basic": {"type": "http", "scheme": "basic", "description": "any user name, the key as password"}}
+            made["security"] = [{"key": []}, {"basic": []}, {}]   # {}: anonymous, as T2I_API_ANONYMOUS allows
+            app.openapi_schema = made
+        return app.openapi_schema
+    app.openapi = schema
 
 
 def _header(scope, name: bytes) -> bytes | None:
