@@ -24,6 +24,9 @@ if __name__ == "__main__":  # a session's script run
 else:  # imported by `streamlit run webapp.py` (or an ASGI server: `uvicorn webapp:app`)
     from starlette.middleware import Middleware
 
+    from t2i.api.app import NoDelay, PathGuard, routes
     from t2i.web.visitor import VisitorCookie
 
-    app = st.App(__file__, middleware=[Middleware(VisitorCookie)])
+    # The HTTP API (t2i/api/) answers under /api/ on the same server and port as the pages.
+    app = st.App(__file__, middleware=[Middleware(NoDelay), Middleware(VisitorCookie), Middleware(PathGuard)],
+                 routes=routes())

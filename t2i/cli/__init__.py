@@ -1,4 +1,4 @@
-"""`python -m t2i ...`: generate, submit, jobs, cancel, retry, export, presets, download, train-demo,
+"""`python -m t2i ...`: generate, submit, jobs, cancel, retry, export, presets, download, keys, train-demo,
 the benches.
 
 One module per group of commands, each command one small parser builder (`add_<command>(sub)`) and
@@ -17,13 +17,14 @@ from ..errors import SpecError, T2IError
 from .bench import add_bench, add_digitsbench, add_flowersbench, add_shapesbench
 from .common import EXIT_BAD_INPUT, EXIT_FAILED
 from .generate import add_generate
+from .keys import add_keys
 from .queue import add_cancel, add_export, add_jobs, add_retry, add_submit
 from .train import add_train_demo
 from .weights import add_download, add_presets
 
 # In the order `--help` lists them.
 COMMANDS = (add_generate, add_submit, add_jobs, add_cancel, add_retry, add_export, add_presets, add_download,
-            add_train_demo, add_shapesbench, add_digitsbench, add_flowersbench, add_bench)
+            add_keys, add_train_demo, add_shapesbench, add_digitsbench, add_flowersbench, add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

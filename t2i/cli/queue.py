@@ -1,4 +1,5 @@
-"""The queue's commands: `submit`, `jobs`, `cancel`, `retry`, `export` (all on the store of --db)."""
+"""The queue's commands: `submit`, `jobs`, `cancel`, `retry`, `export` (all on the store of --db; submit,
+jobs, cancel and export also on a remote service with --api URL: t2i/cli/remote.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 from ..errors import T2IError
 from ..spec import SpecError
+from . import remote
 from .common import add_db_options, add_spec_options, default_preset, job_id, open_store, slug, spec_fields, \
     write_atomic
 
@@ -16,6 +18,7 @@ def add_submit(sub) -> None:
     add_db_options(q)
     q.add_argument("--priority", type=int, default=0, help="higher runs first")
     q.add_argument("--submitter", default=None, help="who submitted it (for per-user views)")
+    remote.add_api_option(q)
     q.set_defaults(func=cmd_submit)
 
 
@@ -24,6 +27,8 @@ def cmd_submit(args) -> int:
     from ..service.caps import asked_size_note
     from ..service.queue import submit_job
 
+    if args.api:
+        return remote.submit(args, spec_fields(args))
     store = open_store(args)
     fields, preset = spec_fields(args), args.preset or default_preset()
     new = submit_job(store, args.prompt, preset, priority=args.priority, submitter=args.submitter, **fields)
@@ -39,12 +44,15 @@ def add_jobs(sub) -> None:
     add_db_options(j)
     j.add_argument("--status", choices=["queued", "running", "done", "failed", "cancelled"])
     j.add_argument("--limit", type=int, default=20)
+    remote.add_api_option(j)
     j.set_defaults(func=cmd_jobs)
 
 
 def cmd_jobs(args) -> int:
     if not 1 <= args.limit <= 10_000:
         raise SpecError("--limit", f"must be between 1 and 10000, got {args.limit}")
+    if args.api:
+        return remote.jobs(args)
     store = open_store(args)
     counts = store.counts()
     print("  ".join(f"{k} {v}" for k, v in counts.items()))
@@ -65,10 +73,13 @@ def _add_job_command(sub, name: str, func, text: str):
 
 
 def add_cancel(sub) -> None:
-    _add_job_command(sub, "cancel", cmd_cancel, "cancel a queued or running job")
+    remote.add_api_option(_add_job_command(sub, "cancel", cmd_cancel, "cancel a queued or running job"))
 
 
 def cmd_cancel(args) -> int:
+    if args.api:
+        job_id(args)
+        return remote.cancel(args)
     outcome = open_store(args).cancel(job_id(args))
     if outcome is None:
         raise T2IError(f"no job {args.job}")
@@ -93,6 +104,7 @@ def cmd_retry(args) -> int:
 def add_export(sub) -> None:
     c = _add_job_command(sub, "export", cmd_export, "write a finished job's PNG and GIF to a directory")
     c.add_argument("--out", default="outputs")
+    remote.add_api_option(c)
 
 
 def cmd_export(args) -> int:
@@ -100,6 +112,8 @@ def cmd_export(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SpecError("--out", f"{out} exists and is not a directory")
+    if args.api:
+        return remote.export(args, out, write_atomic, slug)   # wanted: checked above
     store = open_store(args)
     result = store.result(wanted)
     if result is None:

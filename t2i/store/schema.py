@@ -128,6 +128,18 @@ _VERSIONS = [
     """
     CREATE INDEX jobs_turn ON jobs ((COALESCE(address, '')), started_at);
     """,
+    # version 8: API keys (t2i/store/sql_keys.py): the operator's named keys, kept as hashes; a live
+    # (unrevoked) name is unique, a revoked key's row stays so that its jobs' submitter still means it
+    """
+    CREATE TABLE api_keys (
+        id {ID},
+        name TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        created_at {REAL} NOT NULL,
+        revoked_at {REAL}
+    );
+    CREATE UNIQUE INDEX api_keys_live_name ON api_keys (name) WHERE revoked_at IS NULL;
+    """,
 ]
 
 # Steps that need more than SQL, run right after a version's script in its transaction: the name of

@@ -14,6 +14,8 @@ from ..errors import SpecError
 from .base import ALONE, FINISHED, PRIORITIES, STATUSES, Beat, GroupItem, Job, Lease, Result
 from .base import Quota
 from .sql_claims import claim_sql
+from .sql_keys import ApiKeys
+from .sql_watch import Watching
 from .sql_limits import LimitedWrites
 from .sql_pages import PageQueries
 from .sql_upgrade import Upgrades
@@ -51,7 +53,7 @@ def _died_alone(spec: dict, times: int, describe) -> str:
             "probably out of memory")
 
 
-class SQLStore(PageQueries, LimitedWrites, Upgrades):
+class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching):
     NOW = "0"            # SQL expression for seconds since the epoch on the database's clock
     LIKE = "LIKE"        # case-insensitive substring match
     CLAIM_LOCK = ""      # appended to the claim's inner SELECT
@@ -287,8 +289,8 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades):
             row = self._one("SELECT status FROM jobs WHERE id = ?", (job_id,))
         return row[0] if row else None
 
-    def retry(self, job_id: int) -> int:
-        job = self.get(job_id)
+    def retry(self, job_id: int, address: str | None = None) -> int:
+        job = self.get(job_id)   # address: retry_limited's, as submit_limited's
         if job is None or job.status not in ("failed", "cancelled"):
             raise ValueError(f"job {job_id} is {job.status if job else 'unknown'}; only failed or cancelled jobs "
                              "can be retried")
@@ -297,7 +299,8 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades):
         (key,) = self._one("SELECT batch_key FROM jobs WHERE id = ?", (job_id,))
         with self.transaction():  # the spec refers to the same uploads: the new job is linked to them too
             new = self.submit(job.spec, batch_key=key, total=job.total, priority=job.priority,
-                              max_attempts=job.max_attempts, submitter=job.submitter, retry_of=job.id)
+                              max_attempts=job.max_attempts, submitter=job.submitter, retry_of=job.id,
+                              address=address)
             self._execute("INSERT INTO job_uploads (job_id, sha256) SELECT ?, sha256 FROM job_uploads WHERE job_id = ?",
                           (new, job_id))
         return new

@@ -33,6 +33,16 @@ class LimitedWrites:
                                  max_attempts=max_attempts, submitter=submitter, uploads=uploads, address=address)
         return job_id
 
+    def retry_limited(self, job_id: int, *, address: str, quota: Quota) -> int:
+        """retry(), for a public caller (the API): the new job counts against the address's quota,
+        checked in the insert's transaction as submit_limited checks it. QuotaReached: nothing written."""
+        with self.transaction():
+            self._limits_lock()
+            job = self.get(job_id)
+            if job is not None and "prompt" in job.spec:   # else retry() refuses it with its own line
+                self._check_quota(address, quota, [], 1, [(job.spec, job.total)])
+            return self.retry(job_id, address=address)
+
     def _check_quota(self, address: str, quota: Quota, uploads: list[Upload], jobs: int,
                      work: list[tuple[dict, int]] = ()) -> None:
         """QuotaReached when adding `jobs` jobs (and these uploads; `work`: their (spec, total steps))
