@@ -1,0 +1,131 @@
+"""AUTOMATIC1111's /sdapi/v1 (t2i/api/a1111.py) on a real server (`streamlit run webapp.py`) with a real
+executor, driven by webuiapi (the client library from the package index, unchanged) with its --api-auth
+Basic credentials: txt2img through the queue, the current preset per key, progress with its preview,
+interrupt of the caller's own jobs only; a wrong key is 401, a bad value one JSON line 422."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+
+import pytest
+import requests
+import webuiapi
+from PIL import Image
+
+from apiserver import service
+from t2i.api.auth import hash_key
+
+pytestmark = pytest.mark.subprocess
+DIFFUSION, GUIDED = "tiny-diffusion-untrained", "tiny-vqgan-untrained"
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory):
+    with service(tmp_path_factory.mktemp("a1111"), executor=True) as s:
+        yield s
+
+
+def client(svc, key: str | None, address: str) -> webuiapi.WebUIApi:
+    """webuiapi as its users make it; the session's header only tells the server (which trusts it in
+    these tests) which client address to count the limits on."""
+    api = webuiapi.WebUIApi(baseurl=f"{svc.base}/sdapi/v1")
+    api.session.headers["X-Forwarded-For"] = address
+    if key is not None:
+        api.set_auth("anyone", key)
+    return api
+
+
+def one_line_error(response, status: int) -> str:
+    text = response.text
+    body = json.loads(text)
+    assert response.status_code == status and "\n" not in text and body["status"] == status, text
+    return body["error"]
+
+
+def written(svc) -> int:
+    return sum(svc.store.counts().values())
+
+
+def test_txt2img_through_the_queue_with_the_current_preset_of_the_key(svc):
+    alice = client(svc, svc.key("alice"), "192.0.2.31")
+    assert DIFFUSION in alice.util_get_model_names() and GUIDED in alice.util_get_model_names()
+    assert "DDIM" in alice.util_get_sampler_names()
+    alice.util_set_model(DIFFUSION, find_closest=False)
+    assert alice.util_get_current_model() == DIFFUSION
+    # The current preset is the key's: another key still has the service's default.
+    bob = client(svc, svc.key("bob"), "192.0.2.32")
+    assert bob.util_get_current_model() != DIFFUSION
+    result = alice.txt2img(prompt="a red circle", negative_prompt="blue", steps=3, cfg_scale=2.5,
+                           sampler_name="DDIM", width=32, height=32, seed=77, batch_size=2)
+    assert len(result.images) == 2 and all(im.size == (32, 32) for im in result.images)
+    info = result.info
+    assert info["all_seeds"] == [77, 78] and info["sd_model_name"] == DIFFUSION
+    assert (info["sampler_name"], info["cfg_scale"], info["steps"]) == ("DDIM", 2.5, 3)
+    # Each PNG carries its infotext; the answer says what was not used (webuiapi sends eta=1.0).
+    assert "Seed: 78" in result.images[1].info["parameters"] and info["infotexts"][0].startswith("a red circle")
+    assert "eta" in info["t2i"]["ignored"] and info["t2i"]["mapped"]["cfg_scale"] == "guidance"
+    assert result.parameters["prompt"] == "a red circle" and result.parameters["seed"] == 77
+    # Two jobs of their own (no compare group), the key's, with the mapped options.
+    jobs = [svc.store.get(i) for i in info["t2i"]["jobs"]]
+    assert [j.spec["seed"] for j in jobs] == [77, 78] and {j.group_id for j in jobs} == {None}
+    assert {j.submitter for j in jobs} == {svc.store.key_by_hash(hash_key(svc.key("alice"))).submitter}
+    assert jobs[0].spec["prompt"] == "a red circle|blue:-1"
+    assert (jobs[0].spec["sampler"], jobs[0].spec["guidance"], jobs[0].spec["steps"]) == ("ddim", 2.5, 3)
+
+
+def test_progress_with_a_preview_and_interrupt_of_the_callers_own_job(svc):
+    carol = client(svc, svc.key("carol"), "192.0.2.33")
+    dave = client(svc, svc.key("dave"), "192.0.2.34")
+    assert carol.get_progress()["state"]["job_count"] == 0
+    answer = {}
+    # steps are a guided preset's iterations: enough that the job is still running when interrupted.
+    run = threading.Thread(target=lambda: answer.update(result=carol.txt2img(
+        prompt="a green square", steps=400, width=64, height=64, seed=5,
+        override_settings={"sd_model_checkpoint": GUIDED})))
+    run.start()
+    seen = svc.wait_until(lambda: (lambda p: p if p["state"]["sampling_step"] >= 1 and p["current_image"] else None)(
+        carol.get_progress()), "a running job with a preview in carol's progress")
+    assert seen["state"]["job_count"] == 1 and seen["state"]["sampling_steps"] == 400
+    assert 0 < seen["progress"] < 1 and seen["textinfo"].startswith("job ")
+    assert Image.open(io.BytesIO(base64.b64decode(seen["current_image"]))).size == (64, 64)
+    job_id = int(seen["state"]["job"].split()[-1])
+    # Another key's interrupt leaves carol's job running; nor does that key see it in its progress.
+    assert dave.interrupt() == {} and dave.get_progress()["state"]["job_count"] == 0
+    assert svc.store.get(job_id).status == "running" and not svc.store.get(job_id).cancel_requested
+    assert carol.interrupt() == {}
+    run.join(timeout=120)
+    assert not run.is_alive()
+    result = answer["result"]
+    # As AUTOMATIC1111 answers an interrupt: the image so far (the last frame), marked interrupted.
+    assert result.info["t2i"]["interrupted"] == [job_id] and len(result.images) == 1
+    assert svc.store.get(job_id).status == "cancelled" and svc.store.get(job_id).total == 400
+    assert result.info["t2i"]["mapped"]["steps"] == "iterations" and "cfg_scale" in result.info["t2i"]["ignored"]
+
+
+def test_wrong_key_401_bad_values_422_unknown_fields_kept_limits_429(svc):
+    wrong = client(svc, "t2i_" + "x" * 43, "192.0.2.35")
+    refused = wrong.session.post(f"{wrong.baseurl}/txt2img", json={"prompt": "x"})
+    assert one_line_error(refused, 401) == "unknown or revoked API key"
+    assert "Basic" in refused.headers["WWW-Authenticate"]
+    url = f"{svc.base}/sdapi/v1/txt2img"
+    anonymous = requests.post(url, json={"prompt": "x"}, headers={"X-Forwarded-For": "192.0.2.36"}, timeout=60)
+    assert "API key" in one_line_error(anonymous, 401)
+    erin = requests.Session()
+    erin.auth = ("anyone", svc.key("erin"))
+    erin.headers["X-Forwarded-For"] = "192.0.2.37"
+    before = written(svc)
+    base = {"prompt": "a circle", "width": 64, "height": 64, "steps": 2,
+            "override_settings": {"sd_model_checkpoint": GUIDED}, "some_extension_field": {"args": [1, 2]}}
+    for change, words in (({"width": "wide"}, "width"), ({"steps": 0}, "steps (this preset's iterations): must be"),
+                          ({"batch_size": 0}, "batch_size"), ({"seed": -5}, "seed"),
+                          ({"override_settings": {"sd_model_checkpoint": "nope"}}, "no preset named 'nope'")):
+        assert words in one_line_error(erin.post(url, json={**base, **change}, timeout=60), 422)
+    assert "no preset named" in one_line_error(
+        erin.post(f"{svc.base}/sdapi/v1/options", json={"sd_model_checkpoint": "nope"}, timeout=60), 422)
+    # Unknown fields pass; the batch is jobs, and five are over the address's four: nothing queued.
+    too_many = erin.post(url, json={**base, "batch_size": 5}, timeout=60)
+    assert "at most 4 images" in one_line_error(too_many, 429)
+    assert written(svc) == before
