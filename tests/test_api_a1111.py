@@ -129,3 +129,26 @@ def test_wrong_key_401_bad_values_422_unknown_fields_kept_limits_429(svc):
     too_many = erin.post(url, json={**base, "batch_size": 5}, timeout=60)
     assert "at most 4 images" in one_line_error(too_many, 429)
     assert written(svc) == before
+
+
+def test_a_batch_is_queued_all_or_none_as_separate_jobs(store_url):
+    """service.queue.submit_batch on both backends: a job per seed, no compare group, and a batch
+    that does not fit the address's limits leaves nothing behind."""
+    from t2i.service.queue import QueueLimit, SubmitPolicy, submit_batch
+    from t2i.store import open_store
+
+    store, policy = open_store(store_url), SubmitPolicy()
+    try:
+        ids = submit_batch(store, "a cat", GUIDED, [7, 8, 9], address="198.51.100.7", policy=policy, iterations=2)
+        jobs = [store.get(i) for i in ids]
+        assert [j.spec["seed"] for j in jobs] == [7, 8, 9] and {j.group_id for j in jobs} == {None}
+        with pytest.raises(QueueLimit, match="^your address may have 4 jobs queued or running and this request "
+                                             "adds 2 \\(a job per image\\)"):
+            submit_batch(store, "a cat", GUIDED, [10, 11], address="198.51.100.7", policy=policy, iterations=2)
+        assert sum(store.counts().values()) == 3
+        with pytest.raises(QueueLimit, match="ask for at most 4 images at once$"):
+            submit_batch(store, "a cat", GUIDED, list(range(5)), address="198.51.100.8", policy=policy)
+        assert len(submit_batch(store, "a cat", GUIDED, [12], address="198.51.100.7", policy=policy,
+                                iterations=2)) == 1
+    finally:
+        store.close()

@@ -154,10 +154,19 @@ def submit_batch(store: JobStore, prompt, preset: str, seeds: list[int], *, subm
         return store.submit_group(items, submitter=submitter, address=address or "anonymous",
                                   quota=policy.quota, grouped=False)
     except QuotaReached as reached:
-        line = policy.message(reached)
-        if len(items) > 1 and reached.bound in ("active", "per_minute", "work"):
-            line += f" (this request asks for {len(items)} images, each a job)"
-        raise QueueLimit(line) from None
+        raise QueueLimit(_batch_message(policy, reached, len(items))) from None
+
+
+def _batch_message(policy: SubmitPolicy, reached: QuotaReached, jobs: int) -> str:
+    if jobs == 1:
+        return policy.message(reached)
+    if reached.bound == "work":
+        return policy._work_message(reached, f"these {jobs} images")
+    return {"active": f"your address may have {policy.max_active_per_address} jobs queued or running and this "
+                      f"request adds {jobs} (a job per image); wait for one to finish or cancel one, or ask for "
+                      "fewer images",
+            "per_minute": f"at most {policy.max_per_minute} submissions a minute, and each of these {jobs} images "
+                          "counts one; please wait a moment"}.get(reached.bound) or policy.message(reached, jobs)
 
 
 # --- compare groups ---------------------------------------------------------------------------
