@@ -152,3 +152,31 @@ def test_a_batch_is_queued_all_or_none_as_separate_jobs(store_url):
                                 iterations=2)) == 1
     finally:
         store.close()
+
+
+def test_the_mapping_per_family_says_what_each_field_became():
+    """a1111_map.plan, without a server: the family's steps field, guidance and sampler only where the
+    family has them, sampler names with a schedule, and only the fields that would change an image
+    reported as ignored (the hires fix's settings only with enable_hr)."""
+    import random
+
+    from t2i.api.a1111_map import Txt2ImgBody, plan
+    from t2i.presets import get_preset
+
+    body = Txt2ImgBody(prompt="a cat", negative_prompt="a dog", steps=7, cfg_scale=5, sampler_name="DPM++ 2M Karras",
+                       batch_size=2, n_iter=2, restore_faces=True, hr_scale=2, denoising_strength=0.7,
+                       s_noise=1.0, subseed=-1, save_images=True, some_extension={"x": 1})
+    diffusion = plan(body, get_preset(DIFFUSION), random.Random(1))
+    assert diffusion.prompt == "a cat | a dog:-1" and len(set(diffusion.seeds)) == 4
+    assert diffusion.seeds == list(range(diffusion.seeds[0], diffusion.seeds[0] + 4))
+    assert {k: diffusion.fields[k] for k in ("steps", "guidance", "sampler", "num_samples")} == {
+        "steps": 7, "guidance": 5, "sampler": "dpm++", "num_samples": 1}
+    assert set(diffusion.ignored) == {"scheduler", "restore_faces", "some_extension"}
+    guided = plan(body, get_preset(GUIDED))
+    assert guided.fields["iterations"] == 7 and "steps" not in guided.fields and "guidance" not in guided.fields
+    assert {"cfg_scale", "sampler_name", "restore_faces"} <= set(guided.ignored)
+    gan = plan(Txt2ImgBody(prompt="a cat", steps=3, sampler_name="Euler a", seed=9), get_preset("tiny-gan-untrained"))
+    assert gan.mapped["steps"] == "steps (frames)" and gan.seeds == [9] and "sampler_name" in gan.ignored
+    unknown = plan(Txt2ImgBody(prompt="a cat", sampler_name="Euler a", enable_hr=True, hr_scale=2), get_preset(DIFFUSION))
+    assert "sampler" not in unknown.fields and "not one of ours" in unknown.ignored["sampler_name"]
+    assert {"enable_hr", "hr_scale"} <= set(unknown.ignored)

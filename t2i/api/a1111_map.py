@@ -38,7 +38,7 @@ SAMPLERS = {**{name.lower(): ours for ours, name in SAMPLER_NAMES.items()}, **{o
 # Before A1111 1.9 a sampler's name carried its noise schedule ("DPM++ 2M Karras"); ours is the model's.
 SCHEDULES = ("karras", "exponential", "sgm uniform", "polyexponential", "uniform", "simple",
              "normal", "ddim", "beta", "align your steps", "kl optimal")
-SAME_SCHEDULE = (None, "", "automatic")
+SAME_SCHEDULE = ("", "automatic")
 # Fields read here (by plan) or honoured by the router (send_images).
 MAPPED = ("prompt", "negative_prompt", "steps", "cfg_scale", "sampler_name", "sampler_index", "scheduler",
           "width", "height", "seed", "batch_size", "n_iter", "override_settings", "send_images")
@@ -124,6 +124,8 @@ def _sampler(body: Txt2ImgBody, own: tuple, family_name: str, plan: Plan) -> Non
     if "sampler" not in own:
         if asked:
             plan.ignored["sampler_name"] = f"{family_name} presets have no sampler"
+        if (body.scheduler or "").strip().lower() not in SAME_SCHEDULE:
+            plan.ignored["scheduler"] = f"{family_name} presets have no sampler"
         return
     ours, schedule = sampler_of(asked)
     if ours is not None:
@@ -134,7 +136,7 @@ def _sampler(body: Txt2ImgBody, own: tuple, family_name: str, plan: Plan) -> Non
     elif asked:
         names = ", ".join(SAMPLER_NAMES.values())
         plan.ignored["sampler_name"] = f"{asked!r} is not one of ours ({names}): the preset's default was used"
-    if body.scheduler not in SAME_SCHEDULE and not plan.ignored.get("scheduler"):
+    if (body.scheduler or "").strip().lower() not in SAME_SCHEDULE and not plan.ignored.get("scheduler"):
         plan.ignored["scheduler"] = f"{body.scheduler!r}: the model's own noise schedule is used"
 
 
