@@ -110,7 +110,7 @@ def _ended(ids: list[int]) -> list | None:
     return jobs if all(j is None or j.status in FINISHED for j in jobs) else None
 
 
-def _answer(body: Txt2ImgBody, made: Plan, ids: list[int], jobs: list) -> dict:
+def _answer(body: Txt2ImgBody, made: Plan, jobs: list) -> dict:
     db = store()
     jobs = [j for j in jobs if j is not None]
     results = {j.id: db.result(j.id) for j in jobs if j.status == "done"}
@@ -144,7 +144,7 @@ async def txt2img(request: Request, body: Txt2ImgBody, who: Caller = Depends(wri
     while True:
         jobs = await anyio.to_thread.run_sync(_ended, ids)
         if jobs is not None:
-            return await anyio.to_thread.run_sync(_answer, body, made, ids, jobs)
+            return await anyio.to_thread.run_sync(_answer, body, made, jobs)
         if await request.is_disconnected():
             return Response(status_code=204)   # nobody reads it; the jobs go on into the gallery
         await anyio.sleep(POLL_S)   # the poll's cadence, not a wait standing in for a result
