@@ -45,7 +45,7 @@ from .errors import ApiError
 from .service import store, voter_of
 
 router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111"])
-POLL_S = 0.25        # a job's progress is written every 0.5 s: a quarter of it adds little to the answer
+POLL_S = 0.25        # half the executor's progress cadence (0.5 s): 125 ms added on average (BENCHMARKS.md)
 MAX_CHOICES = 10_000  # callers whose current preset is remembered (anonymous ones are per address)
 _chosen: OrderedDict[str, str] = OrderedDict()
 _chosen_lock = threading.Lock()
