@@ -180,3 +180,23 @@ def test_the_mapping_per_family_says_what_each_field_became():
     unknown = plan(Txt2ImgBody(prompt="a cat", sampler_name="Euler a", enable_hr=True, hr_scale=2), get_preset(DIFFUSION))
     assert "sampler" not in unknown.fields and "not one of ours" in unknown.ignored["sampler_name"]
     assert {"enable_hr", "hr_scale"} <= set(unknown.ignored)
+
+
+def test_a_client_that_hangs_up_leaves_its_job_to_finish(svc):
+    import socket
+
+    key = svc.key("frank")
+    payload = json.dumps({"prompt": "a small circle", "steps": 2, "width": 64, "height": 64, "seed": 3,
+                          "override_settings": {"sd_model_checkpoint": GUIDED}}).encode()
+    auth = base64.b64encode(f"anyone:{key}".encode()).decode()
+    host, port = svc.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"X-Forwarded-For: 192.0.2.38\r\nAuthorization: Basic " + auth.encode() +
+                     b"\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        submitter = svc.store.key_by_hash(hash_key(key)).submitter
+        job = svc.wait_until(lambda: next(iter(svc.store.jobs(submitter=submitter)), None), "frank's job")
+    # Hung up (the socket is closed): the job still runs to its end, into the gallery.
+    done = svc.wait_until(lambda: svc.store.get(job.id).status in ("done", "failed", "cancelled")
+                          and svc.store.get(job.id), "frank's job to end")
+    assert done.status == "done" and svc.store.result(job.id).seed == 3
