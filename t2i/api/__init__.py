@@ -8,6 +8,9 @@
     events     a job's server-sent events
     reads      gallery, leaderboard, presets, queue, votes
     schemas    the request bodies
+    a1111      AUTOMATIC1111's /sdapi/v1: txt2img through the queue, models, samplers, options,
+               progress, interrupt
+    a1111_map  its txt2img request mapped onto a preset's family, and its answer's info
 
 No Streamlit here but app.PathGuard's use of its path check: the pages and the API share the service
 layer, not each other.

@@ -29,7 +29,7 @@ from starlette.routing import BaseRoute, Match
 from ..spec import MAX_IMAGE_BYTES, MAX_IMAGE_PROMPTS
 from . import errors
 
-PREFIXES = ("/api/",)
+PREFIXES = ("/api/", "/sdapi/")   # ours, and AUTOMATIC1111's (a1111.py)
 # The largest honest body: an init image and every image prompt at the spec's byte limit, base64
 # (4/3), plus the rest of the JSON.
 MAX_BODY = (1 + MAX_IMAGE_PROMPTS) * (MAX_IMAGE_BYTES * 4 // 3 + 4) + 64 * 1024
@@ -37,6 +37,7 @@ WITH_BODY = ("POST", "PUT", "PATCH")
 
 
 def create_app() -> FastAPI:
+    from .a1111 import router as a1111
     from .jobs import router as jobs
     from .reads import router as reads
 
@@ -47,6 +48,7 @@ def create_app() -> FastAPI:
     errors.install(app)
     app.include_router(jobs)
     app.include_router(reads)
+    app.include_router(a1111)
     _describe_keys(app)
     return app
 

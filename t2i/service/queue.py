@@ -6,6 +6,7 @@ QueueLimit, and the store checked it in the insert's own transaction, so nothing
 
     submit_job(store, prompt, preset, ...)        one job
     submit_group(store, prompt, presets, ...)     one prompt and seed for 2 to 4 presets (compare presets)
+    submit_batch(store, prompt, preset, seeds, ...)   one job per seed, all or none (an AUTOMATIC1111 batch)
 """
 
 from __future__ import annotations
@@ -134,6 +135,38 @@ def submit_job(store: JobStore, prompt, preset: str, *, priority: int = 0, submi
         return store.submit_limited(item.spec, address=address or "anonymous", quota=policy.quota, **job)
     except QuotaReached as reached:
         raise QueueLimit(policy.message(reached)) from None
+
+
+def submit_batch(store: JobStore, prompt, preset: str, seeds: list[int], *, submitter: str | None = None,
+                 address: str | None = None, limits: Limits = Limits(), policy: SubmitPolicy | None = None,
+                 **fields) -> list[int]:
+    """One job per seed, otherwise alike, each validated as submit_job validates one, queued all or
+    none in one transaction (no compare group: each is a job of its own). With a policy its limits
+    count every job (QueueLimit, nothing inserted). Why separate jobs rather than the family's
+    samples: each image is then remade alone by its own seed, whatever family the preset is."""
+    items = [_validated(prompt, preset, limits, {**fields, "seed": seed}) for seed in seeds]
+    if policy is not None and len(items) > policy.max_active_per_address:   # would never fit: say so, not "wait"
+        raise QueueLimit(f"your address may have {policy.max_active_per_address} jobs queued or running and "
+                         f"each image is a job: ask for at most {policy.max_active_per_address} images at once")
+    if policy is None:
+        return store.submit_group(items, submitter=submitter, grouped=False)
+    try:
+        return store.submit_group(items, submitter=submitter, address=address or "anonymous",
+                                  quota=policy.quota, grouped=False)
+    except QuotaReached as reached:
+        raise QueueLimit(_batch_message(policy, reached, len(items))) from None
+
+
+def _batch_message(policy: SubmitPolicy, reached: QuotaReached, jobs: int) -> str:
+    if jobs == 1:
+        return policy.message(reached)
+    if reached.bound == "work":
+        return policy._work_message(reached, f"these {jobs} images")
+    return {"active": f"your address may have {policy.max_active_per_address} jobs queued or running and this "
+                      f"request adds {jobs} (a job per image); wait for one to finish or cancel one, or ask for "
+                      "fewer images",
+            "per_minute": f"at most {policy.max_per_minute} submissions a minute, and each of these {jobs} images "
+                          "counts one; please wait a moment"}.get(reached.bound) or policy.message(reached, jobs)
 
 
 # --- compare groups ---------------------------------------------------------------------------

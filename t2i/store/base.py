@@ -151,10 +151,12 @@ class JobStore(Protocol):
         there is not written again) and linked to the job, in the insert's transaction."""
 
     def submit_group(self, items: list[GroupItem], *, priority: int = 0, max_attempts: int = 3,
-                     submitter: str | None = None, address: str | None = None, quota: Quota | None = None
-                     ) -> list[int]:
+                     submitter: str | None = None, address: str | None = None, quota: Quota | None = None,
+                     grouped: bool = True) -> list[int]:
         """Insert several jobs as one group (the same prompt for several presets, say), in one
-        transaction; each job's group_id is the first one's id. Returns the ids in the items' order.
+        transaction; each job's group_id is the first one's id (grouped=False: none, several
+        independent jobs that must be queued all or none, as an AUTOMATIC1111 batch). Returns the ids
+        in the items' order.
         With a quota (public pages), the limits count every job of the group, checked in that
         transaction like submit_limited: QuotaReached inserts none of them."""
 

@@ -106,8 +106,8 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching):
         return int(row[0])
 
     def submit_group(self, items: list[GroupItem], *, priority: int = 0, max_attempts: int = 3,
-                     submitter: str | None = None, address: str | None = None, quota: Quota | None = None
-                     ) -> list[int]:
+                     submitter: str | None = None, address: str | None = None, quota: Quota | None = None,
+                     grouped: bool = True) -> list[int]:
         if not items:
             raise ValueError("a group needs at least one job")
         with self.transaction():
@@ -118,8 +118,9 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching):
             ids = [self.submit(item.spec, batch_key=item.batch_key, total=item.total, priority=priority,
                                max_attempts=max_attempts, submitter=submitter, uploads=item.uploads,
                                address=address) for item in items]
-            marks = ", ".join("?" * len(ids))
-            self._execute(f"UPDATE jobs SET group_id = ? WHERE id IN ({marks})", (ids[0], *ids))
+            if grouped:
+                marks = ", ".join("?" * len(ids))
+                self._execute(f"UPDATE jobs SET group_id = ? WHERE id IN ({marks})", (ids[0], *ids))
         return ids
 
     def group(self, group_id: int) -> list[Job]:
