@@ -111,3 +111,18 @@ def test_bad_sketch_settings_in_a_preset_are_refused(raw, message):
     name = "x-untrained"
     with pytest.raises(PresetError, match=message):
         _parse(name, {**base, **raw})
+
+
+def test_a_sketch_net_with_a_reader_saves_and_loads_and_an_old_file_without_one_still_loads(tmp_path):
+    """The reader (an MLP on the embedding) is part of the checkpoint's config; a file written before
+    it existed (config without "reader") loads as the plain net it was."""
+    torch.manual_seed(0)
+    embed = torch.nn.functional.normalize(torch.randn(2, 16), dim=-1)
+    for reader in (32, 0):
+        net = SketchNet(embed_dim=16, channels=(32, 16, 16, 8, 8), reader=reader).eval()
+        save_sketch(net, tmp_path / f"r{reader}.pt")
+        back = load_sketch(tmp_path / f"r{reader}.pt")
+        assert (back.read is not None) == bool(reader) and ("reader" in back.config) == bool(reader)
+        assert torch.allclose(back(embed), net(embed), atol=2e-3)  # fp16 on disk
+    saved = torch.load(tmp_path / "r32.pt", weights_only=True)
+    assert saved["config"]["reader"] == 32 and "read.0.weight" in saved["state_dict"]

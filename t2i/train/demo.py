@@ -17,6 +17,7 @@ from ..spec import SpecError
 def train_shapes(seed: int = 0, clip_steps: int | None = None, sketch_steps: int | None = None,
                  vqgan_steps: int | None = None, progress: bool = True) -> None:
     """The shapes world's CLIP, sketch net and VQGAN (the `shapes` preset's models)."""
+    from ..assets.fp16 import fp16_state_dict
     from ..engine.sketch import save_sketch
     from . import clip as clip_training
     from . import sketch as sketch_training
@@ -29,6 +30,9 @@ def train_shapes(seed: int = 0, clip_steps: int | None = None, sketch_steps: int
     print(f"shapes CLIP: loss {clip_losses[0]:.3f} -> {clip_losses[-1]:.3f}, held-out retrieval "
           f"{clip_training.retrieval_accuracy(clip):.0%}, attributes "
           + ", ".join(f"{k} {v:.0%}" for k, v in attrs.items()))
+    # The sketch net learns from the CLIP as the preset serves it (fp16 on disk, fp32 in use), not from
+    # the unrounded one in memory: the embeddings it reads at run time are the ones it was trained on.
+    clip.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in fp16_state_dict(clip).items()})
     sketch, sketch_losses = sketch_training.train(clip, clip_training.tokenizer(),
                                                   steps=sketch_steps or sketch_training.STEPS, seed=seed,
                                                   progress=progress)

@@ -18,10 +18,13 @@ from ..data import shapes
 from ..engine.sketch import CHANNELS, SketchNet
 from .losses import foreground_weights, weighted_reconstruction_loss
 from .schedule import one_cycle
+from .threads import torch_threads
 
 # More, smaller steps draw shapes better at the same cost: 4400 x 8 against 2200 x 16, held-out
 # shape 76% / 62% against 73% / 56% on two seeds' CLIPs (BENCHMARKS.md); 1100 x 32 drew 52%.
-STEPS, BATCH = 4400, 8
+# READER: the MLP that reads the embedding (t2i/engine/sketch.py); it took the sketches' shape from
+# 76% to 91% on ShapesBench's captions (issue 29, BENCHMARKS.md) for a few thousand parameters.
+STEPS, BATCH, READER = 4400, 8, 256
 
 
 @torch.no_grad()
@@ -30,28 +33,30 @@ def _embed(clip, tokenizer, texts: list[str]) -> torch.Tensor:
 
 
 def train(clip, tokenizer, steps: int = STEPS, batch_size: int = BATCH, lr: float = 2e-3, seed: int = 0,
-          progress: bool = True, channels: tuple[int, ...] = CHANNELS):
+          progress: bool = True, channels: tuple[int, ...] = CHANNELS, reader: int = READER):
     """clip: the trained shapes CLIP (open_clip model; frozen here). Returns the net and every step's loss."""
-    torch.manual_seed(seed)
-    # channels_last: these small convolutions train about 1.4x faster so on the CPU (oneDNN), the
-    # largest share of train-demo's time budget; the returned net is back in the default layout.
-    net = SketchNet(embed_dim=clip.text_projection.shape[1], channels=channels).to(memory_format=torch.channels_last)
-    rng = random.Random(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
-    schedule = one_cycle(opt, lr, steps)
-    clip.eval()
-    net.train()
-    losses = []
-    for _ in tqdm(range(steps), desc="training the shapes sketch net", disable=not progress):
-        images, texts = shapes.batch(rng, batch_size)
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
-        err = net(_embed(clip, tokenizer, texts)) - x
-        loss = weighted_reconstruction_loss(err, foreground_weights(x))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
+    with torch_threads():  # one thread: the same bytes on any machine (t2i/train/threads.py)
+        torch.manual_seed(seed)
+        # channels_last: these small convolutions train about 1.4x faster so on the CPU (oneDNN), the
+        # largest share of train-demo's time budget; the returned net is back in the default layout.
+        net = SketchNet(embed_dim=clip.text_projection.shape[1], channels=channels,
+                        reader=reader).to(memory_format=torch.channels_last)
+        rng = random.Random(seed)
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
+        schedule = one_cycle(opt, lr, steps)
+        clip.eval()
+        net.train()
+        losses = []
+        for _ in tqdm(range(steps), desc="training the shapes sketch net", disable=not progress):
+            images, texts = shapes.batch(rng, batch_size)
+            x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+            err = net(_embed(clip, tokenizer, texts)) - x
+            loss = weighted_reconstruction_loss(err, foreground_weights(x))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
     return net.to(memory_format=torch.contiguous_format).eval().requires_grad_(False), losses
 
 
