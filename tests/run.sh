@@ -18,6 +18,8 @@ if [[ -z "${T2I_TEST_PG_URL:-}" ]]; then
   T2I_TEST_PG_URL=$(bash tests/setup_postgres.sh)
   export T2I_TEST_PG_URL
 fi
+# PgBouncer (Debian's package, installed here if missing): the tests start their own in front of that server.
+bash tests/setup_pgbouncer.sh >/dev/null
 # The end-to-end test drives Debian's Chromium (installed here if missing) through Playwright.
 bash tests/setup_browser.sh
 # One worker per core (pytest-xdist), a test file's tests on one worker: the files' module fixtures (a

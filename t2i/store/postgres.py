@@ -16,10 +16,17 @@ left out: transactions in pipeline mode (complete() in 2 round trips instead of 
 2-core machine: the server still woke once per statement, 6.9 times per complete() against 4.9), and
 prepare_threshold=0 (psycopg prepares a statement on its fifth use anyway: the executors' statements
 are prepared within the first seconds).
+
+Behind PgBouncer in transaction mode (docs/SCALING.md): statements are never prepared server-side
+(prepare_threshold=None: the next transaction may run on a server connection that never saw the
+PREPARE, and Debian's PgBouncer 1.18 cannot track them), and the store keeps no session state
+(advisory locks are the transaction's). LISTEN needs a session of its own, so it goes direct to
+PostgreSQL ($T2I_LISTEN_DB, default the store's URL), once per host (t2i/store/waker.py).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -29,6 +36,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
+from . import waker as host_waker
 from .errors import StoreError, StoreUnavailable, first_line
 from .schema import AFTER, POSTGRES
 from .sql import SQLStore
@@ -74,7 +82,8 @@ class PostgresStore(SQLStore):
         self.url = url
         self._lock = threading.RLock()  # one connection, shared by an executor's threads or a web app's sessions
         self._depth = 0
-        self._listener = None
+        self._waker: host_waker.HostWaker | None = None
+        self._wakes = 0  # jobs this transaction has for idle executors: one NOTIFY at its commit
         self.conn = self._first_connection()
         self._migrate()
 
@@ -94,7 +103,7 @@ class PostgresStore(SQLStore):
 
     def _connect(self) -> psycopg.Connection:
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+            return _connect(self.url)
         except psycopg.OperationalError as e:
             raise StoreUnavailable(f"cannot connect to the job database {safe_url(self.url)}: {_reason(e)}") from None
         except psycopg.Error as e:  # a malformed URL (an unknown option, a port that is not a number)
@@ -170,9 +179,12 @@ class PostgresStore(SQLStore):
                 yield
                 return
             tx = self._attempt(_begin, replay=True)  # BEGIN finds (and replaces) a dead connection
-            self._depth = 1
+            self._depth, self._wakes = 1, 0
             try:
                 yield
+                if self._wakes:  # delivered at the commit, so nobody wakes before the jobs are there
+                    self._attempt(lambda c: c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(self._wakes))),
+                                  replay=False)
             except BaseException as e:
                 try:
                     tx.__exit__(type(e), e, e.__traceback__)
@@ -199,34 +211,37 @@ class PostgresStore(SQLStore):
             sql = self._sql(sql)
             return self._attempt(lambda c: c.execute(sql, params), replay=True)
 
-    def _notify(self) -> None:
+    def _notify(self, count: int = 1) -> None:
+        if count < 1:
+            return
         with self._lock:
-            self._attempt(lambda c: c.execute(f"NOTIFY {CHANNEL}"), replay=True)  # a repeated wake-up is harmless
+            if self._depth:
+                self._wakes += count
+                return
+            # a repeated wake-up is harmless: resent after a lost connection
+            self._attempt(lambda c: c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(count))), replay=True)
 
     def listen(self) -> None:
-        if self._listener is None or self._listener.closed or self._listener.broken:
-            self._listener = self._connect()
-            try:
-                self._listener.execute(f"LISTEN {CHANNEL}")
-            except psycopg.Error as e:
-                raise StoreUnavailable(f"cannot listen on the job database {safe_url(self.url)}: {_reason(e)}") from e
+        if self._waker is None:
+            listen_url = os.environ.get("T2I_LISTEN_DB") or self.url
+            self._waker = host_waker.HostWaker(listen_url, CHANNEL, _connect)
 
     def wait_for_work(self, timeout: float) -> None:
-        """Block until a job may be available (a NOTIFY) or timeout seconds pass."""
+        """Block until the host's relay passes on a wake-up meant for this executor, or timeout
+        seconds pass (t2i/store/waker.py)."""
         self.listen()
-        try:
-            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-                break
-        except psycopg.Error:
-            # The listening connection was lost (a restart, a failover): listen again on the next call.
-            # A wake-up may have been missed meanwhile, so return now and let the caller look for work.
-            self._listener.close()
-            self._listener = None
+        self._waker.wait(timeout, self._claim_started)
 
     def close(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
+        if self._waker is not None:
+            self._waker.close()
+            self._waker = None
         self.conn.close()
+
+
+def _connect(url: str) -> psycopg.Connection:
+    """A connection that works directly and through PgBouncer in transaction mode (see the top)."""
+    return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, prepare_threshold=None)
 
 
 def _begin(conn: psycopg.Connection):

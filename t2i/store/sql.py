@@ -59,6 +59,7 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching):
     CLAIM_LOCK = ""      # appended to the claim's inner SELECT
     LIMITS_LOCK = ""     # serialises quota checks across connections; SQLite's BEGIN IMMEDIATE already does
     WRITABLE_CTES = False  # INSERT/UPDATE/DELETE inside WITH (PostgreSQL): complete() in one statement
+    _claim_started = 0.0   # time.monotonic() when this store's last claim began
 
     # --- backend hooks ----------------------------------------------------------------------
     def _execute(self, sql: str, params: tuple = ()):
@@ -141,8 +142,8 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching):
         row = self._one("SELECT data FROM uploads WHERE sha256 = ?", (sha256,))
         return bytes(row[0]) if row else None
 
-    def _notify(self) -> None:
-        """Wake idle executors (PostgreSQL LISTEN/NOTIFY); nothing to do for SQLite."""
+    def _notify(self, count: int = 1) -> None:
+        """Wake `count` idle executors (PostgreSQL: one NOTIFY; t2i/store/waker.py); nothing for SQLite."""
 
     def listen(self) -> None:
         """Start listening for new work before the first claim, so no wake-up is missed."""
@@ -187,6 +188,7 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching):
         if n < 1:
             return []
         # The statement and its fair order: t2i/store/sql_claims.py.
+        self._claim_started = time.monotonic()  # the host's relay wakes a waiter whose claim began before a NOTIFY
         rows = self._all(*claim_sql(worker_id, lease_seconds, n, batch_key, self.CLAIM_LOCK, JOB_COLUMNS))
         return sorted((_job(r) for r in rows), key=lambda j: (-j.priority, j.id))
 
@@ -333,7 +335,7 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching):
                 else:
                     requeued += self._requeue(lease)
         if requeued:
-            self._notify()
+            self._notify(requeued)
         return requeued, ended
 
     def _requeue(self, lease: tuple, also: str = "", params: tuple = ()) -> int:
