@@ -139,6 +139,8 @@ class Executor:
 
     def run(self) -> int:
         log.info("executor %s on %s, store %s", self.cfg.worker_id, self.cfg.device, self.cfg.db.split("@")[-1])
+        if removed := self.trouble.optional(self.store.clean_blobs, default=0):  # what crashed writers left
+            log.info("removed %d blobs no job refers to", removed)
         delay = self.cfg.poll
         try:
             while not self.stopping.is_set():

@@ -84,6 +84,7 @@ class Result:
     created_at: float
     wins: float = 0.0          # from votes: 1 a win, 0.5 a tie
     appearances: int = 0
+    gone: str | None = None    # one line when its GIF or PNG blob was deleted (t2i/store/sql_blobs.py)
 
 
 @dataclass(frozen=True)

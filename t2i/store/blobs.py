@@ -1,8 +1,8 @@
 """Blobs (progress frames, GIFs, PNGs) outside the job database: a small contract and a filesystem backend.
 
-Not wired into the JobStore yet. docs/SCALING.md says why (frame and result bytes are most of what a
-fleet writes to the database) and how it would plug in: the JobStore keeps rows and a `ref` per
-frame or result; the bytes go to a BlobStore, on a shared filesystem or an S3-compatible object store.
+Wired into the JobStore by t2i/store/sql_blobs.py when $T2I_BLOBS names a folder: the JobStore keeps
+rows and a `ref` per frame, result and upload; the bytes go here (docs/SCALING.md says why: frame and
+result bytes are most of what a fleet writes to the database).
 
 A ref is the key the blob was put under: '/'-separated segments of letters, digits, '.', '_' and
 '-' ("frames/42/0010.png", "results/42.gif"), never absolute, never '..'. Keyed rather than content-
@@ -50,6 +50,15 @@ class BlobStore(Protocol):
 
     def exists(self, ref: str) -> bool:
         """Whether a blob is stored under `ref`."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every blob whose ref starts with `prefix` + '/' (a job's frames); how many."""
+
+    def listing(self):
+        """(ref, modification time) of every blob, for the orphan sweep."""
+
+    def clean(self, older_than: float) -> int:
+        """Remove what writers that died mid-write left; how many."""
 
 
 def check_key(key: str) -> str:
@@ -139,6 +148,33 @@ class FileBlobStore:
 
     def exists(self, ref: str) -> bool:
         return self._path(ref).is_file()
+
+    def delete_prefix(self, prefix: str) -> int:
+        folder = self._path(prefix)
+        removed = 0
+        try:
+            for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
+                if path.is_dir():
+                    path.rmdir()
+                else:
+                    path.unlink()
+                    removed += not path.name.startswith(TEMP_PREFIX)
+            folder.rmdir()
+        except FileNotFoundError:
+            pass  # nothing there, or another deleter was first
+        except OSError as e:
+            raise BlobError(f"cannot delete blobs {prefix!r} under {self.root}: {e.strerror or e}") from None
+        return removed
+
+    def listing(self):
+        for path in self.root.rglob("*"):
+            if path.name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                if path.is_file():
+                    yield path.relative_to(self.root).as_posix(), path.stat().st_mtime
+            except FileNotFoundError:
+                pass  # deleted while listed
 
     def clean(self, older_than: float = 3600.0) -> int:
         """Remove temporary files left by writers that crashed mid-write, once older than

@@ -140,6 +140,14 @@ _VERSIONS = [
     );
     CREATE UNIQUE INDEX api_keys_live_name ON api_keys (name) WHERE revoked_at IS NULL;
     """,
+    # version 9: frames, results and uploads may live in a BlobStore ($T2I_BLOBS, t2i/store/sql_blobs.py):
+    # the row keeps the blob's ref and an empty value in the bytes' column; rows with bytes read as before
+    """
+    ALTER TABLE frames ADD COLUMN ref TEXT;
+    ALTER TABLE results ADD COLUMN gif_ref TEXT;
+    ALTER TABLE results ADD COLUMN png_ref TEXT;
+    ALTER TABLE uploads ADD COLUMN ref TEXT;
+    """,
 ]
 
 # Steps that need more than SQL, run right after a version's script in its transaction: the name of

@@ -13,6 +13,7 @@ from contextlib import contextmanager, nullcontext
 from ..errors import SpecError
 from .base import ALONE, FINISHED, PRIORITIES, STATUSES, Beat, GroupItem, Job, Lease, Result
 from .base import Quota
+from .sql_blobs import BlobRefs
 from .sql_claims import claim_sql
 from .sql_keys import ApiKeys
 from .sql_watch import Watching
@@ -53,7 +54,7 @@ def _died_alone(spec: dict, times: int, describe) -> str:
             "probably out of memory")
 
 
-class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching):
+class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching, BlobRefs):
     NOW = "0"            # SQL expression for seconds since the epoch on the database's clock
     LIKE = "LIKE"        # case-insensitive substring match
     CLAIM_LOCK = ""      # appended to the claim's inner SELECT
@@ -133,14 +134,16 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching):
         are neither sent again nor rewritten: the first uploader stays recorded."""
         for upload in {u.sha256: u for u in uploads}.values():
             if self._one("SELECT 1 FROM uploads WHERE sha256 = ?", (upload.sha256,)) is None:
+                ref = self._upload_ref(upload.data)  # the blob before the row that refers to it
                 self._execute(
-                    "INSERT INTO uploads (sha256, data, size, media_type, created_at, submitter, address) "
-                    "VALUES (?, ?, ?, ?, {now}, ?, ?) ON CONFLICT (sha256) DO NOTHING",
-                    (upload.sha256, upload.data, len(upload.data), upload.media_type, submitter, address))
+                    "INSERT INTO uploads (sha256, data, size, media_type, created_at, submitter, address, ref) "
+                    "VALUES (?, ?, ?, ?, {now}, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                    (upload.sha256, b"" if ref else upload.data, len(upload.data), upload.media_type, submitter,
+                     address, ref))
 
     def upload(self, sha256: str) -> bytes | None:
-        row = self._one("SELECT data FROM uploads WHERE sha256 = ?", (sha256,))
-        return bytes(row[0]) if row else None
+        row = self._one("SELECT data, ref FROM uploads WHERE sha256 = ?", (sha256,))
+        return self._bytes(*row) if row else None
 
     def _notify(self, count: int = 1) -> None:
         """Wake `count` idle executors (PostgreSQL: one NOTIFY; t2i/store/waker.py); nothing for SQLite."""
@@ -221,22 +224,35 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching):
         return Beat(alive=row is not None, cancel_requested=bool(row and row[0]))
 
     def add_frame(self, lease: Lease, step: int, png: bytes) -> bool:
+        ref = self._frame_ref(lease, step, png)  # a fenced-off row leaves it to clean_blobs()
         return self._rowcount(
-            f"INSERT INTO frames (job_id, step, png) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE {FENCE}) "
-            "ON CONFLICT (job_id, step) DO UPDATE SET png = excluded.png",
-            (lease.job_id, step, png, *_fence(lease))) == 1
+            f"INSERT INTO frames (job_id, step, png, ref) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE "
+            f"{FENCE}) ON CONFLICT (job_id, step) DO UPDATE SET png = excluded.png, ref = excluded.ref",
+            (lease.job_id, step, b"" if ref else png, ref, *_fence(lease))) == 1
 
     def drop_frames(self, lease: Lease, steps: list[int]) -> int:
         if not steps:
             return 0
-        return self._rowcount(f"DELETE FROM frames WHERE job_id = ? AND step IN ({', '.join('?' * len(steps))}) "
-                              f"AND EXISTS (SELECT 1 FROM jobs WHERE {FENCE})", (lease.job_id, *steps, *_fence(lease)))
+        rows = [r[0] for r in self._all(
+            f"DELETE FROM frames WHERE job_id = ? AND step IN ({', '.join('?' * len(steps))}) "
+            f"AND EXISTS (SELECT 1 FROM jobs WHERE {FENCE}) RETURNING ref", (lease.job_id, *steps, *_fence(lease)))]
+        self._forget(*rows)
+        return len(rows)
 
     def complete(self, lease: Lease, result: Result, *, keep_frames: bool = False) -> bool:
-        params = (lease.job_id, result.gif, result.png, result.thumbnail, json.dumps(result.parameters),
-                  result.width, result.height, str(result.seed))
+        # Blobs first, then the row; a refused or failed write leaves them to clean_blobs() (a write
+        # reported failed may have committed, and a retry of it is refused: only the sweep can tell).
+        gif_ref, png_ref = self._result_refs(lease, result.gif, result.png)
+        params = (lease.job_id, b"" if gif_ref else result.gif, b"" if png_ref else result.png, result.thumbnail,
+                  json.dumps(result.parameters), result.width, result.height, str(result.seed), gif_ref, png_ref)
         done_set = "status = 'done', step = total, finished_at = {now}, lease_expires_at = NULL"
-        columns = "job_id, gif, png, thumbnail, parameters, width, height, seed, created_at"
+        columns = "job_id, gif, png, thumbnail, parameters, width, height, seed, gif_ref, png_ref, created_at"
+        done = self._complete(lease, params, done_set, columns, keep_frames)
+        if done and not keep_frames:
+            self._forget_frames(lease.job_id)
+        return done
+
+    def _complete(self, lease: Lease, params: tuple, done_set: str, columns: str, keep_frames: bool) -> bool:
         if self.WRITABLE_CTES:
             # One statement is one transaction: the fenced UPDATE, the result and the frames' DELETE
             # all happen or none does, in one round trip instead of five (BEGIN ... COMMIT). The
@@ -246,13 +262,13 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching):
                       ", f AS (DELETE FROM frames WHERE job_id IN (SELECT id FROM done))")
             row = self._one(
                 f"WITH done AS (UPDATE jobs SET {done_set} WHERE {FENCE} RETURNING id), "
-                f"r AS (INSERT INTO results ({columns}) SELECT done.id, ?, ?, ?, ?, ?, ?, ?, {{now}} FROM done)"
+                f"r AS (INSERT INTO results ({columns}) SELECT done.id, ?, ?, ?, ?, ?, ?, ?, ?, ?, {{now}} FROM done)"
                 f"{frames} SELECT count(*) FROM done", (*_fence(lease), *params[1:]))
             return row[0] == 1
         with self.transaction():
             if self._rowcount(f"UPDATE jobs SET {done_set} WHERE {FENCE}", _fence(lease)) != 1:
                 return False
-            self._execute(f"INSERT INTO results ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, {{now}})", params)
+            self._execute(f"INSERT INTO results ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {{now}})", params)
             if not keep_frames:
                 self._execute("DELETE FROM frames WHERE job_id = ?", (lease.job_id,))
         return True
@@ -278,6 +294,7 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching):
                 f"WHERE {FENCE}", _fence(lease))
             if back == 1:
                 self._execute("DELETE FROM frames WHERE job_id = ?", (lease.job_id,))
+                self._forget_frames(lease.job_id, lease.attempt)
         if back == 1:
             self._notify()
         return back == 1
@@ -343,31 +360,39 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching):
                               f"step = 0, loss = NULL{also} WHERE {FENCE}", (*params, *lease))
         if back:  # frames of the lost attempt would mix with the next attempt's
             self._execute("DELETE FROM frames WHERE job_id = ?", (lease[0],))
+            self._forget_frames(lease[0], lease[2])
         return back
 
     # --- results ----------------------------------------------------------------------------
     def result(self, job_id: int, *, heavy: bool = True) -> Result | None:
-        heavy_cols = "gif, png" if heavy else "NULL, NULL"
+        heavy_cols = "gif, png, gif_ref, png_ref" if heavy else "NULL, NULL, NULL, NULL"
         row = self._one(f"SELECT job_id, {heavy_cols}, thumbnail, parameters, width, height, seed, created_at, "
                         "wins, appearances FROM results WHERE job_id = ?", (job_id,))
         if not row:
             return None
+        (gif_ref, png_ref), row = row[3:5], row[:3] + row[5:]
         r = Result(*row)
-        r.gif, r.png, r.thumbnail = (bytes(x) if x is not None else None for x in (r.gif, r.png, r.thumbnail))
+        r.gif, r.png = self._bytes(r.gif, gif_ref), self._bytes(r.png, png_ref)
+        r.thumbnail = bytes(r.thumbnail)
+        if heavy and (r.gif is None or r.png is None):
+            r.gone = f"the image of job {job_id} is gone: its file was deleted from the blob folder"
         r.parameters, r.seed = json.loads(r.parameters), int(r.seed)
         return r
 
     def latest_frame(self, job_id: int) -> tuple[int, bytes] | None:
-        row = self._one("SELECT step, png FROM frames WHERE job_id = ? ORDER BY step DESC LIMIT 1", (job_id,))
-        return (int(row[0]), bytes(row[1])) if row else None
+        frames = self._frames(job_id, "DESC LIMIT 3")  # a frame whose blob a requeue took is skipped
+        return frames[0] if frames else None
 
     def finished_since(self, seconds: float) -> int:
         return int(self._one("SELECT COUNT(*) FROM jobs WHERE status = 'done' AND finished_at > {now} - ?",
                              (seconds,))[0])
 
     def frames(self, job_id: int) -> list[tuple[int, bytes]]:
-        return [(int(s), bytes(p)) for s, p in self._all("SELECT step, png FROM frames WHERE job_id = ? ORDER BY step",
-                                                         (job_id,))]
+        return self._frames(job_id, "")
+
+    def _frames(self, job_id: int, order: str) -> list[tuple[int, bytes]]:
+        rows = self._all(f"SELECT step, png, ref FROM frames WHERE job_id = ? ORDER BY step {order}", (job_id,))
+        return [(int(s), data) for s, png, ref in rows if (data := self._bytes(png, ref)) is not None]
 
 
 __all__ = ["SQLStore", "FINISHED"]

@@ -28,6 +28,9 @@ def _column(db, column: compare.Column, revealed: bool) -> None:
             st.image(frame[1], caption=f"step {frame[0]}", width=IMAGE_WIDTH)
     elif job.status == "done":
         result = db.result(job.id)
+        if result.gone:
+            st.warning(result.gone)
+            return
         st.image(result.png if revealed else compare.pixels_only(result.png), width=IMAGE_WIDTH)
         st.caption(f"done in {jobview.describe(column.progress.elapsed)}")
         if revealed:  # before the vote the file name and parameters would name the preset

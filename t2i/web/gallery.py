@@ -49,6 +49,9 @@ def detail(job_id: int) -> None:
         if job.group_id is not None:
             group(job)
         return
+    if result.gone:  # its blob was deleted (t2i/store/sql_blobs.py): one line, not a crash
+        st.warning(result.gone)
+        return
     left, right = st.columns(2)
     left.image(result.gif, caption=gif_caption(result.parameters.get("family")), width=384)
     n = result.parameters.get("num_samples", 1)

@@ -275,6 +275,9 @@ elif submitted:
 
 def show_result(job_id: int) -> None:
     result = db.result(job_id)
+    if result.gone:  # its blob was deleted (t2i/store/sql_blobs.py): one line, not a crash
+        st.warning(result.gone)
+        return
     gif_col, png_col = st.columns(2)
     gif_col.image(result.gif, caption=gif_caption(result.parameters.get("family")), width=384)
     png_col.image(result.png, caption=f"{result.width}x{result.height}, seed {result.seed}", width=384)

@@ -50,7 +50,10 @@ if jobs[0].group_id is not None and jobs[0].group_id == jobs[1].group_id:
 for column, job_id, job in zip(st.columns(2), pair, jobs):
     result = db.result(job_id)
     with column:
-        st.image(compare.pixels_only(result.png), width="stretch")   # its text would name the preset
+        if result.gone:
+            st.warning(result.gone)
+        else:
+            st.image(compare.pixels_only(result.png), width="stretch")   # its text would name the preset
         plain(job.prompt)
 
 for column, (choice, label) in zip(st.columns(len(CHOICES)), CHOICES.items()):
