@@ -134,12 +134,15 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching, BlobRefs
         are neither sent again nor rewritten: the first uploader stays recorded."""
         for upload in {u.sha256: u for u in uploads}.values():
             if self._one("SELECT 1 FROM uploads WHERE sha256 = ?", (upload.sha256,)) is None:
-                ref = self._upload_ref(upload.data)  # the blob before the row that refers to it
+                # The blob before the row that refers to it. Without blobs the column is left out: the
+                # upgrade to version 5 calls this before version 8 adds it (open_store sets blobs after).
+                ref = self._upload_ref(upload.data)
                 self._execute(
-                    "INSERT INTO uploads (sha256, data, size, media_type, created_at, submitter, address, ref) "
-                    "VALUES (?, ?, ?, ?, {now}, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                    f"INSERT INTO uploads (sha256, data, size, media_type, created_at, submitter, address"
+                    f"{', ref' if ref else ''}) VALUES (?, ?, ?, ?, {{now}}, ?, ?{', ?' if ref else ''}) "
+                    "ON CONFLICT (sha256) DO NOTHING",
                     (upload.sha256, b"" if ref else upload.data, len(upload.data), upload.media_type, submitter,
-                     address, ref))
+                     address, *((ref,) if ref else ())))
 
     def upload(self, sha256: str) -> bytes | None:
         row = self._one("SELECT data, ref FROM uploads WHERE sha256 = ?", (sha256,))
