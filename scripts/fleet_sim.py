@@ -22,7 +22,7 @@ from fleet_report import exactly_once  # noqa: E402
 from t2i.spec import make_spec  # noqa: E402
 from t2i.store import Result, StoreError, open_store  # noqa: E402
 
-PROGRESS_EVERY, SEEN_EVERY = 0.5, 5.0  # t2i/service/executor.py's (real seconds)
+PROGRESS_EVERY, SEEN_EVERY, LISTENING_POLL = 0.5, 5.0, 30.0  # t2i/service/executor.py's (real seconds)
 WORDS = "red green blue small large circle square triangle star shape on the left right top bottom".split()
 # Connections opened at once per process: a fleet starts over minutes, not in one second (2,000
 # simultaneous connects time out on a 2-core server: the postmaster forks one backend per connection).
@@ -158,7 +158,9 @@ class SimExecutor:
                     seen_at = time.monotonic()
                     self.call("seen", lambda: store.worker_seen(self.worker_id, host="sim", device="none", job_id=None))
                 store.wait_for_work(delay)
-                delay = min(delay * 2, cfg.s(cfg.max_poll))
+                # as the executor: poll rarely while the host's relay passes wake-ups on
+                reliable = self.call("reliable", store.wakeups_reliable)
+                delay = min(delay * 2, cfg.s(max(cfg.max_poll, LISTENING_POLL) if reliable else cfg.max_poll))
                 continue
             delay = cfg.s(cfg.poll)
             if job.attempts == 1 and self.inw() and job.created_at >= self.window[0]:  # not the backlog

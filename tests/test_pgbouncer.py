@@ -172,7 +172,8 @@ def test_the_listeners_connection_killed_wakes_everyone_and_it_listens_again(poo
         assert again != pid
         before = sum(w.woken for w in waiters)
         other.submit(spec("after"), batch_key="x", total=1)
-        wait_for(lambda: sum(w.woken for w in waiters) == before + 1, what="a wake-up after the reconnect")
+        # (>=: the relay's wake-all after its reconnect may land after `before` was read)
+        wait_for(lambda: sum(w.woken for w in waiters) >= before + 1, what="a wake-up after the reconnect")
     finally:
         for w in waiters:
             w.halt.set()
@@ -211,3 +212,24 @@ def test_pgbouncer_restarted_under_running_executors_loses_nothing(pooled, direc
         assert store.result(job_id).png[:4] == b"\x89PNG"
         assert store.get(job_id).attempts == 1  # nothing ran twice
     store.close()
+
+
+def test_idle_executors_poll_rarely_only_while_the_relay_listens(pooled, direct):
+    waiter, other = Waiter(pooled), open_store(pooled)
+    try:
+        assert other.wakeups_reliable() is False  # nobody relays yet
+        waiter.start()
+        wait_for(other.wakeups_reliable, what="the relay listening")
+        (pid,) = listeners(direct)
+        with psycopg.connect(direct, autocommit=True) as c:
+            c.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        wait_for(lambda: not other.wakeups_reliable() or listeners(direct) not in ([], [pid]),
+                 what="the relay's drop noticed or its new LISTEN")
+        wait_for(lambda: other.wakeups_reliable() and listeners(direct) not in ([], [pid]), what="listening again")
+    finally:
+        waiter.halt.set()
+        other.submit(spec("stop"), batch_key="x", total=1)
+        waiter.join(timeout=25)
+        waiter.store.close()
+    assert not other.wakeups_reliable()  # the relay stopped with its executor: polls at max_poll again
+    other.close()

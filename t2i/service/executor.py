@@ -46,6 +46,7 @@ from .visitor_text import for_visitor
 log = logging.getLogger("t2i.executor")
 PROGRESS_EVERY = 0.5  # seconds between progress writes (frames are written as they come)
 SEEN_EVERY = 5.0      # seconds between "executor alive" records while nothing changes
+LISTENING_POLL = 30.0  # idle polls while wake-ups are reliable (store.wakeups_reliable()): they are a safety net
 MIN_LEASE = 3.0       # below this a heartbeat (every lease/3) cannot keep up with a busy database
 EXIT_STORE_GONE = 3   # the database file was deleted or replaced: writing on would lose every result
 
@@ -157,7 +158,8 @@ class Executor:
                         break
                     self._seen(None)
                     self.trouble.optional(lambda: self.store.wait_for_work(delay))
-                    delay = min(delay * 2, self.cfg.max_poll)
+                    reliable = self.trouble.optional(self.store.wakeups_reliable, default=False)
+                    delay = min(delay * 2, max(self.cfg.max_poll, LISTENING_POLL) if reliable else self.cfg.max_poll)
                     continue
                 delay = self.cfg.poll
                 self.done += len(self.process(job))

@@ -226,6 +226,10 @@ class PostgresStore(SQLStore):
             listen_url = os.environ.get("T2I_LISTEN_DB") or self.url
             self._waker = host_waker.HostWaker(listen_url, CHANNEL, _connect)
 
+    def wakeups_reliable(self) -> bool:
+        self.listen()
+        return self._waker.listening()
+
     def wait_for_work(self, timeout: float) -> None:
         """Block until the host's relay passes on a wake-up meant for this executor, or timeout
         seconds pass (t2i/store/waker.py)."""

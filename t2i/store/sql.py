@@ -154,6 +154,10 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching, BlobRefs
     def listen(self) -> None:
         """Start listening for new work before the first claim, so no wake-up is missed."""
 
+    def wakeups_reliable(self) -> bool:
+        """Whether a new job wakes a waiting executor now, so it may poll rarely (SQLite: never)."""
+        return False
+
     def wait_for_work(self, timeout: float) -> None:
         """Block until a job may be available or timeout seconds pass (SQLite: the timeout)."""
         time.sleep(timeout)
@@ -194,7 +198,7 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching, BlobRefs
         if n < 1:
             return []
         # The statement and its fair order: t2i/store/sql_claims.py.
-        self._claim_started = time.monotonic()  # the host's relay wakes a waiter whose claim began before a NOTIFY
+        self._claim_started = time.monotonic()  # the host relay wakes a waiter whose claim began before a NOTIFY
         rows = self._all(*claim_sql(worker_id, lease_seconds, n, batch_key, self.CLAIM_LOCK, JOB_COLUMNS))
         return sorted((_job(r) for r in rows), key=lambda j: (-j.priority, j.id))
 
@@ -375,8 +379,7 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching, BlobRefs
             return None
         (gif_ref, png_ref), row = row[3:5], row[:3] + row[5:]
         r = Result(*row)
-        r.gif, r.png = self._bytes(r.gif, gif_ref), self._bytes(r.png, png_ref)
-        r.thumbnail = bytes(r.thumbnail)
+        r.gif, r.png, r.thumbnail = self._bytes(r.gif, gif_ref), self._bytes(r.png, png_ref), bytes(r.thumbnail)
         if heavy and (r.gif is None or r.png is None):
             r.gone = f"the image of job {job_id} is gone: its file was deleted from the blob folder"
         r.parameters, r.seed = json.loads(r.parameters), int(r.seed)
