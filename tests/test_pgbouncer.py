@@ -156,6 +156,12 @@ def test_one_listener_per_host_and_a_submit_wakes_one_executor(pooled, direct):
     assert listeners(direct) == []  # the relay closed with its executor's store
 
 
+def idle_at_relay(waiters) -> int:
+    """How many executors the host's relay (one of the waiters' stores holds it) knows to be waiting."""
+    relays = [w.store._waker.relay for w in waiters if w.store._waker and w.store._waker.relay]
+    return len(relays[0].idle) if relays else 0
+
+
 def test_the_listeners_connection_killed_wakes_everyone_and_it_listens_again(pooled, direct):
     waiters = [Waiter(pooled) for _ in range(3)]
     other = open_store(pooled)
@@ -163,7 +169,7 @@ def test_the_listeners_connection_killed_wakes_everyone_and_it_listens_again(poo
         for w in waiters:
             w.start()
         (pid,) = wait_for(lambda: listeners(direct), what="the relay listening")
-        wait_for(lambda: all(w.is_alive() for w in waiters))
+        wait_for(lambda: idle_at_relay(waiters) == 3, what="all three waiting (registered with the relay)")
         with psycopg.connect(direct, autocommit=True) as c:
             c.execute("SELECT pg_terminate_backend(%s)", (pid,))
         # every idle executor looks for work at once (a wake-up may have been lost), nothing waits 20 s
