@@ -135,7 +135,7 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching, BlobRefs
         for upload in {u.sha256: u for u in uploads}.values():
             if self._one("SELECT 1 FROM uploads WHERE sha256 = ?", (upload.sha256,)) is None:
                 # The blob before the row that refers to it. Without blobs the column is left out: the
-                # upgrade to version 5 calls this before version 8 adds it (open_store sets blobs after).
+                # upgrade to version 5 calls this before version 9 adds it (open_store sets blobs after).
                 ref = self._upload_ref(upload.data)
                 self._execute(
                     f"INSERT INTO uploads (sha256, data, size, media_type, created_at, submitter, address"
@@ -395,10 +395,6 @@ class SQLStore(PageQueries, LimitedWrites, Upgrades, ApiKeys, Watching, BlobRefs
 
     def frames(self, job_id: int) -> list[tuple[int, bytes]]:
         return self._frames(job_id, "")
-
-    def _frames(self, job_id: int, order: str) -> list[tuple[int, bytes]]:
-        rows = self._all(f"SELECT step, png, ref FROM frames WHERE job_id = ? ORDER BY step {order}", (job_id,))
-        return [(int(s), data) for s, png, ref in rows if (data := self._bytes(png, ref)) is not None]
 
 
 __all__ = ["SQLStore", "FINISHED"]

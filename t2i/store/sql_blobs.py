@@ -74,6 +74,11 @@ class BlobRefs:
             raise BlobError(f"blob {ref} is referred to, but this store has no blob folder: set T2I_BLOBS")
         return self.blobs.get(ref)
 
+    def _frames(self, job_id: int, order: str) -> list[tuple[int, bytes]]:
+        """A job's frames, from their blobs or their rows; a row whose blob is gone is skipped."""
+        rows = self._all(f"SELECT step, png, ref FROM frames WHERE job_id = ? ORDER BY step {order}", (job_id,))
+        return [(int(s), data) for s, png, ref in rows if (data := self._bytes(png, ref)) is not None]
+
     def delete_job(self, job_id: int) -> bool:
         """Delete a finished job with everything of it: its frames, result, votes and links (rows
         first, in one transaction), then its blobs. False when there is no such finished job."""
