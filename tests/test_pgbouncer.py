@@ -19,6 +19,7 @@ from t2i.paths import ROOT
 from t2i.service.queue import submit_job
 from t2i.store import GroupItem, Result, open_store
 from t2i.store.postgres import temporary_database
+from t2i.store.waker import wake_folder
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from local_pgbouncer import LocalPgBouncer, pgbouncer_binary  # noqa: E402
@@ -221,21 +222,16 @@ def test_pgbouncer_restarted_under_running_executors_loses_nothing(pooled, direc
 
 
 def test_idle_executors_poll_rarely_only_while_the_relay_listens(pooled, direct):
-    waiter, other = Waiter(pooled), open_store(pooled)
+    store = open_store(pooled)
+    alive = wake_folder(direct) / "relay.alive"
     try:
-        assert other.wakeups_reliable() is False  # nobody relays yet
-        waiter.start()
-        wait_for(other.wakeups_reliable, what="the relay listening")
+        wait_for(store.wakeups_reliable, what="the relay listening")  # listen() made this store the relay
         (pid,) = listeners(direct)
         with psycopg.connect(direct, autocommit=True) as c:
             c.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        wait_for(lambda: not other.wakeups_reliable() or listeners(direct) not in ([], [pid]),
+        wait_for(lambda: not store.wakeups_reliable() or listeners(direct) not in ([], [pid]),
                  what="the relay's drop noticed or its new LISTEN")
-        wait_for(lambda: other.wakeups_reliable() and listeners(direct) not in ([], [pid]), what="listening again")
+        wait_for(lambda: store.wakeups_reliable() and listeners(direct) not in ([], [pid]), what="listening again")
     finally:
-        waiter.halt.set()
-        other.submit(spec("stop"), batch_key="x", total=1)
-        waiter.join(timeout=25)
-        waiter.store.close()
-    assert not other.wakeups_reliable()  # the relay stopped with its executor: polls at max_poll again
-    other.close()
+        store.close()
+    assert not alive.exists()  # the relay stopped with its executor: the others poll at max_poll again

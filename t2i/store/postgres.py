@@ -225,6 +225,7 @@ class PostgresStore(SQLStore):
         if self._waker is None:
             listen_url = os.environ.get("T2I_LISTEN_DB") or self.url
             self._waker = host_waker.HostWaker(listen_url, CHANNEL, _connect)
+        self._waker.relay_if_none()  # a flock attempt: cheap enough before every claim
 
     def wakeups_reliable(self) -> bool:
         self.listen()

@@ -82,11 +82,15 @@ class HostWaker:
         except OSError:
             return False
 
+    def relay_if_none(self) -> None:
+        """Become the host's relay when nobody relays (its LISTEN opens now, before a first claim)."""
+        if self.relay is None:
+            self.relay = Relay.take(self)
+
     def wait(self, timeout: float, claim_started: float) -> bool:
         """Wait up to `timeout` seconds for a wake-up; True when woken. claim_started: time.monotonic()
         when this executor's last claim began (CLOCK_MONOTONIC is the same for every process of a host)."""
-        if self.relay is None:
-            self.relay = Relay.take(self)
+        self.relay_if_none()
         self._drain()  # wake-ups meant for an earlier wait: that wait's claim has answered them
         self._tell(f"idle {self.name} {claim_started!r}")
         ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
