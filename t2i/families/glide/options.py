@@ -20,7 +20,7 @@ class GlideOptions(DiffusionOptions):
     FORM: ClassVar[tuple[FormField, ...]] = tuple(f for f in DiffusionOptions.FORM if f.name != "cache")
 
     @classmethod
-    def parse(cls, raw: dict, limits, defaults: dict) -> "GlideOptions":
+    def parse(cls, raw: dict, limits, defaults: dict) -> DiffusionOptions:
         options = super().parse(raw, limits, defaults)
         if options.cache > 1:
             raise SpecError("cache", "step caching is not available for GLIDE presets (their UNet is not a "
