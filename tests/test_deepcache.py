@@ -139,3 +139,21 @@ def test_the_preset_default_applies_and_a_job_may_turn_it_off():
     defaults = {**p.defaults, "cache": 4}
     assert make_spec("a red circle", p.name, family=p.family, defaults=defaults).options.cache == 4
     assert make_spec("a red circle", p.name, family=p.family, defaults=defaults, cache=0).options.cache == 0
+
+
+def test_the_cli_takes_cache_and_the_png_records_it(tmp_path, capsys):
+    from PIL import Image
+
+    from t2i.cli import main
+
+    out = tmp_path / "out"
+    assert main(["generate", "a red circle", "--preset", "tiny-diffusion-untrained", "--steps", "4", "--cache", "3",
+                 "--seed", "1", "--out", str(out), "--quiet"]) == 0
+    (png,) = [p for p in out.glob("*.png")]
+    text = Image.open(png).text["parameters"]
+    assert parse_infotext(text)["cache"] == 3
+    capsys.readouterr()
+    assert main(["generate", "a red circle", "--preset", "tiny-diffusion-untrained", "--cache", "11",
+                 "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cache: must be between 0 and 10, got 11" in err[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 import resource
+import statistics
 import time
 from importlib import import_module
 
@@ -118,9 +119,14 @@ def _bench_reference(models, spec, steps: int):
 
 def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cutn=None, precision: str = "fp32",
           batches=(1,), reference: bool = False, plot: str | None = None, frames: bool = True,
-          cache: int | None = None, stagger: bool = False) -> list[str]:
+          cache: int | tuple[int, ...] | None = None, stagger: bool = False, rounds: int = 1) -> list[str]:
+    """`cache`: the diffusion family's step caching interval; several (a tuple): one table of them against
+    each other instead, run `rounds` times in turn (the median kept), so that a shared machine's load
+    falls on every interval alike and their ratios hold within the run."""
     preset = get_preset(preset_name)
     models = build_pipeline(preset, device=device, random_weights=True)
+    if isinstance(cache, tuple):
+        return _cache_table(models, preset, steps, size, cutn, precision, batches, cache, stagger, rounds)
     lines = []
     # A preset of two stages (GLIDE's base, then its upsampler) gets a table per stage.
     stages = 2 if "upsampler" in preset.components else 1
@@ -174,4 +180,30 @@ def _bench_stage(models, preset, device, steps, size, cutn, precision, batches, 
         lines += ["", f"reference loop ({record.reference_how}): {ref_rate:.3f} steps/s, peak memory {ref_peak}"]
         for b, rate in rates.items():
             lines.append(f"ratio to the reference, {b} job(s) in batch: {rate / ref_rate:.2f}x job-steps/s")
+    return lines
+
+
+def _cache_table(models, preset, steps, size, cutn, precision, batches, caches, stagger, rounds) -> list[str]:
+    """Job-steps/s per step caching interval and batch size, each the median of `rounds` runs taken in
+    turn, with the ratio to the first interval (give 0 first: against no caching)."""
+    spec = _specs(preset, 1, steps + WARMUP_STEPS, size, cutn, 0, caches[0])[0]
+    rates: dict[tuple[int, int], list[float]] = {}
+    peaks: dict[tuple[int, int], str] = {}
+    for _ in range(rounds):
+        for b in batches:
+            for c in caches:
+                rate, _, peaks[b, c] = _bench_batch(models, preset, b, steps, size, cutn, precision, 0, c, stagger)
+                rates.setdefault((b, c), []).append(rate)
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    lines = [f"preset {preset.name} ({preset.models_label}), random weights of the real architecture",
+             f"device {models.device}, torch {torch.__version__}, {precision}; {models.describe(spec)}; "
+             f"{steps} timed steps after {WARMUP_STEPS} warm-up, median of {rounds} rounds in turn"
+             + ("; jobs joining one per step" if stagger else "; jobs starting together"),
+             "", f"| jobs in batch | cache interval | job-steps/s | ms per batch step | vs cache {caches[0]} | peak memory |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for b in batches:
+        for c in caches:
+            rate = median[b, c]
+            lines.append(f"| {b} | {c} | {rate:.3f} | {b / rate * 1000:.1f} | {rate / median[b, caches[0]]:.2f}x "
+                         f"| {peaks[b, c]} |")
     return lines

@@ -94,7 +94,9 @@ def add_bench(sub) -> None:
     b.add_argument("--batch", default="1", help="jobs optimised together; several: 1,2,4,8")
     b.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32")
     b.add_argument("--plot", help="write a PNG of job-steps/s against batch size here")
-    b.add_argument("--cache", type=int, help="diffusion presets: step caching interval (0: off; default: the preset's)")
+    b.add_argument("--cache", help="diffusion presets: step caching interval (0: off; default: the preset's); "
+                                    "several (0,2,3): one table of them, taken in turn")
+    b.add_argument("--rounds", type=int, default=1, help="with several --cache values: runs of each, the median kept")
     b.add_argument("--stagger", action="store_true", help="jobs join one per step (continuous batching) "
                                                           "rather than all at once")
     b.add_argument("--reference", action="store_true",
@@ -105,14 +107,22 @@ def add_bench(sub) -> None:
 def cmd_bench(args) -> int:
     from ..bench.speed import bench
 
-    try:
-        batches = [int(b) for b in args.batch.split(",")]
-    except ValueError:
-        raise T2IError(f"--batch {args.batch}: use numbers separated by commas, e.g. 1,2,4") from None
+    require_positive(args, "rounds")
+    batches = list(_numbers(args.batch, "--batch"))
+    cache = _numbers(args.cache, "--cache") if args.cache is not None else None
+    if cache is not None and len(cache) == 1:
+        cache = cache[0]
     device = resolve_device(args.device)
     precision = args.precision if args.precision != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
     for line in bench(args.preset, device=device, steps=args.steps, size=args.size, cutn=args.cutn,
                       precision=precision, batches=batches, reference=args.reference, plot=args.plot,
-                      cache=args.cache, stagger=args.stagger):
+                      cache=cache, stagger=args.stagger, rounds=args.rounds):
         print(line)
     return 0
+
+
+def _numbers(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise T2IError(f"{flag} {text}: use numbers separated by commas, e.g. 1,2,4") from None
