@@ -203,8 +203,8 @@ def test_a_shapes_ldm_job_from_the_page_is_queued_with_the_presets_defaults_and_
     button(at, "Generate").click().run()
     assert not at.exception, at.exception
     job = store.jobs(submitter=VISITOR, limit=1)[0]
-    assert (job.preset, job.total, job.spec["sampler"], job.spec["guidance"], job.spec["width"]) == \
-        ("shapes-ldm", 4, "ddim", 5.0, 64)
+    assert (job.preset, job.total, job.spec["sampler"], job.spec["guidance"], job.spec["width"], job.spec["cache"]) == \
+        ("shapes-ldm", 4, "ddim", 5.0, 64, 3)  # the preset's step caching: the executor runs it below
     run_queue(url, cache_size=1)
     assert store.get(job.id).status == "done", store.get(job.id).error
     result = store.result(job.id)
