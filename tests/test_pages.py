@@ -126,17 +126,18 @@ def test_the_advanced_options_are_the_chosen_presets_family(app, seeded):
     assert {n.key for n in at.text_input} >= {"iterations", "cutn"}
     at.selectbox(key="preset").select("tiny-diffusion-untrained").run()
     keys = {n.key for n in at.text_input}
-    assert {"steps", "guidance", "num_samples"} <= keys and not {"iterations", "cutn"} & keys
+    assert {"steps", "guidance", "num_samples", "cache"} <= keys and not {"iterations", "cutn"} & keys
     assert not at.get("file_uploader")
     at.text_area(key="prompt").input("a six")
     at.selectbox(key="sampler").select("dpm++")
     at.text_input(key="steps").input("7")
     at.text_input(key="num_samples").input("4")
+    at.text_input(key="cache").input("3")
     button(at, "Generate").click().run()
     assert not at.exception, at.exception
     job = store.jobs(submitter=VISITOR, limit=1)[0]
-    assert (job.preset, job.total, job.spec["family"], job.spec["sampler"], job.spec["num_samples"]) == \
-        ("tiny-diffusion-untrained", 7, "diffusion", "dpm++", 4)
+    assert (job.preset, job.total, job.spec["family"], job.spec["sampler"], job.spec["num_samples"],
+            job.spec["cache"]) == ("tiny-diffusion-untrained", 7, "diffusion", "dpm++", 4, 3)
     store.cancel(job.id)
 
 
@@ -202,8 +203,8 @@ def test_a_shapes_ldm_job_from_the_page_is_queued_with_the_presets_defaults_and_
     button(at, "Generate").click().run()
     assert not at.exception, at.exception
     job = store.jobs(submitter=VISITOR, limit=1)[0]
-    assert (job.preset, job.total, job.spec["sampler"], job.spec["guidance"], job.spec["width"]) == \
-        ("shapes-ldm", 4, "ddim", 5.0, 64)
+    assert (job.preset, job.total, job.spec["sampler"], job.spec["guidance"], job.spec["width"], job.spec["cache"]) == \
+        ("shapes-ldm", 4, "ddim", 5.0, 64, 3)  # the preset's step caching: the executor runs it below
     run_queue(url, cache_size=1)
     assert store.get(job.id).status == "done", store.get(job.id).error
     result = store.result(job.id)

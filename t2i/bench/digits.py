@@ -27,12 +27,12 @@ CLASSIFIER = "builtin:digits/digits-classifier.pt"
 
 
 def digitsbench(preset_name: str = "digits", n: int = 20, device: str = "cpu", seed: int = 0, steps: int | None = None,
-                guidance: float | None = None, sampler: str | None = None, progress: bool = True) -> dict:
+                guidance: float | None = None, sampler: str | None = None, progress: bool = True, cache=None) -> dict:
     preset = get_preset(preset_name)
     pipeline = build_pipeline(preset, device=device)
     classifier = load_classifier(resolve_weights_file(CLASSIFIER), hint="python -m t2i train-demo --world digits")
     specs = [make_spec(prompt, preset.name, family=preset.family, defaults=preset.defaults, seed=seed + d,
-                       num_samples=n, steps=steps, guidance=guidance, sampler=sampler)
+                       num_samples=n, steps=steps, guidance=guidance, sampler=sampler, cache=cache)
              for d, prompt in enumerate(digits.PROMPTS)]
     images, asked = [], []
     results = run_batches(specs, pipeline, batch=len(specs))
@@ -42,7 +42,8 @@ def digitsbench(preset_name: str = "digits", n: int = 20, device: str = "cpu", s
         asked += [d] * len(samples)
     verdict = judge(np.stack(images), asked, classifier, seed=seed)
     s = specs[0]
-    return {"preset": preset.name, "n": n, "settings": f"{s.options.sampler} {s.options.steps} steps, guidance {s.options.guidance:g}",
+    return {"preset": preset.name, "n": n, "settings": f"{s.options.sampler} {s.options.steps} steps, guidance "
+                                                       f"{s.options.guidance:g}, cache {s.options.cache}",
             **verdict}
 
 

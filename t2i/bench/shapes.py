@@ -35,12 +35,14 @@ from ..spec import make_spec
 
 
 def shapesbench(preset_name: str = "shapes", n: int = 100, device: str = "cpu", seed: int = 0,
-                iterations: int | None = None, progress: bool = True, batch: int = 16) -> dict:
+                iterations: int | None = None, progress: bool = True, batch: int = 16, cache=None) -> dict:
     preset = get_preset(preset_name)
     models = build_pipeline(preset, device=device)
     correct, examples = Counter(), []
     pairs = shapes.heldout_captions(n, seed=seed)
     steps = {family(preset.family).steps_field: iterations}  # None: the preset's
+    if cache is not None:
+        steps["cache"] = cache  # diffusion presets' step caching (make_spec refuses it for the others)
     specs = [make_spec(caption, preset.name, family=preset.family, seed=seed + i, defaults=preset.defaults, **steps)
              for i, (_, caption) in enumerate(pairs)]
     results = tqdm(run_batches(specs, models, batch), total=len(specs), desc="ShapesBench", disable=not progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 import resource
+import statistics
 import time
 from importlib import import_module
 
@@ -37,13 +38,16 @@ def _synced_clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def _specs(preset, batch: int, iterations: int, size, cutn, stage: int = 0) -> list:
+def _specs(preset, batch: int, iterations: int, size, cutn, stage: int = 0, cache: int | None = None) -> list:
     """Jobs for the bench. stage 1 (a preset with an upsampler stage): one base step, so that the
-    warm-up steps carry every job into the upsampler and the timed steps are its own."""
+    warm-up steps carry every job into the upsampler and the timed steps are its own. `cache`: the
+    diffusion family's step caching interval (None: the preset's default)."""
     width, height = size or (None, None)
     steps = {family(preset.family).steps_field: 1 if stage else iterations}
     if "cutn" in option_names(preset.family):
         steps["cutn"] = cutn
+    if cache is not None:
+        steps["cache"] = cache  # make_spec refuses it, in one line, for a family without it
     return [make_spec(f"a painting of a lighthouse in a storm, take {i}", preset.name, family=preset.family,
                       width=width, height=height, save_every=iterations, seed=i, defaults=preset.defaults, **steps)
             for i in range(batch)]
@@ -77,14 +81,20 @@ def _frame_seconds(models, spec, precision: str, stage: int = 0) -> tuple[float,
     return times[0], times[1]
 
 
-def _bench_batch(models, preset, batch_size: int, steps: int, size, cutn, precision: str, stage: int = 0):
-    """Job-steps/s of `batch_size` jobs optimised together, and the peak memory."""
+def _bench_batch(models, preset, batch_size: int, steps: int, size, cutn, precision: str, stage: int = 0,
+                 cache: int | None = None, stagger: bool = False):
+    """Job-steps/s of `batch_size` jobs optimised together, and the peak memory. `stagger`: the jobs join
+    one per step, as in continuous batching (each at its own point of its steps, so with step caching
+    at its own phase of full and cached steps), instead of all at once."""
     device = models.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     batch = Runner(models, precision)
-    for i, spec in enumerate(_specs(preset, batch_size, steps + WARMUP_STEPS, size, cutn, stage)):
+    iterations = steps + WARMUP_STEPS + (batch_size if stagger else 0)
+    for i, spec in enumerate(_specs(preset, batch_size, iterations, size, cutn, stage, cache)):
         batch.add(i, spec)
+        if stagger:
+            batch.step()
     for _ in range(WARMUP_STEPS):
         batch.step()
     start = _synced_clock(device)
@@ -108,9 +118,15 @@ def _bench_reference(models, spec, steps: int):
 
 
 def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cutn=None, precision: str = "fp32",
-          batches=(1,), reference: bool = False, plot: str | None = None, frames: bool = True) -> list[str]:
+          batches=(1,), reference: bool = False, plot: str | None = None, frames: bool = True,
+          cache: int | tuple[int, ...] | None = None, stagger: bool = False, rounds: int = 1) -> list[str]:
+    """`cache`: the diffusion family's step caching interval; several (a tuple): one table of them against
+    each other instead, run `rounds` times in turn (the median kept), so that a shared machine's load
+    falls on every interval alike and their ratios hold within the run."""
     preset = get_preset(preset_name)
     models = build_pipeline(preset, device=device, random_weights=True)
+    if isinstance(cache, tuple):
+        return _cache_table(models, preset, steps, size, cutn, precision, batches, cache, stagger, rounds)
     lines = []
     # A preset of two stages (GLIDE's base, then its upsampler) gets a table per stage.
     stages = 2 if "upsampler" in preset.components else 1
@@ -118,21 +134,24 @@ def bench(preset_name: str, device: str = "cpu", steps: int = 10, size=None, cut
         if stage:
             lines += ["", f"stage {stage + 1}: the upsampler (jobs carried into it by the warm-up steps)"]
         lines += _bench_stage(models, preset, device, steps, size, cutn, precision, batches, reference, plot,
-                              frames, stage)
+                              frames, stage, cache, stagger)
     return lines
 
 
 def _bench_stage(models, preset, device, steps, size, cutn, precision, batches, reference, plot, frames,
-                 stage) -> list[str]:
-    spec = _specs(preset, 1, steps + WARMUP_STEPS, size, cutn, stage)[0]
-    flops = _flops_per_job_step(models, spec, precision)
+                 stage, cache=None, stagger=False) -> list[str]:
+    spec = _specs(preset, 1, steps + WARMUP_STEPS, size, cutn, stage, cache)[0]
+    # A full step's FLOPs even with step caching: achieved GFLOP/s is then the uncached-equivalent rate.
+    flops = _flops_per_job_step(models, _specs(preset, 1, steps + WARMUP_STEPS, size, cutn, stage,
+                                               None if cache is None else 0)[0], precision)
     where = torch.cuda.get_device_name(models.device) if models.device.type == "cuda" else \
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     lines = [
         f"preset {preset.name} ({preset.models_label}), random weights of the real architecture",
         f"device {models.device} ({where}), torch {torch.__version__}, {precision}",
         f"{models.describe(spec)}: {steps} timed steps after {WARMUP_STEPS} warm-up; "
-        f"{flops / 1e9:.2f} GFLOP per job-step (counted)",
+        f"{flops / 1e9:.2f} GFLOP per job-step (counted{', uncached' if cache is not None else ''})"
+        + (", jobs joining one per step" if stagger else ""),
         "",
         "| jobs in batch | job-steps/s | ms per batch step | achieved GFLOP/s | peak memory |",
         "| --- | --- | --- | --- | --- |",
@@ -143,7 +162,7 @@ def _bench_stage(models, preset, device, steps, size, cutn, precision, batches, 
                       f"(a frame costs {(framed - plain) * 1000:.0f} ms, made every save_every steps)"]
     rates = {}
     for b in batches:
-        rate, step_seconds, peak = _bench_batch(models, preset, b, steps, size, cutn, precision, stage)
+        rate, step_seconds, peak = _bench_batch(models, preset, b, steps, size, cutn, precision, stage, cache, stagger)
         rates[b] = rate
         lines.append(f"| {b} | {rate:.3f} | {step_seconds * 1000:.1f} | {rate * flops / 1e9:.1f} | {peak} |")
     if plot and len(rates) > 1:
@@ -161,4 +180,30 @@ def _bench_stage(models, preset, device, steps, size, cutn, precision, batches, 
         lines += ["", f"reference loop ({record.reference_how}): {ref_rate:.3f} steps/s, peak memory {ref_peak}"]
         for b, rate in rates.items():
             lines.append(f"ratio to the reference, {b} job(s) in batch: {rate / ref_rate:.2f}x job-steps/s")
+    return lines
+
+
+def _cache_table(models, preset, steps, size, cutn, precision, batches, caches, stagger, rounds) -> list[str]:
+    """Job-steps/s per step caching interval and batch size, each the median of `rounds` runs taken in
+    turn, with the ratio to the first interval (give 0 first: against no caching)."""
+    spec = _specs(preset, 1, steps + WARMUP_STEPS, size, cutn, 0, caches[0])[0]
+    rates: dict[tuple[int, int], list[float]] = {}
+    peaks: dict[tuple[int, int], str] = {}
+    for _ in range(rounds):
+        for b in batches:
+            for c in caches:
+                rate, _, peaks[b, c] = _bench_batch(models, preset, b, steps, size, cutn, precision, 0, c, stagger)
+                rates.setdefault((b, c), []).append(rate)
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    lines = [f"preset {preset.name} ({preset.models_label}), random weights of the real architecture",
+             f"device {models.device}, torch {torch.__version__}, {precision}; {models.describe(spec)}; "
+             f"{steps} timed steps after {WARMUP_STEPS} warm-up, median of {rounds} rounds in turn"
+             + ("; jobs joining one per step" if stagger else "; jobs starting together"),
+             "", f"| jobs in batch | cache interval | job-steps/s | ms per batch step | vs cache {caches[0]} | peak memory |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for b in batches:
+        for c in caches:
+            rate = median[b, c]
+            lines.append(f"| {b} | {c} | {rate:.3f} | {b / rate * 1000:.1f} | {rate / median[b, caches[0]]:.2f}x "
+                         f"| {peaks[b, c]} |")
     return lines

@@ -19,6 +19,7 @@ def add_shapesbench(sub) -> None:
     sb.add_argument("--n", type=int, default=100)
     sb.add_argument("--iterations", type=int, help="default: the preset's")
     sb.add_argument("--batch", type=int, default=16, help="jobs optimised together (default 16)")
+    sb.add_argument("--cache", help="diffusion presets: step caching interval (0: off); default: the preset's")
     _add_device_seed_quiet(sb)
     sb.set_defaults(func=cmd_shapesbench)
 
@@ -28,7 +29,8 @@ def cmd_shapesbench(args) -> int:
     from ..bench.shapes import report, shapesbench
 
     result = shapesbench(args.preset, n=args.n, device=resolve_device(args.device), seed=args.seed,
-                         iterations=args.iterations, progress=not args.quiet, batch=args.batch)
+                         iterations=args.iterations, progress=not args.quiet, batch=args.batch,
+                         cache=args.cache)
     for line in report(result):
         print(line)
     return 0
@@ -41,6 +43,7 @@ def add_digitsbench(sub) -> None:
     db.add_argument("--steps", help="default: the preset's")
     db.add_argument("--guidance", help="default: the preset's")
     db.add_argument("--sampler", help="default: the preset's")
+    db.add_argument("--cache", help="step caching interval (0: off); default: the preset's")
     _add_device_seed_quiet(db)
     db.set_defaults(func=cmd_digitsbench)
 
@@ -50,7 +53,8 @@ def cmd_digitsbench(args) -> int:
     from ..bench.digits import digitsbench, report
 
     result = digitsbench(args.preset, n=args.n, device=resolve_device(args.device), seed=args.seed, steps=args.steps,
-                         guidance=args.guidance, sampler=args.sampler, progress=not args.quiet)
+                         guidance=args.guidance, sampler=args.sampler, progress=not args.quiet,
+                         cache=args.cache)
     for line in report(result):
         print(line)
     return 0
@@ -90,6 +94,11 @@ def add_bench(sub) -> None:
     b.add_argument("--batch", default="1", help="jobs optimised together; several: 1,2,4,8")
     b.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32")
     b.add_argument("--plot", help="write a PNG of job-steps/s against batch size here")
+    b.add_argument("--cache", help="diffusion presets: step caching interval (0: off; default: the preset's); "
+                                    "several (0,2,3): one table of them, taken in turn")
+    b.add_argument("--rounds", type=int, default=1, help="with several --cache values: runs of each, the median kept")
+    b.add_argument("--stagger", action="store_true", help="jobs join one per step (continuous batching) "
+                                                          "rather than all at once")
     b.add_argument("--reference", action="store_true",
                    help="also run the common per-cutout loop with kornia (pip install -r requirements-bench.txt)")
     b.set_defaults(func=cmd_bench)
@@ -98,13 +107,22 @@ def add_bench(sub) -> None:
 def cmd_bench(args) -> int:
     from ..bench.speed import bench
 
-    try:
-        batches = [int(b) for b in args.batch.split(",")]
-    except ValueError:
-        raise T2IError(f"--batch {args.batch}: use numbers separated by commas, e.g. 1,2,4") from None
+    require_positive(args, "rounds")
+    batches = list(_numbers(args.batch, "--batch"))
+    cache = _numbers(args.cache, "--cache") if args.cache is not None else None
+    if cache is not None and len(cache) == 1:
+        cache = cache[0]
     device = resolve_device(args.device)
     precision = args.precision if args.precision != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
     for line in bench(args.preset, device=device, steps=args.steps, size=args.size, cutn=args.cutn,
-                      precision=precision, batches=batches, reference=args.reference, plot=args.plot):
+                      precision=precision, batches=batches, reference=args.reference, plot=args.plot,
+                      cache=cache, stagger=args.stagger, rounds=args.rounds):
         print(line)
     return 0
+
+
+def _numbers(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise T2IError(f"{flag} {text}: use numbers separated by commas, e.g. 1,2,4") from None

@@ -51,7 +51,7 @@ def read_image_file(path: str | None, field: str) -> bytes | None:
     return data
 
 
-FAMILY_FLAGS = ("iterations", "cutn", "lr", "sampler", "steps", "guidance", "eta", "num_samples", "noise_scale")
+FAMILY_FLAGS = ("iterations", "cutn", "lr", "sampler", "steps", "guidance", "eta", "num_samples", "noise_scale", "cache")
 
 
 def add_spec_options(sp) -> None:
@@ -69,6 +69,8 @@ def add_spec_options(sp) -> None:
     sp.add_argument("--num-samples", dest="num_samples", help="diffusion and gan presets: 1..64 images, as a grid")
     sp.add_argument("--noise-scale", dest="noise_scale",
                     help="gan presets: 0..2, the spread of the noise walk (0: one image per prompt)")
+    sp.add_argument("--cache", help="diffusion presets: step caching, the whole UNet every N-th step and its "
+                                    "shallow part between (0 or 1: off; default: the preset's)")
     sp.add_argument("--seed", help="0..2**63-1; random when omitted (the used seed is reported)")
     sp.add_argument("--init-image", help="PNG/JPEG/WebP to start from")
     sp.add_argument("--image-prompt", action="append", help="image to steer towards (repeatable)")

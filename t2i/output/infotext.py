@@ -27,7 +27,7 @@ NEGATIVE = "Negative prompt:"
 SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm++": "DPM++ 2M", "plms": "PLMS"}
 _SAMPLERS_BACK = {name.lower(): ours for ours, name in SAMPLER_NAMES.items()}
 # This project's keys after A1111's, in this order; any others (a later field) follow, sorted.
-OWN_KEYS = ("family", "models", "untrained", "iterations", "cutn", "lr", "noise_scale", "upsample_steps",
+OWN_KEYS = ("family", "models", "untrained", "iterations", "cutn", "lr", "noise_scale", "upsample_steps", "cache",
             "save_every", "upscale", "generated_size", "requested_size", "init_image", "image_prompts",
             "init_image_sha256", "image_prompts_sha256", "versions")
 # Our keys that A1111's names carry (steps and iterations both become Steps; size becomes Size).

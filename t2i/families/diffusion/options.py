@@ -19,7 +19,10 @@ MAX_STEPS = 1000                      # the training schedule's length
 GUIDANCE_RANGE = (0.0, 30.0)          # 0: unconditional, 1: conditional without guidance
 ETA_RANGE = (0.0, 1.0)
 SAMPLES_RANGE = (1, 64)
-DEFAULTS = dict(sampler="ddim", steps=50, guidance=3.0, eta=0.0, num_samples=1)
+# Step caching (deepcache.py): one full UNet step, then cache - 1 steps of its shallow branch; 0 or 1 is off.
+# Beyond 10 the kept features are too stale for any of our presets (BENCHMARKS.md, "Step caching").
+CACHE_RANGE = (0, 10)
+DEFAULTS = dict(sampler="ddim", steps=50, guidance=3.0, eta=0.0, num_samples=1, cache=0)
 
 # Memory per job, fitted to peak RSS measured on the CPU (BENCHMARKS.md, "Memory per job"). The UNet
 # runs without gradients, so what a step holds is its skip connections (bytes per channel-pixel of
@@ -39,6 +42,7 @@ class DiffusionOptions:
     guidance: float
     eta: float
     num_samples: int
+    cache: int = 0                    # step caching interval (0 or 1: every step runs the whole UNet)
     # Set by the preset, not the user: the steps of a second (upsampler) stage (GlideOptions, glide-256).
     upsample_steps: int = 0
 
@@ -53,7 +57,10 @@ class DiffusionOptions:
             FormField("steps", "Steps", "int", step=10),
             FormField("guidance", "Guidance scale", "float", step=0.5,
                       help="0: ignore the prompt; 1: conditional, no guidance; higher: follow the prompt harder"),
-            FormField("num_samples", "Samples", "int", step=1, help="1..64 images of the prompt, shown as a grid"))
+            FormField("num_samples", "Samples", "int", step=1, help="1..64 images of the prompt, shown as a grid"),
+            FormField("cache", "Step caching", "int", step=1,
+                      help="N: the whole UNet every N-th step, only its shallow part between (faster, "
+                           "slightly different picture); 0 or 1: off"))
 
     @classmethod
     def parse(cls, raw: dict, limits, defaults: dict) -> "DiffusionOptions":
@@ -70,6 +77,7 @@ class DiffusionOptions:
                    guidance=real("guidance", given(raw, d, "guidance"), *GUIDANCE_RANGE),
                    eta=eta,
                    num_samples=whole("num_samples", given(raw, d, "num_samples"), *SAMPLES_RANGE),
+                   cache=whole("cache", given(raw, d, "cache"), *CACHE_RANGE),
                    upsample_steps=int(d.get("upsample_steps") or 0))
 
     def batch_key(self, spec) -> str:
@@ -85,7 +93,8 @@ class DiffusionOptions:
         guidance = f", CFG {self.guidance:g}" if self.guidance != 1 else ""
         samples = f", {self.num_samples} samples" if self.num_samples > 1 else ""
         upsampler = f", then {self.upsample_steps} upsampler steps" if self.upsample_steps else ""
-        return f"{width}x{height}, {self.steps} {self.sampler.upper()} steps{guidance}{samples}{upsampler}"
+        cache = f", cache {self.cache}" if self.cache > 1 else ""
+        return f"{width}x{height}, {self.steps} {self.sampler.upper()} steps{guidance}{samples}{cache}{upsampler}"
 
     def used_size(self, spec, preset) -> tuple[int, int]:
         unet, codec = _unet_config(preset), _codec(preset)

@@ -20,11 +20,13 @@ from typing import Any, cast
 
 import torch
 
+from ...errors import SpecError
 from ...spec import JobSpec, round_size
 from ...assets.untrained import UNTRAINED_SEED
 from ..base import Finished, StepOut
 from ..preset import Preset
 from ..shared import finished, grid, weights_plan
+from . import deepcache
 from .components import build_component, scheduler_config
 from .options import DiffusionOptions
 
@@ -58,6 +60,8 @@ class DiffusionJob:
     cond: torch.Tensor | None       # (num_samples, L, D) rows the UNet sees with the prompt
     uncond: torch.Tensor | None     # ... and without it (the null or the negative prompt)
     index: int = 0                  # scheduler steps done
+    deep: torch.Tensor | None = None  # step caching (deepcache.py): the deep features of the last full step
+    since_full: int = 0             # ... and the steps since it
 
     @property
     def t(self) -> torch.Tensor:
@@ -103,6 +107,9 @@ class DiffusionPipeline:
     def start(self, spec: JobSpec, gen: torch.Generator) -> DiffusionJob:
         o = _options(spec)
         n = o.num_samples
+        why = deepcache.unsupported(self.unet) if o.cache > 1 else None
+        if why:
+            raise SpecError("cache", f"step caching is not available for this preset ({why}): use 0")
         scheduler = make_scheduler(o.sampler, self.schedule)
         scheduler.set_timesteps(o.steps, device=self.device)
         w, h = self.used_size(spec)
@@ -130,31 +137,43 @@ class DiffusionPipeline:
         return outs
 
     def _noise_predictions(self, jobs: list[DiffusionJob], amp) -> list[torch.Tensor]:
-        """One UNet call for every job's cond and uncond rows; per job the guided estimate (of the
-        noise, or of whatever the schedule's prediction_type says: guidance is linear in any of them)."""
-        xs, ts, states, spans = [], [], [], []
-        for job in jobs:
-            x_in = job.scheduler.scale_model_input(job.x, job.t)
-            rows = [r for r in (job.cond, job.uncond) if r is not None]
-            for r in rows:
-                xs.append(x_in)
-                ts.append(job.t.expand(len(x_in)))
-                states.append(r)
-            spans.append(len(rows))
-        with amp():
-            out = self.unet(torch.cat(xs), torch.cat(ts), encoder_hidden_states=torch.cat(states)).sample
-        out = out.float()
-        eps, at = [], 0
-        for job, k in zip(jobs, spans):
-            n = len(job.x)
-            parts = out[at:at + k * n].split(n)
-            at += k * n
-            if job.cond is not None and job.uncond is not None:
-                c, u = parts
-                eps.append(u + _options(job.spec).guidance * (c - u))
-            else:
-                eps.append(parts[0])
-        return eps
+        """One UNet call for every job's cond and uncond rows (two with step caching: the rows due for a
+        full step, and the shallow branch for the others); per job the guided estimate (of the noise, or
+        of whatever the schedule's prediction_type says: guidance is linear in any of them)."""
+        rows = [self._rows(job) for job in jobs]
+        fresh = [deepcache.is_full(_options(job.spec).cache, job.deep, job.since_full) for job in jobs]
+        outs: list[torch.Tensor | None] = [None] * len(jobs)
+        for wanted in (True, False):
+            picked = [i for i, f in enumerate(fresh) if f == wanted]
+            if not picked:
+                continue
+            x, t, states = (torch.cat([rows[i][k] for i in picked]) for k in range(3))
+            with amp():
+                if wanted:
+                    out, deep = deepcache.full(self.unet, x, t, states)
+                else:
+                    out = deepcache.shallow(self.unet, x, t, states, torch.cat([jobs[i].deep for i in picked]))
+            at = 0
+            for i in picked:
+                n, job = len(rows[i][0]), jobs[i]
+                outs[i] = out[at:at + n].float()
+                if wanted and _options(job.spec).cache > 1:
+                    job.deep, job.since_full = deep[at:at + n].clone(), 0  # not a view: the batch's goes
+                at += n
+                job.since_full += 1
+        return [self._guided(job, cast(torch.Tensor, out)) for job, out in zip(jobs, outs)]
+
+    def _rows(self, job: DiffusionJob) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A job's UNet rows: its x_t with the condition, then with the unconditional states (when guided)."""
+        x_in = job.scheduler.scale_model_input(job.x, job.t)
+        states = [r for r in (job.cond, job.uncond) if r is not None]
+        return torch.cat([x_in] * len(states)), job.t.expand(len(x_in) * len(states)), torch.cat(states)
+
+    def _guided(self, job: DiffusionJob, out: torch.Tensor) -> torch.Tensor:
+        if job.cond is not None and job.uncond is not None:
+            c, u = out.split(len(job.x))
+            return u + _options(job.spec).guidance * (c - u)
+        return out
 
     def _x0(self, job: DiffusionJob, out: torch.Tensor) -> torch.Tensor:
         """The clean sample the current model output implies (what the preview shows)."""
