@@ -53,10 +53,13 @@ class Health:
 
     def _loop(self) -> None:
         while not self.stop.wait(INTERVAL_S):
+            started = time.monotonic()
             ok, seconds, what = self.check()
             with self.lock:
                 if self.down_since is not None:
-                    if ok:
+                    # Only a check sent after the kill shows the app back: one already in flight when
+                    # expect_down() was called can still be answered by the process about to die.
+                    if ok and started > self.down_since:
                         self.recoveries.append(time.monotonic() - self.down_since)
                         self.down_since = None
                     continue
