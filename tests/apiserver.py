@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -20,6 +19,8 @@ from t2i.api.auth import hash_key, new_key
 from t2i.paths import ROOT
 from t2i.store import open_store
 from webserver import free_port, stop, wait_healthy
+
+import polling  # tests/polling.py
 
 OPERATOR = "operator-token-for-tests"
 PROXY = "X-Forwarded-For"   # the server trusts it, so each test can be its own client address
@@ -93,13 +94,7 @@ class Service:
 
     @staticmethod
     def wait_until(condition, what: str, deadline_s: float = 120):
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            found = condition()
-            if found:
-                return found
-            time.sleep(0.1)   # polling the store for a state, with a deadline
-        raise AssertionError(f"waited {deadline_s} s for {what}")
+        return polling.wait_for(condition, what, deadline_s, interval=0.1)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from t2i.paths import ROOT
 from t2i.service.memory import MAX_FRAMES
 from t2i.service.queue import submit_job
 from t2i.store import FINISHED, Lease, Result, open_store
+import polling  # tests/polling.py
 
 TINY = dict(iterations=2, cutn=2, save_every=1)
 
@@ -41,13 +42,7 @@ def start_executor(url, env, *args):
 
 
 def wait_for(predicate, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)  # polling interval, not synchronisation: the loop waits for a state
-    raise AssertionError(f"timed out waiting for {what}")
+    return polling.wait_for(predicate, what, timeout)
 
 
 def running_with_progress(store, job_id, min_step=2):

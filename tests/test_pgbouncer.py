@@ -24,6 +24,8 @@ from t2i.store.waker import wake_folder
 sys.path.insert(0, str(ROOT / "scripts"))
 from local_pgbouncer import LocalPgBouncer, pgbouncer_binary  # noqa: E402
 
+import polling  # noqa: E402 - tests/polling.py
+
 pytestmark = pytest.mark.postgres
 TINY = dict(iterations=4, cutn=2, save_every=1)
 
@@ -53,13 +55,7 @@ def pooled(bouncer, direct, monkeypatch):
 
 
 def wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)  # polling interval, not synchronisation
-    raise AssertionError(f"timed out waiting for {what}")
+    return polling.wait_for(predicate, what, timeout, interval=0.02)
 
 
 def listeners(direct: str) -> list[int]:

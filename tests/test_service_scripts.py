@@ -12,13 +12,13 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from t2i.paths import ROOT
+import polling  # tests/polling.py
 
 pytestmark = pytest.mark.subprocess  # every test runs the scripts
 
@@ -50,13 +50,7 @@ sleep 600 & wait
 
 
 def wait_for(condition, what: str, deadline_s: float = 30):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {deadline_s} s waiting for {what}")
+    return polling.wait_for(condition, what, deadline_s)
 
 
 def alive(pid: int) -> bool:
