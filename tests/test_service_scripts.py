@@ -131,9 +131,10 @@ def stop(proc: subprocess.Popen) -> str:
 
 def test_supervise_restarts_what_dies_and_passes_a_stop_on(tmp_path):
     starts = tmp_path / "starts"
-    # Dies twice, then runs until told to stop, noting the TERM it was passed.
-    command = (f'echo $$ >> {starts}; [[ $(wc -l < {starts}) -lt 3 ]] && exit 3; '
-               f'trap "kill \\$! 2>/dev/null; echo stopped >> {starts}; exit 0" TERM; sleep 600 & wait')
+    # Dies twice, then runs until told to stop, noting the TERM it was passed. The trap is set before
+    # the pid is written: a TERM sent as soon as the third pid shows must find it (it once did not).
+    command = (f'trap "kill \\$! 2>/dev/null; echo stopped >> {starts}; exit 0" TERM; echo $$ >> {starts}; '
+               f'[[ $(wc -l < {starts}) -lt 3 ]] && exit 3; sleep 600 & wait')
     proc = subprocess.Popen(["bash", str(ROOT / "scripts/supervise.sh"), "demo", "always", "bash", "-c", command],
                             env=dict(os.environ, T2I_RESTART_DELAY="0.1"), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
