@@ -29,6 +29,8 @@ from t2i.store import StoreError, StoreGone, StoreUnavailable, open_store
 from t2i.store import postgres as postgres_module
 from t2i.web import common
 
+from small_disks import fill, mount_or_skip, umount  # tests/small_disks.py
+
 TINY = dict(iterations=2, cutn=2, save_every=1)
 BOUND = 60.0  # seconds: a generous bound on waiting for a state, never a measured time
 
@@ -133,20 +135,6 @@ def run_in_thread(fn) -> tuple[threading.Thread, list]:
     return thread, out
 
 
-def mount_or_skip(*args: str) -> None:
-    """mount(8) as given, or skip: mounting needs privileges this machine may not grant."""
-    try:
-        done = subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30)
-    except FileNotFoundError:
-        pytest.skip("no mount(8) here: cannot make a small filesystem to fill or a read-only one")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount here ({done.stderr.strip() or done.returncode}): needs root or CAP_SYS_ADMIN")
-
-
-def umount(path) -> None:
-    subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MiB tmpfs: room for a database and a few tiny jobs, and quick to fill."""
@@ -155,23 +143,6 @@ def small_disk(tmp_path):
     mount_or_skip("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt))
     yield mnt
     umount(mnt)
-
-
-def fill(folder) -> str:
-    """Fill the filesystem with one file; returns its path (remove it to free the space)."""
-    path = os.path.join(folder, "filler")
-    with open(path, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-        except OSError:
-            pass
-        try:
-            while True:
-                f.write(b"\0" * 512)
-        except OSError:
-            pass
-    return path
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ can be written again."""
 
 import hashlib
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from t2i.paths import ROOT
 from t2i.store import Lease, Result, StoreError, open_store
 from t2i.store.blobs import BlobError
 from t2i.store.uploads import Upload
+
+from small_disks import fill, mount_or_skip, umount  # tests/small_disks.py
 
 
 @pytest.fixture
@@ -135,12 +136,6 @@ def test_the_gallery_page_says_the_image_is_gone(blob_dir, tmp_path, monkeypatch
                                              "blob folder"]
 
 
-def mount_or_skip(*args: str) -> None:
-    done = subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount here ({done.stderr.strip()}): needs root or CAP_SYS_ADMIN")
-
-
 @pytest.mark.parametrize("fault", ["full", "read-only"])
 def test_a_full_or_read_only_blob_folder_writes_no_row_and_the_job_completes_later(store_url, tmp_path,
                                                                                    monkeypatch, fault):
@@ -152,14 +147,8 @@ def test_a_full_or_read_only_blob_folder_writes_no_row_and_the_job_completes_lat
         store = open_store(store_url)
         job_id = store.submit({"prompt": "p", "preset": "x"}, batch_key="k", total=1)
         job = store.claim("w", 60)
-        filler = disk / "filler"
         if fault == "full":
-            with open(filler, "wb", buffering=0) as f:
-                try:
-                    while True:
-                        f.write(b"\0" * 4096)
-                except OSError:
-                    pass
+            filler = fill(disk)
         else:
             mount_or_skip("-o", "remount,ro", str(disk))
         with pytest.raises(BlobError) as frame_error:
@@ -170,7 +159,7 @@ def test_a_full_or_read_only_blob_folder_writes_no_row_and_the_job_completes_lat
         assert store.frames(job_id) == [] and store.result(job_id) is None
         assert store.get(job_id).status == "running"  # the store's fault: the job is not charged
         if fault == "full":
-            filler.unlink()
+            os.remove(filler)
         else:
             mount_or_skip("-o", "remount,rw", str(disk))
         assert store.complete(job.lease, result(job_id, b"y" * 50_000))
@@ -178,4 +167,4 @@ def test_a_full_or_read_only_blob_folder_writes_no_row_and_the_job_completes_lat
         assert not list(disk.rglob(".tmp-*"))  # nothing half-written left behind
         store.close()
     finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+        umount(disk)
