@@ -197,7 +197,8 @@ def g_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
     extras["asked"] (what each caption names) the auxiliary classifier's."""
     aug = _augmenter(config, gen)
     fake = g(embed, z)
-    score, fake_features = d(aug(fake), embed)
+    fake_seen = aug(fake)  # what D sees of it, the blind head's copy included
+    score, fake_features = d(fake_seen, embed)
     with torch.no_grad():
         real_features = d(aug(real), embed)[1]
     terms = {"adv": _real(score, config, 1.0, generator=True)}
@@ -215,7 +216,7 @@ def g_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
         terms["semantic"] = semantic(encoder, fake, embed, (extras or {}).get("match"))
         total = total + config.semantic_coef * terms["semantic"]
     if config.aux_coef:
-        blind = d.features(colour_blind(aug(fake), gen)) if d.blind else None
+        blind = d.features(colour_blind(fake_seen, gen)) if d.blind else None
         terms["aux"] = auxiliary(d, fake_features, extras["asked"], blind)
         total = total + config.aux_coef * terms["aux"]
     terms["total"] = total
