@@ -522,8 +522,10 @@ def busy_server_proxy(pg_url: str, message: str, refusals: int):
                 client.sendall(b"N")
                 client.recv(65536)
             fields = b"SFATAL\0VFATAL\0C57P03\0M" + message.encode() + b"\0\0"
-            client.sendall(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
+            # Counted before the answer goes out: a client that raises on reading it may be asserted on
+            # before this thread runs again (CI saw 0 refusals counted for a refusal already raised).
             refused.append(message)
+            client.sendall(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
 
     def serve():
         while not stop.is_set():
