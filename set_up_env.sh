@@ -77,6 +77,12 @@ start_part() {  # NAME COMMAND...
   fi
   echo "  $name: started"
 }
+# An SQLite store is made here, before anything starts: the executors and the web app create it when
+# they first open it, but a submit typed as soon as "t2i is running" shows could come before that and
+# be refused ("no job database"). PostgreSQL's database is the operator's to create.
+if [[ $T2I_DB == sqlite:* ]] && ! "$VENV/bin/python" -m t2i jobs --create >/dev/null; then
+  echo "could not open or create the job store $T2I_DB (above)" >&2; exit 1
+fi
 echo "t2i parts:"
 start_part web bash run_webapp.sh
 for i in $(seq 0 $(( N - 1 ))); do start_part "executor-$i" bash run_executor.sh "$(device_of "$i")"; done

@@ -42,7 +42,9 @@ server.serve_forever()
 """
 
 # Stands in for the venv's python running job_executor.py: notes its arguments, waits for its TERM.
+# `python -m t2i ...` (set_up_env.sh making the SQLite store) is noted as "cli" and answers at once.
 FAKE_PYTHON = """#!/usr/bin/env bash
+[[ $1 == -m ]] && { echo "cli $*" >> "$T2I_FAKE_LOG"; exit 0; }
 echo "python $$ $*" >> "$T2I_FAKE_LOG"
 trap 'kill $! 2>/dev/null; echo "python $$ stopped" >> "$T2I_FAKE_LOG"; exit 0' TERM
 sleep 600 & wait
@@ -111,7 +113,7 @@ def lines(log: Path, program: str) -> list[str]:
 
 
 def started_pids(log: Path) -> list[int]:
-    return [int(line.split()[1]) for line in log.read_text().splitlines()]
+    return [int(line.split()[1]) for line in log.read_text().splitlines() if not line.startswith("cli ")]
 
 
 def healthy(port: str, host: str = "127.0.0.1") -> bool:
@@ -232,6 +234,10 @@ def test_set_up_env_starts_the_missing_part_and_the_web_app_comes_back(tree):
     assert f"t2i is running: http://localhost:{env['T2I_PORT']}" in first.stdout
     assert "did not answer" not in first.stderr, first.stderr
     started.append(int((root / ".run/web.pid").read_text()))
+    # The SQLite store is made before the web app starts: a submit right after "t2i is running" finds it.
+    noted = log.read_text().splitlines()
+    made = noted.index("cli -m t2i jobs --create")
+    assert made < next(i for i, line in enumerate(noted) if line.startswith("streamlit "))
     [web] = lines(log, "streamlit")
     assert "--server.address 127.0.0.1" in web and len(lines(log, "python")) == 1
 
