@@ -322,3 +322,45 @@ def test_a_colour_blind_head_cannot_see_which_colours_an_image_has():
         rel=1e-5)
     assert auxiliary(d, features, labels, blind).item() != pytest.approx(auxiliary(d, features, labels, features).item())
     assert not make_nets(GanConfig(**{**ALL, "aux_coef": 1.0}), EMBED, (3, 2), (False, True))[1].blind
+
+
+def test_whitening_gives_each_direction_the_encoder_uses_unit_variance_and_keeps_unused_ones_small():
+    """The flowers encoder's count directions are 1/47 of its colours' variance: whitened, both read
+    as unit variance; a direction far below eps (one the encoder does not use) stays near zero."""
+    from t2i.engine.gan_int_cls import Whiten
+
+    gen = torch.Generator().manual_seed(0)
+    rotation, _ = torch.linalg.qr(torch.randn(8, 8, generator=gen, dtype=torch.float64))
+    scales = torch.tensor([1.0, 0.15, 1e-4] + [0.0] * 5, dtype=torch.float64)  # colour, count, unused
+    raw = (torch.randn(20000, 8, generator=gen, dtype=torch.float64) * scales) @ rotation.T + 3.0
+    white = Whiten(8).fit(raw.float(), eps=1e-4)(raw.float()).double()
+    along = white @ rotation  # back in the directions the data was made in
+    assert along.mean(0).abs().max() < 0.02
+    assert along[:, 0].var().item() == pytest.approx(1.0, abs=0.05)
+    assert along[:, 1].var().item() == pytest.approx(0.0225 / (0.0225 + 1e-4), abs=0.05)  # the small one: ~1
+    assert along[:, 2].var().item() < 1e-3
+    assert torch.equal(Whiten(8)(raw.float()), raw.float())  # unfitted: the identity
+
+
+def test_a_whitened_run_fits_g_and_d_on_the_same_texts_resumes_exactly_and_loads_as_a_preset(tmp_path, monkeypatch):
+    from t2i.errors import BrokenWeights
+    from t2i.families.gan.components import gan_int_cls
+    import t2i.train.gan as gan
+
+    monkeypatch.setattr(gan, "WHITEN_TEXTS", 256)  # the fit's size, not its logic: 4096 renders per call is slow
+    config = GanConfig(**{**ALL, "augment": "", "ma_gp": 0.0, "whiten": 1e-3})
+    whole = train(shapes_source(EMBED), tmp_path / "whole", epochs=2, steps_per_epoch=1, config=config, progress=False)
+    train(shapes_source(EMBED), tmp_path / "cut", epochs=1, steps_per_epoch=1, config=config, progress=False)
+    resumed = train(shapes_source(EMBED), tmp_path / "cut", epochs=2, steps_per_epoch=1, config=config, progress=False)
+    assert resumed.history == whole.history
+    g, d = whole.generator, whole.discriminator
+    assert torch.equal(g.whiten.matrix, d.whiten.matrix) and not torch.equal(g.whiten.matrix, torch.eye(EMBED))
+    params = dict(embed_dim=EMBED, ngf=4, whiten=True)
+    served = gan_int_cls(params, tmp_path / "whole" / "generator.pt", "")
+    embed, z = torch.randn(3, EMBED), torch.randn(3, 100)
+    with torch.no_grad():
+        assert torch.allclose(served(embed, z), g(embed, z), atol=2e-2)  # fp16 on disk
+    with pytest.raises(BrokenWeights, match="unexpected key\\(s\\), the first whiten."):
+        gan_int_cls(dict(embed_dim=EMBED, ngf=4), tmp_path / "whole" / "generator.pt", "")
+    with pytest.raises(T2IError, match="--whiten must be"):
+        GanConfig(whiten=1e-3)  # the port's concat D has no whitening

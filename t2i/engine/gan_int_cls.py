@@ -67,6 +67,35 @@ def settle(generator: "Generator", batches: int = 4, n: int = 64) -> "Generator"
     return generator.eval()
 
 
+class Whiten(nn.Module):
+    """ZCA whitening of the text embedding, fitted once on the training captions' embeddings and kept
+    as buffers (saved with the net): e -> (e - mean) V diag((lambda + eps)^-1/2) V^T. Why: a caption
+    encoder trained contrastively puts what its image tower sees easily (colours) in large directions
+    and the rest (the flowers world's petal counts: 1/47 of the colours' between-class variance) in
+    small ones, and the linear maps that read the embedding in G and D weigh each direction by its
+    size, so a count barely moves them. Whitened, every direction the encoder uses has unit variance;
+    `eps` (added to each variance) keeps the directions it does not use (variance far below eps) near
+    zero instead of blowing their noise up. A few lines of torch.linalg.eigh: scikit-learn's PCA would
+    add a library for one decomposition. Starts as the identity (mean 0, matrix I)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("matrix", torch.eye(dim))
+
+    @torch.no_grad()
+    def fit(self, embeds: torch.Tensor, eps: float) -> "Whiten":
+        embeds = embeds.double()
+        variances, vectors = torch.linalg.eigh(torch.cov(embeds.T))
+        scale = (variances.clamp(min=0) + eps).rsqrt()
+        self.mean.copy_(embeds.mean(0))
+        self.matrix.copy_(vectors @ torch.diag(scale) @ vectors.T)
+        return self
+
+    def forward(self, embed: torch.Tensor) -> torch.Tensor:
+        return (embed - self.mean) @ self.matrix
+
+
 class Generator(nn.Module):
     """The port's `generator`: G(embedding (n, d), z (n, 100) or (n, 100, 1, 1)) -> (n, 3, 64, 64) in [-1, 1].
 
@@ -78,12 +107,13 @@ class Generator(nn.Module):
     affine=False, the default."""
 
     def __init__(self, embed_dim: int = EMBED_DIM, ngf: int = NGF, noise_dim: int = NOISE_DIM,
-                 projected_dim: int = PROJECTED_DIM, affine: bool = False):
+                 projected_dim: int = PROJECTED_DIM, affine: bool = False, whiten: bool = False):
         super().__init__()
         self.config = dict(embed_dim=embed_dim, ngf=ngf, noise_dim=noise_dim, projected_dim=projected_dim)
-        if affine:  # only when set, so the port's architecture records (and files) stay as they were
-            self.config["affine"] = True
+        # Only when set, so the port's architecture records (and files) stay as they were.
+        self.config.update({k: True for k, on in (("affine", affine), ("whiten", whiten)) if on})
         self.embed_dim, self.noise_dim = embed_dim, noise_dim
+        self.whiten = Whiten(embed_dim) if whiten else None  # keys whiten.mean, whiten.matrix
         self.projection = _projection(embed_dim, projected_dim)
         widths = [ngf * 8, ngf * 4, ngf * 2, ngf]
         layers = [nn.ConvTranspose2d(noise_dim + projected_dim, widths[0], 4, 1, 0, bias=False),
@@ -98,7 +128,7 @@ class Generator(nn.Module):
             nn.init.zeros_(m.weight), nn.init.zeros_(m.bias)
 
     def forward(self, embed: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        projected = self.projection(embed)
+        projected = self.projection(embed if self.whiten is None else self.whiten(embed))
         # The port's order: the projection first, then the noise.
         x = torch.cat([projected[:, :, None, None], z.reshape(len(z), -1, 1, 1)], 1)
         if self.affine is None:
@@ -179,10 +209,11 @@ class ProjectionDiscriminator(nn.Module):
     (n, ndf*8, 4, 4)) like `Discriminator`, so the losses take either."""
 
     def __init__(self, embed_dim: int = EMBED_DIM, ndf: int = NDF, spectral: bool = True, joint: bool = False,
-                 classes: tuple[int, ...] = (), blind: tuple[bool, ...] = ()):
+                 classes: tuple[int, ...] = (), blind: tuple[bool, ...] = (), whiten: bool = False):
         super().__init__()
         self.config = dict(embed_dim=embed_dim, ndf=ndf, spectral=spectral, joint=joint, classes=tuple(classes),
-                           blind=tuple(blind))
+                           blind=tuple(blind), whiten=whiten)
+        self.whiten = Whiten(embed_dim) if whiten else None  # G's (the trainer fits both on the same texts)
         sn = nn.utils.parametrizations.spectral_norm if spectral else (lambda m: m)
         widths = [3, ndf, ndf * 2, ndf * 4, ndf * 8]
         layers = []
@@ -212,6 +243,7 @@ class ProjectionDiscriminator(nn.Module):
 
     def forward(self, images: torch.Tensor, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.features(images)
+        embed = embed if self.whiten is None else self.whiten(embed)
         phi = features.sum((2, 3))
         score = self.score(phi).view(-1) + (self.embed(embed) * phi).sum(1)
         if self.joint is not None:

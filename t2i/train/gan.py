@@ -58,6 +58,7 @@ from .threads import torch_threads
 TYPES = ("gan", "hinge", "wgan", "wgan-gp")
 D_ARCHS = ("concat", "projection", "joint")  # the port's D (text as channels), the projection D, or both heads
 SAMPLES = 16  # images in each epoch's sample grid
+WHITEN_TEXTS = 4096  # captions the whitening is fitted on (about 1 s of the flowers world's renders)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class GanConfig:
     semantic_coef: float = 0.0    # AttnGAN's DAMSM-style image-text matching term for G (needs `encoder`)
     aux_coef: float = 0.0         # TAC-GAN's auxiliary attribute classifier (projection D, labelled data)
     aux_blind: bool = False       # its heads the source marks colour-free (counts) read colour-blind copies
+    whiten: float = 0.0           # G and D read the text embedding ZCA-whitened, this epsilon (0: raw)
 
     def __post_init__(self):
         if self.type not in TYPES:
@@ -100,6 +102,9 @@ class GanConfig:
             raise T2IError(f"--augment: unknown policy {unknown[0]!r} (use {', '.join(AUGMENTS)})")
         if not 0 <= self.ema < 1:
             raise T2IError(f"--ema must be in [0, 1), got {self.ema}")
+        if self.whiten < 0 or (self.whiten and self.d_arch == "concat"):
+            raise T2IError(f"--whiten must be 0 (off) or a positive epsilon, with --d-arch projection or "
+                           f"joint; got {self.whiten} with {self.d_arch}")
 
     @property
     def policy(self) -> tuple[str, ...]:
@@ -121,12 +126,13 @@ class Trained:
 
 def make_nets(config: GanConfig, embed_dim: int, classes: tuple[int, ...] = (),
               blind: tuple[bool, ...] = ()) -> tuple[Generator, Discriminator]:
-    g = Generator(embed_dim, config.ngf, affine=config.affine)
+    g = Generator(embed_dim, config.ngf, affine=config.affine, whiten=bool(config.whiten))
     init_weights(g)
     if config.d_arch in ("projection", "joint"):  # torch's own initialisation: spectral norm rescales anyway
         return g, ProjectionDiscriminator(embed_dim, config.ndf, joint=config.d_arch == "joint",
                                           classes=classes if config.aux_coef else (),
-                                          blind=blind if config.aux_coef and config.aux_blind else ())
+                                          blind=blind if config.aux_coef and config.aux_blind else (),
+                                          whiten=bool(config.whiten))
     d = Discriminator(embed_dim, config.ndf, batch_norm=config.type != "wgan-gp", minibatch=config.minibatch)
     init_weights(d)
     return g, d
@@ -293,6 +299,10 @@ def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: i
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             g, d = make_nets(config, sample_embeds.shape[1], getattr(data, "classes", ()), getattr(data, "blind", ()))
+        if config.whiten:  # fitted on texts of their own draw (the batches' stream stays as it was)
+            _, embeds, _ = _batch(data, WHITEN_TEXTS, torch.Generator().manual_seed(config.seed + 3))
+            g.whiten.fit(embeds, config.whiten)
+            d.whiten.load_state_dict(g.whiten.state_dict())
         opt_g = torch.optim.Adam(g.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
         opt_d = torch.optim.Adam(d.parameters(), lr=config.lr_d or config.lr, betas=(config.beta1, config.beta2))
         ema = Ema(g, config.ema) if config.ema else None

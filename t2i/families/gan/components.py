@@ -3,7 +3,8 @@ Python path from YAML), its `params` and its `weights` (a file; None for untrain
 
     generator  "gan-int-cls"   t2i/engine/gan_int_cls.py's Generator; params: embed_dim (default 1024),
                                ngf (64), noise_dim (100), projected_dim (128), affine (false: the
-                               port's; true adds text-conditioned affines per layer) = the architecture the
+                               port's; true adds text-conditioned affines per layer), whiten (false;
+                               true: the embedding is ZCA-whitened by buffers in the file) = the architecture the
                                weights file (the port's, DataParallel's `module.` keys accepted, or ours
                                in fp16) is loaded into, strictly
     text       "random-text"   UNTRAINED: a prompt's hashed character n-grams projected by a fixed random
@@ -59,7 +60,7 @@ class RandomText(torch.nn.Module):
 def gan_int_cls(params: dict, weights: Path | None, hint: str):
     from ...engine.gan_int_cls import Generator, init_weights, load_generator, settle
 
-    config = _config(params, ("embed_dim", "ngf", "noise_dim", "projected_dim", "affine"), "gan-int-cls")
+    config = _config(params, ("embed_dim", "ngf", "noise_dim", "projected_dim", "affine", "whiten"), "gan-int-cls")
     if weights is None:
         generator = Generator(**config)
         init_weights(generator)
