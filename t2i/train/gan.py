@@ -58,7 +58,7 @@ from .threads import torch_threads
 TYPES = ("gan", "hinge", "wgan", "wgan-gp")
 D_ARCHS = ("concat", "projection", "joint")  # the port's D (text as channels), the projection D, or both heads
 SAMPLES = 16  # images in each epoch's sample grid
-WHITEN_TEXTS = 4096  # captions the whitening is fitted on (about 1 s of the flowers world's renders)
+WHITEN_TEXTS = 4096  # captions the whitening is fitted on (about 9 s of the flowers world's renders, once a run)
 
 
 @dataclass(frozen=True)
