@@ -364,3 +364,42 @@ def test_a_whitened_run_fits_g_and_d_on_the_same_texts_resumes_exactly_and_loads
         gan_int_cls(dict(embed_dim=EMBED, ngf=4), tmp_path / "whole" / "generator.pt", "")
     with pytest.raises(T2IError, match="--whiten must be"):
         GanConfig(whiten=1e-3)  # the port's concat D has no whitening
+
+
+def test_a_colour_scrambled_copy_moves_colours_but_keeps_greys_lightness_and_shapes():
+    """The count heads' other view: hue rotated about the grey axis, channels shuffled, per image. An
+    orthogonal map per image: every pixel's distance from mid-grey is kept (so the petals stay as
+    distinct from the background as they were), greys stay grey, and colours move."""
+    from t2i.train.gan_tricks import colour_scrambled
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 3, 16, 16, generator=gen) * 2 - 1
+    x[:, :, 0, 0] = 0.4  # one grey pixel per image
+    y = colour_scrambled(x.requires_grad_(True), torch.Generator().manual_seed(1))
+    assert torch.allclose(y.norm(dim=1), x.norm(dim=1), atol=1e-5)
+    assert torch.allclose(y[:, :, 0, 0], torch.full((8, 3), 0.4), atol=1e-5)
+    assert (y - x).abs().amax(dim=(1, 2, 3)).min() > 0.05  # every image's colours moved
+    again = colour_scrambled(x, torch.Generator().manual_seed(1))
+    assert torch.equal(y, again) and not torch.allclose(y, colour_scrambled(x, torch.Generator().manual_seed(2)))
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(T2IError, match="--aux-scramble .* needs --aux-blind"):
+        GanConfig(**{**ALL, "aux_coef": 1.0, "aux_scramble": True})
+
+
+def test_a_run_whose_count_head_reads_scrambled_copies_trains_and_resumes_exactly(tmp_path):
+    from t2i.data import flowers
+    from t2i.train.flowers_text import BLIND, CLASSES, gan_extras
+    from t2i.train.gan_data import captioned
+
+    config = GanConfig(**{**ALL, "ma_gp": 0.0, "augment": "", "aux_coef": 1.0, "aux_blind": True, "aux_scramble": True})
+    encoder = _tiny_encoder()
+    source = captioned(lambda seed, n: flowers.sample(n, seed), lambda c: encoder.encode_text(list(c)), gan_extras,
+                       CLASSES, BLIND)
+    whole = train(source, tmp_path / "whole", epochs=2, steps_per_epoch=1, config=config, progress=False)
+    train(source, tmp_path / "cut", epochs=1, steps_per_epoch=1, config=config, progress=False)
+    resumed = train(source, tmp_path / "cut", epochs=2, steps_per_epoch=1, config=config, progress=False)
+    assert resumed.history == whole.history and whole.discriminator.blind
+    grey = GanConfig(**{**config.__dict__, "aux_scramble": False})
+    assert train(source, tmp_path / "grey", epochs=1, steps_per_epoch=1, config=grey,
+                 progress=False).history[0]["d_aux"] != whole.history[0]["d_aux"]

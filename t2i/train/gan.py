@@ -52,7 +52,8 @@ from ..errors import T2IError
 from .gan_data import BatchSource
 from .ema import Ema
 from .gan_state import mean, resume, save_atomic, write_epoch  # noqa: F401 - save_atomic is this module's API too
-from .gan_tricks import AUGMENTS, auxiliary, colour_blind, diff_augment, gradient_penalty, matching_aware_gp, mode_seeking, semantic
+from .gan_tricks import (AUGMENTS, auxiliary, colour_blind, colour_scrambled, diff_augment, gradient_penalty,
+                         matching_aware_gp, mode_seeking, semantic)
 from .threads import torch_threads
 
 TYPES = ("gan", "hinge", "wgan", "wgan-gp")
@@ -90,6 +91,7 @@ class GanConfig:
     semantic_coef: float = 0.0    # AttnGAN's DAMSM-style image-text matching term for G (needs `encoder`)
     aux_coef: float = 0.0         # TAC-GAN's auxiliary attribute classifier (projection D, labelled data)
     aux_blind: bool = False       # its heads the source marks colour-free (counts) read colour-blind copies
+    aux_scramble: bool = False    # those copies colour-scrambled (hue rotated, channels shuffled), not grey
     whiten: float = 0.0           # G and D read the text embedding ZCA-whitened, this epsilon (0: raw)
 
     def __post_init__(self):
@@ -102,6 +104,8 @@ class GanConfig:
             raise T2IError(f"--augment: unknown policy {unknown[0]!r} (use {', '.join(AUGMENTS)})")
         if not 0 <= self.ema < 1:
             raise T2IError(f"--ema must be in [0, 1), got {self.ema}")
+        if self.aux_scramble and not self.aux_blind:
+            raise T2IError("--aux-scramble changes what the colour-blind heads read: it needs --aux-blind")
         if self.whiten < 0 or (self.whiten and self.d_arch == "concat"):
             raise T2IError(f"--whiten must be 0 (off) or a positive epsilon, with --d-arch projection or "
                            f"joint; got {self.whiten} with {self.d_arch}")
@@ -139,6 +143,11 @@ def make_nets(config: GanConfig, embed_dim: int, classes: tuple[int, ...] = (),
 
 
 # --- losses ---------------------------------------------------------------------------------------
+
+def _blind_view(config: GanConfig):
+    """What D's colour-free heads read: a grey copy (aux_blind), or a colour-scrambled one (aux_scramble)."""
+    return colour_scrambled if config.aux_scramble else colour_blind
+
 
 def _real(score: torch.Tensor, config: GanConfig, target: float, generator: bool = False) -> torch.Tensor:
     """The term pushing scores towards "real": BCE to `target`, minus the critic's mean, or the hinge
@@ -187,7 +196,7 @@ def d_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
         terms["ma_gp"] = matching_aware_gp(d, real_seen, embed)
         terms["total"] = terms["total"] + config.ma_gp * terms["ma_gp"]
     if config.aux_coef:
-        blind = d.features(colour_blind(real_seen, gen)) if d.blind else None
+        blind = d.features(_blind_view(config)(real_seen, gen)) if d.blind else None
         terms["aux"] = auxiliary(d, real_features, true, blind)
         terms["total"] = terms["total"] + config.aux_coef * terms["aux"]
     return terms
@@ -222,7 +231,7 @@ def g_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
         terms["semantic"] = semantic(encoder, fake, embed, (extras or {}).get("match"))
         total = total + config.semantic_coef * terms["semantic"]
     if config.aux_coef:
-        blind = d.features(colour_blind(fake_seen, gen)) if d.blind else None
+        blind = d.features(_blind_view(config)(fake_seen, gen)) if d.blind else None
         terms["aux"] = auxiliary(d, fake_features, extras["asked"], blind)
         total = total + config.aux_coef * terms["aux"]
     terms["total"] = total
