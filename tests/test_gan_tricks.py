@@ -2,6 +2,7 @@
 use in t2i/train/gan.py): each piece does what its paper says, and a run with all of them trains,
 resumes exactly and writes the moving average as generator.pt. Tiny real networks on the CPU."""
 
+import dataclasses
 import math
 
 import pytest
@@ -355,6 +356,7 @@ def test_a_whitened_run_fits_g_and_d_on_the_same_texts_resumes_exactly_and_loads
     assert resumed.history == whole.history
     g, d = whole.generator, whole.discriminator
     assert torch.equal(g.whiten.matrix, d.whiten.matrix) and not torch.equal(g.whiten.matrix, torch.eye(EMBED))
+    assert torch.equal(resumed.discriminator.whiten.matrix, d.whiten.matrix)  # read back, not fitted again
     params = dict(embed_dim=EMBED, ngf=4, whiten=True)
     served = gan_int_cls(params, tmp_path / "whole" / "generator.pt", "")
     embed, z = torch.randn(3, EMBED), torch.randn(3, 100)
@@ -400,6 +402,6 @@ def test_a_run_whose_count_head_reads_scrambled_copies_trains_and_resumes_exactl
     train(source, tmp_path / "cut", epochs=1, steps_per_epoch=1, config=config, progress=False)
     resumed = train(source, tmp_path / "cut", epochs=2, steps_per_epoch=1, config=config, progress=False)
     assert resumed.history == whole.history and whole.discriminator.blind
-    grey = GanConfig(**{**config.__dict__, "aux_scramble": False})
+    grey = dataclasses.replace(config, aux_scramble=False)
     assert train(source, tmp_path / "grey", epochs=1, steps_per_epoch=1, config=grey,
                  progress=False).history[0]["d_aux"] != whole.history[0]["d_aux"]

@@ -308,7 +308,9 @@ def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: i
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             g, d = make_nets(config, sample_embeds.shape[1], getattr(data, "classes", ()), getattr(data, "blind", ()))
-        if config.whiten:  # fitted on texts of their own draw (the batches' stream stays as it was)
+        # Fitted on texts of their own draw (the batches' stream stays as it was); a resumed run reads
+        # the fitted buffers back from its checkpoint instead of rendering the texts again.
+        if config.whiten and not (out / "checkpoint.pt").exists():
             _, embeds, _ = _batch(data, WHITEN_TEXTS, torch.Generator().manual_seed(config.seed + 3))
             g.whiten.fit(embeds, config.whiten)
             d.whiten.load_state_dict(g.whiten.state_dict())

@@ -107,9 +107,10 @@ def colour_scrambled(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tens
     """Each image with its colours moved at random: the RGB vector rotated about the grey axis by a
     random angle (a hue rotation: grey stays grey, lightness and contrast stay), then the channels in a
     random order. Images in [-1, 1], rotated about mid-grey. The colour-blind grey copy above loses too
-    much: a count classifier on grey copies of train renders reached 22% on train renders after 1000
-    steps, while one on scrambled copies read held-out combinations' counts 99.7% exactly (where one on
-    the plain renders learns the colour shortcut: 12%; BENCHMARKS.md, issue 26). Rodrigues' formula
+    much: a count classifier trained 1000 steps on grey copies of train renders answered one count for
+    every held-out render (12%; 22% on train renders), while one on scrambled copies read held-out
+    combinations' counts 99.7% exactly (one on the plain renders learns the colour shortcut: 16%,
+    t2i/train/flowers_classifier.py; BENCHMARKS.md, issue 26). Rodrigues' formula
     in a few lines: torchvision's adjust_hue takes one factor for a whole batch and goes through HSV,
     where a per-image rotation is one 3x3 matrix each. `gen` None: torch's global generator."""
     n = len(x)
