@@ -405,3 +405,66 @@ def test_a_run_whose_count_head_reads_scrambled_copies_trains_and_resumes_exactl
     grey = dataclasses.replace(config, aux_scramble=False)
     assert train(source, tmp_path / "grey", epochs=1, steps_per_epoch=1, config=grey,
                  progress=False).history[0]["d_aux"] != whole.history[0]["d_aux"]
+
+
+def test_a_hard_negative_caption_differs_from_its_caption_in_one_judged_attribute_of_a_train_combination():
+    import numpy as np
+
+    from t2i.data import flowers
+    from t2i.train.flowers_text import hard_negatives
+
+    assert flowers.changed_caption("the brown center is surrounded by eight purple petals", "petals", 5) == \
+        "the brown center is surrounded by five purple petals"
+    assert flowers.changed_caption("a yellow flower with a white center", "colour", "orange") == \
+        "an orange flower with a white center"
+    assert flowers.changed_caption("a yellow flower with a white center", "petals", 5) is None  # not named
+    assert flowers.changed_caption("a purple cow", "colour", "red") is None  # not ours
+    _, captions, scenes = flowers.sample(200, np.random.default_rng([3, 1]), "train")
+    negatives = hard_negatives(captions, scenes)
+    assert negatives == hard_negatives(captions, scenes)  # drawn from the scenes' own seeds
+    changed = []
+    for text, negative, scene in zip(captions, negatives, scenes):
+        named, wrong = flowers.parse_caption(text), flowers.parse_caption(negative)
+        judged = {k for k in ("colour", "centre", "petals") if k in named}
+        if judged:  # the caption's own words, one of them changed
+            diff = {k for k in set(named) | set(wrong) if named.get(k) != wrong.get(k)}
+            assert len(diff) == 1 and diff <= judged, (text, negative)
+        else:  # a caption naming none of them: the changed scene's canonical caption
+            assert negative.startswith(("this flower has", "these two flowers have"))
+            diff = {k for k in ("colour", "centre", "petals") if wrong[k] != scene.attributes()[k]}
+            assert len(diff) == 1
+        attrs = {**scene.attributes(), **{k: wrong[k] for k in diff}}
+        assert attrs["colour"] != attrs["centre"]
+        assert flowers.split_of((attrs["colour"], attrs["centre"], attrs["petals"])) == "train"
+        changed += diff
+    assert changed.count("petals") > max(changed.count("colour"), changed.count("centre"))  # the count most often
+
+
+def test_hard_negatives_replace_a_share_of_the_wrong_texts_and_need_a_source_that_writes_them(tmp_path):
+    from t2i.data import flowers
+    from t2i.train.flowers_text import CLASSES, gan_extras, hard_negatives
+    from t2i.train.gan_data import captioned
+    from t2i.train.gan_tricks import hard_wrong
+
+    rolled, negative = torch.zeros(6, 2), torch.ones(6, 2)
+    assert hard_wrong(rolled, negative, 0.5)[:, 0].tolist() == [1, 1, 1, 0, 0, 0]
+    assert torch.equal(hard_wrong(rolled, negative, 1.0), negative)
+    config = GanConfig(**{**ALL, "ma_gp": 0.0, "augment": "", "hard_negatives": 0.5})
+    with pytest.raises(T2IError, match="--hard-negatives needs data that writes a hard-negative caption"):
+        train(shapes_source(EMBED), tmp_path / "shapes", epochs=1, steps_per_epoch=1, config=config, progress=False)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(T2IError, match="--hard-negatives is a share"):
+            GanConfig(**{**ALL, "hard_negatives": bad})
+    with pytest.raises(T2IError, match="--hard-negatives .* with --no-cls"):
+        GanConfig(**{**ALL, "cls": False, "hard_negatives": 0.5})
+    encoder = _tiny_encoder()
+    source = captioned(lambda seed, n: flowers.sample(n, seed), lambda c: encoder.encode_text(list(c)), gan_extras,
+                       CLASSES, negatives=hard_negatives)
+    whole = train(source, tmp_path / "whole", epochs=2, steps_per_epoch=1, config=config, progress=False)
+    train(source, tmp_path / "cut", epochs=1, steps_per_epoch=1, config=config, progress=False)
+    resumed = train(source, tmp_path / "cut", epochs=2, steps_per_epoch=1, config=config, progress=False)
+    assert resumed.history == whole.history
+    plain = dataclasses.replace(config, hard_negatives=0.0)  # the same batches; only the wrong texts differ
+    plain_run = train(source, tmp_path / "plain", epochs=1, steps_per_epoch=1, config=plain, progress=False)
+    assert plain_run.history[0]["d_real"] == whole.history[0]["d_real"]
+    assert plain_run.history[0]["d_wrong"] != whole.history[0]["d_wrong"]

@@ -299,6 +299,26 @@ def parse_caption(text: str) -> dict | None:
     return None
 
 
+_FIELD_OF = {"petals": "n", "colour": "colour", "centre": "centre"}
+
+
+def changed_caption(text: str, attribute: str, value) -> str | None:
+    """A caption of ours with the word naming `attribute` ("petals", "colour" or "centre") replaced by
+    `value`'s, the rest untouched (a hard negative: it differs from the caption in that attribute
+    only); None when the caption is not ours or does not name the attribute."""
+    text = re.sub(r"\ban\b", "a", text.strip().lower())
+    for regex in _REGEXES:
+        m = regex.fullmatch(text)
+        if m is None:
+            continue
+        field = _FIELD_OF[attribute]
+        if m.groupdict().get(field) is None:
+            return None
+        word = NUMBER_WORDS[value] if attribute == "petals" else value
+        return _AN.sub("an ", text[:m.start(field)] + word + text[m.end(field):])
+    return None
+
+
 def consistent(named: dict, scene: Scene) -> bool:
     """Whether every attribute in `named` (parse_caption's answer) is the scene's."""
     attrs = scene.attributes()

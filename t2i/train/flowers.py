@@ -71,9 +71,10 @@ def train_flowers(out: Path, seed: int = 0, text_steps: int | None = None, gan_s
     per_epoch = STEPS_PER_EPOCH
     work = out / "gan"
     shutil.rmtree(work, ignore_errors=True)  # a fresh run: its files must not resume an older one
-    # The match matrix (which captions describe which images) and the encoder serve the semantic term.
+    # The match matrix (which captions describe which images) and the encoder serve the semantic term;
+    # the hard negatives draw from each scene's own seed, so serving them moves no other draw.
     source = captioned(lambda s, n: flowers.sample(n, s), encode, flowers_text.gan_extras, flowers_text.CLASSES,
-                      flowers_text.BLIND)
+                      flowers_text.BLIND, flowers_text.hard_negatives)
     trained = train_gan(source, work, epochs=steps // per_epoch, steps_per_epoch=per_epoch,
                         config=GanConfig(cls=True, int=True, seed=seed, **GAN), progress=progress, encoder=text)
     shutil.copyfile(work / "generator.pt", out / "generator.pt.part")

@@ -14,6 +14,7 @@ the target mass is shared among the matches, in both directions. Images get ligh
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -75,6 +76,39 @@ def gan_extras(captions: list[str], scenes: list[flowers.Scene]) -> dict[str, to
     named = [flowers.parse_caption(c) or {} for c in captions]
     return {"match": match_matrix(captions, scenes),
             "true": attribute_labels([s.attributes() for s in scenes]), "asked": attribute_labels(named)}
+
+
+# Which attribute a hard negative changes, when the caption names it: the count most often, the one
+# D learns last (a random wrong caption nearly always differs in colour already).
+HARD_ODDS = {"petals": 2.0, "colour": 1.0, "centre": 1.0}
+
+
+def hard_negatives(captions: list[str], scenes: list[flowers.Scene]) -> list[str]:
+    """For each caption, the same caption with one judged attribute it names changed to a value that
+    keeps the flower a train-split combination (held-out combinations never appear, not even as text).
+    A caption naming none of them gets the canonical caption of the changed scene. Every draw comes
+    from the scene's own seed, so a batch's negatives follow the trainer's generator."""
+    out = []
+    for text, scene in zip(captions, scenes):
+        rng = np.random.default_rng([scene.seed, 26])
+        named = flowers.parse_caption(text) or {}
+        names = [a for a in HARD_ODDS if a in named] or list(HARD_ODDS)
+        odds = np.array([HARD_ODDS[a] for a in names])
+        f = scene.flower
+        while True:
+            attribute = names[int(rng.choice(len(names), p=odds / odds.sum()))]
+            values = dict(ATTRIBUTES)[attribute]
+            value = values[int(rng.integers(len(values)))]
+            combo = {"colour": f.colour, "centre": f.centre, "petals": f.petals} | {attribute: value}
+            if value != getattr(f, attribute) and combo["colour"] != combo["centre"] and \
+                    flowers.split_of((combo["colour"], combo["centre"], combo["petals"])) == "train":
+                break
+        negative = flowers.changed_caption(text, attribute, value)
+        if negative is None:
+            changed = dataclasses.replace(scene, flower=dataclasses.replace(f, **{attribute: value}))
+            negative = flowers.canonical_caption(changed)
+        out.append(negative)
+    return out
 
 
 def contrastive_loss(model: CharCLIP, images: torch.Tensor, captions: list[str], match: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ from ..errors import T2IError
 from .gan_data import BatchSource
 from .ema import Ema
 from .gan_state import mean, resume, save_atomic, write_epoch  # noqa: F401 - save_atomic is this module's API too
-from .gan_tricks import (AUGMENTS, auxiliary, colour_blind, colour_scrambled, diff_augment, gradient_penalty,
+from .gan_tricks import (AUGMENTS, auxiliary, colour_blind, colour_scrambled, diff_augment, gradient_penalty, hard_wrong,
                          matching_aware_gp, mode_seeking, semantic)
 from .threads import torch_threads
 
@@ -93,6 +93,7 @@ class GanConfig:
     aux_blind: bool = False       # its heads the source marks colour-free (counts) read colour-blind copies
     aux_scramble: bool = False    # those copies colour-scrambled (hue rotated, channels shuffled), not grey
     whiten: float = 0.0           # G and D read the text embedding ZCA-whitened, this epsilon (0: raw)
+    hard_negatives: float = 0.0   # share of `cls`'s wrong pairs whose text differs in one attribute only
 
     def __post_init__(self):
         if self.type not in TYPES:
@@ -106,6 +107,9 @@ class GanConfig:
             raise T2IError(f"--ema must be in [0, 1), got {self.ema}")
         if self.aux_scramble and not self.aux_blind:
             raise T2IError("--aux-scramble changes what the colour-blind heads read: it needs --aux-blind")
+        if not 0 <= self.hard_negatives <= 1 or (self.hard_negatives and not self.cls):
+            raise T2IError(f"--hard-negatives is a share of the matching-aware wrong pairs, 0 to 1 (with --cls); "
+                           f"got {self.hard_negatives}{'' if self.cls else ' with --no-cls'}")
         if self.whiten < 0 or (self.whiten and self.d_arch == "concat"):
             raise T2IError(f"--whiten must be 0 (off) or a positive epsilon, with --d-arch projection or "
                            f"joint; got {self.whiten} with {self.d_arch}")
@@ -174,10 +178,13 @@ def _augmenter(config: GanConfig, gen: torch.Generator | None):
 
 def d_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tensor, embed: torch.Tensor,
              wrong_embed: torch.Tensor, z: torch.Tensor, gen: torch.Generator,
-             true: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+             true: torch.Tensor | None = None, negative: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """D's terms on one batch; "total" is what it descends. The fake images are detached: D's step
-    does not move G. `true`: the real images' attribute classes (the auxiliary classifier's)."""
+    does not move G. `true`: the real images' attribute classes (the auxiliary classifier's);
+    `negative`: each real image's hard-negative caption embedding (`hard_negatives`)."""
     aug = _augmenter(config, gen)
+    if config.hard_negatives and config.cls:
+        wrong_embed = hard_wrong(wrong_embed, negative, config.hard_negatives)
     with torch.no_grad():
         fake = g(embed, z)
     real_seen = aug(real)
@@ -258,7 +265,8 @@ def train_step(config: GanConfig, g, d, opt_g, opt_d, data: BatchSource, gen: to
     for _ in range(config.diter if config.wasserstein else 1):
         real, embed, extras = _batch(data, n, gen)
         z = torch.randn(n, g.noise_dim, generator=gen)
-        dl = d_losses(config, g, d, real, embed, embed.roll(1, 0), z, gen, extras.get("true"))
+        dl = d_losses(config, g, d, real, embed, embed.roll(1, 0), z, gen, extras.get("true"),
+                      extras.get("negative"))
         opt_d.zero_grad()
         dl["total"].backward()
         opt_d.step()
@@ -295,6 +303,9 @@ def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: i
     if config.semantic_coef and encoder is None:
         raise T2IError("--semantic-coef needs the caption encoder whose embeddings the data holds "
                        "(train-demo --world flowers passes it); it has no meaning for other embeddings")
+    if config.hard_negatives and not getattr(data, "negatives", False):
+        raise T2IError("--hard-negatives needs data that writes a hard-negative caption for each image (the "
+                       "flowers world in train-demo); this source has none")
     if config.aux_coef and not (getattr(data, "classes", ()) and config.d_arch != "concat"):
         raise T2IError("--aux-coef needs the projection discriminator (--d-arch projection) and data with "
                        "attribute labels (the flowers world in train-demo); this source has none")

@@ -23,7 +23,8 @@ BatchSource = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]
 
 def captioned(sample: Callable[[int, int], tuple], encode: Callable[[list[str]], torch.Tensor],
               extras: Callable[..., dict[str, torch.Tensor]] | None = None, classes: tuple[int, ...] = (),
-              blind: tuple[bool, ...] = ()) -> BatchSource:
+              blind: tuple[bool, ...] = (),
+              negatives: Callable[..., list[str]] | None = None) -> BatchSource:
     """A BatchSource from a captioned world's sampler, sample(seed, n) -> (uint8 images, NCHW or NHWC,
     captions, ...), and a text encoder's encode(captions) -> (n, d). The seed is drawn from the
     trainer's generator, so the world's own RNG (random.Random, numpy) follows it. With `extras`,
@@ -31,15 +32,22 @@ def captioned(sample: Callable[[int, int], tuple], encode: Callable[[list[str]],
     the optional terms read: "match" (captions x images, which captions describe which images: the
     semantic term), "true" and "asked" (attribute classes of each image and of what each caption
     names, -1 where unnamed: the auxiliary classifier, whose head sizes are `classes`, and `blind` the
-    heads whose attribute does not depend on colour). The flowers
-    world: captioned(lambda seed, n: flowers.sample(n, seed), encoder.encode, flowers_text.gan_extras,
-    flowers_text.CLASSES, flowers_text.BLIND)."""
+    heads whose attribute does not depend on colour). With `negatives`, negatives(captions, *the
+    sampler's further items) -> one hard-negative caption per image, whose embeddings the extras hold
+    as "negative" (the trainer's `hard_negatives`). The flowers world: captioned(lambda seed, n:
+    flowers.sample(n, seed), encoder.encode, flowers_text.gan_extras, flowers_text.CLASSES,
+    flowers_text.BLIND, flowers_text.hard_negatives)."""
     def batch(n: int, gen: torch.Generator):
         images, texts, *rest = sample(int(torch.randint(2**62, (1,), generator=gen)), n)
         images = torch.as_tensor(images)
         images = images if images.shape[1] == 3 else images.permute(0, 3, 1, 2)
-        return (images, encode(texts)) + ((extras(texts, *rest),) if extras else ())
-    batch.classes, batch.blind = classes, blind
+        if not (extras or negatives):
+            return images, encode(texts)
+        more = extras(texts, *rest) if extras else {}
+        if negatives:
+            more["negative"] = encode(negatives(texts, *rest))
+        return images, encode(texts), more
+    batch.classes, batch.blind, batch.negatives = classes, blind, negatives is not None
     return batch
 
 

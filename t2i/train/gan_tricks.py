@@ -69,6 +69,16 @@ def matching_aware_gp(d, real: torch.Tensor, embed: torch.Tensor, power: float =
     return norm.pow(power).mean()
 
 
+def hard_wrong(rolled: torch.Tensor, negative: torch.Tensor, share: float) -> torch.Tensor:
+    """The matching-aware term's wrong texts with the first `share` of the batch's rows replaced by
+    each image's hard negative: its own caption with one judged attribute changed (the shapes CLIP's
+    hard negatives, t2i/train/clip.py). A rolled caption almost always differs in colour, so D can
+    reject it on colour alone and never needs the petal count; a caption that differs only in the
+    count makes D read it, and G, scored by that D, draw it."""
+    k = round(share * len(rolled))
+    return torch.cat([negative[:k], rolled[k:]])
+
+
 def mode_seeking(a: torch.Tensor, b: torch.Tensor, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
     """MSGAN's term (Mao et al. 2019): 1 / (|G(e, za) - G(e, zb)| / |za - zb|), means of absolute
     differences. Two noises that give the same image make it large, so G is pushed to use its noise."""
