@@ -481,3 +481,17 @@ def test_an_endless_image_file_is_refused_without_reading_it_whole():
     assert proc.returncode == 2, proc.stderr[-500:]
     line = proc.stdout.strip()
     assert "\n" not in line and "init_image" in line and "larger than the limit of 10 MB" in line, line
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
+    """`python -m t2i presets | head -1`: once the reader is gone, no BrokenPipeError traceback, and
+    the exit status a shell gives a command stopped by SIGPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first line is written
+    try:
+        run = subprocess.run([sys.executable, "-m", "t2i", "presets"], cwd=ROOT, stdout=write_end,
+                             stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert run.returncode == 141, run.stderr
+    assert "Traceback" not in run.stderr and "BrokenPipeError" not in run.stderr

@@ -11,11 +11,12 @@ the run succeeded, each through a temporary name).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..errors import SpecError, T2IError
 from .bench import add_bench, add_digitsbench, add_flowersbench, add_shapesbench
-from .common import EXIT_BAD_INPUT, EXIT_FAILED
+from .common import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_FAILED
 from .generate import add_generate
 from .keys import add_keys
 from .queue import add_cancel, add_export, add_jobs, add_retry, add_submit
@@ -39,7 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that went away shows here, inside the handler, not at exit
+        return code
+    except BrokenPipeError:
+        # `python -m t2i jobs | head -1`: the reader closed the pipe. Stop quietly, as Unix tools do
+        # (128 + SIGPIPE), with standard output pointed at /dev/null so that Python's own flush at
+        # exit does not raise again (the recipe of the Python docs, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except (SpecError, T2IError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(e, SpecError) else EXIT_FAILED

@@ -12,6 +12,7 @@ from ..spec import MAX_IMAGE_BYTES, SpecError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+EXIT_BROKEN_PIPE = 141  # the reader of standard output went away (128 + SIGPIPE, as a shell reports it)
 
 
 def resolve_device(name: str | None) -> str:
