@@ -309,7 +309,7 @@ def test_train_demo_interrupted_while_saving_keeps_the_committed_files_and_leave
     monkeypatch.setattr(vqgan_training, "save", interrupted)
     folder = BUILTIN_DIR / "shapes"
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    assert main(["train-demo", "--world", "shapes", "--clip-steps", "1", "--vqgan-steps", "1", "--sketch-steps", "1",
+    assert main(["train-demo", "--world", "shapes", "--clip-steps", "1", "--vqgan-steps", "1", "--sketch-steps", "1", "--refine-steps", "1",
                  "--quiet"]) == 130
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no .tmp left, nothing replaced
 
@@ -326,7 +326,7 @@ def test_train_demo_under_t2i_builtin_writes_there_and_the_shapes_preset_reads_i
 
     committed = {p.name: p.read_bytes() for p in (BUILTIN_DIR / "shapes").iterdir()}
     monkeypatch.setenv("T2I_BUILTIN", str(tmp_path))
-    assert main(["train-demo", "--world", "shapes", "--clip-steps", "1", "--vqgan-steps", "1", "--sketch-steps", "1", "--seed", "3",
+    assert main(["train-demo", "--world", "shapes", "--clip-steps", "1", "--vqgan-steps", "1", "--sketch-steps", "1", "--refine-steps", "1", "--seed", "3",
                  "--quiet"]) == 0
     assert sorted(p.name for p in (tmp_path / "shapes").iterdir()) == sorted(committed)
     assert {p.name: p.read_bytes() for p in (BUILTIN_DIR / "shapes").iterdir()} == committed

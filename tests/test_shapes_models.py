@@ -119,6 +119,18 @@ def test_shapesbench_reports_what_the_checker_said_of_each_image():
     assert set(result["sketch"]) == set(ATTRIBUTES) and any("sketches" in line for line in lines)
 
 
+def test_shapesbench_writes_its_first_images_as_the_readmes_sheet(tmp_path):
+    from PIL import Image
+
+    from t2i.cli import main
+
+    assert main(["shapesbench", "--n", "3", "--iterations", "1", "--quiet", "--sheet", str(tmp_path / "s.png")]) == 0
+    sheet = Image.open(tmp_path / "s.png")
+    assert sheet.size[0] > 64 and sheet.size[1] >= 64  # three 64x64 images in the families' grid
+    lines = (tmp_path / "s.txt").read_text().splitlines()
+    assert len(lines) == 3 and all(line.endswith(")") and ("(right)" in line or "(wrong: " in line) for line in lines)
+
+
 @trained
 def test_shapesbench_tabulates_the_asked_shape_against_the_drawn_one():
     from t2i.bench.shapes import report, shapesbench

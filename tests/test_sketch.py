@@ -45,6 +45,23 @@ def test_a_few_sketch_training_steps_reduce_the_loss():
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
 
 
+@pytest.mark.trains
+def test_refining_a_trained_net_lowers_its_loss_further_and_leaves_it_frozen():
+    """The second phase (issue 29): it starts from the net it is given, learns, and hands back a net in
+    eval mode with no gradients, as `train` does; the same seed gives the same weights."""
+    clip, tokenizer = clip_training.build(0)
+    net, losses = sketch_training.train(clip, tokenizer, steps=30, batch_size=8, progress=False)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    refined = sketch_training.refine(net, clip, tokenizer, steps=30, batch_size=8, progress=False)
+    assert np.mean(refined[-5:]) < np.mean(losses[:5])
+    assert any(not torch.equal(v, net.state_dict()[k]) for k, v in start.items())
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    again = SketchNet(**net.config)
+    again.load_state_dict(start)
+    sketch_training.refine(again, clip, tokenizer, steps=30, batch_size=8, progress=False)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in net.state_dict().items())
+
+
 def test_a_saved_sketch_loads_back_and_draws_the_same_image(tmp_path):
     net = SketchNet(embed_dim=16, channels=(32, 16, 16, 8, 8))
     save_sketch(net, tmp_path / "s.pt")

@@ -125,3 +125,30 @@ def _kept(asked: list[str], sketched: list[str], drawn: list[str]) -> str:
     pairs = Counter((s == a, d == a) for a, s, d in zip(asked, sketched, drawn, strict=True))
     return (f"shape, sketch -> result: right -> right {pairs[True, True]}, right -> wrong {pairs[True, False]}, "
             f"wrong -> right {pairs[False, True]}, wrong -> wrong {pairs[False, False]}")
+
+
+SHEET = 16  # the README's example sheet: the first 16 of a run's captions, in a 4x4 grid
+
+
+def write_sheet(result: dict, path) -> list:
+    """The first 16 images of a ShapesBench run laid out by the families' own grid (as a 16-sample job
+    is), and beside it (same name, .txt) their captions with the checker's verdict: the README's
+    example images, the benchmark's own jobs. Returns the paths written."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from ..engine.runner import to_pil
+    from ..families.shared import grid
+
+    examples = result["examples"][:SHEET]
+    images = torch.stack([torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+                          for _, image, _ in examples])
+    path = Path(path)
+    to_pil(grid(images.float() / 255)).save(path)
+    lines = [f"{caption}  ({'right' if all(verdict.values()) else 'wrong: ' + ', '.join(a for a, ok in verdict.items() if not ok)})"
+             for caption, _, verdict in examples]
+    text = path.with_suffix(".txt")
+    text.write_text("\n".join(lines) + "\n")
+    return [path, text]

@@ -20,19 +20,23 @@ def add_shapesbench(sub) -> None:
     sb.add_argument("--iterations", type=int, help="default: the preset's")
     sb.add_argument("--batch", type=int, default=16, help="jobs optimised together (default 16)")
     sb.add_argument("--cache", help="diffusion presets: step caching interval (0: off); default: the preset's")
+    sb.add_argument("--sheet", metavar="PNG", help="also write the first 16 images as a 4x4 grid (and their "
+                                                  "captions and verdicts beside it, .txt): the README's examples")
     _add_device_seed_quiet(sb)
     sb.set_defaults(func=cmd_shapesbench)
 
 
 def cmd_shapesbench(args) -> int:
     require_positive(args, "n", "batch")
-    from ..bench.shapes import report, shapesbench
+    from ..bench.shapes import report, shapesbench, write_sheet
 
     result = shapesbench(args.preset, n=args.n, device=resolve_device(args.device), seed=args.seed,
                          iterations=args.iterations, progress=not args.quiet, batch=args.batch,
                          cache=args.cache)
     for line in report(result):
         print(line)
+    if args.sheet:
+        print("wrote " + ", ".join(str(p) for p in write_sheet(result, args.sheet)))
     return 0
 
 

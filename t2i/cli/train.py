@@ -18,6 +18,8 @@ def add_train_demo(sub) -> None:
     t.add_argument("--clip-steps", type=int, help="default: the trainer's (shapes or digits CLIP)")
     t.add_argument("--vqgan-steps", type=int, help="default: t2i.train.vqgan.STEPS")
     t.add_argument("--sketch-steps", type=int, help="default: t2i.train.sketch.STEPS")
+    t.add_argument("--refine-steps", type=int, help="shapes: the sketch net's second phase; "
+                                                    "default: t2i.train.sketch.REFINE_STEPS")
     t.add_argument("--unet-steps", type=int, help="diffusion UNets (shapes-ldm, digits); default: the trainer's")
     t.add_argument("--classifier-steps", type=int, help="the digits or flowers classifier; default: the trainer's")
     t.add_argument("--gan-steps", type=int, help="flowers: GAN-INT-CLS steps (a multiple of 50); default: the trainer's")
@@ -32,7 +34,7 @@ def add_train_demo(sub) -> None:
 def cmd_train_demo(args) -> int:
     from ..train import demo
 
-    require_positive(args, "clip_steps", "vqgan_steps", "sketch_steps", "unet_steps", "classifier_steps",
+    require_positive(args, "clip_steps", "vqgan_steps", "sketch_steps", "refine_steps", "unet_steps", "classifier_steps",
                      "gan_steps", "srcnn_steps")
     worlds = WORLDS if args.world == "all" else (args.world,)
     if args.mnist and "digits" not in worlds:
@@ -41,7 +43,7 @@ def cmd_train_demo(args) -> int:
     for world in worlds:
         if world == "shapes":
             demo.train_shapes(seed=args.seed, clip_steps=args.clip_steps, sketch_steps=args.sketch_steps,
-                              vqgan_steps=args.vqgan_steps, progress=progress)
+                              vqgan_steps=args.vqgan_steps, refine_steps=args.refine_steps, progress=progress)
         elif world == "shapes-ldm":
             demo.train_shapes_ldm(seed=args.seed, unet_steps=args.unet_steps, progress=progress)
         elif world == "digits":

@@ -15,7 +15,7 @@ from ..spec import SpecError
 
 
 def train_shapes(seed: int = 0, clip_steps: int | None = None, sketch_steps: int | None = None,
-                 vqgan_steps: int | None = None, progress: bool = True) -> None:
+                 vqgan_steps: int | None = None, refine_steps: int | None = None, progress: bool = True) -> None:
     """The shapes world's CLIP, sketch net and VQGAN (the `shapes` preset's models)."""
     from ..assets.fp16 import fp16_state_dict
     from ..engine.sketch import save_sketch
@@ -36,9 +36,15 @@ def train_shapes(seed: int = 0, clip_steps: int | None = None, sketch_steps: int
     sketch, sketch_losses = sketch_training.train(clip, clip_training.tokenizer(),
                                                   steps=sketch_steps or sketch_training.STEPS, seed=seed,
                                                   progress=progress)
+    # Its second phase starts from the net as it would be served (fp16-rounded), as the CLIP above.
+    sketch.load_state_dict({k: v.float() for k, v in fp16_state_dict(sketch).items()})
+    refine_losses = sketch_training.refine(sketch, clip, clip_training.tokenizer(),
+                                           steps=refine_steps or sketch_training.REFINE_STEPS, seed=seed,
+                                           progress=progress)
     sketch_acc = sketch_training.heldout_accuracy(sketch, clip)
-    print(f"shapes sketch net: loss {sketch_losses[0]:.3f} -> {sketch_losses[-1]:.3f}, its own held-out images "
-          "judged by the checker: " + ", ".join(f"{k} {v:.0%}" for k, v in sketch_acc.items()))
+    print(f"shapes sketch net: loss {sketch_losses[0]:.3f} -> {sketch_losses[-1]:.3f}, refined "
+          f"{refine_losses[0]:.3f} -> {refine_losses[-1]:.3f}; its own held-out images judged by the checker: "
+          + ", ".join(f"{k} {v:.0%}" for k, v in sketch_acc.items()))
     vq, vq_losses = vqgan_training.train(steps=vqgan_steps or vqgan_training.STEPS, seed=seed, progress=progress)
     print(f"shapes VQGAN: reconstruction L1 {vq_losses[0]:.3f} -> {vqgan_training.reconstruction_l1(vq):.3f}")
     # Written last, each through a temporary name: an interrupted run leaves the old files intact.
