@@ -9,8 +9,8 @@ WORLDS = ("shapes", "shapes-ldm", "digits", "flowers")
 
 
 def add_train_demo(sub) -> None:
-    t = sub.add_parser("train-demo", help="train the built-in offline worlds' models (CPU; shapes about 8 minutes, "
-                                          "shapes-ldm about 9, digits about 7, flowers about 12)")
+    t = sub.add_parser("train-demo", help="train the built-in offline worlds' models (CPU; shapes about 27 minutes, "
+                                          "shapes-ldm about 21, digits about 7, flowers about 55)")
     t.add_argument("--world", choices=[*WORLDS, "all"], default="all",
                    help="shapes: CLIP, sketch net, VQGAN; shapes-ldm: latent diffusion on those; digits: "
                         "char-level CLIP, classifier, pixel DDPM; flowers: caption encoder, GAN-INT-CLS, SRCNN, "
