@@ -34,22 +34,11 @@ from PIL import Image, ImageDraw
 
 SIZE = 64
 PETAL_COLOURS: dict[str, tuple[int, int, int]] = {
-    "pink": (240, 120, 185),
-    "red": (215, 30, 40),
-    "yellow": (245, 215, 35),
-    "white": (245, 245, 240),
-    "purple": (140, 60, 195),
-    "orange": (245, 135, 20),
-    "blue": (55, 95, 230),
-}
+    "pink": (240, 120, 185), "red": (215, 30, 40), "yellow": (245, 215, 35), "white": (245, 245, 240),
+    "purple": (140, 60, 195), "orange": (245, 135, 20), "blue": (55, 95, 230)}
 CENTRE_COLOURS: dict[str, tuple[int, int, int]] = {
-    "yellow": (240, 200, 25),
-    "brown": (125, 70, 30),
-    "orange": (240, 125, 20),
-    "white": (240, 240, 235),
-    "black": (25, 20, 20),
-    "green": (75, 160, 45),
-}
+    "yellow": (240, 200, 25), "brown": (125, 70, 30), "orange": (240, 125, 20), "white": (240, 240, 235),
+    "black": (25, 20, 20), "green": (75, 160, 45)}
 PETAL_COUNTS = (4, 5, 6, 7, 8)
 PETAL_SHAPES = ("round", "pointed", "thin")
 SIZES = ("small", "large")
@@ -277,46 +266,40 @@ _SHAPE_OF = {w: s for s, ws in _SHAPE_WORDS.items() for w in ws}
 _NUMBER_OF = {w: n for n, w in NUMBER_WORDS.items()}
 
 
+def _match(text: str) -> re.Match | None:
+    """The template's match of a caption of ours ("an" read as "a"), or None."""
+    text = re.sub(r"\ban\b", "a", text.strip().lower())
+    return next((m for regex in _REGEXES if (m := regex.fullmatch(text))), None)
+
+
 def parse_caption(text: str) -> dict | None:
     """The attributes a caption of ours names ({"colour": "pink", "petals": 5, ...}; keys as in
     Scene.attributes), or None when it is no caption of TEMPLATES. Agreement words ("has"/"have")
     give the flower count."""
-    for regex in _REGEXES:
-        m = regex.fullmatch(re.sub(r"\ban\b", "a", text.strip().lower()))
-        if m is None:
-            continue
-        out = {}
-        for field, value in m.groupdict().items():
-            if field == "n":
-                out["petals"] = _NUMBER_OF[value]
-            elif field == "shape":
-                out["shape"] = _SHAPE_OF[value]
-            elif field in ("this", "a", "has", "is"):
-                out["count"] = 2 if value in ("these two flowers", "two flowers", "have", "are") else 1
-            else:
-                out[field] = value
-        return out
-    return None
-
-
-_FIELD_OF = {"petals": "n", "colour": "colour", "centre": "centre"}
+    if (m := _match(text)) is None:
+        return None
+    out = {}
+    for field, value in m.groupdict().items():
+        if field == "n":
+            out["petals"] = _NUMBER_OF[value]
+        elif field == "shape":
+            out["shape"] = _SHAPE_OF[value]
+        elif field in ("this", "a", "has", "is"):
+            out["count"] = 2 if value in ("these two flowers", "two flowers", "have", "are") else 1
+        else:
+            out[field] = value
+    return out
 
 
 def changed_caption(text: str, attribute: str, value) -> str | None:
     """A caption of ours with the word naming `attribute` ("petals", "colour" or "centre") replaced by
-    `value`'s, the rest untouched (a hard negative: it differs from the caption in that attribute
-    only); None when the caption is not ours or does not name the attribute."""
-    text = re.sub(r"\ban\b", "a", text.strip().lower())
-    for regex in _REGEXES:
-        m = regex.fullmatch(text)
-        if m is None:
-            continue
-        field = _FIELD_OF[attribute]
-        if m.groupdict().get(field) is None:
-            return None
-        word = NUMBER_WORDS[value] if attribute == "petals" else value
-        return _AN.sub("an ", text[:m.start(field)] + word + text[m.end(field):])
-    return None
+    `value`'s, the rest untouched (a hard negative: it differs in that attribute only); None when the
+    caption is not ours or does not name the attribute."""
+    field = {"petals": "n"}.get(attribute, attribute)
+    if (m := _match(text)) is None or m.groupdict().get(field) is None:
+        return None
+    word = NUMBER_WORDS[value] if attribute == "petals" else value
+    return _AN.sub("an ", m.string[:m.start(field)] + word + m.string[m.end(field):])
 
 
 def consistent(named: dict, scene: Scene) -> bool:
