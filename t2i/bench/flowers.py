@@ -89,10 +89,7 @@ def grids(out_dir, preset_name: str = "flowers-gan", device: str = "cpu", seed: 
     families' own grid, as a 16-sample job is). Returns the paths written."""
     from pathlib import Path
 
-    import torch
-
-    from ..engine.runner import to_pil
-    from ..families.shared import grid
+    from ..families.shared import grid_of
 
     preset = get_preset(preset_name)
     pipeline = build_pipeline(preset, device=device)
@@ -101,8 +98,7 @@ def grids(out_dir, preset_name: str = "flowers-gan", device: str = "cpu", seed: 
     many = [_job(preset, flowers.canonical_caption(s), seed + i)
             for i, s in enumerate(flowers.heldout_scenes(SAMPLES, seed))]
     first, *rest = run_batches([one, *many], pipeline, batch=4)
-    images = torch.stack([torch.from_numpy(np.array(r.image.convert("RGB"))).permute(2, 0, 1) for r in rest])
-    sheet = to_pil(grid(images.float() / 255))
+    sheet = grid_of([r.image for r in rest])
     paths = [out / f"{preset.name}-one-prompt.png", out / f"{preset.name}-16-prompts.png"]
     first.image.save(paths[0])
     sheet.save(paths[1])

@@ -136,17 +136,11 @@ def write_sheet(result: dict, path) -> list:
     example images, the benchmark's own jobs. Returns the paths written."""
     from pathlib import Path
 
-    import numpy as np
-    import torch
-
-    from ..engine.runner import to_pil
-    from ..families.shared import grid
+    from ..families.shared import grid_of
 
     examples = result["examples"][:SHEET]
-    images = torch.stack([torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
-                          for _, image, _ in examples])
     path = Path(path)
-    to_pil(grid(images.float() / 255)).save(path)
+    grid_of([image for _, image, _ in examples]).save(path)
     lines = [f"{caption}  ({'right' if all(verdict.values()) else 'wrong: ' + ', '.join(a for a, ok in verdict.items() if not ok)})"
              for caption, _, verdict in examples]
     text = path.with_suffix(".txt")

@@ -295,7 +295,7 @@ def changed_caption(text: str, attribute: str, value) -> str | None:
     """A caption of ours with the word naming `attribute` ("petals", "colour" or "centre") replaced by
     `value`'s, the rest untouched (a hard negative: it differs in that attribute only); None when the
     caption is not ours or does not name the attribute."""
-    field = {"petals": "n"}.get(attribute, attribute)
+    field = next(f for f, a in _FIELD_ATTRIBUTE.items() if a == attribute)  # "petals" is {n}
     if (m := _match(text)) is None or m.groupdict().get(field) is None:
         return None
     word = NUMBER_WORDS[value] if attribute == "petals" else value

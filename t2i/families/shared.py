@@ -1,5 +1,5 @@
-"""What several families' pipelines share: the grid of a job's samples, a job's Finished (the grid and
-each sample), and the build-time weights check.
+"""What several families' pipelines share: the grid of a job's samples (and of several jobs' images, the
+benches' sheets), a job's Finished (the grid and each sample), and the build-time weights check.
 
 A leaf of the pipelines: diffusion, GLIDE and gan import it; it imports none of them.
 """
@@ -7,6 +7,7 @@ A leaf of the pipelines: diffusion, GLIDE and gan import it; it imports none of 
 from __future__ import annotations
 
 import torch
+from PIL import Image
 from torchvision.utils import make_grid
 
 from ..assets import weights as W
@@ -23,6 +24,15 @@ def grid(images: torch.Tensor) -> torch.Tensor:
         return images
     columns, _ = grid_layout(len(images))
     return make_grid(images, nrow=columns, padding=GRID_PADDING, pad_value=0.0)[None]
+
+
+def grid_of(images: list[Image.Image]) -> Image.Image:
+    """PIL images of one size (several jobs' results) laid out as one job's samples are, by `grid`:
+    the benches' sheets of example images."""
+    import numpy as np
+
+    stacked = torch.stack([torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1) for image in images])
+    return to_pil(grid(stacked.float() / 255))
 
 
 def finished(images: torch.Tensor) -> Finished:

@@ -14,12 +14,11 @@ from __future__ import annotations
 import random
 
 import torch
-from tqdm import tqdm
 
 from ..data import shapes
 from ..engine.sketch import CHANNELS, SketchNet
 from .losses import foreground_weights, weighted_reconstruction_loss
-from .schedule import one_cycle
+from .schedule import optimise
 from .threads import torch_threads
 
 # More, smaller steps draw shapes better at the same cost: 4400 x 8 against 2200 x 16, held-out
@@ -61,22 +60,17 @@ def refine(net: SketchNet, clip, tokenizer, steps: int = REFINE_STEPS, batch_siz
 
 def _fit(net: SketchNet, clip, tokenizer, rng: random.Random, steps: int, batch_size: int, lr: float, desc: str,
          progress: bool) -> list[float]:
-    """AdamW under one_cycle on fresh batches of the world; leaves the net frozen, in eval mode."""
+    """`optimise` on fresh batches of the world; leaves the net frozen, in eval mode."""
     # channels_last: these small convolutions train about 1.4x faster so on the CPU (oneDNN), the
     # largest share of train-demo's time budget; the net goes back to the default layout after.
     net.to(memory_format=torch.channels_last).train().requires_grad_(True)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
-    schedule = one_cycle(opt, lr, steps)
-    losses = []
-    for _ in tqdm(range(steps), desc=desc, disable=not progress):
+
+    def step_loss() -> torch.Tensor:
         images, texts = shapes.batch(rng, batch_size)
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
-        loss = weighted_reconstruction_loss(net(_embed(clip, tokenizer, texts)) - x, foreground_weights(x))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
+        return weighted_reconstruction_loss(net(_embed(clip, tokenizer, texts)) - x, foreground_weights(x))
+
+    losses = optimise(net.parameters(), step_loss, steps, lr, 0.01, desc, progress)
     net.to(memory_format=torch.contiguous_format).eval().requires_grad_(False)
     return losses
 
