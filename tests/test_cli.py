@@ -283,6 +283,8 @@ def test_presets_states(runs):
     (["train-demo", "--world", "shapes", "--clip-steps", "0"], "--clip-steps"),
     (["train-demo", "--vqgan-steps", "-5"], "--vqgan-steps"),
     (["train-demo", "--sketch-steps", "0"], "--sketch-steps"),
+    (["train-demo", "--refine-steps", "0"], "--refine-steps"),
+    (["shapesbench", "--sheet", "/no/such/folder/s.png"], "--sheet"),
     (["train-demo", "--unet-steps", "0"], "--unet-steps"),
     (["train-demo", "--world", "shapes", "--mnist", "somewhere"], "--mnist"),
 ])

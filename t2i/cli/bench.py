@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from ..errors import T2IError
+from pathlib import Path
+
+from ..errors import SpecError, T2IError
 from .common import require_positive, resolve_device
 
 
@@ -28,6 +30,8 @@ def add_shapesbench(sub) -> None:
 
 def cmd_shapesbench(args) -> int:
     require_positive(args, "n", "batch")
+    if args.sheet and not Path(args.sheet).resolve().parent.is_dir():  # before the bench's minutes, not after
+        raise SpecError("--sheet", f"no folder {Path(args.sheet).resolve().parent} to write {Path(args.sheet).name} in")
     from ..bench.shapes import report, shapesbench, write_sheet
 
     result = shapesbench(args.preset, n=args.n, device=resolve_device(args.device), seed=args.seed,
