@@ -385,8 +385,9 @@ def test_a_colour_scrambled_copy_moves_colours_but_keeps_greys_lightness_and_sha
     assert torch.equal(y, again) and not torch.allclose(y, colour_scrambled(x, torch.Generator().manual_seed(2)))
     y.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
-    with pytest.raises(T2IError, match="--aux-scramble .* needs --aux-blind"):
-        GanConfig(**{**ALL, "aux_coef": 1.0, "aux_scramble": True})
+    for option in ({"aux_scramble": True}, {"count_tower": 4}):
+        with pytest.raises(T2IError, match="--aux-scramble and --count-tower .* need --aux-blind and --aux-coef"):
+            GanConfig(**{**ALL, "aux_coef": 1.0, **option})
 
 
 def test_a_run_whose_count_head_reads_scrambled_copies_trains_and_resumes_exactly(tmp_path):
@@ -405,6 +406,46 @@ def test_a_run_whose_count_head_reads_scrambled_copies_trains_and_resumes_exactl
     grey = dataclasses.replace(config, aux_scramble=False)
     assert train(source, tmp_path / "grey", epochs=1, steps_per_epoch=1, config=grey,
                  progress=False).history[0]["d_aux"] != whole.history[0]["d_aux"]
+
+
+def test_a_count_tower_reads_only_the_colour_free_copy_and_its_heads_train_it_not_the_shared_features():
+    from t2i.train.gan_tricks import auxiliary, colour_scrambled, with_view
+
+    torch.manual_seed(0)
+    d = ProjectionDiscriminator(EMBED, 4, classes=(3, 5), blind=(False, True), tower=4).eval()  # no power steps
+    x, e = torch.rand(6, 3, 64, 64) * 2 - 1, torch.randn(6, EMBED)
+    view = colour_scrambled(x, torch.Generator().manual_seed(1))
+    score, features = d(x, e, view)
+    other, same = d(x, e, colour_scrambled(x, torch.Generator().manual_seed(2)))
+    assert not torch.allclose(score, other) and torch.equal(features, same)  # the view enters via the tower only
+    assert d.blind_features(view).shape == (6, 16, 4, 4) and d.heads[1].in_features == 16 * 16
+    auxiliary(d, features, torch.tensor([[0, 1]] * 6), d.blind_features(view)).backward()
+    assert d.tower[0].parametrizations.weight.original.grad.abs().sum() > 0
+    assert d.heads[0].weight.grad.abs().sum() > 0
+    plain = ProjectionDiscriminator(EMBED, 4, classes=(3, 5), blind=(False, True))
+    assert with_view(plain, colour_scrambled, torch.Generator()) is plain and plain.tower is None
+    viewed = with_view(d, colour_scrambled, torch.Generator().manual_seed(1))
+    assert torch.equal(viewed(x, e)[0], score) and viewed.blind == d.blind
+
+
+def test_a_run_with_a_count_tower_trains_the_tower_and_resumes_exactly(tmp_path):
+    from t2i.data import flowers
+    from t2i.train.flowers_text import BLIND, CLASSES, gan_extras
+    from t2i.train.gan_data import captioned
+
+    config = GanConfig(**{**ALL, "ma_gp": 0.0, "augment": "", "aux_coef": 1.0, "aux_blind": True,
+                          "aux_scramble": True, "count_tower": 4})
+    encoder = _tiny_encoder()
+    source = captioned(lambda seed, n: flowers.sample(n, seed), lambda c: encoder.encode_text(list(c)), gan_extras,
+                       CLASSES, BLIND)
+    whole = train(source, tmp_path / "whole", epochs=2, steps_per_epoch=1, config=config, progress=False)
+    train(source, tmp_path / "cut", epochs=1, steps_per_epoch=1, config=config, progress=False)
+    resumed = train(source, tmp_path / "cut", epochs=2, steps_per_epoch=1, config=config, progress=False)
+    assert resumed.history == whole.history
+    torch.manual_seed(0)
+    fresh = ProjectionDiscriminator(**whole.discriminator.config)
+    trained = whole.discriminator.state_dict()
+    assert any(not torch.equal(v, trained[k]) for k, v in fresh.state_dict().items() if k.startswith("tower."))
 
 
 def test_a_hard_negative_caption_differs_from_its_caption_in_one_judged_attribute_of_a_train_combination():

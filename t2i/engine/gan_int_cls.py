@@ -209,10 +209,10 @@ class ProjectionDiscriminator(nn.Module):
     (n, ndf*8, 4, 4)) like `Discriminator`, so the losses take either."""
 
     def __init__(self, embed_dim: int = EMBED_DIM, ndf: int = NDF, spectral: bool = True, joint: bool = False,
-                 classes: tuple[int, ...] = (), blind: tuple[bool, ...] = (), whiten: bool = False):
+                 classes: tuple[int, ...] = (), blind: tuple[bool, ...] = (), whiten: bool = False, tower: int = 0):
         super().__init__()
         self.config = dict(embed_dim=embed_dim, ndf=ndf, spectral=spectral, joint=joint, classes=tuple(classes),
-                           blind=tuple(blind), whiten=whiten)
+                           blind=tuple(blind), whiten=whiten, tower=tower)
         self.whiten = Whiten(embed_dim) if whiten else None  # G's (the trainer fits both on the same texts)
         sn = nn.utils.parametrizations.spectral_norm if spectral else (lambda m: m)
         widths = [3, ndf, ndf * 2, ndf * 4, ndf * 8]
@@ -232,8 +232,24 @@ class ProjectionDiscriminator(nn.Module):
         # not real against fake, so the Lipschitz bound spectral norm gives the score is not theirs.
         # `blind` marks the heads that read a colour-blind copy of the image instead (the caller's
         # `blind_features`): see t2i/train/gan_tricks.colour_blind.
-        self.heads = nn.ModuleList(nn.Linear(ndf * 8 * 16, k) for k in classes)
         self.blind = tuple(blind) if any(blind) else ()
+        # tower: a second, narrower conv stack of D's own for the blind heads, reading only the
+        # colour-free copy, its features also projected against the text into the score. Issue 26: the
+        # shared features, trained by the colour-led score, never learnt the petal count (D's own
+        # reading of it stayed near chance with the blind head on them); a stack that sees no colour
+        # and is scored on the count both as a class and as a text match has nothing else to learn.
+        self.tower = self.tower_embed = None
+        if tower:
+            tw = [3, tower, tower * 2, tower * 4, tower * 4]
+            self.tower = nn.Sequential(*[m for a, b in zip(tw, tw[1:]) for m in (sn(nn.Conv2d(a, b, 4, 2, 1)),
+                                                                                nn.LeakyReLU(0.2, True))])
+            self.tower_embed = sn(nn.Linear(embed_dim, tower * 4, bias=False))
+        widths = [tower * 4 * 16 if tower and self.blind and self.blind[i] else ndf * 8 * 16 for i in range(len(classes))]
+        self.heads = nn.ModuleList(nn.Linear(w, k) for w, k in zip(widths, classes))
+
+    def blind_features(self, view: torch.Tensor) -> torch.Tensor:
+        """What the blind heads read of the colour-free copy `view`: the tower's features, or the shared ones."""
+        return (self.tower if self.tower is not None else self.features)(view)
 
     def classify(self, features: torch.Tensor, blind_features: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Each attribute head's logits (n, k) from forward's features (the blind heads' from
@@ -241,11 +257,15 @@ class ProjectionDiscriminator(nn.Module):
         return [head((blind_features if self.blind and self.blind[i] else features).flatten(1))
                 for i, head in enumerate(self.heads)]
 
-    def forward(self, images: torch.Tensor, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, embed: torch.Tensor,
+                view: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`view`: the colour-free copy of `images` the tower reads (required with a tower)."""
         features = self.features(images)
         embed = embed if self.whiten is None else self.whiten(embed)
         phi = features.sum((2, 3))
         score = self.score(phi).view(-1) + (self.embed(embed) * phi).sum(1)
+        if self.tower is not None:
+            score = score + (self.tower_embed(embed) * self.tower(view).sum((2, 3))).sum(1)
         if self.joint is not None:
             text = self.text(embed)[:, :, None, None].expand(-1, -1, *features.shape[2:])
             score = score + self.joint(torch.cat([features, text], 1)).view(-1)

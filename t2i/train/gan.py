@@ -53,7 +53,7 @@ from .gan_data import BatchSource
 from .ema import Ema
 from .gan_state import mean, resume, save_atomic, write_epoch  # noqa: F401 - save_atomic is this module's API too
 from .gan_tricks import (AUGMENTS, auxiliary, colour_blind, colour_scrambled, diff_augment, gradient_penalty, hard_wrong,
-                         matching_aware_gp, mode_seeking, semantic)
+                         matching_aware_gp, mode_seeking, semantic, with_view)
 from .threads import torch_threads
 
 TYPES = ("gan", "hinge", "wgan", "wgan-gp")
@@ -94,6 +94,7 @@ class GanConfig:
     aux_scramble: bool = False    # those copies colour-scrambled (hue rotated, channels shuffled), not grey
     whiten: float = 0.0           # G and D read the text embedding ZCA-whitened, this epsilon (0: raw)
     hard_negatives: float = 0.0   # share of `cls`'s wrong pairs whose text differs in one attribute only
+    count_tower: int = 0          # width of D's own stack for the blind heads, scored against the text too
 
     def __post_init__(self):
         if self.type not in TYPES:
@@ -105,8 +106,9 @@ class GanConfig:
             raise T2IError(f"--augment: unknown policy {unknown[0]!r} (use {', '.join(AUGMENTS)})")
         if not 0 <= self.ema < 1:
             raise T2IError(f"--ema must be in [0, 1), got {self.ema}")
-        if self.aux_scramble and not self.aux_blind:
-            raise T2IError("--aux-scramble changes what the colour-blind heads read: it needs --aux-blind")
+        if (self.aux_scramble or self.count_tower) and not (self.aux_blind and self.aux_coef):
+            raise T2IError("--aux-scramble and --count-tower change what the colour-blind heads read: they need "
+                           "--aux-blind and --aux-coef")
         if not 0 <= self.hard_negatives <= 1 or (self.hard_negatives and not self.cls):
             raise T2IError(f"--hard-negatives is a share of the matching-aware wrong pairs, 0 to 1 (with --cls); "
                            f"got {self.hard_negatives}{'' if self.cls else ' with --no-cls'}")
@@ -140,7 +142,7 @@ def make_nets(config: GanConfig, embed_dim: int, classes: tuple[int, ...] = (),
         return g, ProjectionDiscriminator(embed_dim, config.ndf, joint=config.d_arch == "joint",
                                           classes=classes if config.aux_coef else (),
                                           blind=blind if config.aux_coef and config.aux_blind else (),
-                                          whiten=bool(config.whiten))
+                                          whiten=bool(config.whiten), tower=config.count_tower)
     d = Discriminator(embed_dim, config.ndf, batch_norm=config.type != "wgan-gp", minibatch=config.minibatch)
     init_weights(d)
     return g, d
@@ -182,7 +184,7 @@ def d_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
     """D's terms on one batch; "total" is what it descends. The fake images are detached: D's step
     does not move G. `true`: the real images' attribute classes (the auxiliary classifier's);
     `negative`: each real image's hard-negative caption embedding (`hard_negatives`)."""
-    aug = _augmenter(config, gen)
+    aug, d = _augmenter(config, gen), with_view(d, _blind_view(config), gen)
     if config.hard_negatives and config.cls:
         wrong_embed = hard_wrong(wrong_embed, negative, config.hard_negatives)
     with torch.no_grad():
@@ -203,7 +205,7 @@ def d_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
         terms["ma_gp"] = matching_aware_gp(d, real_seen, embed)
         terms["total"] = terms["total"] + config.ma_gp * terms["ma_gp"]
     if config.aux_coef:
-        blind = d.features(_blind_view(config)(real_seen, gen)) if d.blind else None
+        blind = d.blind_features(_blind_view(config)(real_seen, gen)) if d.blind else None
         terms["aux"] = auxiliary(d, real_features, true, blind)
         terms["total"] = terms["total"] + config.aux_coef * terms["aux"]
     return terms
@@ -217,7 +219,7 @@ def g_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
     embedding with; `z_int` the noise for those images (and the second noise of the mode-seeking
     term); `gen` draws the augmentations; `encoder` and extras["match"] serve the semantic term,
     extras["asked"] (what each caption names) the auxiliary classifier's."""
-    aug = _augmenter(config, gen)
+    aug, d = _augmenter(config, gen), with_view(d, _blind_view(config), gen)
     fake = g(embed, z)
     fake_seen = aug(fake)  # what D sees of it, the blind head's copy included
     score, fake_features = d(fake_seen, embed)
@@ -238,7 +240,7 @@ def g_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
         terms["semantic"] = semantic(encoder, fake, embed, (extras or {}).get("match"))
         total = total + config.semantic_coef * terms["semantic"]
     if config.aux_coef:
-        blind = d.features(_blind_view(config)(fake_seen, gen)) if d.blind else None
+        blind = d.blind_features(_blind_view(config)(fake_seen, gen)) if d.blind else None
         terms["aux"] = auxiliary(d, fake_features, extras["asked"], blind)
         total = total + config.aux_coef * terms["aux"]
     terms["total"] = total

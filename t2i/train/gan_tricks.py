@@ -143,3 +143,22 @@ def auxiliary(d, features: torch.Tensor, labels: torch.Tensor, blind_features: t
     terms = [F.cross_entropy(logits, labels[:, i], ignore_index=-1, reduction="sum")
              for i, logits in enumerate(d.classify(features, blind_features))]
     return sum(terms) / (labels >= 0).sum().clamp(min=1)
+
+
+class _Viewed:
+    """A count-tower D called as the losses call every D, d(x, e) -> (score, features)."""
+
+    def __init__(self, d, view, gen: torch.Generator | None):
+        self.d, self.view, self.gen = d, view, gen
+
+    def __call__(self, x: torch.Tensor, e: torch.Tensor):
+        return self.d(x, e, self.view(x, self.gen))
+
+    def __getattr__(self, name: str):  # blind, blind_features, classify: D's own
+        return getattr(self.d, name)
+
+
+def with_view(d, view, gen: torch.Generator | None):
+    """`d`, or, for a D with a count tower (ProjectionDiscriminator's `tower`), `d` handed `view(x, gen)`
+    on every call: the colour-free copy the tower reads. Any other D draws nothing more from `gen`."""
+    return d if getattr(d, "tower", None) is None else _Viewed(d, view, gen)
