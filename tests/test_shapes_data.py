@@ -25,6 +25,7 @@ from t2i.data.shapes import (
     render,
     sample_scene,
     split_of,
+    without_jitter,
 )
 
 ATTRS = ("shape", "colour", "position", "size")
@@ -62,6 +63,19 @@ def test_batch_is_deterministic_per_seed():
     assert len(a_txt) == 16 and all(isinstance(t, str) and t for t in a_txt)
     assert np.array_equal(a_img, b_img) and a_txt == b_txt
     assert not np.array_equal(a_img, c_img) and a_txt != c_txt
+
+
+def test_a_batch_without_jitter_draws_the_same_captions_with_every_shape_at_its_anchor():
+    jittered, texts = batch(random.Random(3), 16)
+    anchored, same = batch(random.Random(3), 16, jitter=False)
+    assert same == texts and not np.array_equal(jittered, anchored)
+    rng = random.Random(3)
+    scenes = [sample_scene(rng) for _ in range(4)]
+    assert any(s.dx or s.dy for scene in scenes for s in scene.shapes)
+    for scene in scenes:
+        plain = without_jitter(scene)
+        assert all(s.dx == s.dy == 0 for s in plain.shapes) and plain.background == scene.background
+        assert [s.combo for s in plain.shapes] == [s.combo for s in scene.shapes]
 
 
 def test_render_is_deterministic_sized_and_pure_inside():

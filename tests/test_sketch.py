@@ -60,6 +60,10 @@ def test_refining_a_trained_net_lowers_its_loss_further_and_leaves_it_frozen():
     again.load_state_dict(start)
     sketch_training.refine(again, clip, tokenizer, steps=30, batch_size=8, progress=False)
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in net.state_dict().items())
+    canonical = SketchNet(**net.config)
+    canonical.load_state_dict(start)
+    sketch_training.refine(canonical, clip, tokenizer, steps=30, batch_size=8, progress=False, canonical=True)
+    assert any(not torch.equal(v, canonical.state_dict()[k]) for k, v in net.state_dict().items())  # its own targets
 
 
 def test_a_saved_sketch_loads_back_and_draws_the_same_image(tmp_path):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -248,15 +248,22 @@ def sample_scene(rng: random.Random, split: str = "train", max_shapes: int = 2) 
     return Scene(tuple(shapes), rng.choice(tuple(BACKGROUNDS)))
 
 
-def batch(rng: random.Random, n: int, split: str = "train", size: int = 64) -> tuple[np.ndarray, list[str]]:
-    """n random scenes: uint8 images (n, size, size, 3) and one random caption per scene."""
+def batch(rng: random.Random, n: int, split: str = "train", size: int = 64,
+          jitter: bool = True) -> tuple[np.ndarray, list[str]]:
+    """n random scenes: uint8 images (n, size, size, 3) and one random caption per scene. jitter False:
+    each image drawn at its shapes' anchors (the same draws from `rng`, so the same captions)."""
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     texts = []
     for i in range(n):
         scene = sample_scene(rng, split)
-        images[i] = np.asarray(render(scene, size))
+        images[i] = np.asarray(render(scene if jitter else without_jitter(scene), size))
         texts.append(rng.choice(captions(scene)))
     return images, texts
+
+
+def without_jitter(scene: Scene) -> Scene:
+    """The scene with every shape at its anchor: what its caption says, without the sampler's offsets."""
+    return replace(scene, shapes=tuple(replace(s, dx=0.0, dy=0.0) for s in scene.shapes))
 
 
 def heldout_captions(n: int, seed: int = 0) -> list[tuple[Scene, str]]:

@@ -41,6 +41,10 @@ def train_shapes(seed: int = 0, clip_steps: int | None = None, sketch_steps: int
     refine_losses = sketch_training.refine(sketch, clip, clip_training.tokenizer(),
                                            steps=refine_steps or sketch_training.REFINE_STEPS, seed=seed,
                                            progress=progress)
+    sketch.load_state_dict({k: v.float() for k, v in fp16_state_dict(sketch).items()})  # (as above)
+    refine_losses += sketch_training.refine(sketch, clip, clip_training.tokenizer(),
+                                            steps=refine_steps or sketch_training.REFINE_STEPS, seed=seed,
+                                            progress=progress, canonical=True)
     sketch_acc = sketch_training.heldout_accuracy(sketch, clip)
     print(f"shapes sketch net: loss {sketch_losses[0]:.3f} -> {sketch_losses[-1]:.3f}, refined "
           f"{refine_losses[0]:.3f} -> {refine_losses[-1]:.3f}; its own held-out images judged by the checker: "
