@@ -9,7 +9,7 @@ WORLDS = ("shapes", "shapes-ldm", "digits", "flowers")
 
 
 def add_train_demo(sub) -> None:
-    t = sub.add_parser("train-demo", help="train the built-in offline worlds' models (CPU; shapes about 27 minutes, "
+    t = sub.add_parser("train-demo", help="train the built-in offline worlds' models (CPU; shapes about 31 minutes, "
                                           "shapes-ldm about 21, digits about 7, flowers about 55)")
     t.add_argument("--world", choices=[*WORLDS, "all"], default="all",
                    help="shapes: CLIP, sketch net, VQGAN; shapes-ldm: latent diffusion on those; digits: "
@@ -18,7 +18,7 @@ def add_train_demo(sub) -> None:
     t.add_argument("--clip-steps", type=int, help="default: the trainer's (shapes or digits CLIP)")
     t.add_argument("--vqgan-steps", type=int, help="default: t2i.train.vqgan.STEPS")
     t.add_argument("--sketch-steps", type=int, help="default: t2i.train.sketch.STEPS")
-    t.add_argument("--refine-steps", type=int, help="shapes: the sketch net's second phase; "
+    t.add_argument("--refine-steps", type=int, help="shapes: the sketch net's second and third phases (each); "
                                                     "default: t2i.train.sketch.REFINE_STEPS")
     t.add_argument("--unet-steps", type=int, help="diffusion UNets (shapes-ldm, digits); default: the trainer's")
     t.add_argument("--classifier-steps", type=int, help="the digits or flowers classifier; default: the trainer's")
