@@ -390,18 +390,27 @@ def test_a_colour_scrambled_copy_moves_colours_but_keeps_greys_lightness_and_sha
             GanConfig(**{**ALL, "aux_coef": 1.0, **option})
 
 
-def test_a_run_whose_count_head_reads_scrambled_copies_trains_and_resumes_exactly(tmp_path):
+SCRAMBLED = {**ALL, "ma_gp": 0.0, "augment": "", "aux_coef": 1.0, "aux_blind": True, "aux_scramble": True}
+
+
+def _flowers_runs(tmp_path, config: GanConfig):
+    """A two-step flowers run whole, and cut after one step then resumed: (whole, resumed, source)."""
     from t2i.data import flowers
     from t2i.train.flowers_text import BLIND, CLASSES, gan_extras
     from t2i.train.gan_data import captioned
 
-    config = GanConfig(**{**ALL, "ma_gp": 0.0, "augment": "", "aux_coef": 1.0, "aux_blind": True, "aux_scramble": True})
     encoder = _tiny_encoder()
     source = captioned(lambda seed, n: flowers.sample(n, seed), lambda c: encoder.encode_text(list(c)), gan_extras,
                        CLASSES, BLIND)
     whole = train(source, tmp_path / "whole", epochs=2, steps_per_epoch=1, config=config, progress=False)
     train(source, tmp_path / "cut", epochs=1, steps_per_epoch=1, config=config, progress=False)
     resumed = train(source, tmp_path / "cut", epochs=2, steps_per_epoch=1, config=config, progress=False)
+    return whole, resumed, source
+
+
+def test_a_run_whose_count_head_reads_scrambled_copies_trains_and_resumes_exactly(tmp_path):
+    config = GanConfig(**SCRAMBLED)
+    whole, resumed, source = _flowers_runs(tmp_path, config)
     assert resumed.history == whole.history and whole.discriminator.blind
     grey = dataclasses.replace(config, aux_scramble=False)
     assert train(source, tmp_path / "grey", epochs=1, steps_per_epoch=1, config=grey,
@@ -429,18 +438,7 @@ def test_a_count_tower_reads_only_the_colour_free_copy_and_its_heads_train_it_no
 
 
 def test_a_run_with_a_count_tower_trains_the_tower_and_resumes_exactly(tmp_path):
-    from t2i.data import flowers
-    from t2i.train.flowers_text import BLIND, CLASSES, gan_extras
-    from t2i.train.gan_data import captioned
-
-    config = GanConfig(**{**ALL, "ma_gp": 0.0, "augment": "", "aux_coef": 1.0, "aux_blind": True,
-                          "aux_scramble": True, "count_tower": 4})
-    encoder = _tiny_encoder()
-    source = captioned(lambda seed, n: flowers.sample(n, seed), lambda c: encoder.encode_text(list(c)), gan_extras,
-                       CLASSES, BLIND)
-    whole = train(source, tmp_path / "whole", epochs=2, steps_per_epoch=1, config=config, progress=False)
-    train(source, tmp_path / "cut", epochs=1, steps_per_epoch=1, config=config, progress=False)
-    resumed = train(source, tmp_path / "cut", epochs=2, steps_per_epoch=1, config=config, progress=False)
+    whole, resumed, _ = _flowers_runs(tmp_path, GanConfig(**SCRAMBLED, count_tower=4))
     assert resumed.history == whole.history
     torch.manual_seed(0)
     fresh = ProjectionDiscriminator(**whole.discriminator.config)
