@@ -435,6 +435,8 @@ def test_a_count_tower_reads_only_the_colour_free_copy_and_its_heads_train_it_no
     assert with_view(plain, colour_scrambled, torch.Generator()) is plain and plain.tower is None
     viewed = with_view(d, colour_scrambled, torch.Generator().manual_seed(1))
     assert torch.equal(viewed(x, e)[0], score) and viewed.blind == d.blind
+    with pytest.raises(ValueError, match="count tower: pass the colour-free view"):
+        d(x, e)
 
 
 def test_a_run_with_a_count_tower_trains_the_tower_and_resumes_exactly(tmp_path):

@@ -265,6 +265,8 @@ class ProjectionDiscriminator(nn.Module):
         phi = features.sum((2, 3))
         score = self.score(phi).view(-1) + (self.embed(embed) * phi).sum(1)
         if self.tower is not None:
+            if view is None:
+                raise ValueError("this discriminator has a count tower: pass the colour-free view (gan_tricks.with_view)")
             score = score + (self.tower_embed(embed) * self.tower(view).sum((2, 3))).sum(1)
         if self.joint is not None:
             text = self.text(embed)[:, :, None, None].expand(-1, -1, *features.shape[2:])

@@ -25,7 +25,8 @@ default: `d_arch="projection"` (a spectrally normalised projection discriminator
 (MSGAN's mode-seeking term), `ema` (generator.pt is the moving average of G's weights), `semantic_coef`
 (AttnGAN's DAMSM-style term: the frozen caption encoder passed to train() as `encoder` must find each
 image's caption among the batch's; the embeddings must be that encoder's), `aux_coef` (TAC-GAN's
-auxiliary attribute classifier in D: needs a source with labels, the flowers world's).
+auxiliary attribute classifier in D: needs a source with labels, the flowers world's; `count_tower`
+gives its colour-free heads a conv stack of their own, also scored against the text).
 
 Output folder: checkpoint.pt (everything to resume: nets, optimisers, the generator's state, history),
 written at each epoch's end through a temporary file and os.replace, so a kill mid-write leaves the
