@@ -36,15 +36,14 @@ def train_shapes(seed: int = 0, clip_steps: int | None = None, sketch_steps: int
     sketch, sketch_losses = sketch_training.train(clip, clip_training.tokenizer(),
                                                   steps=sketch_steps or sketch_training.STEPS, seed=seed,
                                                   progress=progress)
-    # Its second phase starts from the net as it would be served (fp16-rounded), as the CLIP above.
-    sketch.load_state_dict({k: v.float() for k, v in fp16_state_dict(sketch).items()})
-    refine_losses = sketch_training.refine(sketch, clip, clip_training.tokenizer(),
-                                           steps=refine_steps or sketch_training.REFINE_STEPS, seed=seed,
-                                           progress=progress)
-    sketch.load_state_dict({k: v.float() for k, v in fp16_state_dict(sketch).items()})  # (as above)
-    refine_losses += sketch_training.refine(sketch, clip, clip_training.tokenizer(),
-                                            steps=refine_steps or sketch_training.REFINE_STEPS, seed=seed,
-                                            progress=progress, canonical=True)
+    # Its second and third phases (the third on canonical targets) each start from the net as it would
+    # be served (fp16-rounded), as the CLIP above.
+    refine_losses = []
+    for canonical in (False, True):
+        sketch.load_state_dict({k: v.float() for k, v in fp16_state_dict(sketch).items()})
+        refine_losses += sketch_training.refine(sketch, clip, clip_training.tokenizer(),
+                                                steps=refine_steps or sketch_training.REFINE_STEPS, seed=seed,
+                                                progress=progress, canonical=canonical)
     sketch_acc = sketch_training.heldout_accuracy(sketch, clip)
     print(f"shapes sketch net: loss {sketch_losses[0]:.3f} -> {sketch_losses[-1]:.3f}, refined "
           f"{refine_losses[0]:.3f} -> {refine_losses[-1]:.3f}; its own held-out images judged by the checker: "
