@@ -174,6 +174,9 @@ def after(args, url, fleet, health, visitors, injector, figures) -> tuple[dict, 
     if not health.wait_up(120):
         violations.append("the web app did not answer its health check after the run")
     health.finish()
+    refused = sum(m.refused_starts for m in fleet.members)
+    if refused:  # restarted as supervise.sh would: an exit the fault caused, not one nobody did
+        injector.notes["executor starts refused by the restarting database"] = refused
     statuses, problems = checks.invariants(url, visitors.ids, fleet.ends())
     violations += problems
     figures.update(statuses=statuses, failures=checks.failure_reasons(url), acknowledged=len(set(visitors.ids)),

@@ -142,3 +142,30 @@ def test_tracebacks_are_found_in_plain_and_in_streamlits_coloured_logs(tmp_path)
         "\x1b[31m│\x1b[0m x.py:1 in <module>\n\x1b[1;91mTypeError: \x1b[0mcan only join an iterable\n")
     assert fleet.tracebacks() == ["executor 0: ValueError: boom (executor-0.log line 1)",
                                   "web: TypeError: can only join an iterable (web.log line 1)"]
+
+
+def test_an_executor_refused_by_a_restarting_database_counts_as_a_restart_not_an_exit(tmp_path):
+    """An executor started just before a PostgreSQL restart may connect while it is down: it exits 2 with
+    one line at once (by design), and supervise.sh starts it again; the run counts that as the fault's
+    doing. The line is the real executor's, against a port nothing listens on."""
+    from chaos_parts.fleet import Fleet
+    from chaos_parts.pgcluster import free_port
+
+    url = f"postgresql://chaos:chaos@127.0.0.1:{free_port()}/chaos"
+    fleet = Fleet(tmp_path, url, 1, 8501, 6.0)  # nothing started
+    m = fleet.executors()[0]
+    m.spawned = time.monotonic()
+    with open(m.log, "w") as log:
+        code = subprocess.run(m.argv, cwd=ROOT, env=fleet.env, stdout=log, stderr=subprocess.STDOUT,
+                              timeout=120).returncode
+    assert code == 2 and "connect" in m.log.read_text()
+    assert not fleet._refused_by_restart(m, code)  # no restart on record: an exit nobody caused
+    with fleet.database_restarting():
+        assert fleet._refused_by_restart(m, code)
+        assert not fleet._refused_by_restart(m, 1) and not fleet._refused_by_restart(fleet.web, code)
+    assert fleet._refused_by_restart(m, code)  # the restart overlapped its start
+    m.spawned = time.monotonic()
+    assert not fleet._refused_by_restart(m, code)  # started after the restart had ended
+    with fleet.database_restarting():
+        m.log.write_text("error: --batch x: use a whole number >= 1, or auto\n")
+        assert not fleet._refused_by_restart(m, code)  # another refusal is still a violation

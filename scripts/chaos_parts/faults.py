@@ -87,7 +87,8 @@ class Injector:
 
     def _restart_postgres(self) -> None:
         mode = self.rng.choice(["fast", "immediate"])
-        self.cluster.restart(mode)
+        with self.fleet.database_restarting():
+            self.cluster.restart(mode)
         self.notes[f"postgres restarts -m {mode}"] += 1
 
     def _fill_disk(self) -> None:

@@ -8,6 +8,8 @@ in its log, is a finding.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import re
 import signal
@@ -36,6 +38,8 @@ class Member:
     killed: bool = False          # the chaos run killed it: its death is expected
     starts: int = 0
     own_exits: list[str] = field(default_factory=list)  # exits nobody caused, with their code
+    spawned: float = 0.0          # time.monotonic() of the last start
+    refused_starts: int = 0       # starts refused by a database that was restarting (not a violation)
     peak_rss_mb: float = 0.0
 
     @property
@@ -68,6 +72,28 @@ class Fleet:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.watcher = threading.Thread(target=self._watch, daemon=True, name="chaos-fleet")
+        self.outages: list[list[float]] = []  # [start, end] of each database restart (end inf while on)
+
+    @contextlib.contextmanager
+    def database_restarting(self):
+        """Marks a restart of the database the fleet uses, so that an executor started just before it and
+        refused a connection (it exits 2 at once, by design: a wrong URL is one line at start) counts as
+        what supervise.sh makes of it, a restart, and not as an exit nobody caused."""
+        window = [time.monotonic(), math.inf]
+        self.outages.append(window)
+        try:
+            yield
+        finally:
+            window[1] = time.monotonic()
+
+    def _refused_by_restart(self, m: Member, code: int) -> bool:
+        if m.role != "executor" or code != 2:
+            return False
+        now = time.monotonic()
+        if not any(start <= now and end >= m.spawned for start, end in self.outages):
+            return False
+        tail = m.log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+        return tail[0].startswith("error:") and "connect" in tail[0].lower()
 
     def start(self) -> None:
         for m in self.members:
@@ -78,7 +104,7 @@ class Fleet:
         with open(m.log, "a") as log:
             m.proc = subprocess.Popen(m.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
-        m.killed, m.starts = False, m.starts + 1
+        m.killed, m.starts, m.spawned = False, m.starts + 1, time.monotonic()
 
     def executors(self) -> list[Member]:
         return [m for m in self.members if m.role == "executor"]
@@ -104,7 +130,9 @@ class Fleet:
                         rss = rss_mb(m.proc.pid) if m.proc is not None else None
                         m.peak_rss_mb = max(m.peak_rss_mb, rss or 0.0)
                         continue
-                    if not m.killed:
+                    if self._refused_by_restart(m, code):
+                        m.refused_starts += 1
+                    elif not m.killed:
                         m.own_exits.append(f"{m.name} exited by itself with code {code}")
                     m.proc = None
                 time.sleep(RESTART_DELAY)
