@@ -509,3 +509,68 @@ def test_hard_negatives_replace_a_share_of_the_wrong_texts_and_need_a_source_tha
     plain_run = train(source, tmp_path / "plain", epochs=1, steps_per_epoch=1, config=plain, progress=False)
     assert plain_run.history[0]["d_real"] == whole.history[0]["d_real"]
     assert plain_run.history[0]["d_wrong"] != whole.history[0]["d_wrong"]
+
+
+def test_a_class_made_by_g_is_learnt_by_d_on_fakes_while_g_is_still_scored_on_what_was_asked():
+    """aux_fake: each head gets one more class, "made by G"; D's auxiliary term adds its fakes labelled
+    with it to the real images' true classes, G's term is unchanged (the asked classes), and without
+    --aux-coef the option is one line."""
+    from t2i.train.gan import g_losses, make_nets
+    from t2i.train.gan_tricks import auxiliary, made_by_g
+
+    classes = (3, 2)
+    config = GanConfig(**{**ALL, "augment": "", "ma_gp": 0.0, "aux_coef": 0.5, "aux_fake": True})
+    torch.manual_seed(0)
+    g, d = make_nets(config, EMBED, classes)
+    g.eval(), d.eval()  # no BatchNorm batch statistics, no spectral-norm power steps: calls repeat exactly
+    assert [h.out_features for h in d.heads] == [4, 3]
+    assert made_by_g(d, 2).tolist() == [[3, 2], [3, 2]]
+    real, embed, z = torch.rand(6, 3, 64, 64) * 2 - 1, torch.randn(6, EMBED), torch.randn(6, 100)
+    true = torch.tensor([[0, 1], [1, 0], [2, 1], [0, 0], [1, 1], [2, 0]])
+    dl = d_losses(config, g, d, real, embed, embed.roll(1, 0), z, torch.Generator().manual_seed(0), true)
+    with torch.no_grad():
+        by_hand = auxiliary(d, d(real, embed)[1], true) + auxiliary(d, d(g(embed, z), embed)[1], made_by_g(d, 6))
+    assert dl["aux"].item() == pytest.approx(by_hand.item(), rel=1e-6)
+    plain = dataclasses.replace(config, aux_fake=False)
+    torch.manual_seed(0)
+    g0, d0 = make_nets(plain, EMBED, classes)
+    assert [h.out_features for h in d0.heads] == [3, 2]
+    asked = torch.tensor([[0, -1], [1, 0], [-1, -1], [0, 0], [1, 1], [2, -1]])
+    d.requires_grad_(False)
+    gl = g_losses(config, g, d, real, embed, z, embed.roll(2, 0), torch.randn(6, 100), extras={"asked": asked})
+    with torch.no_grad():
+        assert gl["aux"].item() == pytest.approx(auxiliary(d, d(g(embed, z), embed)[1], asked).item(), rel=1e-6)
+    with pytest.raises(T2IError, match="--aux-fake .* needs --aux-coef"):
+        GanConfig(**{**ALL, "aux_fake": True})
+
+
+def test_a_run_with_a_class_made_by_g_resumes_exactly_and_its_heads_learn_the_fakes(tmp_path):
+    whole, resumed, _ = _flowers_runs(tmp_path, GanConfig(**SCRAMBLED, aux_fake=True))
+    assert resumed.history == whole.history
+    plain, _, _ = _flowers_runs(tmp_path / "plain", GanConfig(**SCRAMBLED))
+    # The same batches and draws up to the fakes' term: D's first real score agrees, its aux term grows.
+    assert whole.history[0]["d_real"] == plain.history[0]["d_real"]
+    assert whole.history[0]["d_aux"] > plain.history[0]["d_aux"]
+
+
+def test_polar_channels_are_the_radius_and_angular_harmonics_about_the_centre_and_load_only_into_their_generator(tmp_path):
+    from t2i.assets.fp16 import save_checkpoint
+    from t2i.engine.gan_int_cls import Generator, PolarChannels
+    from t2i.errors import BrokenWeights
+
+    basis = PolarChannels(16, 4).basis                      # r, cos(k theta) k=1..4, sin(k theta) k=1..4
+    assert basis.shape == (9, 16, 16) and basis[0].min() > 0 and basis[0, 7:9, 7:9].max() < 0.1
+    quarter = torch.rot90(basis, 1, (1, 2))                  # a quarter turn about the centre
+    assert torch.allclose(quarter[0], basis[0], atol=1e-6) and torch.allclose(quarter[4], basis[4], atol=1e-5)
+    assert not torch.allclose(quarter[2], basis[2], atol=1e-2)  # cos(2 theta) changes sign on a quarter turn
+    torch.manual_seed(0)
+    g = Generator(EMBED, 4, affine=True, polar=4).eval()
+    assert g.config["polar"] == 4 and g.netG[9].in_channels == 4 * 2 + 9 and g.netG[12].in_channels == 4 + 9
+    assert not any("polar" in k for k in g.state_dict())      # fixed, rebuilt from the size: not in the file
+    assert g(torch.randn(2, EMBED), torch.randn(2, 100)).shape == (2, 3, 64, 64)
+    save_checkpoint(g, tmp_path / "polar.pt")
+    assert load_generator(tmp_path / "polar.pt", embed_dim=EMBED, ngf=4, affine=True, polar=4).config["polar"] == 4
+    with pytest.raises(BrokenWeights):
+        load_generator(tmp_path / "polar.pt", embed_dim=EMBED, ngf=4, affine=True)
+    with pytest.raises(T2IError, match="--polar is a number of angular frequencies"):
+        GanConfig(polar=-1)

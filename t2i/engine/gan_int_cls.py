@@ -96,6 +96,28 @@ class Whiten(nn.Module):
         return (embed - self.mean) @ self.matrix
 
 
+class PolarChannels(nn.Module):
+    """Fixed polar coordinates about the image's centre appended to a feature map: the radius and
+    cos(k theta), sin(k theta) for k = 1..frequencies (CoordConv, Liu et al. 2018, in polar form, with
+    the angle as Fourier features as NeRF and CIPS give positions). Why: a transposed conv is
+    translation-equivariant, so a pattern that repeats n times around the centre (n petals) has to be
+    built from the noise and the text by the layers themselves; with these channels a text-conditioned
+    affine can pick an angular frequency. A buffer rebuilt from the size, not saved, so a file holds
+    only learned weights."""
+
+    def __init__(self, size: int, frequencies: int):
+        super().__init__()
+        axis = (torch.arange(size) + 0.5) / size * 2 - 1          # pixel centres in (-1, 1)
+        y, x = torch.meshgrid(axis, axis, indexing="ij")
+        theta = torch.atan2(y, x)
+        k = torch.arange(1, frequencies + 1, dtype=torch.float32)[:, None, None]
+        basis = torch.cat([torch.hypot(x, y)[None], torch.cos(k * theta), torch.sin(k * theta)])
+        self.register_buffer("basis", basis, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.basis.to(x.dtype).expand(len(x), -1, -1, -1)], 1)
+
+
 class Generator(nn.Module):
     """The port's `generator`: G(embedding (n, d), z (n, 100) or (n, 100, 1, 1)) -> (n, 3, 64, 64) in [-1, 1].
 
@@ -107,21 +129,27 @@ class Generator(nn.Module):
     affine=False, the default."""
 
     def __init__(self, embed_dim: int = EMBED_DIM, ngf: int = NGF, noise_dim: int = NOISE_DIM,
-                 projected_dim: int = PROJECTED_DIM, affine: bool = False, whiten: bool = False):
+                 projected_dim: int = PROJECTED_DIM, affine: bool = False, whiten: bool = False, polar: int = 0):
         super().__init__()
         self.config = dict(embed_dim=embed_dim, ngf=ngf, noise_dim=noise_dim, projected_dim=projected_dim)
         # Only when set, so the port's architecture records (and files) stay as they were.
         self.config.update({k: True for k, on in (("affine", affine), ("whiten", whiten)) if on})
+        self.config.update({"polar": polar} if polar else {})
         self.embed_dim, self.noise_dim = embed_dim, noise_dim
         self.whiten = Whiten(embed_dim) if whiten else None  # keys whiten.mean, whiten.matrix
         self.projection = _projection(embed_dim, projected_dim)
         widths = [ngf * 8, ngf * 4, ngf * 2, ngf]
         layers = [nn.ConvTranspose2d(noise_dim + projected_dim, widths[0], 4, 1, 0, bias=False),
                   nn.BatchNorm2d(widths[0]), nn.ReLU(True)]                       # 4x4
-        for a, b in zip(widths, widths[1:]):                                        # 8, 16, 32
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False), nn.Tanh()]    # 64x64
+        # `polar` extra input channels for the convs reading 16x16 and 32x32 maps (PolarChannels).
+        extra = {8: 0, 16: 0, 32: 0} if not polar else {8: 0, 16: 1 + 2 * polar, 32: 1 + 2 * polar}
+        for (a, b), size in zip(zip(widths, widths[1:]), (4, 8, 16)):              # 8, 16, 32
+            layers += [nn.ConvTranspose2d(a + extra.get(size, 0), b, 4, 2, 1, bias=False), nn.BatchNorm2d(b),
+                       nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(ngf + extra[32], 3, 4, 2, 1, bias=False), nn.Tanh()]    # 64x64
         self.netG = nn.Sequential(*layers)
+        self.polar = nn.ModuleDict({str(i): PolarChannels(size, polar) for i, size in
+                                    ((len(layers) - 5, 16), (len(layers) - 2, 32))}) if polar else None
         self.affine = nn.ModuleDict({str(i): nn.Linear(projected_dim, 2 * m.num_features)
                                      for i, m in enumerate(layers) if isinstance(m, nn.BatchNorm2d)}) if affine else None
         for m in (self.affine or {}).values():
@@ -131,11 +159,13 @@ class Generator(nn.Module):
         projected = self.projection(embed if self.whiten is None else self.whiten(embed))
         # The port's order: the projection first, then the noise.
         x = torch.cat([projected[:, :, None, None], z.reshape(len(z), -1, 1, 1)], 1)
-        if self.affine is None:
+        if self.affine is None and self.polar is None:
             return self.netG(x)
         for i, layer in enumerate(self.netG):
+            if self.polar is not None and str(i) in self.polar:
+                x = self.polar[str(i)](x)
             x = layer(x)
-            if str(i) in self.affine:
+            if self.affine is not None and str(i) in self.affine:
                 gamma, beta = self.affine[str(i)](projected)[:, :, None, None].chunk(2, 1)
                 x = x * (1 + gamma) + beta
         return x

@@ -26,7 +26,8 @@ default: `d_arch="projection"` (a spectrally normalised projection discriminator
 (AttnGAN's DAMSM-style term: the frozen caption encoder passed to train() as `encoder` must find each
 image's caption among the batch's; the embeddings must be that encoder's), `aux_coef` (TAC-GAN's
 auxiliary attribute classifier in D: needs a source with labels, the flowers world's; `count_tower`
-gives its colour-free heads a conv stack of their own, also scored against the text).
+gives its colour-free heads a conv stack of their own, also scored against the text; `aux_fake` a class
+"made by G" that D learns on G's images).
 
 Output folder: checkpoint.pt (everything to resume: nets, optimisers, the generator's state, history),
 written at each epoch's end through a temporary file and os.replace, so a kill mid-write leaves the
@@ -39,7 +40,6 @@ uninterrupted one exactly.
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -52,8 +52,8 @@ from ..engine.gan_int_cls import NOISE_DIM, Discriminator, Generator, Projection
 from ..errors import T2IError
 from .gan_data import BatchSource
 from .ema import Ema
-from .gan_state import mean, resume, save_atomic, write_epoch  # noqa: F401 - save_atomic is this module's API too
-from .gan_tricks import (AUGMENTS, auxiliary, colour_blind, colour_scrambled, diff_augment, gradient_penalty, hard_wrong,
+from .gan_state import check_finite, mean, resume, save_atomic, write_epoch  # noqa: F401 - save_atomic: this module's API too
+from .gan_tricks import (AUGMENTS, auxiliary, made_by_g, colour_blind, colour_scrambled, diff_augment, gradient_penalty, hard_wrong,
                          matching_aware_gp, mode_seeking, semantic, with_view)
 from .threads import torch_threads
 
@@ -96,6 +96,8 @@ class GanConfig:
     whiten: float = 0.0           # G and D read the text embedding ZCA-whitened, this epsilon (0: raw)
     hard_negatives: float = 0.0   # share of `cls`'s wrong pairs whose text differs in one attribute only
     count_tower: int = 0          # width of D's own stack for the blind heads, scored against the text too
+    polar: int = 0                # G: polar coordinate channels at 16x16 and 32x32, this many angular frequencies
+    aux_fake: bool = False        # the heads get a class "made by G", which D learns on fakes (K+1 classes)
 
     def __post_init__(self):
         if self.type not in TYPES:
@@ -110,9 +112,13 @@ class GanConfig:
         if (self.aux_scramble or self.count_tower) and not (self.aux_blind and self.aux_coef):
             raise T2IError("--aux-scramble and --count-tower change what the colour-blind heads read: they need "
                            "--aux-blind and --aux-coef")
+        if self.aux_fake and not self.aux_coef:
+            raise T2IError("--aux-fake adds a class to the auxiliary classifier's heads: it needs --aux-coef")
         if not 0 <= self.hard_negatives <= 1 or (self.hard_negatives and not self.cls):
             raise T2IError(f"--hard-negatives is a share of the matching-aware wrong pairs, 0 to 1 (with --cls); "
                            f"got {self.hard_negatives}{'' if self.cls else ' with --no-cls'}")
+        if self.polar < 0:
+            raise T2IError(f"--polar is a number of angular frequencies (0: off), got {self.polar}")
         if self.whiten < 0 or (self.whiten and self.d_arch == "concat"):
             raise T2IError(f"--whiten must be 0 (off) or a positive epsilon, with --d-arch projection or "
                            f"joint; got {self.whiten} with {self.d_arch}")
@@ -137,11 +143,11 @@ class Trained:
 
 def make_nets(config: GanConfig, embed_dim: int, classes: tuple[int, ...] = (),
               blind: tuple[bool, ...] = ()) -> tuple[Generator, Discriminator]:
-    g = Generator(embed_dim, config.ngf, affine=config.affine, whiten=bool(config.whiten))
+    g = Generator(embed_dim, config.ngf, affine=config.affine, whiten=bool(config.whiten), polar=config.polar)
     init_weights(g)
     if config.d_arch in ("projection", "joint"):  # torch's own initialisation: spectral norm rescales anyway
         return g, ProjectionDiscriminator(embed_dim, config.ndf, joint=config.d_arch == "joint",
-                                          classes=classes if config.aux_coef else (),
+                                          classes=tuple(k + config.aux_fake for k in classes) if config.aux_coef else (),
                                           blind=blind if config.aux_coef and config.aux_blind else (),
                                           whiten=bool(config.whiten), tower=config.count_tower)
     d = Discriminator(embed_dim, config.ndf, batch_norm=config.type != "wgan-gp", minibatch=config.minibatch)
@@ -192,8 +198,9 @@ def d_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
         fake = g(embed, z)
     real_seen = aug(real)
     real_score, real_features = d(real_seen, embed)
-    terms = {"real": _real(real_score, config, config.real_target),
-             "fake": _fake(d(aug(fake), embed)[0], config)}
+    fake_seen = aug(fake)
+    fake_score, fake_features = d(fake_seen, embed)
+    terms = {"real": _real(real_score, config, config.real_target), "fake": _fake(fake_score, config)}
     if config.cls:
         terms["wrong"] = _fake(d(aug(real), wrong_embed)[0], config)
         terms["total"] = terms["real"] + 0.5 * (terms["fake"] + terms["wrong"])
@@ -208,6 +215,9 @@ def d_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
     if config.aux_coef:
         blind = d.blind_features(_blind_view(config)(real_seen, gen)) if d.blind else None
         terms["aux"] = auxiliary(d, real_features, true, blind)
+        if config.aux_fake:  # after the real term's, so a run without it draws what it drew before
+            blind = d.blind_features(_blind_view(config)(fake_seen, gen)) if d.blind else None
+            terms["aux"] = terms["aux"] + auxiliary(d, fake_features, made_by_g(d, len(fake)), blind)
         terms["total"] = terms["total"] + config.aux_coef * terms["aux"]
     return terms
 
@@ -286,18 +296,6 @@ def train_step(config: GanConfig, g, d, opt_g, opt_d, data: BatchSource, gen: to
     return {f"d_{k}": v.item() for k, v in dl.items()} | {f"g_{k}": v.item() for k, v in gl.items()}
 
 
-def _check_finite(values: dict[str, float], step: int, nets) -> None:
-    """A diverged run stops here, before its epoch's checkpoint is written: the last good one stays."""
-    bad = [k for k, v in values.items() if not math.isfinite(v)]
-    if not bad:
-        bad = [f"{name} weight {k}" for name, net in nets for k, p in net.state_dict().items()
-               if p.is_floating_point() and not torch.isfinite(p).all()][:1]
-    if bad:
-        what = f"{bad[0]} is {values[bad[0]]}" if bad[0] in values else f"{bad[0]} is not finite"
-        raise T2IError(f"training diverged at step {step}: {what} (lower --lr, or try --type hinge "
-                       "--d-arch projection); the last epoch's checkpoint is kept")
-
-
 def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: int,
           config: GanConfig = GanConfig(), progress: bool = True, encoder: CharCLIP | None = None) -> Trained:
     """Train to `epochs` epochs of `steps_per_epoch` steps, resuming from out/checkpoint.pt when it is
@@ -344,7 +342,7 @@ def train(data: BatchSource, out: str | Path, *, epochs: int, steps_per_epoch: i
                 step += 1
                 if ema is not None:
                     ema.update(g)
-                _check_finite(history[-1], step, () if step % steps_per_epoch else (("G", g), ("D", d)))
+                check_finite(history[-1], step, () if step % steps_per_epoch else (("G", g), ("D", d)))
                 bar.set_postfix(d=f"{history[-1]['d_total']:.3f}", g=f"{history[-1]['g_total']:.3f}")
             write_epoch(out, epoch, g, d, opt_g, opt_d, gen, step, history, config, sample_embeds, sample_z,
                          sample_images, ema)

@@ -1,9 +1,10 @@
 """GAN-INT-CLS training's files (t2i/train/gan.py's output folder): the resumable checkpoint, written
 so that a kill mid-write leaves the last good one, the served generator, the sample grids and the
-loss plot of each epoch."""
+loss plot of each epoch, and the check that stops a diverged run before its checkpoint is written."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -74,3 +75,15 @@ def write_epoch(out: Path, epoch: int, g, d, opt_g, opt_d, gen, step: int, histo
     per_epoch = [(mean(history[i:i + steps_per_epoch], "d_total"), mean(history[i:i + steps_per_epoch], "g_total"))
                  for i in range(0, len(history), steps_per_epoch)]
     loss_plot(per_epoch, f"GAN-INT-CLS ({config.type}), mean loss per epoch").save(out / "losses.png")
+
+
+def check_finite(values: dict[str, float], step: int, nets) -> None:
+    """A diverged run stops here, before its epoch's checkpoint is written: the last good one stays."""
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if not bad:
+        bad = [f"{name} weight {k}" for name, net in nets for k, p in net.state_dict().items()
+               if p.is_floating_point() and not torch.isfinite(p).all()][:1]
+    if bad:
+        what = f"{bad[0]} is {values[bad[0]]}" if bad[0] in values else f"{bad[0]} is not finite"
+        raise T2IError(f"training diverged at step {step}: {what} (lower --lr, or try --type hinge "
+                       "--d-arch projection); the last epoch's checkpoint is kept")

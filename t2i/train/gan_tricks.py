@@ -138,11 +138,21 @@ def auxiliary(d, features: torch.Tensor, labels: torch.Tensor, blind_features: t
     """TAC-GAN's auxiliary classifier term (Dash et al. 2017, AC-GAN's (Odena et al. 2017) with text):
     the mean over attributes of the cross-entropy of D's heads (`d.classify`) against `labels` (n,
     attributes; -1 where unnamed, ignored). D learns it on real images with their true attributes, G
-    on its images against what each caption names. Unlike AC-GAN, D never learns classes from fakes:
-    there it would learn to read G's mistakes as the asked class and stop teaching."""
+    on its images against what each caption names. Unlike AC-GAN, D never learns the asked classes from
+    fakes: there it would learn to read G's mistakes as the asked class and stop teaching (`aux_fake`
+    teaches it one class of their own instead, `made_by_g`)."""
     terms = [F.cross_entropy(logits, labels[:, i], ignore_index=-1, reduction="sum")
              for i, logits in enumerate(d.classify(features, blind_features))]
     return sum(terms) / (labels >= 0).sum().clamp(min=1)
+
+
+def made_by_g(d, n: int) -> torch.Tensor:
+    """Labels (n, attributes) naming each head's last class, "made by G" (`aux_fake`: the K+1-class
+    discriminator of Salimans et al. 2016's semi-supervised GAN, per attribute). Why: heads trained on
+    real renders only read whatever G draws as some class, and G learns to draw what they read, not
+    what the checker counts (issue 26: soft discs read as "eight petals"). With a class of its own for
+    G's images, a head gives the asked class only to what looks like a real flower of that class."""
+    return torch.tensor([head.out_features - 1 for head in d.heads]).expand(n, -1)
 
 
 class _Viewed:
