@@ -10,7 +10,7 @@ WORLDS = ("shapes", "shapes-ldm", "digits", "flowers")
 
 def add_train_demo(sub) -> None:
     t = sub.add_parser("train-demo", help="train the built-in offline worlds' models (CPU; shapes about 22 minutes, "
-                                          "shapes-ldm about 21, digits about 7, flowers about 55)")
+                                          "shapes-ldm about 21, digits about 7, flowers about 51)")
     t.add_argument("--world", choices=[*WORLDS, "all"], default="all",
                    help="shapes: CLIP, sketch net, VQGAN; shapes-ldm: latent diffusion on those; digits: "
                         "char-level CLIP, classifier, pixel DDPM; flowers: caption encoder, GAN-INT-CLS, SRCNN, "
