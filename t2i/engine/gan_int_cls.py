@@ -141,12 +141,11 @@ class Generator(nn.Module):
         widths = [ngf * 8, ngf * 4, ngf * 2, ngf]
         layers = [nn.ConvTranspose2d(noise_dim + projected_dim, widths[0], 4, 1, 0, bias=False),
                   nn.BatchNorm2d(widths[0]), nn.ReLU(True)]                       # 4x4
-        # `polar` extra input channels for the convs reading 16x16 and 32x32 maps (PolarChannels).
-        extra = {8: 0, 16: 0, 32: 0} if not polar else {8: 0, 16: 1 + 2 * polar, 32: 1 + 2 * polar}
-        for (a, b), size in zip(zip(widths, widths[1:]), (4, 8, 16)):              # 8, 16, 32
-            layers += [nn.ConvTranspose2d(a + extra.get(size, 0), b, 4, 2, 1, bias=False), nn.BatchNorm2d(b),
+        extra = 1 + 2 * polar if polar else 0  # PolarChannels' maps, read by the convs from 16x16 and 32x32
+        for a, b in zip(widths, widths[1:]):                                        # 8, 16, 32
+            layers += [nn.ConvTranspose2d(a + (extra if b == ngf else 0), b, 4, 2, 1, bias=False), nn.BatchNorm2d(b),
                        nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(ngf + extra[32], 3, 4, 2, 1, bias=False), nn.Tanh()]    # 64x64
+        layers += [nn.ConvTranspose2d(ngf + extra, 3, 4, 2, 1, bias=False), nn.Tanh()]    # 64x64
         self.netG = nn.Sequential(*layers)
         self.polar = nn.ModuleDict({str(i): PolarChannels(size, polar) for i, size in
                                     ((len(layers) - 5, 16), (len(layers) - 2, 32))}) if polar else None
