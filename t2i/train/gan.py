@@ -52,9 +52,9 @@ from ..engine.gan_int_cls import NOISE_DIM, Discriminator, Generator, Projection
 from ..errors import T2IError
 from .gan_data import BatchSource
 from .ema import Ema
-from .gan_state import check_finite, mean, resume, save_atomic, write_epoch  # noqa: F401 - save_atomic: this module's API too
-from .gan_tricks import (AUGMENTS, auxiliary, made_by_g, colour_blind, colour_scrambled, diff_augment, gradient_penalty, hard_wrong,
-                         matching_aware_gp, mode_seeking, semantic, with_view)
+from .gan_state import check_finite, mean, resume, save_atomic, write_epoch  # noqa: F401 - save_atomic: our API too
+from .gan_tricks import (AUGMENTS, auxiliary, colour_blind, colour_scrambled, diff_augment, gradient_penalty, hard_wrong,
+                         made_by_g, matching_aware_gp, mode_seeking, semantic, with_view)
 from .threads import torch_threads
 
 TYPES = ("gan", "hinge", "wgan", "wgan-gp")
@@ -146,8 +146,8 @@ def make_nets(config: GanConfig, embed_dim: int, classes: tuple[int, ...] = (),
     g = Generator(embed_dim, config.ngf, affine=config.affine, whiten=bool(config.whiten), polar=config.polar)
     init_weights(g)
     if config.d_arch in ("projection", "joint"):  # torch's own initialisation: spectral norm rescales anyway
-        return g, ProjectionDiscriminator(embed_dim, config.ndf, joint=config.d_arch == "joint",
-                                          classes=tuple(k + config.aux_fake for k in classes) if config.aux_coef else (),
+        heads = tuple(k + config.aux_fake for k in classes) if config.aux_coef else ()  # aux_fake: + "made by G"
+        return g, ProjectionDiscriminator(embed_dim, config.ndf, joint=config.d_arch == "joint", classes=heads,
                                           blind=blind if config.aux_coef and config.aux_blind else (),
                                           whiten=bool(config.whiten), tower=config.count_tower)
     d = Discriminator(embed_dim, config.ndf, batch_norm=config.type != "wgan-gp", minibatch=config.minibatch)
@@ -160,6 +160,11 @@ def make_nets(config: GanConfig, embed_dim: int, classes: tuple[int, ...] = (),
 def _blind_view(config: GanConfig):
     """What D's colour-free heads read: a grey copy (aux_blind), or a colour-scrambled one (aux_scramble)."""
     return colour_scrambled if config.aux_scramble else colour_blind
+
+
+def _blind_features(config: GanConfig, d, seen: torch.Tensor, gen: torch.Generator | None):
+    """D's features of the colour-free copy of `seen` for its blind heads; None when it has none."""
+    return d.blind_features(_blind_view(config)(seen, gen)) if d.blind else None
 
 
 def _real(score: torch.Tensor, config: GanConfig, target: float, generator: bool = False) -> torch.Tensor:
@@ -213,10 +218,10 @@ def d_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
         terms["ma_gp"] = matching_aware_gp(d, real_seen, embed)
         terms["total"] = terms["total"] + config.ma_gp * terms["ma_gp"]
     if config.aux_coef:
-        blind = d.blind_features(_blind_view(config)(real_seen, gen)) if d.blind else None
+        blind = _blind_features(config, d, real_seen, gen)
         terms["aux"] = auxiliary(d, real_features, true, blind)
         if config.aux_fake:  # after the real term's, so a run without it draws what it drew before
-            blind = d.blind_features(_blind_view(config)(fake_seen, gen)) if d.blind else None
+            blind = _blind_features(config, d, fake_seen, gen)
             terms["aux"] = terms["aux"] + auxiliary(d, fake_features, made_by_g(d, len(fake)), blind)
         terms["total"] = terms["total"] + config.aux_coef * terms["aux"]
     return terms
@@ -251,7 +256,7 @@ def g_losses(config: GanConfig, g: Generator, d: Discriminator, real: torch.Tens
         terms["semantic"] = semantic(encoder, fake, embed, (extras or {}).get("match"))
         total = total + config.semantic_coef * terms["semantic"]
     if config.aux_coef:
-        blind = d.blind_features(_blind_view(config)(fake_seen, gen)) if d.blind else None
+        blind = _blind_features(config, d, fake_seen, gen)
         terms["aux"] = auxiliary(d, fake_features, extras["asked"], blind)
         total = total + config.aux_coef * terms["aux"]
     terms["total"] = total

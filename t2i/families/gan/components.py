@@ -60,7 +60,8 @@ class RandomText(torch.nn.Module):
 def gan_int_cls(params: dict, weights: Path | None, hint: str):
     from ...engine.gan_int_cls import Generator, init_weights, load_generator, settle
 
-    config = _config(params, ("embed_dim", "ngf", "noise_dim", "projected_dim", "affine", "whiten", "polar"), "gan-int-cls")
+    config = _config(params, ("embed_dim", "ngf", "noise_dim", "projected_dim", "affine", "whiten", "polar"),
+                     "gan-int-cls")
     if weights is None:
         generator = Generator(**config)
         init_weights(generator)
